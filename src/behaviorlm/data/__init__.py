@@ -1,0 +1,1 @@
+"""Data layer: schema, the DuckDB event store, ingest, splits and sequence building."""

@@ -1,0 +1,203 @@
+"""The common model interface: ``fit(train)``, ``score(batch)``, ``recommend(users, k)``.
+
+Every model follows scikit-learn's conventions: the constructor only stores its (keyword) arguments,
+learned state ends in ``_``, ``fit`` returns ``self``. Scoring is explicit about its input: a
+:class:`ScoringBatch` names the users to score and the interaction history the model may read for them,
+so an evaluator can hand a model "train + validation" as history when ranking test targets without the
+model ever seeing the targets.
+
+Persistence never uses pickle: :meth:`Recommender.save` writes ``model.json`` (class name, constructor
+arguments, plain metadata) and ``weights.safetensors`` (tensors), and :func:`load_model` reads them back
+through an explicit registry of model classes.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from safetensors.torch import load_file, save_file
+
+from behaviorlm.data.sequences import Interactions
+
+MODEL_JSON = "model.json"
+WEIGHTS_FILE = "weights.safetensors"
+
+
+@dataclass(eq=False)
+class ScoringBatch:
+    """The users to score and the history the model may read for them.
+
+    ``history`` shares the index space of the model's training data; only the rows of ``users`` are
+    read. ``history_csr`` is the binary user x item matrix of those rows, built once per batch.
+    """
+
+    users: np.ndarray
+    history: Interactions
+    _csr: sp.csr_matrix | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.users = np.asarray(self.users, dtype=np.int64)
+
+    @property
+    def history_csr(self) -> sp.csr_matrix:
+        if self._csr is None:
+            self._csr = self.history.csr_rows(self.users)
+        return self._csr
+
+
+@dataclass(frozen=True)
+class Recommendations:
+    """Top-k recommendations: ``items`` and ``scores`` are ``[n_users, k]``, best first."""
+
+    users: np.ndarray
+    items: np.ndarray
+    scores: np.ndarray
+
+
+class Recommender(ABC):
+    """Base class of every recommender. Subclasses implement ``_fit``, ``score`` and the state hooks."""
+
+    name: ClassVar[str]
+    """Registry name, e.g. ``"ease"``; used in checkpoints and on the command line."""
+
+    train_: Interactions
+
+    def fit(self, train: Interactions) -> Self:
+        """Learn from ``train`` and return ``self``."""
+        if train.n_events == 0:
+            raise ValueError(f"{type(self).__name__}.fit: the training data has no interactions")
+        self.train_ = train
+        self._fit(train)
+        return self
+
+    @abstractmethod
+    def _fit(self, train: Interactions) -> None: ...
+
+    @abstractmethod
+    def score(self, batch: ScoringBatch) -> torch.Tensor:
+        """Scores ``float32 [len(batch.users), n_items]``; higher means more likely next."""
+
+    @property
+    def n_items(self) -> int:
+        return self._fitted().n_items
+
+    def recommend(
+        self,
+        users: np.ndarray,
+        *,
+        k: int = 10,
+        exclude_seen: bool = True,
+        history: Interactions | None = None,
+        batch_size: int = 1024,
+    ) -> Recommendations:
+        """Top-``k`` items for each user, reading ``history`` (default: the training data)."""
+        train = self._fitted()
+        history = train if history is None else history
+        users = np.asarray(users, dtype=np.int64)
+        k = min(k, train.n_items)
+        out_items = np.empty((len(users), k), dtype=np.int64)
+        out_scores = np.empty((len(users), k), dtype=np.float32)
+        for start in range(0, len(users), batch_size):
+            batch = ScoringBatch(users=users[start : start + batch_size], history=history)
+            scores = self.score(batch)
+            if exclude_seen:
+                mask_seen_(scores, batch.history_csr)
+            top = torch.topk(scores, k, dim=1)
+            out_items[start : start + len(batch.users)] = top.indices.numpy()
+            out_scores[start : start + len(batch.users)] = top.values.numpy()
+        return Recommendations(users=users, items=out_items, scores=out_scores)
+
+    # ------------------------------------------------------------------ persistence
+    def get_params(self) -> dict[str, Any]:
+        """Constructor arguments (JSON-serializable), as scikit-learn's ``get_params``."""
+        return {k: v for k, v in vars(self).items() if not k.endswith("_")}
+
+    def _state(self) -> dict[str, torch.Tensor]:
+        """Learned tensors to save; subclasses extend."""
+        return {}
+
+    def _load_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Restore what :meth:`_state` returned."""
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``model.json`` + ``weights.safetensors`` (plus the training index space) into ``path``."""
+        train = self._fitted()
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        tensors = {f"state.{k}": v.contiguous() for k, v in self._state().items()}
+        tensors["train.user_ptr"] = torch.from_numpy(train.user_ptr)
+        tensors["train.items"] = torch.from_numpy(train.items)
+        tensors["train.timestamps"] = torch.from_numpy(train.timestamps)
+        tensors["train.event_types"] = torch.from_numpy(train.event_types.astype(np.int64))
+        save_file(tensors, str(path / WEIGHTS_FILE))
+        meta = {
+            "model": self.name,
+            "params": self.get_params(),
+            "user_ids": train.user_ids.tolist(),
+            "item_ids": train.item_ids.tolist(),
+            "event_type_vocab": list(train.event_type_vocab),
+        }
+        (path / MODEL_JSON).write_text(json.dumps(meta))
+        return path
+
+    def _fitted(self) -> Interactions:
+        if not hasattr(self, "train_"):
+            raise RuntimeError(f"{type(self).__name__} is not fitted yet: call fit(train) first")
+        return self.train_
+
+
+def mask_seen_(scores: torch.Tensor, history_csr: sp.csr_matrix) -> torch.Tensor:
+    """Set the scores of items in each row's history to ``-inf`` (in place) and return ``scores``."""
+    rows = np.repeat(np.arange(history_csr.shape[0]), np.diff(history_csr.indptr))
+    scores[torch.from_numpy(rows), torch.from_numpy(history_csr.indices.astype(np.int64))] = -torch.inf
+    return scores
+
+
+_REGISTRY: dict[str, type[Recommender]] = {}
+
+
+def register(cls: type[Recommender]) -> type[Recommender]:
+    """Class decorator adding a model to the registry used by :func:`load_model` and the CLI."""
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise ValueError(f"model name {cls.name!r} is registered twice")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def model_registry() -> dict[str, type[Recommender]]:
+    """Registered model classes by name (importing the built-in model modules first)."""
+    import behaviorlm.models.baselines  # noqa: F401  (registers the baselines)
+
+    return dict(_REGISTRY)
+
+
+def load_model(path: str | Path) -> Recommender:
+    """Load a model written by :meth:`Recommender.save`."""
+    path = Path(path)
+    meta_file = path / MODEL_JSON
+    if not meta_file.exists():
+        raise FileNotFoundError(f"{meta_file} not found: {path} is not a saved behaviorlm model")
+    meta = json.loads(meta_file.read_text())
+    registry = model_registry()
+    if meta["model"] not in registry:
+        raise ValueError(f"{meta_file}: unknown model {meta['model']!r}; known: {sorted(registry)}")
+    model = registry[meta["model"]](**meta["params"])
+    tensors = load_file(str(path / WEIGHTS_FILE))
+    model.train_ = Interactions(
+        user_ids=np.asarray(meta["user_ids"]),
+        item_ids=np.asarray(meta["item_ids"]),
+        user_ptr=tensors["train.user_ptr"].numpy(),
+        items=tensors["train.items"].numpy(),
+        timestamps=tensors["train.timestamps"].numpy(),
+        event_types=tensors["train.event_types"].numpy().astype(np.int16),
+        event_type_vocab=tuple(meta["event_type_vocab"]),
+    )
+    model._load_state({k[len("state.") :]: v for k, v in tensors.items() if k.startswith("state.")})
+    return model
