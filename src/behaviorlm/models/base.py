@@ -123,8 +123,8 @@ class Recommender(ABC):
         """Learned tensors to save; subclasses extend."""
         return {}
 
-    def _load_state(self, tensors: dict[str, torch.Tensor]) -> None:
-        """Restore what :meth:`_state` returned."""
+    def _load_state(self, tensors: dict[str, torch.Tensor]) -> None:  # noqa: B027 (optional hook)
+        """Restore what :meth:`_state` returned; models without learned tensors keep this no-op."""
 
     def save(self, path: str | Path) -> Path:
         """Write ``model.json`` + ``weights.safetensors`` (plus the training index space) into ``path``."""

@@ -1,0 +1,132 @@
+"""Typed configuration. Every config rejects unknown keys with an error that names the key.
+
+Configs are pydantic models with defaults that work; load them from JSON/TOML dictionaries with
+:func:`load_config`, which turns pydantic's errors into one readable message per bad field.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from behaviorlm.data.schema import DEFAULT_EVENT_TYPES, EVENT_COLUMNS, REQUIRED_EVENT_COLUMNS, EventVocabulary
+
+
+class ConfigError(ValueError):
+    """A configuration is invalid; the message names every offending key."""
+
+
+class StrictConfig(BaseModel):
+    """Base of all configs: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+MissingPolicy = Literal["quarantine", "null"] | str
+"""Per-field missing-value policy: ``"quarantine"`` the row, keep ``"null"`` (optional fields only), or
+``"fill:<value>"`` to substitute a constant."""
+
+SourceFormat = Literal["csv", "tsv", "parquet", "jsonl", "recbole", "sequence", "taobao", "reviews"]
+
+
+class IngestConfig(StrictConfig):
+    """How to read one source into the event store.
+
+    ``columns`` maps canonical event fields (``user_id``, ``item_id``, ``event_type``, ``timestamp``,
+    ``event_id``, ``session_id``, ``value``, ``text``) to source column names. For headerless CSV the
+    source columns are named ``column0``, ``column1``, ... .
+    """
+
+    format: SourceFormat = "csv"
+    columns: dict[str, str] = Field(default_factory=dict)
+    header: bool = True
+    delimiter: str | None = None
+    event_type: str | None = None
+    """Constant event type for sources without an event-type column (e.g. ``"rate"`` for ratings)."""
+    event_types: tuple[str, ...] = DEFAULT_EVENT_TYPES
+    event_type_aliases: dict[str, str] | None = None
+    """Source spelling -> canonical type; ``None`` uses the built-in aliases (pv -> view, buy -> purchase, ...)."""
+    missing: dict[str, MissingPolicy] = Field(default_factory=dict)
+    timestamp_unit: Literal["s", "ms", "us"] = "s"
+    min_timestamp: str = "1970-01-01"
+    max_timestamp: str = "2100-01-01"
+    max_text_bytes: int = Field(default=65_536, gt=0)
+    max_id_bytes: int = Field(default=256, gt=0)
+    pseudonymize_users: bool = False
+    pseudonym_key_env: str = "BEHAVIORLM_PSEUDONYM_KEY"
+    session_gap_seconds: int | None = Field(default=1800, ge=0)
+    source_name: str | None = None
+    """Lineage name stored with every row; defaults to the file's resolved path."""
+
+    @field_validator("columns")
+    @classmethod
+    def _known_fields(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value) - set(EVENT_COLUMNS))
+        if unknown:
+            raise ValueError(f"unknown event field(s) {unknown} in columns; fields are {list(EVENT_COLUMNS)}")
+        return value
+
+    @field_validator("missing")
+    @classmethod
+    def _known_policies(cls, value: dict[str, str]) -> dict[str, str]:
+        for field, policy in value.items():
+            if field not in EVENT_COLUMNS:
+                raise ValueError(
+                    f"missing-value policy for unknown field {field!r}; fields are {list(EVENT_COLUMNS)}"
+                )
+            if policy not in ("quarantine", "null") and not policy.startswith("fill:"):
+                raise ValueError(
+                    f"missing-value policy {policy!r} for {field!r} must be 'quarantine', 'null' or 'fill:<value>'"
+                )
+            if policy == "null" and field in REQUIRED_EVENT_COLUMNS:
+                raise ValueError(f"{field!r} is required: its missing-value policy cannot be 'null'")
+        return value
+
+    @model_validator(mode="after")
+    def _vocabulary_is_consistent(self) -> IngestConfig:
+        vocab = self.vocabulary()
+        if self.event_type is not None and self.event_type.lower() not in vocab.mapping():
+            raise ValueError(
+                f"event_type {self.event_type!r} is not in the event-type vocabulary {list(vocab.types)}"
+            )
+        return self
+
+    def vocabulary(self) -> EventVocabulary:
+        if self.event_type_aliases is None:
+            base = EventVocabulary()
+            aliases = {a: t for a, t in base.aliases.items() if t in self.event_types}
+            return EventVocabulary(types=tuple(self.event_types), aliases=aliases)
+        return EventVocabulary(types=tuple(self.event_types), aliases=dict(self.event_type_aliases))
+
+    def missing_policy(self, field: str) -> str:
+        """The explicit policy for ``field``: required fields default to quarantine, optional ones to null."""
+        default = "quarantine" if field in REQUIRED_EVENT_COLUMNS else "null"
+        return self.missing.get(field, default)
+
+
+ConfigT = TypeVar("ConfigT", bound=StrictConfig)
+
+
+def load_config(cls: type[ConfigT], source: dict | str | Path) -> ConfigT:
+    """Validate a dict (or a .json/.toml file) as ``cls``; errors name each bad key and why."""
+    if isinstance(source, str | Path):
+        path = Path(source)
+        if not path.exists():
+            raise ConfigError(f"config file {path} does not exist")
+        text = path.read_text()
+        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    else:
+        data = source
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "(config)"
+            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            problems.append(f"{where}: {msg}")
+        raise ConfigError(f"invalid {cls.__name__}: " + "; ".join(problems)) from None

@@ -1,0 +1,328 @@
+"""The event store: one embedded DuckDB file, the single source of truth.
+
+This is the ONLY module that imports :mod:`duckdb` (DESIGN rule 12). Other modules compose SQL and run
+it through :class:`EventStore`; they never hold a DuckDB connection themselves.
+
+Tables (see :mod:`behaviorlm.data.schema`):
+
+* ``events`` -- one row per stored behaviour, with lineage (``source``, ``source_row``) and an
+  ``ingest_seq`` that orders events ingested with equal timestamps deterministically.
+* ``items``, ``users`` -- catalogue and user attributes (``attributes`` is JSON text).
+* ``quarantine`` -- every rejected input row with the reason; nothing is lost silently.
+* ``kg_triples``, ``item_entities`` -- knowledge-graph triples and item -> entity links (RecBole .kg/.link).
+* ``ingest_log`` -- one row per ingest run with its reconciliation counts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from behaviorlm.data.sequences import Interactions
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS events (
+    event_id    VARCHAR NOT NULL,
+    user_id     VARCHAR NOT NULL,
+    item_id     VARCHAR NOT NULL,
+    event_type  VARCHAR NOT NULL,
+    timestamp   TIMESTAMP NOT NULL,     -- UTC
+    session_id  VARCHAR,
+    value       DOUBLE,
+    text        VARCHAR,
+    source      VARCHAR NOT NULL,
+    source_row  BIGINT NOT NULL,
+    ingest_seq  BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS items (
+    item_id     VARCHAR NOT NULL,       -- unique; kept so by EventStore.upsert
+    title       VARCHAR,
+    category    VARCHAR,
+    brand       VARCHAR,
+    attributes  JSON,
+    text        VARCHAR
+);
+CREATE TABLE IF NOT EXISTS users (
+    user_id     VARCHAR NOT NULL,       -- unique; kept so by EventStore.upsert
+    attributes  JSON
+);
+CREATE TABLE IF NOT EXISTS quarantine (
+    source      VARCHAR NOT NULL,
+    source_row  BIGINT NOT NULL,
+    reason      VARCHAR NOT NULL,
+    raw         VARCHAR,
+    quarantined_at TIMESTAMP DEFAULT current_timestamp
+);
+CREATE TABLE IF NOT EXISTS kg_triples (
+    head_id     VARCHAR NOT NULL,
+    relation    VARCHAR NOT NULL,
+    tail_id     VARCHAR NOT NULL
+);
+CREATE TABLE IF NOT EXISTS item_entities (
+    item_id     VARCHAR NOT NULL,
+    entity_id   VARCHAR NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ingest_log (
+    source      VARCHAR NOT NULL,
+    format      VARCHAR NOT NULL,
+    rows_read   BIGINT NOT NULL,
+    stored      BIGINT NOT NULL,
+    quarantined BIGINT NOT NULL,
+    duplicates  BIGINT NOT NULL,
+    seconds     DOUBLE NOT NULL,
+    finished_at TIMESTAMP DEFAULT current_timestamp
+);
+"""
+
+TABLES: tuple[str, ...] = (
+    "events",
+    "items",
+    "users",
+    "quarantine",
+    "kg_triples",
+    "item_entities",
+    "ingest_log",
+)
+
+
+class StoreError(RuntimeError):
+    """A store operation failed; the message names the file/table involved."""
+
+
+def sql_literal(value: str) -> str:
+    """Quote a string as a SQL literal (for file paths and option values that cannot be bound)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+class EventStore:
+    """An embedded DuckDB event store in one file (or in memory with ``path=":memory:"``).
+
+    Use as a context manager, or call :meth:`close`. ``threads`` caps DuckDB's worker threads.
+    """
+
+    def __init__(self, path: str | Path, *, read_only: bool = False, threads: int | None = None) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._con = duckdb.connect(self.path, read_only=read_only)
+        except duckdb.Error as exc:
+            raise StoreError(f"cannot open event store {self.path}: {exc}") from exc
+        if threads is not None:
+            self._con.execute(f"SET threads = {int(threads)}")
+        if not read_only:
+            self._con.execute(_DDL)
+
+    # ------------------------------------------------------------------ lifecycle
+    def close(self) -> None:
+        self._con.close()
+
+    def __enter__(self) -> EventStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Run a block atomically: either all of it is stored or none of it."""
+        self._con.execute("BEGIN TRANSACTION")
+        try:
+            yield
+        except BaseException:
+            self._con.execute("ROLLBACK")
+            raise
+        self._con.execute("COMMIT")
+
+    # ------------------------------------------------------------------ raw SQL access
+    def execute(self, sql: str, params: list[Any] | None = None) -> None:
+        # Fetch so the connection has no pending result (DuckDB refuses other work until it is consumed).
+        self._con.execute(sql, params or []).fetchall()
+
+    def scalar(self, sql: str, params: list[Any] | None = None) -> Any:
+        rows = self._con.execute(sql, params or []).fetchall()
+        return rows[0][0] if rows else None
+
+    def rows(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+        return self._con.execute(sql, params or []).fetchall()
+
+    def arrow(self, sql: str, params: list[Any] | None = None) -> pa.Table:
+        return self._con.sql(sql, params=params or None).to_arrow_table()
+
+    def register(self, name: str, table: pa.Table) -> None:
+        """Expose an Arrow table to SQL under ``name`` (until :meth:`unregister`)."""
+        self._con.register(name, table)
+
+    def unregister(self, name: str) -> None:
+        self._con.unregister(name)
+
+    def upsert(self, table: str, *, key: str, select_sql: str) -> int:
+        """Merge rows into ``items``/``users`` by ``key``; returns the number of incoming rows.
+
+        Incoming non-null fields overwrite stored ones, null fields keep what is stored, new keys are
+        inserted. Done as an update plus an anti-joined insert rather than a primary-key ``ON CONFLICT``:
+        on bulk loads of millions of items the index maintenance costs more than the load itself.
+        """
+        if table not in ("items", "users"):
+            raise ValueError(f"upsert supports items and users, not {table!r}")
+        columns = [r[0] for r in self.rows(f"DESCRIBE {table}")]
+        incoming = f"_incoming_{table}"
+        self.execute(
+            f"CREATE OR REPLACE TEMP TABLE {incoming} AS "
+            f"SELECT {key}, {', '.join(f'any_value({c}) AS {c}' for c in columns if c != key)} "
+            f"FROM ({select_sql}) WHERE {key} IS NOT NULL GROUP BY {key}"
+        )
+        try:
+            if self.scalar(f"SELECT count(*) FROM {table}"):
+                sets = ", ".join(f"{c} = coalesce(i.{c}, {table}.{c})" for c in columns if c != key)
+                self.execute(f"UPDATE {table} SET {sets} FROM {incoming} i WHERE {table}.{key} = i.{key}")
+                self.execute(
+                    f"INSERT INTO {table} BY NAME SELECT * FROM {incoming} "
+                    f"WHERE {key} NOT IN (SELECT {key} FROM {table})"
+                )
+            else:
+                self.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {incoming}")
+            return int(self.scalar(f"SELECT count(*) FROM {incoming}"))
+        finally:
+            self.execute(f"DROP TABLE {incoming}")
+
+    def table_exists(self, name: str) -> bool:
+        return bool(
+            self.scalar("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name])
+        )
+
+    def count(self, table: str) -> int:
+        if table not in TABLES:
+            raise ValueError(f"unknown table {table!r}; tables are {list(TABLES)}")
+        return int(self.scalar(f"SELECT count(*) FROM {table}"))
+
+    # ------------------------------------------------------------------ reading into models
+    def interactions(
+        self,
+        *,
+        event_types: list[str] | None = None,
+        event_type_vocab: tuple[str, ...] | None = None,
+    ) -> Interactions:
+        """All stored events (optionally only some types) as an :class:`Interactions`.
+
+        Order within a user is ``timestamp`` then ``ingest_seq``, so events with equal timestamps keep
+        the order they had in their source.
+        """
+        where = ""
+        params: list[Any] = []
+        if event_types:
+            where = "WHERE event_type IN (SELECT unnest(?))"
+            params = [list(event_types)]
+        table = self.arrow(
+            f"""SELECT user_id, item_id, event_type, epoch(timestamp)::BIGINT AS ts, ingest_seq
+                FROM events {where}""",
+            params,
+        )
+        if table.num_rows == 0:
+            raise StoreError(
+                f"event store {self.path} has no events" + (f" of types {event_types}" if event_types else "")
+            )
+        types = table.column("event_type").to_numpy(zero_copy_only=False)
+        vocab = event_type_vocab or tuple(sorted(set(types.tolist())))
+        return Interactions.from_events(
+            user_ids=table.column("user_id").to_numpy(zero_copy_only=False),
+            item_ids=table.column("item_id").to_numpy(zero_copy_only=False),
+            timestamps=table.column("ts").to_numpy(),
+            event_types=types,
+            event_type_vocab=vocab,
+            order=table.column("ingest_seq").to_numpy(),
+        )
+
+    def next_ingest_seq(self) -> int:
+        return int(self.scalar("SELECT coalesce(max(ingest_seq), -1) + 1 FROM events"))
+
+    # ------------------------------------------------------------------ summaries
+    def stats(self) -> dict[str, Any]:
+        """Table sizes, event-type counts, time range and density of the stored events."""
+        counts = {t: self.count(t) for t in TABLES}
+        by_type = dict(self.rows("SELECT event_type, count(*) FROM events GROUP BY 1 ORDER BY 2 DESC"))
+        row = self.rows(
+            """SELECT count(DISTINCT user_id), count(DISTINCT item_id), min(timestamp), max(timestamp),
+                      count(DISTINCT session_id)
+               FROM events"""
+        )[0]
+        n_users, n_items, t_min, t_max, n_sessions = row
+        reasons = self.rows(
+            """SELECT regexp_replace(reason, '''[^'']*''', '''…''', 'g') AS kind, count(*)
+               FROM quarantine GROUP BY 1 ORDER BY 2 DESC LIMIT 20"""
+        )
+        density = counts["events"] / (n_users * n_items) if n_users and n_items else 0.0
+        return {
+            "tables": counts,
+            "event_types": by_type,
+            "users": int(n_users),
+            "items": int(n_items),
+            "sessions": int(n_sessions),
+            "first_event": None if t_min is None else t_min.isoformat(),
+            "last_event": None if t_max is None else t_max.isoformat(),
+            "density": density,
+            "quarantine_reasons": [{"reason": r, "rows": int(n)} for r, n in reasons],
+        }
+
+    # ------------------------------------------------------------------ parquet
+    def export_parquet(self, directory: str | Path) -> list[Path]:
+        """Write every table to ``directory/<table>.parquet`` (zstd); returns the files written."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        written = []
+        for table in TABLES:
+            out = directory / f"{table}.parquet"
+            self.execute(f"COPY {table} TO {sql_literal(str(out))} (FORMAT parquet, COMPRESSION zstd)")
+            written.append(out)
+        (directory / "manifest.json").write_text(
+            json.dumps({"tables": list(TABLES), "format": "behaviorlm-store-1"})
+        )
+        return written
+
+    def import_parquet(self, directory: str | Path) -> dict[str, int]:
+        """Append tables exported by :meth:`export_parquet`; returns rows added per table.
+
+        Events already present (same ``event_id``) and items/users already present are skipped, so
+        importing the same export twice changes nothing.
+        """
+        directory = Path(directory)
+        if not (directory / "manifest.json").exists():
+            raise StoreError(f"{directory} is not a behaviorlm Parquet export (no manifest.json)")
+        added: dict[str, int] = {}
+        with self.transaction():
+            for table in TABLES:
+                file = directory / f"{table}.parquet"
+                if not file.exists():
+                    raise StoreError(f"{file} is missing from the export")
+                before = self.count(table)
+                src = f"read_parquet({sql_literal(str(file))})"
+                if table == "events":
+                    self.execute(
+                        f"INSERT INTO events SELECT * FROM {src} s WHERE s.event_id NOT IN (SELECT event_id FROM events)"
+                    )
+                elif table in ("items", "users"):
+                    key = "item_id" if table == "items" else "user_id"
+                    self.execute(
+                        f"INSERT INTO {table} SELECT * FROM {src} s WHERE s.{key} NOT IN (SELECT {key} FROM {table})"
+                    )
+                elif table == "quarantine":
+                    self.execute(
+                        f"""INSERT INTO quarantine SELECT * FROM {src} s WHERE NOT EXISTS (
+                            SELECT 1 FROM quarantine q WHERE q.source = s.source AND q.source_row = s.source_row)"""
+                    )
+                else:
+                    self.execute(f"INSERT INTO {table} SELECT * FROM {src} EXCEPT SELECT * FROM {table}")
+                added[table] = self.count(table) - before
+        return added
+
+
+def arrow_strings(values: list[str | None] | np.ndarray) -> pa.Array:
+    """An Arrow string array (helper for readers that build tables in Python)."""
+    return pa.array(values, type=pa.string())
