@@ -1,0 +1,358 @@
+"""The ``behaviorlm`` command line: thin commands that parse, show progress and call the library.
+
+Every command reports user errors (bad file, bad row, bad flag, unknown model) as one red line naming
+what is wrong and exits with status 2; it never prints a traceback for a user mistake.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from behaviorlm.config import ConfigError, IngestConfig, SourceFormat, load_config
+from behaviorlm.data.ingest import IngestError, IngestSummary, ingest_file
+from behaviorlm.data.splits import Split, leave_one_out, temporal_split_by_quantile
+from behaviorlm.data.store import EventStore, StoreError
+
+app = typer.Typer(
+    name="behaviorlm",
+    help="Turn raw user-behaviour logs into clean data, behaviour models and evaluations.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+StoreOption = Annotated[Path, typer.Option("--store", "-s", help="Event store file (DuckDB).")]
+SPLIT_FILE = "split.json"
+
+
+def _user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn library errors caused by bad input into one readable line and exit status 2."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (IngestError, ConfigError, StoreError, FileNotFoundError, KeyError, ValueError) as exc:
+            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+            err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+            raise typer.Exit(code=2) from None
+
+    return wrapper
+
+
+def _parse_pairs(pairs: list[str], *, flag: str) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ValueError(f"{flag} expects field=value, got {pair!r}")
+        key, value = pair.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- ingest
+@app.command()
+@_user_errors
+def ingest(
+    path: Annotated[
+        Path, typer.Argument(help="Source file (CSV/TSV/Parquet/JSONL/RecBole .inter/sequence/reviews).")
+    ],
+    store: StoreOption = Path("behaviorlm.duckdb"),
+    format: Annotated[SourceFormat, typer.Option("--format", "-f", help="Source format.")] = "csv",
+    map_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--map", "-m", help="Column mapping field=source_column (repeatable), e.g. -m user_id=uid."
+        ),
+    ] = None,
+    event_type: Annotated[
+        str | None, typer.Option(help="Constant event type when the source has none.")
+    ] = None,
+    no_header: Annotated[
+        bool, typer.Option("--no-header", help="CSV has no header (columns are column0..).")
+    ] = False,
+    delimiter: Annotated[
+        str | None, typer.Option(help="Field delimiter (default: tab for .tsv, else comma).")
+    ] = None,
+    pseudonymize: Annotated[
+        bool,
+        typer.Option(help="Replace user ids by keyed HMAC pseudonyms (key from $BEHAVIORLM_PSEUDONYM_KEY)."),
+    ] = False,
+    config: Annotated[
+        Path | None, typer.Option(help="IngestConfig as .toml or .json (flags override it).")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Validate and load a behaviour log into the event store; bad rows go to quarantine with a reason."""
+    base = load_config(IngestConfig, config).model_dump(exclude_unset=True) if config else {}
+    overrides: dict[str, Any] = {"format": format}
+    if map_:
+        overrides["columns"] = _parse_pairs(map_, flag="--map")
+    if event_type:
+        overrides["event_type"] = event_type
+    if no_header:
+        overrides["header"] = False
+    if delimiter:
+        overrides["delimiter"] = delimiter
+    if pseudonymize:
+        overrides["pseudonymize_users"] = True
+    cfg = load_config(IngestConfig, {**base, **overrides})
+    with EventStore(store) as st, console.status(f"ingesting {path} …", spinner="dots"):
+        summary = ingest_file(st, path, config=cfg)
+    if json_out:
+        console.print_json(json.dumps(summary.to_dict()))
+    else:
+        _print_ingest(summary)
+
+
+def _print_ingest(summary: IngestSummary) -> None:
+    table = Table(title=f"ingest {summary.source}", show_header=False, title_justify="left")
+    table.add_row("rows read", f"{summary.rows_read:,}")
+    table.add_row("stored", f"[green]{summary.stored:,}[/]")
+    table.add_row("quarantined", f"[yellow]{summary.quarantined:,}[/]")
+    table.add_row(
+        "duplicates",
+        f"{summary.duplicates:,} ({summary.duplicates_in_file:,} in file, "
+        f"{summary.duplicates_in_store:,} already stored)",
+    )
+    if summary.items_upserted or summary.users_upserted:
+        table.add_row("items / users", f"{summary.items_upserted:,} / {summary.users_upserted:,}")
+    table.add_row("time", f"{summary.seconds:.2f} s ({summary.rows_per_second:,.0f} rows/s)")
+    console.print(table)
+    if summary.quarantine_reasons:
+        reasons = Table("quarantine reason", "rows", title="quarantined rows by reason", title_justify="left")
+        for reason, n in summary.quarantine_reasons.items():
+            reasons.add_row(reason, f"{n:,}")
+        console.print(reasons)
+    for warning in summary.warnings:
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+
+
+# ---------------------------------------------------------------------------------------------- stats
+@app.command()
+@_user_errors
+def stats(
+    store: StoreOption = Path("behaviorlm.duckdb"), json_out: Annotated[bool, typer.Option("--json")] = False
+) -> None:
+    """Summarize the event store: table sizes, event types, users, items, time range, quarantine."""
+    _require_store(store)
+    with EventStore(store, read_only=True) as st:
+        info = st.stats()
+    if json_out:
+        console.print_json(json.dumps(info))
+        return
+    table = Table(title=f"event store {store}", show_header=False, title_justify="left")
+    for name, n in info["tables"].items():
+        table.add_row(f"table {name}", f"{n:,}")
+    table.add_row("users / items", f"{info['users']:,} / {info['items']:,}")
+    table.add_row("sessions", f"{info['sessions']:,}")
+    table.add_row("time range", f"{info['first_event']} → {info['last_event']}")
+    table.add_row("density", f"{info['density']:.5f}")
+    for event_type_name, n in info["event_types"].items():
+        table.add_row(f"events: {event_type_name}", f"{n:,}")
+    for row in info["quarantine_reasons"]:
+        table.add_row(f"quarantine: {row['reason']}", f"{row['rows']:,}")
+    console.print(table)
+
+
+def _require_store(store: Path) -> None:
+    if not store.exists():
+        raise FileNotFoundError(f"event store {store} does not exist; create it with `behaviorlm ingest`")
+
+
+# ---------------------------------------------------------------------------------------------- split
+def _make_split(store: Path, *, protocol: str, valid_fraction: float, test_fraction: float) -> Split:
+    _require_store(store)
+    with EventStore(store, read_only=True) as st:
+        interactions = st.interactions()
+    if protocol == "loo":
+        return leave_one_out(interactions)
+    if protocol == "temporal":
+        return temporal_split_by_quantile(
+            interactions, valid_fraction=valid_fraction, test_fraction=test_fraction
+        )
+    raise ValueError(f"--protocol must be 'loo' or 'temporal', got {protocol!r}")
+
+
+ProtocolOption = Annotated[
+    str, typer.Option(help="Split protocol: loo (leave-one-out) or temporal (global).")
+]
+ValidFraction = Annotated[float, typer.Option(help="temporal: share of events (by time) for validation.")]
+TestFraction = Annotated[float, typer.Option(help="temporal: share of events (by time) for test.")]
+
+
+@app.command()
+@_user_errors
+def split(
+    store: StoreOption = Path("behaviorlm.duckdb"),
+    protocol: ProtocolOption = "loo",
+    valid_fraction: ValidFraction = 0.1,
+    test_fraction: TestFraction = 0.1,
+    out: Annotated[Path | None, typer.Option(help="Write train/valid/test events as Parquet here.")] = None,
+) -> None:
+    """Split the stored events into train / validation / test and show the protocol."""
+    sp = _make_split(store, protocol=protocol, valid_fraction=valid_fraction, test_fraction=test_fraction)
+    table = Table("part", "users with events", "events", title=f"split {protocol}", title_justify="left")
+    for name in ("train", "valid", "test", "test_history"):
+        part = getattr(sp, name)
+        table.add_row(name, f"{int((part.lengths() > 0).sum()):,}", f"{part.n_events:,}")
+    console.print(table)
+    console.print_json(json.dumps(sp.protocol))
+    if out is not None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        out.mkdir(parents=True, exist_ok=True)
+        for name in ("train", "valid", "test"):
+            part = getattr(sp, name)
+            users = part.event_users()
+            pq.write_table(
+                pa.table(
+                    {
+                        "user_id": pa.array(part.user_ids[users].astype(str)),
+                        "item_id": pa.array(part.item_ids[part.items].astype(str)),
+                        "event_type": pa.array(
+                            np.asarray(part.event_type_vocab)[part.event_types].astype(str)
+                        ),
+                        "timestamp": pa.array(part.timestamps, type=pa.timestamp("s")),
+                    }
+                ),
+                out / f"{name}.parquet",
+            )
+        (out / SPLIT_FILE).write_text(json.dumps(sp.protocol, indent=2))
+        console.print(f"wrote {out}/train.parquet, valid.parquet, test.parquet")
+
+
+# ---------------------------------------------------------------------------------------------- train / evaluate
+@app.command()
+@_user_errors
+def train(
+    model: Annotated[str, typer.Option("--model", help="Model name: pop, itemknn, ease, random.")],
+    out: Annotated[
+        Path, typer.Option(help="Directory for the checkpoint (model.json + weights.safetensors).")
+    ],
+    store: StoreOption = Path("behaviorlm.duckdb"),
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", help="Model parameter name=value (JSON value).")
+    ] = None,
+    protocol: ProtocolOption = "loo",
+    valid_fraction: ValidFraction = 0.1,
+    test_fraction: TestFraction = 0.1,
+) -> None:
+    """Fit a model on the training part of a split and save a checkpoint."""
+    from behaviorlm.models.base import model_registry
+
+    registry = model_registry()
+    if model not in registry:
+        raise ValueError(f"unknown --model {model!r}; available: {sorted(registry)}")
+    params = {k: _json_value(v) for k, v in _parse_pairs(param or [], flag="--param").items()}
+    try:
+        estimator = registry[model](**params)
+    except TypeError as exc:
+        raise ValueError(f"bad --param for {model}: {exc}") from None
+    sp = _make_split(store, protocol=protocol, valid_fraction=valid_fraction, test_fraction=test_fraction)
+    with console.status(f"fitting {model} on {sp.train.n_events:,} events …", spinner="dots"):
+        started = time.perf_counter()
+        estimator.fit(sp.train)
+        seconds = time.perf_counter() - started
+    estimator.save(out)
+    split_spec = {"protocol": protocol, "valid_fraction": valid_fraction, "test_fraction": test_fraction}
+    (out / SPLIT_FILE).write_text(json.dumps({"split": split_spec, "train_seconds": seconds}, indent=2))
+    console.print(f"[green]trained[/] {model} in {seconds:.2f} s → {out}")
+
+
+def _json_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+@app.command()
+@_user_errors
+def evaluate(
+    model_dir: Annotated[Path, typer.Argument(help="Checkpoint directory written by `behaviorlm train`.")],
+    store: StoreOption = Path("behaviorlm.duckdb"),
+    on: Annotated[
+        str, typer.Option(help="Targets to rank: test (history = train + valid) or valid.")
+    ] = "test",
+    ks: Annotated[str, typer.Option(help="Cut-offs, comma-separated.")] = "10,20",
+    no_mask_seen: Annotated[
+        bool, typer.Option("--no-mask-seen", help="Do not mask already-seen items.")
+    ] = False,
+    sampled: Annotated[
+        int | None, typer.Option(help="Rank among N sampled negatives instead of all items.")
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the result as JSON here.")
+    ] = None,
+) -> None:
+    """Rank the held-out targets with a saved model (full ranking unless --sampled) and print metrics."""
+    from behaviorlm.evaluation.ranking import evaluate_ranking
+    from behaviorlm.models.base import load_model
+
+    if on not in ("test", "valid"):
+        raise ValueError(f"--on must be 'test' or 'valid', got {on!r}")
+    split_file = model_dir / SPLIT_FILE
+    if not split_file.exists():
+        raise FileNotFoundError(f"{split_file} not found: {model_dir} was not written by `behaviorlm train`")
+    spec = json.loads(split_file.read_text())["split"]
+    estimator = load_model(model_dir)
+    sp = _make_split(store, **spec)
+    if not (
+        np.array_equal(sp.train.item_ids, estimator.train_.item_ids)
+        and np.array_equal(sp.train.user_ids, estimator.train_.user_ids)
+    ):
+        raise ValueError(f"the store {store} holds different users/items than {model_dir} was trained on")
+    history, targets = (sp.test_history, sp.test) if on == "test" else (sp.train, sp.valid)
+    cutoffs = tuple(int(k) for k in ks.split(","))
+    with console.status("ranking …", spinner="dots"):
+        result = evaluate_ranking(
+            estimator,
+            history=history,
+            targets=targets,
+            ks=cutoffs,
+            mask_seen=not no_mask_seen,
+            sampled_negatives=sampled,
+            split_name=str(sp.protocol.get("split")),
+        )
+    table = Table("metric", "value", title=f"{estimator.name} on {on}", title_justify="left")
+    for name, value in result.metrics.items():
+        table.add_row(name, f"{value:.4f}")
+    console.print(table)
+    console.print(result.describe(), highlight=False)
+    if json_out is not None:
+        json_out.write_text(json.dumps(result.to_dict(), indent=2))
+
+
+@app.command()
+@_user_errors
+def demo(
+    workdir: Annotated[Path, typer.Option(help="Where the demo writes its store and models.")] = Path(
+        "work-dir/demo"
+    ),
+) -> None:
+    """Run the end-to-end demo on the bundled ML-100k data (ingest, split, train, evaluate)."""
+    from behaviorlm.demo import run_demo
+
+    run_demo(workdir=workdir, console=console)
+
+
+def main() -> None:  # pragma: no cover - console-script entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

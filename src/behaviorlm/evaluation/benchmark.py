@@ -1,0 +1,149 @@
+"""Benchmark runner: fit a model on a split, rank the test targets, and record one result line.
+
+A record is one JSON object per (dataset, model) in ``benchmarks/results.jsonl``::
+
+    {"dataset", "model", "params", "protocol", "metrics", "n_users", "train_seconds", "eval_seconds",
+     "peak_rss_mb", "machine", "git_commit", "date"}
+
+``protocol`` states the split, full vs sampled ranking, seen-item masking, tie handling and what the
+model read as history, so no number is ever separated from how it was measured.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from behaviorlm.data.splits import Split
+from behaviorlm.evaluation.ranking import evaluate_ranking
+from behaviorlm.models.base import Recommender
+
+
+@dataclass(frozen=True)
+class BenchmarkRecord:
+    """One benchmark result line (see the module docstring)."""
+
+    dataset: str
+    model: str
+    params: dict[str, Any]
+    protocol: dict[str, Any]
+    metrics: dict[str, float]
+    n_users: int
+    train_seconds: float
+    eval_seconds: float
+    peak_rss_mb: float
+    machine: str
+    git_commit: str
+    date: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def fit_and_evaluate(
+    model: Recommender,
+    split: Split,
+    *,
+    dataset: str,
+    ks: tuple[int, ...] = (10, 20),
+    on: str = "test",
+    mask_seen: bool = True,
+) -> BenchmarkRecord:
+    """Fit ``model`` on ``split.train`` and rank the ``on`` targets ("test" or "valid") in full.
+
+    For test, the model reads train + validation events as history (``split.test_history``); for
+    validation it reads the training events.
+    """
+    if on not in ("test", "valid"):
+        raise ValueError(f"on must be 'test' or 'valid', got {on!r}")
+    started = time.perf_counter()
+    model.fit(split.train)
+    train_seconds = time.perf_counter() - started
+    history, targets = (split.test_history, split.test) if on == "test" else (split.train, split.valid)
+    result = evaluate_ranking(
+        model,
+        history=history,
+        targets=targets,
+        ks=ks,
+        mask_seen=mask_seen,
+        split_name=str(split.protocol.get("split", "unknown")),
+    )
+    protocol = {
+        **result.protocol,
+        "evaluated_on": on,
+        "history": "train+valid" if on == "test" else "train",
+        "split_params": split.protocol,
+    }
+    return BenchmarkRecord(
+        dataset=dataset,
+        model=model.name,
+        params=model.get_params(),
+        protocol=protocol,
+        metrics=result.metrics,
+        n_users=result.n_users,
+        train_seconds=train_seconds,
+        eval_seconds=result.eval_seconds,
+        peak_rss_mb=peak_rss_mb(),
+        machine=machine_description(),
+        git_commit=git_commit(),
+        date=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def machine_description() -> str:
+    """CPU model, logical cores, memory and OS, e.g. for a benchmark table's footnote."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+        mem = f"{mem_gb:.0f} GiB"
+    except (ValueError, OSError):
+        mem = "unknown memory"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{cpu}, {cores} cores, {mem}, {platform.system()} {platform.release()}"
+
+
+def git_commit() -> str:
+    """Short hash of the checked-out commit (with ``-dirty`` if the tree has changes), or ``unknown``."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        return head + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def append_jsonl(path: str | Path, record: BenchmarkRecord | dict[str, Any]) -> None:
+    """Append one JSON object per line (creating the file if needed)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = record.to_dict() if isinstance(record, BenchmarkRecord) else record
+    with path.open("a") as fh:
+        fh.write(json.dumps(data, sort_keys=True) + "\n")
