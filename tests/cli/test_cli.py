@@ -1,0 +1,150 @@
+"""The command line: readable summaries, exit status 2 with one clear line for user errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from behaviorlm.cli.main import app
+from behaviorlm.data.datasets import dataset_path
+from behaviorlm.data.splits import leave_one_out
+from behaviorlm.data.store import EventStore
+from behaviorlm.evaluation.ranking import evaluate_ranking
+from behaviorlm.models.baselines import Popularity
+
+runner = CliRunner()
+
+CSV = """customer,sku,action,ts
+c1,s1,view,1700000000
+c1,s2,cart,1700000100
+c2,s1,buy,1700000200
+c2,s1,buy,1700000200
+c3,s9,teleport,1700000300
+c4,s4,view,not-a-time
+"""
+
+MAPPING = ["-m", "user_id=customer", "-m", "item_id=sku", "-m", "event_type=action", "-m", "timestamp=ts"]
+
+
+def _ingest(tmp_path: Path, *args: str):
+    return runner.invoke(app, ["ingest", *args, "--store", str(tmp_path / "s.duckdb")])
+
+
+def test_ingest_reports_counts_and_quarantine(tmp_path: Path) -> None:
+    src = tmp_path / "events.csv"
+    src.write_text(CSV)
+    result = _ingest(tmp_path, str(src), *MAPPING, "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert (summary["rows_read"], summary["stored"], summary["quarantined"], summary["duplicates"]) == (
+        6,
+        3,
+        2,
+        1,
+    )
+    with EventStore(tmp_path / "s.duckdb", read_only=True) as store:
+        reasons = dict(store.rows("SELECT source_row, reason FROM quarantine"))
+    assert reasons == {
+        6: "unknown event type 'teleport'",
+        7: "timestamp 'not-a-time' is not unix time (s) or an ISO-8601 time",
+    }
+
+
+def test_ingest_table_output_names_reasons(tmp_path: Path) -> None:
+    src = tmp_path / "events.csv"
+    src.write_text(CSV)
+    result = _ingest(tmp_path, str(src), *MAPPING)
+    assert result.exit_code == 0, result.output
+    assert "quarantined" in result.output and "unknown event type" in result.output
+
+
+@pytest.mark.parametrize(
+    ("content", "args", "message"),
+    [
+        ("", [], "file is empty"),
+        ("customer,sku,action,ts\n", [], "header but no data rows"),
+        (CSV, ["-m", "user_id=nobody"], "column 'nobody' (mapped to 'user_id') is not in the file"),
+        (CSV, ["-m", "user_id"], "--map expects field=value"),
+        (CSV, ["-m", "colour=sku"], "unknown event field(s) ['colour']"),
+    ],
+)
+def test_ingest_user_errors_exit_2_without_traceback(
+    tmp_path: Path, content: str, args: list[str], message: str
+) -> None:
+    src = tmp_path / "events.csv"
+    src.write_text(content)
+    mapping = MAPPING if not args or args[1].split("=")[0] != "user_id" else MAPPING[2:]
+    result = _ingest(tmp_path, str(src), *mapping, *args)
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split())
+    assert "Traceback" not in result.output
+
+
+def test_missing_file_and_missing_store(tmp_path: Path) -> None:
+    result = _ingest(tmp_path, str(tmp_path / "nope.csv"), *MAPPING)
+    assert result.exit_code == 2 and "file not found" in result.output
+    result = runner.invoke(app, ["stats", "--store", str(tmp_path / "none.duckdb")])
+    assert result.exit_code == 2 and "does not exist" in result.output
+
+
+def test_train_and_evaluate_match_the_library(tmp_path: Path) -> None:
+    store = tmp_path / "ml.duckdb"
+    result = runner.invoke(
+        app, ["ingest", str(dataset_path("ml-100k")), "--format", "recbole", "--store", str(store)]
+    )
+    assert result.exit_code == 0, result.output
+    stats = runner.invoke(app, ["stats", "--store", str(store), "--json"])
+    assert json.loads(stats.output)["tables"]["events"] == 100_000
+
+    out = tmp_path / "pop"
+    result = runner.invoke(app, ["train", "--store", str(store), "--model", "pop", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    metrics_file = tmp_path / "metrics.json"
+    result = runner.invoke(app, ["evaluate", str(out), "--store", str(store), "--json", str(metrics_file)])
+    assert result.exit_code == 0, result.output
+    cli_metrics = json.loads(metrics_file.read_text())["metrics"]
+
+    with EventStore(store, read_only=True) as st:
+        split = leave_one_out(st.interactions())
+    expected = evaluate_ranking(Popularity().fit(split.train), history=split.test_history, targets=split.test)
+    assert cli_metrics["ndcg@10"] == pytest.approx(expected.metrics["ndcg@10"])
+    assert cli_metrics["hr@10"] == pytest.approx(expected.metrics["hr@10"])
+
+
+def test_train_rejects_unknown_model_and_params(tmp_path: Path) -> None:
+    store = tmp_path / "s.duckdb"
+    src = tmp_path / "events.csv"
+    src.write_text(CSV)
+    assert _ingest(tmp_path, str(src), *MAPPING).exit_code == 0
+    result = runner.invoke(
+        app, ["train", "--store", str(store), "--model", "sasrec9", "--out", str(tmp_path / "m")]
+    )
+    assert result.exit_code == 2 and "unknown --model 'sasrec9'" in result.output
+    result = runner.invoke(
+        app,
+        ["train", "--store", str(store), "--model", "ease", "--out", str(tmp_path / "m"), "-p", "lambda=3"],
+    )
+    assert result.exit_code == 2 and "bad --param for ease" in result.output
+
+
+def test_split_writes_parquet(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    store = tmp_path / "ml.duckdb"
+    assert (
+        runner.invoke(
+            app, ["ingest", str(dataset_path("ml-100k")), "--format", "recbole", "--store", str(store)]
+        ).exit_code
+        == 0
+    )
+    out = tmp_path / "split"
+    result = runner.invoke(app, ["split", "--store", str(store), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    test = pq.read_table(out / "test.parquet")
+    train = pq.read_table(out / "train.parquet")
+    assert test.num_rows == 943 and train.num_rows == 100_000 - 2 * 943
+    assert len(np.unique(test.column("user_id").to_numpy())) == 943
