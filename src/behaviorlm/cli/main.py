@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from behaviorlm.config import ConfigError, IngestConfig, SourceFormat, load_config
@@ -318,7 +319,10 @@ def evaluate(
         raise ValueError(f"the store {store} holds different users/items than {model_dir} was trained on")
     history, targets = (sp.test_history, sp.test) if on == "test" else (sp.train, sp.valid)
     cutoffs = tuple(int(k) for k in ks.split(","))
-    with console.status("ranking …", spinner="dots"):
+    with Progress(
+        TextColumn("ranking"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    ) as bar:
+        task = bar.add_task("rank", total=int((targets.lengths() > 0).sum()))
         result = evaluate_ranking(
             estimator,
             history=history,
@@ -327,6 +331,7 @@ def evaluate(
             mask_seen=not no_mask_seen,
             sampled_negatives=sampled,
             split_name=str(sp.protocol.get("split")),
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
     table = Table("metric", "value", title=f"{estimator.name} on {on}", title_justify="left")
     for name, value in result.metrics.items():

@@ -13,6 +13,7 @@ loop runs per user, and memory stays bounded by ``batch_size x n_items``.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -75,6 +76,7 @@ def evaluate_ranking(
     split_name: str = "leave-one-out",
     sampled_negatives: int | None = None,
     seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> RankingResult:
     """Rank each user's target items with ``model.score`` and report HR, NDCG, Recall @K, MRR and coverage.
 
@@ -98,6 +100,8 @@ def evaluate_ranking(
       ``"sampled_hr@10"``, ... and coverage is not reported, as it is a full-ranking quantity. History
       items are never drawn as negatives, so seen items are always excluded (``mask_seen`` is ignored
       and the protocol records ``True``).
+
+    ``progress``, when given, is called after every batch with ``(users_done, users_total)``.
 
     Memory is bounded by ``batch_size x n_items`` floats (plus a bool copy of the same shape). The
     score tensor is masked in place, as :meth:`Recommender.recommend` does; a tensor that is a view
@@ -143,6 +147,8 @@ def evaluate_ranking(
                 )
             for name, per_user in _per_user_metrics(ranks, target_ptr=ptr, ks=ks).items():
                 sums[name] = sums.get(name, 0.0) + float(per_user.sum())
+            if progress is not None:
+                progress(stop, len(eval_users))
 
     n_users = len(eval_users)
     prefix = "" if sampled_negatives is None else "sampled_"
