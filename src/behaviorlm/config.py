@@ -118,7 +118,11 @@ def load_config(cls: type[ConfigT], source: dict | str | Path) -> ConfigT:
         if not path.exists():
             raise ConfigError(f"config file {path} does not exist")
         text = path.read_text()
-        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+        try:
+            data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+        except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+            kind = "TOML" if path.suffix == ".toml" else "JSON"
+            raise ConfigError(f"config file {path} is not valid {kind}: {exc}") from None
     else:
         data = source
     try:

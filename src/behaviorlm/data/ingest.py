@@ -787,7 +787,8 @@ def _pseudonym(key: bytes, raw_id: str) -> str:
 def _field_expr(config: IngestConfig, name: str) -> str:
     """The trimmed field, with the configured fill value substituted when it is missing."""
     policy = config.missing_policy(name)
-    base = f"nullif(trim({name}), '')"
+    # Tabs and line breaks count as blank too (DuckDB's one-argument trim strips only spaces).
+    base = f"nullif(trim({name}, ' \t\r\n'), '')"
     if name == "event_type" and config.event_type is not None:
         base = f"coalesce({base}, {sql_literal(config.event_type)})"
     if policy.startswith("fill:"):
@@ -832,6 +833,11 @@ def _validation_sql(run: _Run) -> str:
     lo, hi = config.min_timestamp, config.max_timestamp
     checks += [
         ("ev_type IS NULL", "'unknown event type ' || quote_text(f_event_type)"),
+        (
+            # A finite number too large for a timestamp is out of range, not unparseable.
+            f"ts IS NULL AND isfinite({ts_numeric})",
+            f"'timestamp ' || quote_text(f_timestamp) || ' ({unit_name}) is outside [{lo}, {hi})'",
+        ),
         (
             "ts IS NULL",
             f"'timestamp ' || quote_text(f_timestamp) || ' is not unix time ({unit_name}) or an ISO-8601 time'",

@@ -115,6 +115,9 @@ class EventStore:
             self._con = duckdb.connect(self.path, read_only=read_only)
         except duckdb.Error as exc:
             raise StoreError(f"cannot open event store {self.path}: {exc}") from exc
+        # Timestamps are stored as UTC: without this, casting an ISO time with an offset to TIMESTAMP
+        # would convert it to the machine's local time zone.
+        self._con.execute("SET TimeZone = 'UTC'")
         if threads is not None:
             self._con.execute(f"SET threads = {int(threads)}")
         if not read_only:
