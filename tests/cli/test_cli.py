@@ -148,3 +148,19 @@ def test_split_writes_parquet(tmp_path: Path) -> None:
     train = pq.read_table(out / "train.parquet")
     assert test.num_rows == 943 and train.num_rows == 100_000 - 2 * 943
     assert len(np.unique(test.column("user_id").to_numpy())) == 943
+
+
+def test_format_comes_from_config_file_unless_flag_given(tmp_path: Path) -> None:
+    src = tmp_path / "events.jsonl"
+    src.write_text('{"uid": "a", "sku": "p1", "act": "view", "ts": 1700000000}\n')
+    config = tmp_path / "ingest.toml"
+    config.write_text(
+        'format = "jsonl"\n[columns]\nuser_id = "uid"\nitem_id = "sku"\nevent_type = "act"\ntimestamp = "ts"\n'
+    )
+    result = _ingest(tmp_path, str(src), "--config", str(config), "--json", "--session-gap", "0")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["stored"] == 1
+    with EventStore(tmp_path / "s.duckdb", read_only=True) as store:
+        assert store.scalar("SELECT session_id FROM events") is None
+    result = _ingest(tmp_path, str(src), "--config", str(config), "--format", "csv")
+    assert result.exit_code == 2 and "is not in the file" in result.output

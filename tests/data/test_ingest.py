@@ -965,3 +965,38 @@ def test_reviews_reader_quarantines_broken_objects(tmp_path: Path, store: EventS
     assert store.rows("SELECT user_id, text, value FROM events") == [("r1", "Good\nFits well", 5.0)]
     assert "Zelda" not in _all_store_text(store)
     assert (summary.rows_read, summary.stored, summary.quarantined) == (3, 1, 2)
+
+
+# ---------------------------------------------------------------------------------------------- review fixes
+def test_broken_recbole_side_file_names_that_file(tmp_path: Path, store: EventStore) -> None:
+    inter = tmp_path / "t.inter"
+    inter.write_text("user_id:token\titem_id:token\ttimestamp:float\nu1\t10\t1000\n")
+    item = tmp_path / "t.item"
+    item.write_text("item_id:token\tmovie_title:token_seq\tyear:token\n10\tA Movie\t1999\n11\tB Movie\n")
+    with pytest.raises(IngestError) as excinfo:
+        ingest_file(store, inter, config=IngestConfig(format="recbole"))
+    assert str(excinfo.value).startswith(f"{item}: cannot be read as a RecBole atomic file")
+    assert excinfo.value.__cause__ is None
+    assert store.count("events") == 0, "a failed ingest must roll back"
+
+
+def test_recbole_link_file_without_kg_is_loaded(tmp_path: Path, store: EventStore) -> None:
+    (tmp_path / "t.inter").write_text("user_id:token\titem_id:token\ttimestamp:float\nu1\t10\t1000\n")
+    (tmp_path / "t.link").write_text("item_id:token\tentity_id:token\n10\tm.abc\n")
+    ingest_file(store, tmp_path / "t.inter", config=IngestConfig(format="recbole"))
+    assert store.rows("SELECT * FROM item_entities") == [("10", "m.abc")]
+
+
+def test_reviewer_names_are_not_kept_in_quarantined_raw_json(tmp_path: Path, store: EventStore) -> None:
+    path = tmp_path / "reviews.json"
+    path.write_text(
+        '{"reviewerID": "A1", "reviewerName": "Jane Roe", "asin": "B1", "overall": 5.0, "unixReviewTime": 1400000000}\n'
+        '{"reviewerID": "A3", "reviewerName": "John \\"JS\\" Smith", "asin": "B2", "overall": 4.0 "unixReviewTime": 1}\n'
+    )
+    summary = ingest_file(store, path, config=IngestConfig(format="reviews"))
+    assert (summary.stored, summary.quarantined) == (1, 1)
+    dump = json.dumps(store.rows("SELECT * FROM quarantine")) + json.dumps(
+        store.rows("SELECT * FROM events"), default=str
+    )
+    assert "Smith" not in dump and "Jane Roe" not in dump
+    assert store.scalar("SELECT raw FROM quarantine").startswith('{"reviewerID": "A3", "reviewerName": null')

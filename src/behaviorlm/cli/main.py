@@ -71,7 +71,10 @@ def ingest(
         Path, typer.Argument(help="Source file (CSV/TSV/Parquet/JSONL/RecBole .inter/sequence/reviews).")
     ],
     store: StoreOption = Path("behaviorlm.duckdb"),
-    format: Annotated[SourceFormat, typer.Option("--format", "-f", help="Source format.")] = "csv",
+    format: Annotated[
+        SourceFormat | None,
+        typer.Option("--format", "-f", help="Source format (default: the config's, else csv)."),
+    ] = None,
     map_: Annotated[
         list[str] | None,
         typer.Option(
@@ -87,6 +90,10 @@ def ingest(
     delimiter: Annotated[
         str | None, typer.Option(help="Field delimiter (default: tab for .tsv, else comma).")
     ] = None,
+    session_gap: Annotated[
+        int | None,
+        typer.Option(help="Start a new session after this many idle seconds; 0 turns sessionization off."),
+    ] = None,
     pseudonymize: Annotated[
         bool,
         typer.Option(help="Replace user ids by keyed HMAC pseudonyms (key from $BEHAVIORLM_PSEUDONYM_KEY)."),
@@ -98,7 +105,11 @@ def ingest(
 ) -> None:
     """Validate and load a behaviour log into the event store; bad rows go to quarantine with a reason."""
     base = load_config(IngestConfig, config).model_dump(exclude_unset=True) if config else {}
-    overrides: dict[str, Any] = {"format": format}
+    overrides: dict[str, Any] = {}
+    if format is not None:
+        overrides["format"] = format
+    if session_gap is not None:
+        overrides["session_gap_seconds"] = session_gap or None
     if map_:
         overrides["columns"] = _parse_pairs(map_, flag="--map")
     if event_type:

@@ -23,9 +23,11 @@ import io
 import json
 import mmap
 import os
+import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +36,7 @@ import pyarrow as pa
 
 from behaviorlm.config import IngestConfig
 from behaviorlm.data.schema import EVENT_COLUMNS
-from behaviorlm.data.store import EventStore, sql_literal
+from behaviorlm.data.store import EventStore, StoreError, sql_literal
 
 MAX_RAW_CHARS = 1_000
 """Quarantined rows keep at most this many characters of their raw text (enough to diagnose)."""
@@ -96,6 +98,8 @@ def ingest_file(
     try:
         reader(run)
         summary = _commit(run)
+    except StoreError as exc:
+        raise IngestError(f"{path}: {exc}") from None
     finally:
         run.cleanup()
     summary.seconds = time.perf_counter() - started
@@ -538,6 +542,10 @@ def _upsert_item_attributes(run: _Run, attr_file: Path) -> None:
     )
 
 
+_REVIEWER_NAME = re.compile(r'"reviewerName"\s*:\s*"(?:[^"\\]|\\.)*"')
+"""A reviewer-name field in raw JSON text, removed from quarantined raw rows (data minimization)."""
+
+
 def _read_reviews_source(run: _Run) -> None:
     """Amazon review JSON (JSON lines, or concatenated pretty-printed objects).
 
@@ -566,7 +574,13 @@ def _read_reviews_source(run: _Run) -> None:
         except json.JSONDecodeError as exc:
             nxt = content.find("\n", exc.pos)
             end = len(content) if nxt < 0 else nxt + 1
-            rejects.append((line_at, f"invalid JSON: {exc.msg}", content[pos:end]))
+            rejects.append(
+                (
+                    line_at,
+                    f"invalid JSON: {exc.msg}",
+                    _REVIEWER_NAME.sub('"reviewerName": null', content[pos:end]),
+                )
+            )
             pos = end
             continue
         snippet = content[pos:end]
@@ -673,7 +687,9 @@ def _read_recbole_source(run: _Run) -> None:
     if stem.with_suffix(".user").exists():
         run.after_commit.append(lambda: _recbole_users(run, stem.with_suffix(".user")))
     if stem.with_suffix(".kg").exists():
-        run.after_commit.append(lambda: _recbole_kg(run, stem.with_suffix(".kg"), stem.with_suffix(".link")))
+        run.after_commit.append(lambda: _recbole_kg(run, stem.with_suffix(".kg")))
+    if stem.with_suffix(".link").exists():
+        run.after_commit.append(lambda: _recbole_link(run, stem.with_suffix(".link")))
 
 
 def _recbole_table_sql(path: Path) -> tuple[str, dict[str, str]]:
@@ -699,56 +715,81 @@ def _json_object_sql(cols: dict[str, str], skip: set[str]) -> str:
 
 
 def _recbole_items(run: _Run, path: Path) -> None:
-    reader, cols = _recbole_table_sql(path)
-    title = next((c for n, c in cols.items() if "title" in n), None)
-    title_sql = _quote_ident(title) if title else "NULL"
-    attrs = _json_object_sql(cols, {"item_id", *(n for n, c in cols.items() if c == title)})
-    run.items_upserted += _upsert_items(
-        run.store,
-        f"SELECT {_quote_ident(cols['item_id'])} AS item_id, {title_sql} AS title, NULL AS category, "
-        f"NULL AS brand, {attrs} AS attributes, {title_sql} AS text FROM {reader}",
-    )
+    with _errors_name(path):
+        reader, cols = _recbole_table_sql(path)
+        title = next((c for n, c in cols.items() if "title" in n), None)
+        title_sql = _quote_ident(title) if title else "NULL"
+        attrs = _json_object_sql(cols, {"item_id", *(n for n, c in cols.items() if c == title)})
+        run.items_upserted += _upsert_items(
+            run.store,
+            f"SELECT {_quote_ident(cols['item_id'])} AS item_id, {title_sql} AS title, NULL AS category, "
+            f"NULL AS brand, {attrs} AS attributes, {title_sql} AS text FROM {reader}",
+        )
 
 
 def _recbole_users(run: _Run, path: Path) -> None:
-    reader, cols = _recbole_table_sql(path)
-    attrs = _json_object_sql(cols, {"user_id"})
-    users = run.store.arrow(
-        f"SELECT {_quote_ident(cols['user_id'])} AS user_id, {attrs}::VARCHAR AS attributes FROM {reader}"
-    )
-    user_ids = users.column("user_id").to_pylist()
-    if run.config.pseudonymize_users:
-        key = _pseudonym_key(run)
-        user_ids = [_pseudonym(key, u) for u in user_ids]
-    name = run.register(
-        "users",
-        pa.table({"user_id": pa.array(user_ids, type=pa.string()), "attributes": users.column("attributes")}),
-    )
-    run.store.upsert(
-        "users", key="user_id", select_sql=f"SELECT user_id, attributes::JSON AS attributes FROM {name}"
-    )
-    run.users_upserted += len(user_ids)
+    with _errors_name(path):
+        reader, cols = _recbole_table_sql(path)
+        attrs = _json_object_sql(cols, {"user_id"})
+        users = run.store.arrow(
+            f"SELECT {_quote_ident(cols['user_id'])} AS user_id, {attrs}::VARCHAR AS attributes FROM {reader}"
+        )
+        user_ids = users.column("user_id").to_pylist()
+        if run.config.pseudonymize_users:
+            key = _pseudonym_key(run)
+            user_ids = [_pseudonym(key, u) for u in user_ids]
+        name = run.register(
+            "users",
+            pa.table(
+                {"user_id": pa.array(user_ids, type=pa.string()), "attributes": users.column("attributes")}
+            ),
+        )
+        run.store.upsert(
+            "users", key="user_id", select_sql=f"SELECT user_id, attributes::JSON AS attributes FROM {name}"
+        )
+        run.users_upserted += len(user_ids)
 
 
-def _recbole_kg(run: _Run, kg: Path, link: Path) -> None:
-    store = run.store
+def _recbole_kg(run: _Run, kg: Path) -> None:
     reader, cols = _recbole_table_sql(kg)
     names = list(cols.values())
     if len(names) != 3:
         raise IngestError(f"{kg}: expected 3 columns head/relation/tail, found {names}")
-    store.execute(
+    _companion_sql(
+        run,
+        kg,
         f"""INSERT INTO kg_triples SELECT * FROM (
               SELECT {_quote_ident(names[0])}, {_quote_ident(names[1])}, {_quote_ident(names[2])} FROM {reader}
-              EXCEPT SELECT * FROM kg_triples)"""
+              EXCEPT SELECT * FROM kg_triples)""",
     )
-    if link.exists():
-        reader, cols = _recbole_table_sql(link)
-        names = list(cols.values())
-        store.execute(
-            f"""INSERT INTO item_entities SELECT * FROM (
-                  SELECT {_quote_ident(names[0])}, {_quote_ident(names[1])} FROM {reader}
-                  EXCEPT SELECT * FROM item_entities)"""
-        )
+
+
+def _recbole_link(run: _Run, link: Path) -> None:
+    reader, cols = _recbole_table_sql(link)
+    names = list(cols.values())
+    if len(names) != 2:
+        raise IngestError(f"{link}: expected 2 columns item_id/entity_id, found {names}")
+    _companion_sql(
+        run,
+        link,
+        f"""INSERT INTO item_entities SELECT * FROM (
+              SELECT {_quote_ident(names[0])}, {_quote_ident(names[1])} FROM {reader}
+              EXCEPT SELECT * FROM item_entities)""",
+    )
+
+
+def _companion_sql(run: _Run, path: Path, sql: str) -> None:
+    with _errors_name(path):
+        run.store.execute(sql)
+
+
+@contextmanager
+def _errors_name(path: Path) -> Iterator[None]:
+    """Report a store error while loading a side file (.item/.user/.kg/.link) against that file."""
+    try:
+        yield
+    except StoreError as exc:
+        raise IngestError(f"{path}: cannot be read as a RecBole atomic file ({exc})") from None
 
 
 def _upsert_items(store: EventStore, select_sql: str) -> int:

@@ -146,18 +146,25 @@ class EventStore:
 
     # ------------------------------------------------------------------ raw SQL access
     def execute(self, sql: str, params: list[Any] | None = None) -> None:
-        # Fetch so the connection has no pending result (DuckDB refuses other work until it is consumed).
-        self._con.execute(sql, params or []).fetchall()
+        self.rows(sql, params)
 
     def scalar(self, sql: str, params: list[Any] | None = None) -> Any:
-        rows = self._con.execute(sql, params or []).fetchall()
+        rows = self.rows(sql, params)
         return rows[0][0] if rows else None
 
     def rows(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
-        return self._con.execute(sql, params or []).fetchall()
+        # Always fetch: DuckDB refuses other work on a connection with a pending result. DuckDB's own
+        # exception types stay inside this module; callers see StoreError with DuckDB's message.
+        try:
+            return self._con.execute(sql, params or []).fetchall()
+        except duckdb.Error as exc:
+            raise StoreError(str(exc).split("\n")[0]) from exc
 
     def arrow(self, sql: str, params: list[Any] | None = None) -> pa.Table:
-        return self._con.sql(sql, params=params or None).to_arrow_table()
+        try:
+            return self._con.sql(sql, params=params or None).to_arrow_table()
+        except duckdb.Error as exc:
+            raise StoreError(str(exc).split("\n")[0]) from exc
 
     def register(self, name: str, table: pa.Table) -> None:
         """Expose an Arrow table to SQL under ``name`` (until :meth:`unregister`)."""
