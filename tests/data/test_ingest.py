@@ -995,7 +995,7 @@ def test_reviewer_names_are_not_kept_in_quarantined_raw_json(tmp_path: Path, sto
     )
     summary = ingest_file(store, path, config=IngestConfig(format="reviews"))
     assert (summary.stored, summary.quarantined) == (1, 1)
-    dump = json.dumps(store.rows("SELECT * FROM quarantine")) + json.dumps(
+    dump = json.dumps(store.rows("SELECT * FROM quarantine"), default=str) + json.dumps(
         store.rows("SELECT * FROM events"), default=str
     )
     assert "Smith" not in dump and "Jane Roe" not in dump
