@@ -74,7 +74,12 @@ class Recommender(ABC):
         if train.n_events == 0:
             raise ValueError(f"{type(self).__name__}.fit: the training data has no interactions")
         self.train_ = train
-        self._fit(train)
+        try:
+            self._fit(train)
+        except BaseException:
+            # A failed fit must not leave a model that looks fitted but has no learned state.
+            del self.train_
+            raise
         return self
 
     @abstractmethod
@@ -174,6 +179,7 @@ def register(cls: type[Recommender]) -> type[Recommender]:
 def model_registry() -> dict[str, type[Recommender]]:
     """Registered model classes by name (importing the built-in model modules first)."""
     import behaviorlm.models.baselines  # noqa: F401  (registers the baselines)
+    import behaviorlm.models.transformer  # noqa: F401
 
     return dict(_REGISTRY)
 
