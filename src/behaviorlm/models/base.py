@@ -178,7 +178,8 @@ def register(cls: type[Recommender]) -> type[Recommender]:
 
 def model_registry() -> dict[str, type[Recommender]]:
     """Registered model classes by name (importing the built-in model modules first)."""
-    import behaviorlm.models.baselines  # noqa: F401  (registers the baselines)
+    # Importing a model module registers its models.
+    import behaviorlm.models.baselines
     import behaviorlm.models.transformer  # noqa: F401
 
     return dict(_REGISTRY)

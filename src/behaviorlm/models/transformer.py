@@ -1,0 +1,199 @@
+"""Behaviour Transformer: causal self-attention over a user's behaviour sequence (SASRec family).
+
+Reads a sequence of events the way a language model reads tokens. Each position's input is
+
+    x_t = E_item[i_t] · sqrt(d) + P[t] + E_type[e_t] + E_gap[b_t]
+
+with ``E_item`` the item embedding (tied to the output layer), ``P`` learned positions, ``E_type`` the
+event-type embedding (view / cart / fav / purchase / ...) and ``E_gap`` the embedding of the log2 bucket
+of the time since the previous event. A stack of pre-norm Transformer blocks with causal attention turns
+``x`` into hidden states ``h_t``; the score of item ``j`` as the next event after ``t`` is
+``h_t · E_item[j]``.
+
+References: Kang & McAuley, "Self-Attentive Sequential Recommendation", ICDM 2018 (the architecture);
+Klenitskiy & Vasilev, RecSys 2023 (training with full-catalogue cross-entropy, "SASRec+");
+Vaswani et al., NeurIPS 2017 and Xiong et al., ICML 2020 (pre-norm blocks).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from behaviorlm.models.base import register
+from behaviorlm.models.sequential import SequentialRecommender
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head self-attention where position ``t`` sees positions ``<= t`` that are not padding."""
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float) -> None:
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
+        self.n_heads = n_heads
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+        self.dropout = dropout
+        self.out_drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        batch, length, d = x.shape
+        q, k, v = self.qkv(x).split(d, dim=2)
+        q, k, v = (t.view(batch, length, self.n_heads, d // self.n_heads).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
+        )
+        y = y.transpose(1, 2).reshape(batch, length, d)
+        return self.out_drop(self.out(y))
+
+
+class Block(nn.Module):
+    """Pre-norm Transformer block: ``x + attn(norm(x))`` then ``x + mlp(norm(x))``."""
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(d_model)
+        self.attn = CausalSelfAttention(d_model, n_heads, dropout)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.mlp = nn.Sequential(
+            nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model), nn.Dropout(dropout)
+        )
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), mask)
+        return x + self.mlp(self.norm2(x))
+
+
+class BehaviorTransformerNet(nn.Module):
+    """The encoder: embeddings, ``n_layers`` blocks, a final norm. Padding uses the last index of each table."""
+
+    def __init__(
+        self,
+        *,
+        n_items: int,
+        n_event_types: int,
+        max_len: int,
+        d_model: int,
+        n_layers: int,
+        n_heads: int,
+        dropout: float,
+        n_time_buckets: int,
+    ) -> None:
+        super().__init__()
+        self.n_items = n_items
+        self.scale = math.sqrt(d_model)
+        self.item_emb = nn.Embedding(n_items + 1, d_model, padding_idx=n_items)
+        self.pos_emb = nn.Embedding(max_len, d_model)
+        self.type_emb = nn.Embedding(n_event_types + 1, d_model, padding_idx=n_event_types)
+        self.gap_emb = nn.Embedding(n_time_buckets, d_model, padding_idx=0) if n_time_buckets else None
+        self.drop = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(Block(d_model, n_heads, dropout) for _ in range(n_layers))
+        self.norm = nn.LayerNorm(d_model)
+        self.apply(_init_weights)
+
+    def item_table(self) -> torch.Tensor:
+        """Output embeddings of the real items, ``[n_items, d]`` (tied to the input embedding)."""
+        return self.item_emb.weight[: self.n_items]
+
+    def forward(self, items: torch.Tensor, types: torch.Tensor, buckets: torch.Tensor) -> torch.Tensor:
+        """Hidden states ``[B, L, d]`` for left-padded ``items``/``types``/``buckets`` of shape ``[B, L]``."""
+        length = items.shape[1]
+        real = items != self.n_items
+        positions = torch.arange(length, device=items.device)
+        x = self.item_emb(items) * self.scale + self.pos_emb(positions)[None] + self.type_emb(types)
+        if self.gap_emb is not None:
+            x = x + self.gap_emb(buckets)
+        x = self.drop(x) * real[..., None]
+        # Causal mask, restricted to real keys. Every query may also see itself, so padding rows (which
+        # no loss or score reads) never have an all-masked row that would give NaN.
+        causal = torch.ones(length, length, dtype=torch.bool, device=items.device).tril()
+        eye = torch.eye(length, dtype=torch.bool, device=items.device)
+        mask = (causal[None] & real[:, None, :]) | eye[None]
+        mask = mask[:, None]  # broadcast over heads
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.norm(x)
+
+
+def _init_weights(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, std=0.02)
+        nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, std=0.02)
+        if module.padding_idx is not None:
+            with torch.no_grad():
+                module.weight[module.padding_idx].zero_()
+
+
+@register
+class BehaviorTransformer(SequentialRecommender):
+    """The behaviour Transformer as a recommender (see the module docstring for the model).
+
+    Architecture arguments: ``d_model``, ``n_layers``, ``n_heads``, ``dropout``; sequence arguments
+    ``max_len`` and ``n_time_buckets`` (0 disables time-gap embeddings); training arguments as in
+    :class:`~behaviorlm.models.sequential.SequentialRecommender` (``loss="full"`` is SASRec+).
+    """
+
+    name = "transformer"
+
+    def __init__(
+        self,
+        *,
+        d_model: int = 64,
+        n_layers: int = 2,
+        n_heads: int = 2,
+        dropout: float = 0.3,
+        max_len: int = 50,
+        n_time_buckets: int = 24,
+        loss: str = "full",
+        n_negatives: int = 1024,
+        epochs: int = 200,
+        batch_size: int = 128,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        patience: int = 5,
+        eval_every: int = 1,
+        max_train_seconds: float | None = None,
+        seed: int = 0,
+        checkpoint_dir: str | None = None,
+        show_progress: bool = False,
+        device: str = "cpu",
+    ) -> None:
+        super().__init__(
+            max_len=max_len,
+            n_time_buckets=n_time_buckets,
+            loss=loss,
+            n_negatives=n_negatives,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            weight_decay=weight_decay,
+            patience=patience,
+            eval_every=eval_every,
+            max_train_seconds=max_train_seconds,
+            seed=seed,
+            checkpoint_dir=checkpoint_dir,
+            show_progress=show_progress,
+            device=device,
+        )
+        self.d_model = d_model
+        self.n_layers = n_layers
+        self.n_heads = n_heads
+        self.dropout = dropout
+
+    def _build_net(self, *, n_items: int, n_event_types: int) -> nn.Module:
+        return BehaviorTransformerNet(
+            n_items=n_items,
+            n_event_types=n_event_types,
+            max_len=self.max_len,
+            d_model=self.d_model,
+            n_layers=self.n_layers,
+            n_heads=self.n_heads,
+            dropout=self.dropout,
+            n_time_buckets=self.n_time_buckets,
+        )

@@ -1,0 +1,286 @@
+"""One training loop for every neural model: AdamW, warmup + cosine, clipping, early stopping, resume.
+
+The loop knows nothing about recommendation: a caller hands it a module, a function yielding batches
+for an epoch, a function turning a batch into a scalar loss, and optionally a validation function
+returning a number to maximise (e.g. validation NDCG@10). It owns the optimiser and schedule, the
+progress bar, early stopping, and checkpoints (safetensors for tensors, JSON for the rest) written
+after every epoch so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+Batch = dict[str, torch.Tensor]
+
+
+@dataclass(kw_only=True)
+class TrainerConfig:
+    """Optimisation settings shared by all models.
+
+    ``warmup_fraction`` of the total steps ramps the learning rate up linearly, then it follows a cosine
+    down to ``min_lr_ratio * lr`` (Loshchilov & Hutter, SGDR, ICLR 2017). Early stopping stops after
+    ``patience`` validations without improvement and restores the best weights.
+    """
+
+    epochs: int = 200
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.98)
+    warmup_fraction: float = 0.02
+    min_lr_ratio: float = 0.05
+    grad_clip: float = 1.0
+    patience: int = 5
+    eval_every: int = 1
+    max_seconds: float | None = None
+    seed: int = 0
+    checkpoint_dir: str | None = None
+    show_progress: bool = True
+    compile: bool = False
+    amp: bool = False
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0 <= self.warmup_fraction < 1:
+            raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+        if self.patience < 1 or self.eval_every < 1:
+            raise ValueError("patience and eval_every must be >= 1")
+
+
+@dataclass
+class TrainingHistory:
+    """What happened during training: per-epoch loss/metric/time and the best epoch."""
+
+    epochs_run: int = 0
+    best_epoch: int = -1
+    best_metric: float = -math.inf
+    losses: list[float] = field(default_factory=list)
+    metrics: list[float | None] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
+    stopped_early: bool = False
+    stopped_by_time: bool = False
+    resumed_from_epoch: int | None = None
+
+    @property
+    def total_seconds(self) -> float:
+        return float(sum(self.epoch_seconds))
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["total_seconds"] = self.total_seconds
+        return out
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch so that a CPU run is reproducible."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def lr_factor(step: int, *, total_steps: int, warmup_steps: int, min_ratio: float) -> float:
+    """Linear warmup to 1, then cosine decay to ``min_ratio`` at ``total_steps``."""
+    if warmup_steps and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def train(
+    module: nn.Module,
+    *,
+    batches: Callable[[int], Iterable[Batch]],
+    steps_per_epoch: int,
+    loss_fn: Callable[[Batch], torch.Tensor],
+    validate: Callable[[], float] | None,
+    config: TrainerConfig,
+    console: Console | None = None,
+) -> TrainingHistory:
+    """Train ``module`` in place and return its history (the best validated weights are loaded at the end).
+
+    ``batches(epoch)`` yields the batches of one epoch (it should seed its own shuffling from ``epoch``
+    so that a resumed run sees the same data); ``loss_fn(batch)`` returns the scalar loss;
+    ``validate()`` returns the metric to maximise (the module is in eval mode during it).
+    """
+    seed_everything(config.seed)
+    device = next(module.parameters()).device
+    decay, no_decay = [], []
+    for name, param in module.named_parameters():
+        (no_decay if param.ndim < 2 or "norm" in name or name.endswith("bias") else decay).append(param)
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr,
+        betas=config.betas,
+    )
+    total_steps = config.epochs * max(1, steps_per_epoch)
+    warmup_steps = int(config.warmup_fraction * total_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: lr_factor(
+            step, total_steps=total_steps, warmup_steps=warmup_steps, min_ratio=config.min_lr_ratio
+        ),
+    )
+    step_module: Callable[[Batch], torch.Tensor] = loss_fn
+    if config.compile and device.type == "cuda":
+        step_module = torch.compile(loss_fn)
+    use_amp = config.amp and device.type == "cuda"
+
+    history = TrainingHistory()
+    best_state: dict[str, torch.Tensor] | None = None
+    bad_epochs = 0
+    start_epoch = 0
+    ckpt = Path(config.checkpoint_dir) if config.checkpoint_dir else None
+    if ckpt is not None and (ckpt / "trainer.json").exists():
+        start_epoch, history, bad_epochs = _resume(ckpt, module, optimizer, scheduler)
+        best_path = ckpt / "best.safetensors"
+        best_state = load_file(str(best_path)) if best_path.exists() else None
+
+    console = console or Console(stderr=True)
+    progress = Progress(
+        TextColumn("[bold]epoch {task.fields[epoch]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TextColumn("val {task.fields[metric]}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not config.show_progress,
+        transient=False,
+    )
+    started = time.perf_counter() - history.total_seconds
+    with progress:
+        task = progress.add_task("train", total=steps_per_epoch, epoch=start_epoch, loss=0.0, metric="–")
+        for epoch in range(start_epoch, config.epochs):
+            epoch_started = time.perf_counter()
+            module.train()
+            progress.reset(task, total=steps_per_epoch, epoch=epoch + 1)
+            total_loss, n_batches = 0.0, 0
+            for batch in batches(epoch):
+                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    loss = step_module(batch)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"loss became {loss.item()} at epoch {epoch + 1}, batch {n_batches}"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if config.grad_clip:
+                    nn.utils.clip_grad_norm_(module.parameters(), config.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                total_loss += float(loss.detach())
+                n_batches += 1
+                progress.update(task, advance=1, loss=total_loss / n_batches)
+            metric: float | None = None
+            if validate is not None and ((epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs):
+                module.eval()
+                with torch.no_grad():
+                    metric = float(validate())
+                progress.update(task, metric=f"{metric:.4f}")
+            history.epochs_run = epoch + 1
+            history.losses.append(total_loss / max(1, n_batches))
+            history.metrics.append(metric)
+            history.epoch_seconds.append(time.perf_counter() - epoch_started)
+            if metric is not None:
+                if metric > history.best_metric:
+                    history.best_metric, history.best_epoch, bad_epochs = metric, epoch + 1, 0
+                    best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+                else:
+                    bad_epochs += 1
+            if ckpt is not None:
+                _save_checkpoint(ckpt, module, optimizer, scheduler, history, bad_epochs, best_state, metric)
+            if bad_epochs >= config.patience:
+                history.stopped_early = True
+                break
+            if config.max_seconds is not None and time.perf_counter() - started > config.max_seconds:
+                history.stopped_by_time = True
+                break
+    if best_state is not None:
+        module.load_state_dict(best_state)
+    module.eval()
+    return history
+
+
+def _save_checkpoint(
+    directory: Path,
+    module: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    history: TrainingHistory,
+    bad_epochs: int,
+    best_state: dict[str, torch.Tensor] | None,
+    metric: float | None,
+) -> None:
+    """Write the resumable state: weights, optimiser moments (safetensors) and counters (JSON)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file(
+        {k: v.contiguous() for k, v in module.state_dict().items()}, str(directory / "last.safetensors")
+    )
+    if best_state is not None and metric is not None and history.best_epoch == history.epochs_run:
+        save_file({k: v.contiguous() for k, v in best_state.items()}, str(directory / "best.safetensors"))
+    moments: dict[str, torch.Tensor] = {}
+    steps: dict[str, float] = {}
+    for index, state in optimizer.state_dict()["state"].items():
+        for key, value in state.items():
+            if torch.is_tensor(value) and value.ndim > 0:
+                moments[f"{index}.{key}"] = value.contiguous()
+            else:
+                steps[f"{index}.{key}"] = float(value)
+    save_file(moments, str(directory / "optimizer.safetensors"))
+    meta = {
+        "epoch": history.epochs_run,
+        "history": history.to_dict(),
+        "bad_epochs": bad_epochs,
+        "scheduler": scheduler.state_dict(),
+        "optimizer_scalars": steps,
+        "torch_rng": torch.get_rng_state().tolist(),
+    }
+    tmp = directory / "trainer.json.tmp"
+    tmp.write_text(json.dumps(meta))
+    tmp.replace(directory / "trainer.json")
+
+
+def _resume(
+    directory: Path,
+    module: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+) -> tuple[int, TrainingHistory, int]:
+    meta = json.loads((directory / "trainer.json").read_text())
+    module.load_state_dict(load_file(str(directory / "last.safetensors")))
+    moments = load_file(str(directory / "optimizer.safetensors"))
+    state = optimizer.state_dict()
+    restored: dict[int, dict[str, Any]] = {}
+    for key, value in moments.items():
+        index, name = key.split(".", 1)
+        restored.setdefault(int(index), {})[name] = value
+    for key, value in meta["optimizer_scalars"].items():
+        index, name = key.split(".", 1)
+        restored.setdefault(int(index), {})[name] = torch.tensor(value)
+    state["state"] = restored
+    optimizer.load_state_dict(state)
+    scheduler.load_state_dict(meta["scheduler"])
+    torch.set_rng_state(torch.tensor(meta["torch_rng"], dtype=torch.uint8))
+    saved = meta["history"]
+    saved.pop("total_seconds", None)
+    history = TrainingHistory(**saved)
+    history.resumed_from_epoch = meta["epoch"]
+    return meta["epoch"], history, meta["bad_epochs"]
