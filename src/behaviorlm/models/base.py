@@ -122,7 +122,7 @@ class Recommender(ABC):
     # ------------------------------------------------------------------ persistence
     def get_params(self) -> dict[str, Any]:
         """Constructor arguments (JSON-serializable), as scikit-learn's ``get_params``."""
-        return {k: v for k, v in vars(self).items() if not k.endswith("_")}
+        return {k: v for k, v in vars(self).items() if not k.endswith("_") and not k.startswith("_")}
 
     def _state(self) -> dict[str, torch.Tensor]:
         """Learned tensors to save; subclasses extend."""

@@ -176,7 +176,7 @@ class SequentialRecommender(Recommender):
         )
         counts = torch.from_numpy(train.item_counts()).double()
         sampling = counts.pow(0.75) + 1e-12
-        self._sampling_q = (sampling / sampling.sum()).float().to(device)
+        self.sampling_q_ = (sampling / sampling.sum()).float().to(device)
         generator = torch.Generator().manual_seed(self.seed)
         n_batches = math.ceil(len(users) / self.batch_size)
 
@@ -231,9 +231,9 @@ class SequentialRecommender(Recommender):
         if self.loss == "full":
             return F.cross_entropy(h @ table.T, y)
         n_neg = min(self.n_negatives, table.shape[0])
-        negatives = torch.multinomial(self._sampling_q.cpu(), n_neg, replacement=True, generator=generator)
+        negatives = torch.multinomial(self.sampling_q_.cpu(), n_neg, replacement=True, generator=generator)
         negatives = negatives.to(h.device)
-        log_q = torch.log(self._sampling_q * n_neg)
+        log_q = torch.log(self.sampling_q_ * n_neg)
         pos = (h * table[y]).sum(-1) - log_q[y]
         neg = h @ table[negatives].T - log_q[negatives][None, :]
         neg = neg.masked_fill(negatives[None, :] == y[:, None], -torch.inf)
@@ -247,7 +247,7 @@ class SequentialRecommender(Recommender):
             batch.history, batch.users, length=self.max_len, n_buckets=self.n_time_buckets, with_targets=False
         )
         device = next(self.net_.parameters()).device
-        with torch.inference_mode():
+        with torch.no_grad():
             hidden = self.net_(data.items.to(device), data.types.to(device), data.buckets.to(device))
         return hidden[:, -1]
 
@@ -258,7 +258,7 @@ class SequentialRecommender(Recommender):
                 f"{type(self).__name__}.score: history has {batch.history.n_items} items, model has {train.n_items}"
             )
         state = self.encode(batch)
-        with torch.inference_mode():
+        with torch.no_grad():
             scores = state @ self.net_.item_table().T
         return scores.float().cpu()
 

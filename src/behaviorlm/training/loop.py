@@ -278,6 +278,10 @@ def _resume(
     state["state"] = restored
     optimizer.load_state_dict(state)
     scheduler.load_state_dict(meta["scheduler"])
+    # The scheduler only writes the learning rate into the optimiser when it steps: restore the rate of
+    # the interrupted run now, or the first resumed step would use the initial (warmup) rate.
+    for group, lr in zip(optimizer.param_groups, scheduler.get_last_lr(), strict=True):
+        group["lr"] = lr
     torch.set_rng_state(torch.tensor(meta["torch_rng"], dtype=torch.uint8))
     saved = meta["history"]
     saved.pop("total_seconds", None)

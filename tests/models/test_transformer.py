@@ -1,0 +1,127 @@
+"""The behaviour Transformer: conformance, planted sequential patterns, event types, losses, time gaps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from behaviorlm.data.sequences import Interactions
+from behaviorlm.models.base import ScoringBatch
+from behaviorlm.models.sequential import IGNORE, SequenceTensors, gap_buckets
+from behaviorlm.models.transformer import BehaviorTransformer
+from behaviorlm.testing import check_recommender
+from behaviorlm.testing.synthetic import hold_out_last_event
+
+SMALL = {"d_model": 32, "n_layers": 1, "n_heads": 2, "dropout": 0.1, "max_len": 16, "epochs": 40, "lr": 5e-3}
+
+
+def _successor_sequences(
+    *, n_users: int, n_items: int, length: int, seed: int, typed: bool = False
+) -> Interactions:
+    """Each user walks the catalogue: the next item is ``item + step``.
+
+    Untyped: step 1. Typed: the event type decides the step (view -> +1, cart -> +3), so the next item
+    can only be predicted by a model that reads event types.
+    """
+    rng = np.random.default_rng(seed)
+    users, items, times, types = [], [], [], []
+    for u in range(n_users):
+        item = int(rng.integers(n_items))
+        for t in range(length):
+            kind = int(rng.integers(2)) if typed else 0
+            users.append(f"u{u:04d}")
+            items.append(f"i{item:03d}")
+            times.append(1_000 + 60 * t)
+            types.append(["view", "cart"][kind])
+            item = (item + (1 if kind == 0 else 3)) % n_items
+    return Interactions.from_events(
+        user_ids=np.array(users),
+        item_ids=np.array(items),
+        timestamps=np.array(times),
+        event_types=np.array(types),
+        event_type_vocab=("view", "cart"),
+        item_universe=np.array([f"i{i:03d}" for i in range(n_items)]),
+    )
+
+
+def _hit_rate_at_1(model: BehaviorTransformer, data: Interactions) -> float:
+    held = hold_out_last_event(data)
+    model.fit(held.train)
+    recs = model.recommend(held.users, k=1, exclude_seen=False)
+    return float((recs.items[:, 0] == held.targets).mean())
+
+
+def test_conformance_beats_popularity() -> None:
+    hit_rates = check_recommender(lambda: BehaviorTransformer(**SMALL), must_beat="pop")
+    assert hit_rates["hr@10"] > hit_rates["reference_hr@10"] + 0.2
+
+
+def test_learns_order_of_events() -> None:
+    data = _successor_sequences(n_users=200, n_items=40, length=12, seed=0)
+    assert _hit_rate_at_1(BehaviorTransformer(**SMALL), data) > 0.9
+
+
+def test_reads_event_types() -> None:
+    data = _successor_sequences(n_users=300, n_items=40, length=12, seed=1, typed=True)
+    hr = _hit_rate_at_1(BehaviorTransformer(**SMALL), data)
+    # Without types the best possible guess is right half of the time (two equally likely steps).
+    assert hr > 0.85
+
+
+def test_sampled_softmax_also_learns() -> None:
+    data = _successor_sequences(n_users=200, n_items=40, length=12, seed=2)
+    model = BehaviorTransformer(**{**SMALL, "loss": "sampled", "n_negatives": 16})
+    assert _hit_rate_at_1(model, data) > 0.8
+
+
+def test_scores_depend_only_on_the_last_max_len_events() -> None:
+    data = _successor_sequences(n_users=50, n_items=30, length=30, seed=3)
+    model = BehaviorTransformer(**{**SMALL, "epochs": 2}).fit(data)
+    truncated = data.filter_events(np.concatenate([np.arange(n) >= n - 16 for n in data.lengths()]))
+    users = np.arange(data.n_users)
+    full = model.score(ScoringBatch(users=users, history=data))
+    short = model.score(ScoringBatch(users=users, history=truncated))
+    torch.testing.assert_close(full, short)
+
+
+def test_validation_early_stopping_keeps_best_epoch() -> None:
+    data = _successor_sequences(n_users=100, n_items=30, length=10, seed=4)
+    held = hold_out_last_event(data)
+    keep = np.ones(data.n_events, dtype=bool)
+    keep[data.user_ptr[1:] - 1] = False
+    valid = data.filter_events(~keep)
+    model = BehaviorTransformer(**{**SMALL, "epochs": 60, "patience": 3}).fit(held.train, valid=valid)
+    summary = model.training_summary()
+    metrics = [m for m in model.history_.metrics if m is not None]
+    assert summary["best_valid_ndcg@10"] == pytest.approx(max(metrics))
+    assert summary["best_epoch"] == int(np.argmax(metrics)) + 1
+    assert summary["stopped_early"] == (summary["epochs_run"] < 60)
+
+
+def test_gap_buckets_by_hand() -> None:
+    # gaps: first event -> 0; 0 s -> 1 + floor(log2 1) = 1; 1 s -> 1 + floor(log2 2) = 2;
+    # 6 s -> 1 + floor(log2 7) = 3; 1e6 s -> 1 + floor(log2(1e6 + 1)) = 20, clipped to 7.
+    times = torch.tensor([[0, 100, 100, 101, 107, 1_000_107]])
+    valid = torch.tensor([[False, True, True, True, True, True]])
+    assert gap_buckets(times, valid, n_buckets=8).tolist() == [[0, 0, 1, 2, 3, 7]]
+
+
+def test_sequence_tensors_shift_targets_and_pad() -> None:
+    data = Interactions.from_events(
+        user_ids=np.array(["a", "a", "a", "b", "b"]),
+        item_ids=np.array(["x", "y", "z", "y", "x"]),
+        timestamps=np.array([1, 2, 3, 1, 5]),
+    )
+    tensors = SequenceTensors(data, np.array([0, 1]), length=3, n_buckets=0, with_targets=True)
+    pad = data.n_items  # 3
+    assert tensors.items.tolist() == [[pad, 0, 1], [pad, pad, 1]]
+    assert tensors.targets.tolist() == [[IGNORE, 1, 2], [IGNORE, IGNORE, 0]]
+
+
+def test_bad_arguments_are_clear() -> None:
+    data = _successor_sequences(n_users=10, n_items=10, length=4, seed=5)
+    with pytest.raises(ValueError, match="loss must be 'full' or 'sampled'"):
+        BehaviorTransformer(**{**SMALL, "loss": "bpr"}).fit(data)
+    with pytest.raises(ValueError, match="divisible by n_heads"):
+        BehaviorTransformer(**{**SMALL, "d_model": 30, "n_heads": 4}).fit(data)

@@ -1,0 +1,104 @@
+"""The training loop: schedule, early stopping, resume after interruption, determinism."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from behaviorlm.training.loop import TrainerConfig, lr_factor, train
+
+
+def test_lr_schedule_warmup_then_cosine() -> None:
+    # 10 warmup steps of 100: step 0 -> 1/10, step 9 -> 1; then cosine from 1 (step 10) to 0.1 (step 100).
+    kw = {"total_steps": 100, "warmup_steps": 10, "min_ratio": 0.1}
+    assert lr_factor(0, **kw) == pytest.approx(0.1)
+    assert lr_factor(9, **kw) == pytest.approx(1.0)
+    assert lr_factor(10, **kw) == pytest.approx(1.0)
+    assert lr_factor(55, **kw) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert lr_factor(100, **kw) == pytest.approx(0.1)
+
+
+def _problem(seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(64, 4, generator=gen)
+    y = x @ torch.tensor([[1.0], [-2.0], [0.5], [3.0]])
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.1), nn.Linear(8, 1))
+
+    def batches(epoch: int):
+        order = torch.randperm(64, generator=torch.Generator().manual_seed(epoch))
+        for start in range(0, 64, 16):
+            rows = order[start : start + 16]
+            yield {"x": x[rows], "y": y[rows]}
+
+    def loss_fn(batch):
+        return nn.functional.mse_loss(model(batch["x"]), batch["y"])
+
+    def validate() -> float:
+        return -float(nn.functional.mse_loss(model(x), y))
+
+    return model, batches, loss_fn, validate
+
+
+def _fit(config: TrainerConfig, *, fail_at_epoch: int | None = None):
+    model, batches, loss_fn, validate = _problem()
+
+    def maybe_failing(epoch: int):
+        if epoch == fail_at_epoch:
+            raise KeyboardInterrupt
+        return batches(epoch)
+
+    history = train(
+        model, batches=maybe_failing, steps_per_epoch=4, loss_fn=loss_fn, validate=validate, config=config
+    )
+    return model, history
+
+
+def test_training_reduces_loss_and_is_deterministic() -> None:
+    config = TrainerConfig(epochs=30, lr=1e-2, patience=100, show_progress=False)
+    model_a, history = _fit(config)
+    model_b, _ = _fit(config)
+    assert history.losses[-1] < 0.2 * history.losses[0]
+    for a, b in zip(model_a.state_dict().values(), model_b.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_resume_after_interruption_matches_uninterrupted_run(tmp_path: Path) -> None:
+    config = TrainerConfig(
+        epochs=8, lr=1e-2, patience=100, show_progress=False, checkpoint_dir=str(tmp_path / "ck")
+    )
+    with pytest.raises(KeyboardInterrupt):
+        _fit(config, fail_at_epoch=5)
+    resumed, history = _fit(config)
+    assert history.resumed_from_epoch == 5 and history.epochs_run == 8
+    straight, _ = _fit(TrainerConfig(epochs=8, lr=1e-2, patience=100, show_progress=False))
+    for a, b in zip(resumed.state_dict().values(), straight.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_early_stopping_restores_best_weights() -> None:
+    model, batches, loss_fn, _ = _problem()
+    scores = iter([0.1, 0.5, 0.3, 0.2, 0.4, 0.0, 0.9])
+    snapshots = []
+
+    def validate() -> float:
+        snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
+        return next(scores)
+
+    config = TrainerConfig(epochs=7, lr=1e-2, patience=3, show_progress=False)
+    history = train(
+        model, batches=batches, steps_per_epoch=4, loss_fn=loss_fn, validate=validate, config=config
+    )
+    assert history.stopped_early and history.epochs_run == 5 and history.best_epoch == 2
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, snapshots[1][key])
+
+
+def test_config_rejects_bad_values() -> None:
+    with pytest.raises(ValueError, match="epochs"):
+        TrainerConfig(epochs=0)
+    with pytest.raises(ValueError, match="warmup_fraction"):
+        TrainerConfig(warmup_fraction=1.5)
