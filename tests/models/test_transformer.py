@@ -11,38 +11,9 @@ from behaviorlm.models.base import ScoringBatch
 from behaviorlm.models.sequential import IGNORE, SequenceTensors, gap_buckets
 from behaviorlm.models.transformer import BehaviorTransformer
 from behaviorlm.testing import check_recommender
-from behaviorlm.testing.synthetic import hold_out_last_event
+from behaviorlm.testing.synthetic import hold_out_last_event, successor_sequences
 
 SMALL = {"d_model": 32, "n_layers": 1, "n_heads": 2, "dropout": 0.1, "max_len": 16, "epochs": 40, "lr": 5e-3}
-
-
-def _successor_sequences(
-    *, n_users: int, n_items: int, length: int, seed: int, typed: bool = False
-) -> Interactions:
-    """Each user walks the catalogue: the next item is ``item + step``.
-
-    Untyped: step 1. Typed: the event type decides the step (view -> +1, cart -> +3), so the next item
-    can only be predicted by a model that reads event types.
-    """
-    rng = np.random.default_rng(seed)
-    users, items, times, types = [], [], [], []
-    for u in range(n_users):
-        item = int(rng.integers(n_items))
-        for t in range(length):
-            kind = int(rng.integers(2)) if typed else 0
-            users.append(f"u{u:04d}")
-            items.append(f"i{item:03d}")
-            times.append(1_000 + 60 * t)
-            types.append(["view", "cart"][kind])
-            item = (item + (1 if kind == 0 else 3)) % n_items
-    return Interactions.from_events(
-        user_ids=np.array(users),
-        item_ids=np.array(items),
-        timestamps=np.array(times),
-        event_types=np.array(types),
-        event_type_vocab=("view", "cart"),
-        item_universe=np.array([f"i{i:03d}" for i in range(n_items)]),
-    )
 
 
 def _hit_rate_at_1(model: BehaviorTransformer, data: Interactions) -> float:
@@ -58,25 +29,25 @@ def test_conformance_beats_popularity() -> None:
 
 
 def test_learns_order_of_events() -> None:
-    data = _successor_sequences(n_users=200, n_items=40, length=12, seed=0)
+    data = successor_sequences(n_users=200, n_items=40, length=12, seed=0)
     assert _hit_rate_at_1(BehaviorTransformer(**SMALL), data) > 0.9
 
 
 def test_reads_event_types() -> None:
-    data = _successor_sequences(n_users=300, n_items=40, length=12, seed=1, typed=True)
+    data = successor_sequences(n_users=300, n_items=40, length=12, seed=1, typed=True)
     hr = _hit_rate_at_1(BehaviorTransformer(**SMALL), data)
     # Without types the best possible guess is right half of the time (two equally likely steps).
     assert hr > 0.85
 
 
 def test_sampled_softmax_also_learns() -> None:
-    data = _successor_sequences(n_users=200, n_items=40, length=12, seed=2)
+    data = successor_sequences(n_users=200, n_items=40, length=12, seed=2)
     model = BehaviorTransformer(**{**SMALL, "loss": "sampled", "n_negatives": 16})
     assert _hit_rate_at_1(model, data) > 0.8
 
 
 def test_scores_depend_only_on_the_last_max_len_events() -> None:
-    data = _successor_sequences(n_users=50, n_items=30, length=30, seed=3)
+    data = successor_sequences(n_users=50, n_items=30, length=30, seed=3)
     model = BehaviorTransformer(**{**SMALL, "epochs": 2}).fit(data)
     truncated = data.filter_events(np.concatenate([np.arange(n) >= n - 16 for n in data.lengths()]))
     users = np.arange(data.n_users)
@@ -86,7 +57,7 @@ def test_scores_depend_only_on_the_last_max_len_events() -> None:
 
 
 def test_validation_early_stopping_keeps_best_epoch() -> None:
-    data = _successor_sequences(n_users=100, n_items=30, length=10, seed=4)
+    data = successor_sequences(n_users=100, n_items=30, length=10, seed=4)
     held = hold_out_last_event(data)
     keep = np.ones(data.n_events, dtype=bool)
     keep[data.user_ptr[1:] - 1] = False
@@ -120,7 +91,7 @@ def test_sequence_tensors_shift_targets_and_pad() -> None:
 
 
 def test_bad_arguments_are_clear() -> None:
-    data = _successor_sequences(n_users=10, n_items=10, length=4, seed=5)
+    data = successor_sequences(n_users=10, n_items=10, length=4, seed=5)
     with pytest.raises(ValueError, match="loss must be 'full' or 'sampled'"):
         BehaviorTransformer(**{**SMALL, "loss": "bpr"}).fit(data)
     with pytest.raises(ValueError, match="divisible by n_heads"):

@@ -21,7 +21,6 @@ import hashlib
 import hmac
 import io
 import json
-import mmap
 import os
 import re
 import time
@@ -138,6 +137,9 @@ class _Run:
     users_upserted: int = 0
     extra_columns: list[str] = field(default_factory=list)
     """Stage columns beyond the event fields that ``items_sql`` reads (carried through validation)."""
+    raw_columns: list[str] = field(default_factory=lambda: ["_raw"])
+    """Stage columns from which ``raw_sql`` rebuilds a quarantined row's raw text."""
+    raw_sql: str = "_raw"
     after_scan: Callable[[str], None] | None = None
     """Called with the validated table's name once the (lazy) stage has been scanned."""
     temp_tables: list[str] = field(default_factory=list)
@@ -145,7 +147,7 @@ class _Run:
 
     @property
     def stage(self) -> str:
-        """Staged rows: ``_row``, ``_ord``, canonical fields as VARCHAR, ``_raw``."""
+        """Staged rows: ``_row``, ``_ord``, canonical fields as VARCHAR, and ``raw_columns``."""
         return f"_stage_{self.tag}"
 
     @property
@@ -214,27 +216,29 @@ def _sniff_delimiter(path: Path, config: IngestConfig) -> str:
     return ","
 
 
-def _blank_line_numbers(path: Path) -> list[int]:
-    """Line numbers (1-based) of empty lines: the CSV parser skips them but still counts them."""
-    size = path.stat().st_size
-    with path.open("rb") as fh, mmap.mmap(fh.fileno(), size, access=mmap.ACCESS_READ) as mm:
-        if mm.find(b"\n\n") < 0 and mm.find(b"\n\r\n") < 0 and mm[:1] not in (b"\n", b"\r"):
-            return []
-        blanks = []
-        for number, line in enumerate(iter(mm.readline, b""), start=1):
-            if line in (b"\n", b"\r\n"):
-                blanks.append(number)
-        return blanks
+def _scan_lines(path: Path) -> tuple[int, list[int]]:
+    """Physical line count and the 1-based numbers of empty lines, in one chunked pass over the file.
 
-
-def _count_lines(path: Path) -> int:
-    """Physical lines in the file (a last line without a newline counts), read in 16 MiB chunks."""
-    n, last = 0, b"\n"
+    The CSV parser skips empty lines but counts them in its line numbers, so they must be known to map
+    records to lines. Files without empty lines (the usual case) are read once at memory speed.
+    """
+    n_lines, previous, has_blank = 0, b"\n", False
     with path.open("rb") as fh:
         while chunk := fh.read(1 << 24):
-            n += chunk.count(b"\n")
-            last = chunk[-1:]
-    return n + (last != b"\n")
+            n_lines += chunk.count(b"\n")
+            joined = previous[-1:] + chunk[:2]
+            if b"\n\n" in chunk or b"\n\r\n" in chunk or joined.startswith((b"\n\n", b"\n\r\n")):
+                has_blank = True
+            previous = chunk
+    n_lines += previous[-1:] != b"\n"
+    if not has_blank:
+        return n_lines, []
+    blanks = []
+    with path.open("rb") as fh:
+        for number, line in enumerate(fh, start=1):
+            if line in (b"\n", b"\r\n"):
+                blanks.append(number)
+    return n_lines, blanks
 
 
 def stage_delimited(
@@ -280,12 +284,19 @@ def stage_delimited(
     )
     select = [f"{_quote_ident(src)} AS {name}" for name, src in wanted.items()]
     missing = [f"NULL::VARCHAR AS {name}" for name in EVENT_COLUMNS if name not in wanted]
-    raw_parts = ", ".join(f"coalesce({_quote_ident(c)}, '')" for c in columns)
+    # The raw line is rebuilt only for quarantined rows: the stage passes the source columns through
+    # (as _src0, _src1, ...) and validation joins them when a row has a reason.
+    passthrough = [f"{_quote_ident(c)} AS _src{i}" for i, c in enumerate(columns)]
+    run.raw_columns = [f"_src{i}" for i in range(len(columns))]
+    run.raw_sql = (
+        f"concat_ws({sql_literal(delimiter)}, "
+        + ", ".join(f"coalesce({c}, '')" for c in run.raw_columns)
+        + ")"
+    )
     h = int(header)
     store.execute(
         f"""CREATE OR REPLACE TEMP VIEW {run.stage} AS
-            SELECT {", ".join(select + missing)},
-                   concat_ws({sql_literal(delimiter)}, {raw_parts}) AS _raw,
+            SELECT {", ".join(select + missing + passthrough)},
                    row_number() OVER () AS _ord, row_number() OVER () + {h} AS _row
             FROM {reader}"""
     )
@@ -312,9 +323,9 @@ def stage_delimited(
         if n_staged + n_rejected == 0:
             what = "a header but no data rows" if header else "no data rows"
             raise IngestError(f"{path}: file has {what}")
-        blanks = _blank_line_numbers(path)
+        n_lines, blanks = _scan_lines(path)
         _fix_source_rows(run, checked, header=header, blanks=blanks)
-        expected = _count_lines(path) - h - len(blanks)
+        expected = n_lines - h - len(blanks)
         if expected != n_staged + n_rejected:
             run.warnings.append(
                 f"the parser delimited {n_staged + n_rejected} records but the file has {expected} non-blank "
@@ -828,8 +839,13 @@ def _pseudonym(key: bytes, raw_id: str) -> str:
 def _field_expr(config: IngestConfig, name: str) -> str:
     """The trimmed field, with the configured fill value substituted when it is missing."""
     policy = config.missing_policy(name)
-    # Tabs and line breaks count as blank too (DuckDB's one-argument trim strips only spaces).
-    base = f"nullif(trim({name}, ' \t\r\n'), '')"
+    # Tabs and line breaks count as blank too (DuckDB's one-argument trim strips only spaces). Trimming
+    # with a character set is the costliest step of validation, so only fields that start or end with
+    # a control or space character (or are empty) take that path.
+    base = (
+        f"CASE WHEN ascii({name}) > 32 AND ascii(right({name}, 1)) > 32 THEN {name} "
+        f"ELSE nullif(trim({name}, ' \t\r\n'), '') END"
+    )
     if name == "event_type" and config.event_type is not None:
         base = f"coalesce({base}, {sql_literal(config.event_type)})"
     if policy.startswith("fill:"):
@@ -852,7 +868,7 @@ def _validation_sql(run: _Run) -> str:
         + " END"
     )
     unit = {"s": 1_000_000, "ms": 1_000, "us": 1}[config.timestamp_unit]
-    ts_numeric = "TRY_CAST(f_timestamp AS DOUBLE)"
+    ts_numeric = "ts_num"
     ts_sql = (
         f"CASE WHEN {ts_numeric} IS NOT NULL THEN "
         f"  CASE WHEN abs({ts_numeric}) < 9.2e18 / {unit} THEN make_timestamp(({ts_numeric} * {unit})::BIGINT) END "
@@ -902,10 +918,12 @@ def _validation_sql(run: _Run) -> str:
     fields = ", ".join(f"{_field_expr(config, n)} AS f_{n}" for n in EVENT_COLUMNS)
     extras = "".join(f", {c}" for c in run.extra_columns)
     event_id = "f_event_id" if config.pseudonymize_users else f"coalesce(f_event_id, {_CONTENT_KEY})"
-    raw = "NULL" if config.pseudonymize_users else f"left(_raw, {MAX_RAW_CHARS})"
+    raw = "NULL" if config.pseudonymize_users else f"left({run.raw_sql}, {MAX_RAW_CHARS})"
+    raw_columns = "".join(f", {c}" for c in run.raw_columns)
     return f"""
-        WITH f AS (SELECT _row, _ord, _raw, {fields}{extras} FROM {run.stage}),
-             t AS (SELECT *, {type_case} AS ev_type, {ts_sql} AS ts, TRY_CAST(f_value AS DOUBLE) AS val FROM f),
+        WITH f AS (SELECT _row, _ord{raw_columns}, {fields}{extras} FROM {run.stage}),
+             n AS (SELECT *, TRY_CAST(f_timestamp AS DOUBLE) AS ts_num FROM f),
+             t AS (SELECT *, {type_case} AS ev_type, {ts_sql} AS ts, TRY_CAST(f_value AS DOUBLE) AS val FROM n),
              r AS (SELECT *, {reason} AS reason FROM t)
         SELECT _row, _ord, f_user_id AS user_id, f_item_id AS item_id, ev_type AS event_type,
                ts AS timestamp, CASE WHEN reason IS NULL THEN {event_id} END AS event_id,

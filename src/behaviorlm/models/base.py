@@ -180,6 +180,7 @@ def model_registry() -> dict[str, type[Recommender]]:
     """Registered model classes by name (importing the built-in model modules first)."""
     # Importing a model module registers its models.
     import behaviorlm.models.baselines
+    import behaviorlm.models.gru4rec
     import behaviorlm.models.transformer  # noqa: F401
 
     return dict(_REGISTRY)
