@@ -498,7 +498,7 @@ CORRUPTIONS: dict[str, tuple[str, object]] = {
     "no_item": ("u{k},,view,{ts},1", "missing item_id"),
     "no_type": ("u{k},i{k},,{ts},1", "missing event_type"),
     "no_ts": ("u{k},i{k},view,  ,1", "missing timestamp"),
-    "negative": ("u{k},i{k},view,{ts},-{k}", "negative value -{k}"),
+    "negative": ("u{k},i{k},view,{ts},-{k}.5", "negative value -{k}.5"),
     "not_number": ("u{k},i{k},view,{ts},n{k}", "value 'n{k}' is not a number"),
     "long_id": ("u{k}" + "x" * 300 + ",i{k},view,{ts},1", None),
 }
