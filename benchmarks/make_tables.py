@@ -100,10 +100,17 @@ def ingest_section(records: dict[tuple[str, str], dict]) -> list[str]:
         by_dataset.setdefault(r["dataset"], {})[r["model"]] = r["metrics"]["seconds"]
     for dataset, times in sorted(by_dataset.items()):
         if "ingest-behaviorlm" in times and "ingest-pandas" in times:
-            lines.append("")
-            lines.append(
-                f"{dataset}: behaviorlm is {times['ingest-pandas'] / times['ingest-behaviorlm']:.1f}x faster than the pandas pipeline."
-            )
+            speedup = times["ingest-pandas"] / times["ingest-behaviorlm"]
+            rate = next(r for r in rows if r["dataset"] == dataset and r["model"] == "ingest-behaviorlm")
+            rows_per_second = rate["metrics"]["rows_per_second"]
+            lines += [
+                "",
+                f"{dataset}: behaviorlm is {speedup:.1f}x faster than the pandas pipeline. Targets of the "
+                f"foundation issue: >= 1,000,000 rows/s ({'met' if rows_per_second >= 1e6 else 'NOT met'}: "
+                f"{rows_per_second:,.0f}) and >= 5x pandas ({'met' if speedup >= 5 else 'NOT met'}: {speedup:.1f}x). "
+                "The pandas baseline here is a strong one: it bulk-inserts through DuckDB's Arrow scan, and "
+                "the DuckDB insert alone takes about 2 s of behaviorlm's time on this machine.",
+            ]
     lines += ["", f"Machine: {rows[0]['machine']}.", ""]
     return lines
 
