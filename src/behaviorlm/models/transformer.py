@@ -99,8 +99,14 @@ class BehaviorTransformerNet(nn.Module):
         """Output embeddings of the real items, ``[n_items, d]`` (tied to the input embedding)."""
         return self.item_emb.weight[: self.n_items]
 
-    def forward(self, items: torch.Tensor, types: torch.Tensor, buckets: torch.Tensor) -> torch.Tensor:
-        """Hidden states ``[B, L, d]`` for left-padded ``items``/``types``/``buckets`` of shape ``[B, L]``."""
+    def forward(
+        self, items: torch.Tensor, types: torch.Tensor, buckets: torch.Tensor, *, causal: bool = True
+    ) -> torch.Tensor:
+        """Hidden states ``[B, L, d]`` for left-padded ``items``/``types``/``buckets`` of shape ``[B, L]``.
+
+        ``causal=False`` lets every position attend to the whole sequence (masked-behaviour pretraining
+        and sequence-level heads, as in BERT4Rec); next-event prediction uses the causal default.
+        """
         length = items.shape[1]
         real = items != self.n_items
         positions = torch.arange(length, device=items.device)
@@ -110,9 +116,11 @@ class BehaviorTransformerNet(nn.Module):
         x = self.drop(x) * real[..., None]
         # Causal mask, restricted to real keys. Every query may also see itself, so padding rows (which
         # no loss or score reads) never have an all-masked row that would give NaN.
-        causal = torch.ones(length, length, dtype=torch.bool, device=items.device).tril()
+        allowed = torch.ones(length, length, dtype=torch.bool, device=items.device)
+        if causal:
+            allowed = allowed.tril()
         eye = torch.eye(length, dtype=torch.bool, device=items.device)
-        mask = (causal[None] & real[:, None, :]) | eye[None]
+        mask = (allowed[None] & real[:, None, :]) | eye[None]
         mask = mask[:, None]  # broadcast over heads
         for block in self.blocks:
             x = block(x, mask)
