@@ -96,3 +96,22 @@ def test_bad_arguments_are_clear() -> None:
         BehaviorTransformer(**{**SMALL, "loss": "bpr"}).fit(data)
     with pytest.raises(ValueError, match="divisible by n_heads"):
         BehaviorTransformer(**{**SMALL, "d_model": 30, "n_heads": 4}).fit(data)
+
+
+def test_predict_next_from_a_raw_history() -> None:
+    data = successor_sequences(n_users=200, n_items=40, length=12, seed=6, typed=True)
+    model = BehaviorTransformer(**SMALL).fit(data)
+    # view -> +1, cart -> +3: after a view of i010 comes i011, after a cart of i010 comes i013.
+    history = ["i007", "i008", "i009", "i010"]
+    after_view = model.predict_next(history, event_types=["view"] * 4, k=3)
+    after_cart = model.predict_next(history, event_types=["view"] * 3 + ["cart"], k=3)
+    assert after_view.item_ids[0] == "i011"
+    assert after_cart.item_ids[0] == "i013"
+    assert after_view.scores == sorted(after_view.scores, reverse=True)
+    assert not set(after_view.item_ids) & set(history), "seen items are excluded by default"
+    # A new event changes the next recommendation immediately, without refitting.
+    assert model.predict_next([*history, "i011"], event_types=["view"] * 5, k=1).item_ids == ["i012"]
+    unknown = model.predict_next(["never-seen", *history], event_types=["view"] * 5, k=1)
+    assert unknown.unknown_items == ["never-seen"] and unknown.item_ids == ["i011"]
+    with pytest.raises(ValueError, match=r"event types \['teleport'\]"):
+        model.predict_next(history, event_types=["teleport"] * 4)

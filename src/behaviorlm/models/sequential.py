@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import math
 from abc import abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -103,6 +104,15 @@ def _padded_times(interactions: Interactions, users: np.ndarray, *, max_len: int
     return torch.from_numpy(out)
 
 
+@dataclass(frozen=True)
+class NextItemPrediction:
+    """Result of :meth:`SequentialRecommender.predict_next`: best-first items and their scores."""
+
+    item_ids: list[str]
+    scores: list[float]
+    unknown_items: list[str]
+
+
 class SequentialRecommender(Recommender):
     """Base class turning a sequence encoder into a recommender (see the module docstring).
 
@@ -164,6 +174,8 @@ class SequentialRecommender(Recommender):
         if self.max_len < 1:
             raise ValueError(f"{type(self).__name__}: max_len must be >= 1, got {self.max_len}")
         seed_everything(self.seed)
+        for cached in ("item_index_", "type_index_"):  # id lookups of a previous fit
+            self.__dict__.pop(cached, None)
         device = torch.device(self.device)
         self.net_ = self._build_net(n_items=train.n_items, n_event_types=len(train.event_type_vocab)).to(
             device
@@ -261,6 +273,59 @@ class SequentialRecommender(Recommender):
         with torch.no_grad():
             scores = state @ self.net_.item_table().T
         return scores.float().cpu()
+
+    def predict_next(
+        self,
+        item_ids: Sequence[str],
+        *,
+        event_types: Sequence[str] | None = None,
+        timestamps: Sequence[int] | None = None,
+        k: int = 10,
+        exclude_seen: bool = True,
+    ) -> NextItemPrediction:
+        """Top-``k`` next items for a raw event history, oldest first -- no store, no retraining.
+
+        ``item_ids`` are external ids; ids the model has never seen are skipped and reported in
+        ``unknown_items``. ``event_types`` (names from the training vocabulary; default: the first type)
+        and ``timestamps`` (UTC seconds; default: one second apart) are optional. This is the real-time
+        path: a new event changes the next recommendation immediately.
+        """
+        train = self._fitted()
+        if not hasattr(self, "item_index_"):
+            self.item_index_ = {str(item): i for i, item in enumerate(train.item_ids.tolist())}
+            self.type_index_ = {name: i for i, name in enumerate(train.event_type_vocab)}
+        n = len(item_ids)
+        if event_types is not None and len(event_types) != n:
+            raise ValueError(f"event_types has {len(event_types)} entries for {n} items")
+        if timestamps is not None and len(timestamps) != n:
+            raise ValueError(f"timestamps has {len(timestamps)} entries for {n} items")
+        unknown_types = sorted({t for t in (event_types or []) if t not in self.type_index_})
+        if unknown_types:
+            raise ValueError(
+                f"event types {unknown_types} are not in the model's vocabulary {list(self.type_index_)}"
+            )
+        known = [i for i, item in enumerate(item_ids) if str(item) in self.item_index_]
+        unknown = [str(item_ids[i]) for i in range(n) if str(item_ids[i]) not in self.item_index_]
+        items = np.array([self.item_index_[str(item_ids[i])] for i in known], dtype=np.int64)
+        types = np.array(
+            [self.type_index_[event_types[i]] if event_types else 0 for i in known], dtype=np.int16
+        )
+        times = np.array([int(timestamps[i]) if timestamps else i for i in known], dtype=np.int64)
+        history = Interactions(
+            user_ids=np.array(["request"]),
+            item_ids=train.item_ids,
+            user_ptr=np.array([0, len(known)], dtype=np.int64),
+            items=items,
+            timestamps=times,
+            event_types=types,
+            event_type_vocab=train.event_type_vocab,
+        )
+        recs = self.recommend(np.array([0]), k=k, exclude_seen=exclude_seen, history=history)
+        return NextItemPrediction(
+            item_ids=[str(train.item_ids[i]) for i in recs.items[0]],
+            scores=recs.scores[0].tolist(),
+            unknown_items=unknown,
+        )
 
     # ------------------------------------------------------------------ persistence
     def _state(self) -> dict[str, torch.Tensor]:
