@@ -11,6 +11,8 @@ Tables (see :mod:`behaviorlm.data.schema`):
 * ``quarantine`` -- every rejected input row with the reason; nothing is lost silently.
 * ``kg_triples``, ``item_entities`` -- knowledge-graph triples and item -> entity links (RecBole .kg/.link).
 * ``ingest_log`` -- one row per ingest run with its reconciliation counts.
+* ``text_embeddings`` -- a cache of sentence vectors by text hash and model (see
+  :mod:`behaviorlm.data.text`); derived data, so it is not part of the Parquet export.
 """
 
 from __future__ import annotations
@@ -80,6 +82,12 @@ CREATE TABLE IF NOT EXISTS ingest_log (
     duplicates  BIGINT NOT NULL,
     seconds     DOUBLE NOT NULL,
     finished_at TIMESTAMP DEFAULT current_timestamp
+);
+CREATE TABLE IF NOT EXISTS text_embeddings (
+    text_hash   VARCHAR NOT NULL,       -- hex SHA-256 of the text's UTF-8 bytes
+    model       VARCHAR NOT NULL,
+    dim         INTEGER NOT NULL,
+    vector      FLOAT[] NOT NULL
 );
 """
 
@@ -254,6 +262,53 @@ class EventStore:
 
     def next_ingest_seq(self) -> int:
         return int(self.scalar("SELECT coalesce(max(ingest_seq), -1) + 1 FROM events"))
+
+    # ------------------------------------------------------------------ text embedding cache
+    def text_embeddings(self, text_hashes: list[str], *, model: str) -> dict[str, np.ndarray]:
+        """Cached float32 vectors of ``model`` for those of ``text_hashes`` that have one."""
+        if not text_hashes or not self.table_exists("text_embeddings"):
+            return {}
+        table = self.arrow(
+            """SELECT text_hash, vector FROM text_embeddings
+               WHERE model = ? AND text_hash IN (SELECT unnest(?::VARCHAR[]))""",
+            [model, list(text_hashes)],
+        )
+        hashes = table.column("text_hash").to_pylist()
+        lists = table.column("vector").combine_chunks()
+        values = lists.flatten().to_numpy().astype(np.float32, copy=False)
+        offsets = lists.offsets.to_numpy()
+        return {h: values[offsets[i] : offsets[i + 1]] for i, h in enumerate(hashes)}
+
+    def put_text_embeddings(self, text_hashes: list[str], vectors: np.ndarray, *, model: str) -> int:
+        """Cache ``vectors[i]`` as ``model``'s vector of ``text_hashes[i]``; returns the rows added.
+
+        Hashes already cached for ``model`` are left as they are.
+        """
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[0] != len(text_hashes):
+            raise ValueError(f"need one vector per hash: {len(text_hashes)} hashes, vectors {vectors.shape}")
+        dim = vectors.shape[1]
+        incoming = pa.table(
+            {
+                "text_hash": arrow_strings(list(text_hashes)),
+                "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), dim).cast(
+                    pa.list_(pa.float32())
+                ),
+            }
+        )
+        before = int(self.scalar("SELECT count(*) FROM text_embeddings"))
+        self.register("_incoming_text_embeddings", incoming)
+        try:
+            self.execute(
+                """INSERT INTO text_embeddings
+                   SELECT DISTINCT ON (i.text_hash) i.text_hash, ?, ?, i.vector
+                   FROM _incoming_text_embeddings i
+                   WHERE i.text_hash NOT IN (SELECT text_hash FROM text_embeddings WHERE model = ?)""",
+                [model, dim, model],
+            )
+        finally:
+            self.unregister("_incoming_text_embeddings")
+        return int(self.scalar("SELECT count(*) FROM text_embeddings")) - before
 
     # ------------------------------------------------------------------ summaries
     def stats(self) -> dict[str, Any]:

