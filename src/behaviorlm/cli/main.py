@@ -6,6 +6,7 @@ what is wrong and exits with status 2; it never prints a traceback for a user mi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -275,10 +276,20 @@ def train(
     except TypeError as exc:
         raise ValueError(f"bad --param for {model}: {exc}") from None
     sp = _make_split(store, protocol=protocol, valid_fraction=valid_fraction, test_fraction=test_fraction)
-    with console.status(f"fitting {model} on {sp.train.n_events:,} events …", spinner="dots"):
+    # Trained models show their own per-epoch progress bar; the others get a spinner.
+    if "show_progress" in estimator.get_params() and "show_progress" not in params:
+        estimator.show_progress = True
+    status = (
+        contextlib.nullcontext()
+        if getattr(estimator, "show_progress", False)
+        else console.status(f"fitting {model} on {sp.train.n_events:,} events …", spinner="dots")
+    )
+    with status:
         started = time.perf_counter()
-        estimator.fit(sp.train)
+        estimator.fit(sp.train, valid=sp.valid)
         seconds = time.perf_counter() - started
+    if hasattr(estimator, "training_summary"):
+        console.print_json(json.dumps(estimator.training_summary()))
     estimator.save(out)
     split_spec = {"protocol": protocol, "valid_fraction": valid_fraction, "test_fraction": test_fraction}
     (out / SPLIT_FILE).write_text(json.dumps({"split": split_spec, "train_seconds": seconds}, indent=2))

@@ -39,6 +39,7 @@ class BenchmarkRecord:
     n_users: int
     train_seconds: float
     eval_seconds: float
+    training: dict[str, Any]
     peak_rss_mb: float
     machine: str
     git_commit: str
@@ -57,7 +58,8 @@ def fit_and_evaluate(
     on: str = "test",
     mask_seen: bool = True,
 ) -> BenchmarkRecord:
-    """Fit ``model`` on ``split.train`` and rank the ``on`` targets ("test" or "valid") in full.
+    """Fit ``model`` on ``split.train`` (validation targets available for early stopping) and rank the
+    ``on`` targets ("test" or "valid") in full.
 
     For test, the model reads train + validation events as history (``split.test_history``); for
     validation it reads the training events.
@@ -65,7 +67,7 @@ def fit_and_evaluate(
     if on not in ("test", "valid"):
         raise ValueError(f"on must be 'test' or 'valid', got {on!r}")
     started = time.perf_counter()
-    model.fit(split.train)
+    model.fit(split.train, valid=split.valid)
     train_seconds = time.perf_counter() - started
     history, targets = (split.test_history, split.test) if on == "test" else (split.train, split.valid)
     result = evaluate_ranking(
@@ -91,6 +93,7 @@ def fit_and_evaluate(
         n_users=result.n_users,
         train_seconds=train_seconds,
         eval_seconds=result.eval_seconds,
+        training=model.training_summary() if hasattr(model, "training_summary") else {},
         peak_rss_mb=peak_rss_mb(),
         machine=machine_description(),
         git_commit=git_commit(),

@@ -69,17 +69,24 @@ class Recommender(ABC):
 
     train_: Interactions
 
-    def fit(self, train: Interactions) -> Self:
-        """Learn from ``train`` and return ``self``."""
+    def fit(self, train: Interactions, *, valid: Interactions | None = None) -> Self:
+        """Learn from ``train`` and return ``self``.
+
+        ``valid`` holds validation targets (their history is ``train``) for models that tune or stop
+        early on them; models without such a step ignore it.
+        """
         if train.n_events == 0:
             raise ValueError(f"{type(self).__name__}.fit: the training data has no interactions")
         self.train_ = train
+        self._valid = valid
         try:
             self._fit(train)
         except BaseException:
             # A failed fit must not leave a model that looks fitted but has no learned state.
             del self.train_
             raise
+        finally:
+            del self._valid
         return self
 
     @abstractmethod

@@ -160,15 +160,8 @@ class SequentialRecommender(Recommender):
         """The encoder: ``forward(items, types, buckets) -> [B, L, d]`` and ``item_table() -> [n_items, d]``."""
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, train: Interactions, *, valid: Interactions | None = None) -> SequentialRecommender:
-        """Train on ``train``; with ``valid`` targets, stop early on their NDCG@10 and keep the best epoch."""
-        self._valid = valid
-        try:
-            return super().fit(train)
-        finally:
-            del self._valid
-
     def _fit(self, train: Interactions) -> None:
+        """Train on ``train``; with validation targets, stop early on their NDCG@10 and keep the best epoch."""
         if self.loss not in ("full", "sampled"):
             raise ValueError(f"{type(self).__name__}: loss must be 'full' or 'sampled', got {self.loss!r}")
         if self.max_len < 1:
