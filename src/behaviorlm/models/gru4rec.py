@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from behaviorlm.models.base import register
-from behaviorlm.models.sequential import SequentialRecommender
+from behaviorlm.models.sequential import ItemSideFeatures, SequentialRecommender
 
 
 class GRU4RecNet(nn.Module):
@@ -35,6 +35,7 @@ class GRU4RecNet(nn.Module):
         dropout: float,
         cell: str,
         n_time_buckets: int,
+        item_features: dict[str, torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
         self.n_items = n_items
@@ -57,12 +58,19 @@ class GRU4RecNet(nn.Module):
         with torch.no_grad():
             self.item_emb.weight[n_items].zero_()
             self.type_emb.weight[n_event_types].zero_()
+        self.item_side = None if item_features is None else ItemSideFeatures(item_features, d_model)
+
+    def item_vectors(self) -> torch.Tensor:
+        weight = self.item_emb.weight
+        if self.item_side is None:
+            return weight
+        return torch.cat([weight[: self.n_items] + self.item_side(), weight[self.n_items :]])
 
     def item_table(self) -> torch.Tensor:
-        return self.item_emb.weight[: self.n_items]
+        return self.item_vectors()[: self.n_items]
 
     def forward(self, items: torch.Tensor, types: torch.Tensor, buckets: torch.Tensor) -> torch.Tensor:
-        x = self.item_emb(items) + self.type_emb(types)
+        x = nn.functional.embedding(items, self.item_vectors()) + self.type_emb(types)
         if self.gap_emb is not None:
             x = x + self.gap_emb(buckets)
         # Sequences arrive left-padded (the latest event in the last column). A recurrence must not run
@@ -135,7 +143,9 @@ class GRU4Rec(SequentialRecommender):
         self.n_layers = n_layers
         self.dropout = dropout
 
-    def _build_net(self, *, n_items: int, n_event_types: int) -> nn.Module:
+    def _build_net(
+        self, *, n_items: int, n_event_types: int, item_features: dict[str, torch.Tensor] | None = None
+    ) -> nn.Module:
         if self.cell not in ("gru", "lstm"):
             raise ValueError(f"GRU4Rec: cell must be 'gru' or 'lstm', got {self.cell!r}")
         return GRU4RecNet(
@@ -147,4 +157,5 @@ class GRU4Rec(SequentialRecommender):
             dropout=self.dropout,
             cell=self.cell,
             n_time_buckets=self.n_time_buckets,
+            item_features=item_features,
         )

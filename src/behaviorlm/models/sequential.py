@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from behaviorlm.data.features import ItemFeatures
 from behaviorlm.data.sequences import Interactions
 from behaviorlm.models.base import Recommender, ScoringBatch
 from behaviorlm.training import loop
@@ -104,6 +105,50 @@ def _padded_times(interactions: Interactions, users: np.ndarray, *, max_len: int
     return torch.from_numpy(out)
 
 
+class ItemSideFeatures(nn.Module):
+    """Attribute and text vectors added to each item's ID embedding.
+
+    ``e_j = E_id[j] + mean_{a in attrs(j)} E_attr[a] + W_text · t_j``: an item never seen in training
+    still gets the part of its vector that it shares with other items (same genre, brand, similar
+    title), which is what makes cold-start items rankable. The features are buffers, saved with the
+    weights.
+    """
+
+    def __init__(self, features: dict[str, torch.Tensor], d_model: int) -> None:
+        super().__init__()
+        self.register_buffer("attribute_index", features["attribute_index"].long())
+        self.register_buffer("attribute_offsets", features["attribute_offsets"].long())
+        n_attributes = int(features["n_attributes"])
+        self.attributes = nn.EmbeddingBag(max(1, n_attributes), d_model, mode="mean")
+        nn.init.normal_(self.attributes.weight, std=0.02)
+        self.text_proj: nn.Linear | None = None
+        if "text" in features:
+            self.register_buffer("text", features["text"].float())
+            self.text_proj = nn.Linear(features["text"].shape[1], d_model, bias=False)
+            nn.init.normal_(self.text_proj.weight, std=0.02)
+
+    def forward(self) -> torch.Tensor:
+        """``[n_items, d]`` feature part of every item's vector."""
+        out = self.attributes(self.attribute_index, self.attribute_offsets)
+        if self.text_proj is not None:
+            out = out + self.text_proj(self.text)
+        return out
+
+
+def feature_tensors_from_state(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor] | None:
+    """Rebuild the constructor input of :class:`ItemSideFeatures` from saved weights (``None`` if absent)."""
+    if f"{prefix}attribute_index" not in state:
+        return None
+    out = {
+        "attribute_index": state[f"{prefix}attribute_index"],
+        "attribute_offsets": state[f"{prefix}attribute_offsets"],
+        "n_attributes": torch.tensor(state[f"{prefix}attributes.weight"].shape[0]),
+    }
+    if f"{prefix}text" in state:
+        out["text"] = state[f"{prefix}text"]
+    return out
+
+
 @dataclass(frozen=True)
 class NextItemPrediction:
     """Result of :meth:`SequentialRecommender.predict_next`: best-first items and their scores."""
@@ -156,10 +201,33 @@ class SequentialRecommender(Recommender):
         self.device = device
 
     @abstractmethod
-    def _build_net(self, *, n_items: int, n_event_types: int) -> nn.Module:
-        """The encoder: ``forward(items, types, buckets) -> [B, L, d]`` and ``item_table() -> [n_items, d]``."""
+    def _build_net(
+        self, *, n_items: int, n_event_types: int, item_features: dict[str, torch.Tensor] | None
+    ) -> nn.Module:
+        """The encoder: ``forward(items, types, buckets) -> [B, L, d]`` and ``item_table() -> [n_items, d]``.
+
+        With ``item_features``, the encoder adds an :class:`ItemSideFeatures` named ``item_side``.
+        """
 
     # ------------------------------------------------------------------ fitting
+    def fit(
+        self,
+        train: Interactions,
+        *,
+        valid: Interactions | None = None,
+        item_features: ItemFeatures | None = None,
+    ) -> SequentialRecommender:
+        """Fit on ``train`` (early stopping on ``valid``), optionally with item attribute/text features."""
+        if item_features is not None and item_features.n_items != train.n_items:
+            raise ValueError(
+                f"item_features describe {item_features.n_items} items but the training data has {train.n_items}"
+            )
+        self._item_features = None if item_features is None else item_features.tensors()
+        try:
+            return super().fit(train, valid=valid)
+        finally:
+            del self._item_features
+
     def _fit(self, train: Interactions) -> None:
         """Train on ``train``; with validation targets, stop early on their NDCG@10 and keep the best epoch."""
         if self.loss not in ("full", "sampled"):
@@ -170,9 +238,11 @@ class SequentialRecommender(Recommender):
         for cached in ("item_index_", "type_index_"):  # id lookups of a previous fit
             self.__dict__.pop(cached, None)
         device = torch.device(self.device)
-        self.net_ = self._build_net(n_items=train.n_items, n_event_types=len(train.event_type_vocab)).to(
-            device
-        )
+        self.net_ = self._build_net(
+            n_items=train.n_items,
+            n_event_types=len(train.event_type_vocab),
+            item_features=self._item_features,
+        ).to(device)
         users = np.flatnonzero(train.lengths() >= 2)
         if len(users) == 0:
             raise ValueError(f"{type(self).__name__}.fit: no user has 2 or more training events")
@@ -326,7 +396,11 @@ class SequentialRecommender(Recommender):
 
     def _load_state(self, tensors: dict[str, torch.Tensor]) -> None:
         train = self._fitted()
-        self.net_ = self._build_net(n_items=train.n_items, n_event_types=len(train.event_type_vocab))
+        self.net_ = self._build_net(
+            n_items=train.n_items,
+            n_event_types=len(train.event_type_vocab),
+            item_features=feature_tensors_from_state(tensors, "item_side."),
+        )
         self.net_.load_state_dict(tensors)
         self.net_.eval()
 

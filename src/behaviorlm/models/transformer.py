@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from behaviorlm.models.base import register
-from behaviorlm.models.sequential import SequentialRecommender
+from behaviorlm.models.sequential import ItemSideFeatures, SequentialRecommender
 
 
 class CausalSelfAttention(nn.Module):
@@ -82,6 +82,7 @@ class BehaviorTransformerNet(nn.Module):
         n_heads: int,
         dropout: float,
         n_time_buckets: int,
+        item_features: dict[str, torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
         self.n_items = n_items
@@ -94,10 +95,19 @@ class BehaviorTransformerNet(nn.Module):
         self.blocks = nn.ModuleList(Block(d_model, n_heads, dropout) for _ in range(n_layers))
         self.norm = nn.LayerNorm(d_model)
         self.apply(_init_weights)
+        self.item_side = None if item_features is None else ItemSideFeatures(item_features, d_model)
+
+    def item_vectors(self) -> torch.Tensor:
+        """Every row of the item embedding (real items, padding, any extra rows), with the item-side
+        features added to the real items."""
+        weight = self.item_emb.weight
+        if self.item_side is None:
+            return weight
+        return torch.cat([weight[: self.n_items] + self.item_side(), weight[self.n_items :]])
 
     def item_table(self) -> torch.Tensor:
         """Output embeddings of the real items, ``[n_items, d]`` (tied to the input embedding)."""
-        return self.item_emb.weight[: self.n_items]
+        return self.item_vectors()[: self.n_items]
 
     def forward(
         self, items: torch.Tensor, types: torch.Tensor, buckets: torch.Tensor, *, causal: bool = True
@@ -110,7 +120,8 @@ class BehaviorTransformerNet(nn.Module):
         length = items.shape[1]
         real = items != self.n_items
         positions = torch.arange(length, device=items.device)
-        x = self.item_emb(items) * self.scale + self.pos_emb(positions)[None] + self.type_emb(types)
+        x = F.embedding(items, self.item_vectors()) * self.scale
+        x = x + self.pos_emb(positions)[None] + self.type_emb(types)
         if self.gap_emb is not None:
             x = x + self.gap_emb(buckets)
         x = self.drop(x) * real[..., None]
@@ -194,7 +205,9 @@ class BehaviorTransformer(SequentialRecommender):
         self.n_heads = n_heads
         self.dropout = dropout
 
-    def _build_net(self, *, n_items: int, n_event_types: int) -> nn.Module:
+    def _build_net(
+        self, *, n_items: int, n_event_types: int, item_features: dict[str, torch.Tensor] | None = None
+    ) -> nn.Module:
         return BehaviorTransformerNet(
             n_items=n_items,
             n_event_types=n_event_types,
@@ -204,4 +217,5 @@ class BehaviorTransformer(SequentialRecommender):
             n_heads=self.n_heads,
             dropout=self.dropout,
             n_time_buckets=self.n_time_buckets,
+            item_features=item_features,
         )
