@@ -1,0 +1,662 @@
+"""Task heads on the behaviour Transformer encoder: next event type, sequence labels, per-event tags.
+
+Each model is :class:`~behaviorlm.models.transformer.BehaviorTransformerNet` (the encoder) plus one
+linear layer, trained end to end with softmax cross-entropy by :func:`behaviorlm.training.loop.train`,
+and can start from a masked-behaviour-pretrained encoder (``fit(..., init_encoder=state)`` with
+``state`` from :meth:`~behaviorlm.models.pretraining.MaskedBehaviorPretrainer.encoder_state`; the
+architecture arguments must match, see :meth:`~behaviorlm.models.pretraining.EncoderModel.encoder_params`):
+
+* :class:`NextEventTypeModel` -- ``p(e_{t+1} | events <= t) = softmax(W h_t + b)`` with a *causal*
+  encoder, the loss taken at every position (as for next-item training in
+  :mod:`behaviorlm.models.sequential`).
+* :class:`SequenceClassifier` -- one label per sequence from the hidden state of the *last real event*
+  (``h_T``; sequences are left-padded, so it is the last column): ``p(y | x) = softmax(W h_T + b)``.
+  By default the encoder is bidirectional (``bidirectional=True``, as in pretraining), where ``h_T``
+  attends to the whole sequence like BERT's ``[CLS]``; with ``bidirectional=False`` it is the causal
+  summary of the sequence, as a next-event model would read it.
+* :class:`EventTagger` -- one label per event, ``p(y_t | x) = softmax(W h_t + b)`` at every position
+  (bidirectional by default, so a tag may depend on events before and after it). Sequences longer than
+  ``max_len`` are cut into consecutive windows of at most ``max_len`` events, for training and for
+  prediction, so every event is tagged; attention does not cross a window boundary.
+
+:func:`purchase_within_next` derives sequence labels from the data ("does the user purchase within the
+next N events?"); any other label (e.g. annotated intents) goes in a :class:`SequenceLabels` directly.
+Evaluation reports use :mod:`behaviorlm.evaluation.metrics`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Self
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from behaviorlm.data.sequences import Interactions
+from behaviorlm.evaluation import metrics
+from behaviorlm.models.pretraining import EncoderModel, load_encoder_state
+from behaviorlm.models.sequential import IGNORE, SequenceTensors
+from behaviorlm.models.transformer import BehaviorTransformerNet
+from behaviorlm.training.loop import Batch, seed_everything
+
+
+# ---------------------------------------------------------------------------------------- labelled data
+@dataclass(frozen=True, eq=False)
+class SequenceLabels:
+    """One label per sequence: user ``users[i]``'s events in ``history`` carry ``labels[i]``.
+
+    ``labels`` may be integers, booleans or strings; the classes are the distinct labels seen in ``fit``.
+    """
+
+    history: Interactions
+    users: np.ndarray
+    labels: np.ndarray
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "users", np.asarray(self.users, dtype=np.int64))
+        object.__setattr__(self, "labels", np.asarray(self.labels))
+        if self.labels.shape != self.users.shape or self.users.ndim != 1:
+            raise ValueError(
+                f"users and labels must be 1-D of the same length, got {self.users.shape} and {self.labels.shape}"
+            )
+        _check_users(self.history, self.users, what="SequenceLabels")
+        empty = self.users[self.history.lengths()[self.users] == 0]
+        if len(empty):
+            raise ValueError(f"SequenceLabels: users {empty[:5].tolist()} have no events in history")
+
+    def subset(self, rows: np.ndarray) -> SequenceLabels:
+        """The labelled sequences at positions ``rows`` (e.g. a train/test split of the users)."""
+        return SequenceLabels(history=self.history, users=self.users[rows], labels=self.labels[rows])
+
+
+@dataclass(frozen=True, eq=False)
+class EventTags:
+    """One tag per event: ``tags[k]`` labels event ``k`` of ``interactions`` (flat, CSR order).
+
+    Only the events of ``users`` are used (default: every user), so one set of tags can be split by user.
+    """
+
+    interactions: Interactions
+    tags: np.ndarray
+    users: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tags", np.asarray(self.tags))
+        if self.tags.shape != (self.interactions.n_events,):
+            raise ValueError(
+                f"EventTags: need one tag per event ({self.interactions.n_events}), got shape {self.tags.shape}"
+            )
+        users = np.arange(self.interactions.n_users) if self.users is None else self.users
+        object.__setattr__(self, "users", np.asarray(users, dtype=np.int64))
+        _check_users(self.interactions, self.selected_users, what="EventTags")
+
+    @property
+    def selected_users(self) -> np.ndarray:
+        assert self.users is not None  # set in __post_init__
+        return self.users
+
+    def event_index(self) -> np.ndarray:
+        """Flat indices of the selected users' events, in the order of ``users`` then time."""
+        return _user_events(self.interactions, self.selected_users)
+
+
+def purchase_within_next(
+    interactions: Interactions, *, n_events: int, purchase_type: str = "purchase"
+) -> SequenceLabels:
+    """Label "the user purchases within the next ``n_events`` events", from each user's own data.
+
+    Each user's last ``n_events`` events are the future: the label is 1 when one of them has event type
+    ``purchase_type``, else 0, and the history is every event before them. Users with at most
+    ``n_events`` events have no history and are left out. The history keeps the index space.
+    """
+    if n_events < 1:
+        raise ValueError(f"purchase_within_next: n_events must be >= 1, got {n_events}")
+    if purchase_type not in interactions.event_type_vocab:
+        raise ValueError(
+            f"purchase_within_next: event type {purchase_type!r} is not in {list(interactions.event_type_vocab)}"
+        )
+    purchase = interactions.event_type_vocab.index(purchase_type)
+    lengths = interactions.lengths()
+    position = np.arange(interactions.n_events) - np.repeat(interactions.user_ptr[:-1], lengths)
+    in_future = position >= np.repeat(lengths - n_events, lengths)
+    future_purchases = np.bincount(
+        interactions.event_users()[in_future & (interactions.event_types == purchase)],
+        minlength=interactions.n_users,
+    )
+    users = np.flatnonzero(lengths > n_events)
+    return SequenceLabels(
+        history=interactions.filter_events(~in_future),
+        users=users,
+        labels=(future_purchases[users] > 0).astype(np.int64),
+    )
+
+
+# ---------------------------------------------------------------------------------------- helpers
+def _check_users(interactions: Interactions, users: np.ndarray, *, what: str) -> None:
+    if users.ndim != 1:
+        raise ValueError(f"{what}: users must be 1-D, got shape {users.shape}")
+    bad = users[(users < 0) | (users >= interactions.n_users)]
+    if len(bad):
+        raise ValueError(
+            f"{what}: user indices {bad[:5].tolist()} are out of range (n_users={interactions.n_users})"
+        )
+
+
+def _user_events(interactions: Interactions, users: np.ndarray) -> np.ndarray:
+    """Flat event indices of ``users``' events, user by user, oldest first."""
+    starts = interactions.user_ptr[users]
+    lengths = interactions.user_ptr[users + 1] - starts
+    offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return np.repeat(starts, lengths) + offsets
+
+
+def _windows(
+    interactions: Interactions, users: np.ndarray, *, length: int
+) -> tuple[Interactions, np.ndarray]:
+    """Cut each user's events into consecutive windows of at most ``length`` events, newest aligned.
+
+    Returns the windows as an :class:`Interactions` whose "users" are windows (events in the same flat
+    order as ``_user_events(interactions, users)``), and that flat index of the source events.
+    """
+    events = _user_events(interactions, users)
+    lengths = interactions.lengths()[users]
+    per_user = np.arange(len(events)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    from_end = np.repeat(lengths, lengths) - 1 - per_user
+    # Window k of a user (counted from the newest) holds its events length*k .. length*(k+1)-1 from the end.
+    window_key = np.repeat(np.arange(len(users)), lengths) * (interactions.n_events + 1) - from_end // length
+    _, window_of_event = np.unique(window_key, return_inverse=True)
+    counts = np.bincount(window_of_event)
+    ptr = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=ptr[1:])
+    windows = Interactions(
+        user_ids=np.arange(len(counts)),
+        item_ids=interactions.item_ids,
+        user_ptr=ptr,
+        items=interactions.items[events],
+        timestamps=interactions.timestamps[events],
+        event_types=interactions.event_types[events],
+        event_type_vocab=interactions.event_type_vocab,
+    )
+    return windows, events
+
+
+def _padded_positions(interactions: Interactions, users: np.ndarray, *, length: int) -> torch.Tensor:
+    """``[len(users), length]`` flat event index at each left-padded position (``-1`` for padding)."""
+    ends = interactions.user_ptr[users + 1]
+    lengths = np.minimum(ends - interactions.user_ptr[users], length)
+    out = np.full((len(users), length), -1, dtype=np.int64)
+    rows = np.repeat(np.arange(len(users)), lengths)
+    offset = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    out[rows, length - np.repeat(lengths, lengths) + offset] = np.repeat(ends - lengths, lengths) + offset
+    return torch.from_numpy(out)
+
+
+def _class_index(classes: np.ndarray, labels: np.ndarray, *, where: str) -> np.ndarray:
+    index = np.searchsorted(classes, labels)
+    index = np.clip(index, 0, len(classes) - 1)
+    unknown = labels[classes[index] != labels]
+    if len(unknown):
+        raise ValueError(
+            f"{where}: labels {np.unique(unknown)[:5].tolist()} were not seen in fit {classes.tolist()}"
+        )
+    return index.astype(np.int64)
+
+
+def classification_report(y_true: np.ndarray, *, proba: np.ndarray, classes: np.ndarray) -> dict[str, Any]:
+    """Accuracy and macro-F1 of the most probable class; for two classes also F1, ROC-AUC and AP.
+
+    With two classes the positive class is ``classes[1]`` (e.g. ``1`` / ``True``) and ROC-AUC / average
+    precision use its probability; they are left out when ``y_true`` holds a single class.
+    """
+    y_pred = classes[proba.argmax(axis=1)]
+    report: dict[str, Any] = {
+        "n": len(y_true),
+        "accuracy": metrics.accuracy(y_true, y_pred=y_pred),
+        "macro_f1": metrics.macro_f1(y_true, y_pred=y_pred),
+    }
+    if len(classes) == 2:
+        positive = (y_true == classes[1]).astype(np.int64)
+        report["f1"] = metrics.f1_score(positive, y_pred=(y_pred == classes[1]).astype(np.int64))
+        if 0 < positive.sum() < len(positive):
+            report["roc_auc"] = metrics.roc_auc(positive, y_score=proba[:, 1])
+            report["average_precision"] = metrics.average_precision(positive, y_score=proba[:, 1])
+    return report
+
+
+class _EncoderWithHead(nn.Module):
+    def __init__(self, encoder: BehaviorTransformerNet, *, n_outputs: int) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = nn.Linear(encoder.item_emb.embedding_dim, n_outputs)
+
+    def forward(
+        self, items: torch.Tensor, types: torch.Tensor, buckets: torch.Tensor, *, causal: bool
+    ) -> torch.Tensor:
+        """Logits ``[B, L, n_outputs]`` at every position."""
+        return self.head(self.encoder(items, types, buckets, causal=causal))
+
+
+class _HeadModel(EncoderModel):
+    """Shared plumbing of the heads: building encoder + head, optional pretrained start, inference."""
+
+    net_: _EncoderWithHead
+
+    def _n_outputs(self) -> int:
+        raise NotImplementedError
+
+    def _build_fitted_net(self) -> _EncoderWithHead:
+        encoder = self._build_encoder(n_items=self.n_items_, n_event_types=len(self.event_type_vocab_))
+        return _EncoderWithHead(encoder, n_outputs=self._n_outputs())
+
+    def _start(self, interactions: Interactions, init_encoder: Mapping[str, torch.Tensor] | None) -> None:
+        self._check_params()
+        seed_everything(self.seed)
+        self._remember_space(interactions)
+        self.net_ = self._build_fitted_net()
+        if init_encoder is not None:
+            load_encoder_state(self.net_.encoder, init_encoder)
+        self.net_.to(torch.device(self.device))
+
+    def _logits(self, data: SequenceTensors, *, causal: bool) -> torch.Tensor:
+        """Logits ``[rows, L, n_outputs]`` (CPU, eval mode, no gradient), in batches."""
+        self.net_.eval()
+        device = self._device()
+        out = []
+        step = 4 * self.batch_size
+        with torch.no_grad():
+            for start in range(0, len(data.items), step):
+                rows = slice(start, start + step)
+                out.append(
+                    self.net_(
+                        data.items[rows].to(device),
+                        data.types[rows].to(device),
+                        data.buckets[rows].to(device),
+                        causal=causal,
+                    ).cpu()
+                )
+        return torch.cat(out) if out else torch.zeros(0, self.max_len, self._n_outputs())
+
+
+# ---------------------------------------------------------------------------------------- next event type
+class NextEventTypeModel(_HeadModel):
+    """Predicts the event type of a user's next event (view, cart, purchase, ...) with a causal encoder.
+
+    Training reads each user's last ``max_len + 1`` events and takes the cross-entropy of the next
+    event's type at every position; prediction reads the last ``max_len`` events. Classes are the event
+    types of the data, as indices into ``event_type_vocab_``.
+    """
+
+    name = "next_event_type"
+
+    def _n_outputs(self) -> int:
+        return len(self.event_type_vocab_)
+
+    def fit(
+        self,
+        interactions: Interactions,
+        *,
+        valid: SequenceLabels | None = None,
+        init_encoder: Mapping[str, torch.Tensor] | None = None,
+    ) -> Self:
+        """Train on every user with two or more events.
+
+        ``valid`` (optional) holds histories labelled with the *index* of their next event's type; the
+        model early-stops on its accuracy. ``init_encoder`` starts from pretrained encoder weights.
+        """
+        users = np.flatnonzero(interactions.lengths() >= 2)
+        if len(users) == 0:
+            raise ValueError(f"{type(self).__name__}.fit: no user has 2 or more events")
+        self._start(interactions, init_encoder)
+        data = SequenceTensors(
+            interactions, users, length=self.max_len + 1, n_buckets=self.n_time_buckets, with_targets=False
+        )
+        n_items = interactions.n_items
+        real = data.items != n_items
+        has_next = real[:, :-1] & real[:, 1:]
+        targets = torch.where(has_next, data.types[:, 1:], torch.full_like(data.types[:, 1:], IGNORE))
+        items, types, buckets = data.items[:, :-1], data.types[:, :-1], data.buckets[:, :-1]
+
+        def make_batch(rows: torch.Tensor, generator: torch.Generator) -> Batch:
+            return {
+                "items": items[rows],
+                "types": types[rows],
+                "buckets": buckets[rows],
+                "targets": targets[rows],
+            }
+
+        def loss_fn(batch: Batch) -> torch.Tensor:
+            logits = self.net_(batch["items"], batch["types"], batch["buckets"], causal=True)
+            keep = batch["targets"] != IGNORE
+            return F.cross_entropy(logits[keep], batch["targets"][keep])
+
+        validate = None
+        if valid is not None:
+            self._check_space(valid.history, where="fit(valid=...)")
+
+            def validate() -> float:
+                predicted = self.predict(valid.history, users=valid.users)
+                return metrics.accuracy(valid.labels, y_pred=predicted)
+
+        self._train(n_rows=len(users), make_batch=make_batch, loss_fn=loss_fn, validate=validate)
+        return self
+
+    def predict_proba(self, history: Interactions, *, users: np.ndarray | None = None) -> np.ndarray:
+        """``[len(users), n_event_types]`` probabilities of the next event's type after each history."""
+        self._fitted()
+        self._check_space(history, where="predict_proba")
+        users = np.arange(history.n_users) if users is None else np.asarray(users, dtype=np.int64)
+        _check_users(history, users, what=f"{type(self).__name__}.predict_proba")
+        empty = users[history.lengths()[users] == 0]
+        if len(empty):
+            raise ValueError(
+                f"{type(self).__name__}.predict_proba: users {empty[:5].tolist()} have no events"
+            )
+        data = SequenceTensors(
+            history, users, length=self.max_len, n_buckets=self.n_time_buckets, with_targets=False
+        )
+        return torch.softmax(self._logits(data, causal=True)[:, -1].float(), dim=-1).numpy()
+
+    def predict(self, history: Interactions, *, users: np.ndarray | None = None) -> np.ndarray:
+        """The most probable next event type of each history, as an index into ``event_type_vocab_``."""
+        return self.predict_proba(history, users=users).argmax(axis=1)
+
+    def evaluate(self, labelled: SequenceLabels) -> dict[str, Any]:
+        """Classification report of next-type predictions against ``labelled.labels`` (type indices)."""
+        proba = self.predict_proba(labelled.history, users=labelled.users)
+        report = classification_report(
+            labelled.labels, proba=proba, classes=np.arange(len(self.event_type_vocab_))
+        )
+        return {
+            "protocol": f"next event type after each history (last {self.max_len} events), top-1",
+            **report,
+        }
+
+
+# ---------------------------------------------------------------------------------------- sequence labels
+class SequenceClassifier(_HeadModel):
+    """One label per sequence from the last real event's hidden state (see the module docstring).
+
+    Reads the last ``max_len`` events of each history. ``bidirectional`` picks the encoder's attention
+    (default ``True``: every event attends to the whole sequence). Early-stops on validation accuracy.
+    """
+
+    name = "sequence_classifier"
+
+    def __init__(
+        self,
+        *,
+        bidirectional: bool = True,
+        d_model: int = 64,
+        n_layers: int = 2,
+        n_heads: int = 2,
+        dropout: float = 0.1,
+        max_len: int = 50,
+        n_time_buckets: int = 24,
+        epochs: int = 50,
+        batch_size: int = 128,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        patience: int = 5,
+        max_train_seconds: float | None = None,
+        seed: int = 0,
+        checkpoint_dir: str | None = None,
+        show_progress: bool = False,
+        device: str = "cpu",
+    ) -> None:
+        super().__init__(
+            d_model=d_model,
+            n_layers=n_layers,
+            n_heads=n_heads,
+            dropout=dropout,
+            max_len=max_len,
+            n_time_buckets=n_time_buckets,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            weight_decay=weight_decay,
+            patience=patience,
+            max_train_seconds=max_train_seconds,
+            seed=seed,
+            checkpoint_dir=checkpoint_dir,
+            show_progress=show_progress,
+            device=device,
+        )
+        self.bidirectional = bidirectional
+
+    classes_: np.ndarray
+
+    def _n_outputs(self) -> int:
+        return len(self.classes_)
+
+    def _extra_meta(self) -> dict[str, Any]:
+        return {"classes": self.classes_.tolist()}
+
+    def _restore_extra(self, meta: dict[str, Any]) -> None:
+        self.classes_ = np.asarray(meta["classes"])
+
+    def fit(
+        self,
+        labelled: SequenceLabels,
+        *,
+        valid: SequenceLabels | None = None,
+        init_encoder: Mapping[str, torch.Tensor] | None = None,
+    ) -> Self:
+        """Train on ``labelled``; with ``valid``, early-stop on its accuracy and keep the best epoch."""
+        if len(labelled.users) == 0:
+            raise ValueError(f"{type(self).__name__}.fit: no labelled sequence")
+        self.classes_ = np.unique(labelled.labels)
+        self._start(labelled.history, init_encoder)
+        data = SequenceTensors(
+            labelled.history,
+            labelled.users,
+            length=self.max_len,
+            n_buckets=self.n_time_buckets,
+            with_targets=False,
+        )
+        targets = torch.from_numpy(
+            _class_index(self.classes_, labelled.labels, where=f"{type(self).__name__}.fit")
+        )
+
+        def make_batch(rows: torch.Tensor, generator: torch.Generator) -> Batch:
+            return {**data.batch(rows), "targets": targets[rows]}
+
+        def loss_fn(batch: Batch) -> torch.Tensor:
+            logits = self.net_(
+                batch["items"], batch["types"], batch["buckets"], causal=not self.bidirectional
+            )
+            return F.cross_entropy(logits[:, -1], batch["targets"])
+
+        validate = None
+        if valid is not None:
+            self._check_space(valid.history, where="fit(valid=...)")
+
+            def validate() -> float:
+                return metrics.accuracy(valid.labels, y_pred=self.predict(valid.history, users=valid.users))
+
+        self._train(n_rows=len(labelled.users), make_batch=make_batch, loss_fn=loss_fn, validate=validate)
+        return self
+
+    def predict_proba(self, history: Interactions, *, users: np.ndarray) -> np.ndarray:
+        """``[len(users), n_classes]`` class probabilities, columns in the order of ``classes_``."""
+        self._fitted()
+        self._check_space(history, where="predict_proba")
+        users = np.asarray(users, dtype=np.int64)
+        _check_users(history, users, what=f"{type(self).__name__}.predict_proba")
+        empty = users[history.lengths()[users] == 0]
+        if len(empty):
+            raise ValueError(
+                f"{type(self).__name__}.predict_proba: users {empty[:5].tolist()} have no events"
+            )
+        data = SequenceTensors(
+            history, users, length=self.max_len, n_buckets=self.n_time_buckets, with_targets=False
+        )
+        logits = self._logits(data, causal=not self.bidirectional)[:, -1]
+        return torch.softmax(logits.float(), dim=-1).numpy()
+
+    def predict(self, history: Interactions, *, users: np.ndarray) -> np.ndarray:
+        """The most probable label of each user's sequence (values from ``classes_``)."""
+        return self.classes_[self.predict_proba(history, users=users).argmax(axis=1)]
+
+    def evaluate(self, labelled: SequenceLabels) -> dict[str, Any]:
+        """Classification report (:func:`classification_report`) on ``labelled``."""
+        proba = self.predict_proba(labelled.history, users=labelled.users)
+        report = classification_report(labelled.labels, proba=proba, classes=self.classes_)
+        return {"protocol": f"one label per sequence from its last {self.max_len} events", **report}
+
+
+# ---------------------------------------------------------------------------------------- event tags
+class EventTagger(_HeadModel):
+    """One label per event from that event's hidden state (see the module docstring for windows).
+
+    ``bidirectional`` (default ``True``) lets a tag read later events too; set it to ``False`` for
+    tags that must be decided online, from past events only. Early-stops on validation macro-F1 (tags
+    are often rare, so accuracy would reward predicting the common tag).
+    """
+
+    name = "event_tagger"
+
+    def __init__(
+        self,
+        *,
+        bidirectional: bool = True,
+        d_model: int = 64,
+        n_layers: int = 2,
+        n_heads: int = 2,
+        dropout: float = 0.1,
+        max_len: int = 50,
+        n_time_buckets: int = 24,
+        epochs: int = 50,
+        batch_size: int = 128,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        patience: int = 5,
+        max_train_seconds: float | None = None,
+        seed: int = 0,
+        checkpoint_dir: str | None = None,
+        show_progress: bool = False,
+        device: str = "cpu",
+    ) -> None:
+        super().__init__(
+            d_model=d_model,
+            n_layers=n_layers,
+            n_heads=n_heads,
+            dropout=dropout,
+            max_len=max_len,
+            n_time_buckets=n_time_buckets,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            weight_decay=weight_decay,
+            patience=patience,
+            max_train_seconds=max_train_seconds,
+            seed=seed,
+            checkpoint_dir=checkpoint_dir,
+            show_progress=show_progress,
+            device=device,
+        )
+        self.bidirectional = bidirectional
+
+    classes_: np.ndarray
+
+    def _n_outputs(self) -> int:
+        return len(self.classes_)
+
+    def _extra_meta(self) -> dict[str, Any]:
+        return {"classes": self.classes_.tolist()}
+
+    def _restore_extra(self, meta: dict[str, Any]) -> None:
+        self.classes_ = np.asarray(meta["classes"])
+
+    def _windowed(
+        self, interactions: Interactions, users: np.ndarray
+    ) -> tuple[SequenceTensors, torch.Tensor]:
+        """Window tensors and the source event index at each of their positions (``-1``: padding)."""
+        windows, events = _windows(interactions, users, length=self.max_len)
+        rows = np.arange(windows.n_users)
+        data = SequenceTensors(
+            windows, rows, length=self.max_len, n_buckets=self.n_time_buckets, with_targets=False
+        )
+        positions = _padded_positions(windows, rows, length=self.max_len)
+        source = torch.from_numpy(events)[positions.clamp(min=0)]
+        return data, torch.where(positions >= 0, source, torch.full_like(positions, -1))
+
+    def fit(
+        self,
+        tagged: EventTags,
+        *,
+        valid: EventTags | None = None,
+        init_encoder: Mapping[str, torch.Tensor] | None = None,
+    ) -> Self:
+        """Train on the tagged events; with ``valid``, early-stop on its macro-F1 and keep the best epoch."""
+        events = tagged.event_index()
+        if len(events) == 0:
+            raise ValueError(f"{type(self).__name__}.fit: no tagged event")
+        self.classes_ = np.unique(tagged.tags[events])
+        self._start(tagged.interactions, init_encoder)
+        data, source = self._windowed(tagged.interactions, tagged.selected_users)
+        class_of_event = np.full(tagged.interactions.n_events, IGNORE, dtype=np.int64)
+        class_of_event[events] = _class_index(
+            self.classes_, tagged.tags[events], where=f"{type(self).__name__}.fit"
+        )
+        targets = torch.where(
+            source >= 0,
+            torch.from_numpy(class_of_event)[source.clamp(min=0)],
+            torch.full_like(source, IGNORE),
+        )
+
+        def make_batch(rows: torch.Tensor, generator: torch.Generator) -> Batch:
+            return {**data.batch(rows), "targets": targets[rows]}
+
+        def loss_fn(batch: Batch) -> torch.Tensor:
+            logits = self.net_(
+                batch["items"], batch["types"], batch["buckets"], causal=not self.bidirectional
+            )
+            keep = batch["targets"] != IGNORE
+            return F.cross_entropy(logits[keep], batch["targets"][keep])
+
+        validate = None
+        if valid is not None:
+            self._check_space(valid.interactions, where="fit(valid=...)")
+            valid_events = valid.event_index()
+
+            def validate() -> float:
+                predicted = self.predict(valid.interactions, users=valid.selected_users)
+                return metrics.macro_f1(valid.tags[valid_events], y_pred=predicted)
+
+        self._train(n_rows=len(data.items), make_batch=make_batch, loss_fn=loss_fn, validate=validate)
+        return self
+
+    def predict_proba(self, interactions: Interactions, *, users: np.ndarray | None = None) -> np.ndarray:
+        """``[n_selected_events, n_classes]`` tag probabilities, columns in the order of ``classes_``.
+
+        Rows follow the selected users' events in the order of ``users`` (default: every user), oldest
+        first -- with ``users=None`` that is the flat event order of ``interactions``.
+        """
+        self._fitted()
+        self._check_space(interactions, where="predict_proba")
+        users = np.arange(interactions.n_users) if users is None else np.asarray(users, dtype=np.int64)
+        _check_users(interactions, users, what=f"{type(self).__name__}.predict_proba")
+        events = _user_events(interactions, users)
+        data, source = self._windowed(interactions, users)
+        logits = self._logits(data, causal=not self.bidirectional)
+        proba = torch.softmax(logits.float(), dim=-1)
+        # Place each real position's row at its event's rank among the selected events.
+        rank = np.empty(interactions.n_events, dtype=np.int64)
+        rank[events] = np.arange(len(events))
+        out = np.zeros((len(events), len(self.classes_)), dtype=np.float32)
+        real = source >= 0
+        out[rank[source[real].numpy()]] = proba[real].numpy()
+        return out
+
+    def predict(self, interactions: Interactions, *, users: np.ndarray | None = None) -> np.ndarray:
+        """The most probable tag of each selected event (values from ``classes_``), rows as in :meth:`predict_proba`."""
+        return self.classes_[self.predict_proba(interactions, users=users).argmax(axis=1)]
+
+    def evaluate(self, tagged: EventTags) -> dict[str, Any]:
+        """Classification report (:func:`classification_report`) over the tagged events."""
+        proba = self.predict_proba(tagged.interactions, users=tagged.selected_users)
+        report = classification_report(tagged.tags[tagged.event_index()], proba=proba, classes=self.classes_)
+        return {"protocol": f"one tag per event, windows of {self.max_len} events", **report}

@@ -1,0 +1,572 @@
+"""Masked behaviour modelling: BERT4Rec-style cloze pretraining of the behaviour Transformer encoder.
+
+A share ``mask_prob`` of the real events of each sequence is hidden: the event's item is replaced by a
+``[MASK]`` item and its event type by a ``[MASK]`` event type (the time-gap bucket stays, since time is
+an input, not a target). The encoder attends in both directions (``causal=False``) and, at every masked
+position ``t``, predicts
+
+    p(item = j | x)       = softmax_j(h_t · E_item[j])     (full catalogue, tied to the input embedding)
+    p(event type = e | x) = softmax_e(W h_t + b)            (a linear head over the event types)
+
+and the loss is the sum of the two cross-entropies averaged over masked positions. Every sequence with
+an event gets at least one mask, so no sequence is wasted.
+
+The ``[MASK]`` tokens are one extra row in each of the item and event-type embedding tables, placed
+*after* the padding row, so the encoder reads them as real events and its padding index is unchanged.
+:meth:`MaskedBehaviorPretrainer.encoder_state` drops those rows again: what it returns loads directly
+into a :class:`~behaviorlm.models.transformer.BehaviorTransformerNet` of the same architecture and
+catalogue, i.e. into the task heads of :mod:`behaviorlm.models.heads` (``fit(..., init_encoder=...)``)
+or into a next-item :class:`~behaviorlm.models.transformer.BehaviorTransformer`
+(:func:`fit_from_pretrained`).
+
+References: Sun et al., "BERT4Rec: Sequential Recommendation with Bidirectional Encoder Representations
+from Transformer", CIKM 2019 (the cloze objective over items); Devlin et al., "BERT", NAACL 2019.
+
+This module also holds :class:`EncoderModel`, the base that the pretrainer and the task heads share:
+constructor conventions (scikit-learn style), the one training loop, and persistence (``model.json`` +
+``weights.safetensors``, no pickle).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from behaviorlm.data.sequences import Interactions
+from behaviorlm.models.sequential import IGNORE, SequenceTensors, SequentialRecommender
+from behaviorlm.models.transformer import BehaviorTransformerNet
+from behaviorlm.training import loop
+from behaviorlm.training.loop import Batch, TrainerConfig, TrainingHistory, seed_everything
+
+MODEL_JSON = "model.json"
+WEIGHTS_FILE = "weights.safetensors"
+
+
+# ---------------------------------------------------------------------------------------- shared base
+class EncoderModel:
+    """Base of the models built on :class:`BehaviorTransformerNet` outside next-item recommendation.
+
+    scikit-learn conventions: the constructor only stores its keyword arguments, learned state ends in
+    ``_``, ``fit`` returns ``self``. Architecture arguments (``d_model``, ``n_layers``, ``n_heads``,
+    ``dropout``, ``max_len``, ``n_time_buckets``) mean what they mean for
+    :class:`~behaviorlm.models.transformer.BehaviorTransformer`; an encoder can only be transferred
+    between models whose architecture arguments (and catalogue) agree, see :meth:`encoder_params`.
+    Training arguments go to :class:`~behaviorlm.training.loop.TrainerConfig`; early stopping with
+    ``patience`` only happens when ``fit`` gets validation data.
+    """
+
+    name: ClassVar[str]
+    """Stored in ``model.json`` so that :meth:`load` can check it reads the right kind of model."""
+
+    ENCODER_PARAMS: ClassVar[tuple[str, ...]] = (
+        "d_model",
+        "n_layers",
+        "n_heads",
+        "dropout",
+        "max_len",
+        "n_time_buckets",
+    )
+
+    def __init__(
+        self,
+        *,
+        d_model: int = 64,
+        n_layers: int = 2,
+        n_heads: int = 2,
+        dropout: float = 0.1,
+        max_len: int = 50,
+        n_time_buckets: int = 24,
+        epochs: int = 50,
+        batch_size: int = 128,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        patience: int = 5,
+        max_train_seconds: float | None = None,
+        seed: int = 0,
+        checkpoint_dir: str | None = None,
+        show_progress: bool = False,
+        device: str = "cpu",
+    ) -> None:
+        self.d_model = d_model
+        self.n_layers = n_layers
+        self.n_heads = n_heads
+        self.dropout = dropout
+        self.max_len = max_len
+        self.n_time_buckets = n_time_buckets
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.patience = patience
+        self.max_train_seconds = max_train_seconds
+        self.seed = seed
+        self.checkpoint_dir = checkpoint_dir
+        self.show_progress = show_progress
+        self.device = device
+
+    net_: nn.Module
+    n_items_: int
+    event_type_vocab_: tuple[str, ...]
+    history_: TrainingHistory
+
+    # ------------------------------------------------------------------ parameters
+    def get_params(self) -> dict[str, Any]:
+        """Constructor arguments (JSON-serializable), as scikit-learn's ``get_params``."""
+        return {k: v for k, v in vars(self).items() if not k.endswith("_") and not k.startswith("_")}
+
+    def encoder_params(self) -> dict[str, Any]:
+        """The architecture arguments, to build a compatible model: ``SequenceClassifier(**p.encoder_params())``."""
+        return {k: getattr(self, k) for k in self.ENCODER_PARAMS}
+
+    def _check_params(self) -> None:
+        if self.max_len < 1:
+            raise ValueError(f"{type(self).__name__}: max_len must be >= 1, got {self.max_len}")
+        if self.batch_size < 1:
+            raise ValueError(f"{type(self).__name__}: batch_size must be >= 1, got {self.batch_size}")
+
+    # ------------------------------------------------------------------ building and training
+    def _build_encoder(self, *, n_items: int, n_event_types: int) -> BehaviorTransformerNet:
+        return BehaviorTransformerNet(
+            n_items=n_items,
+            n_event_types=n_event_types,
+            max_len=self.max_len,
+            d_model=self.d_model,
+            n_layers=self.n_layers,
+            n_heads=self.n_heads,
+            dropout=self.dropout,
+            n_time_buckets=self.n_time_buckets,
+        )
+
+    def _remember_space(self, interactions: Interactions) -> None:
+        self.n_items_ = interactions.n_items
+        self.event_type_vocab_ = tuple(interactions.event_type_vocab)
+
+    def _check_space(self, interactions: Interactions, *, where: str) -> None:
+        """The data must share the item index space and event types the model was fitted on."""
+        if interactions.n_items != self.n_items_:
+            raise ValueError(
+                f"{type(self).__name__}.{where}: the data has {interactions.n_items} items, "
+                f"the model was fitted on {self.n_items_}"
+            )
+        if tuple(interactions.event_type_vocab) != self.event_type_vocab_:
+            raise ValueError(
+                f"{type(self).__name__}.{where}: the data's event types {list(interactions.event_type_vocab)} "
+                f"differ from the model's {list(self.event_type_vocab_)}"
+            )
+
+    def _train(
+        self,
+        *,
+        n_rows: int,
+        make_batch: Callable[[torch.Tensor, torch.Generator], Batch],
+        loss_fn: Callable[[Batch], torch.Tensor],
+        validate: Callable[[], float] | None,
+    ) -> None:
+        """Run :func:`behaviorlm.training.loop.train` on ``self.net_`` over ``n_rows`` shuffled rows.
+
+        ``make_batch(rows, generator)`` builds one batch; ``generator`` is seeded from the epoch (for
+        random masking), so that a resumed run sees exactly the batches of an uninterrupted one.
+        """
+
+        def batches(epoch: int) -> Iterator[Batch]:
+            generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            order = torch.randperm(n_rows, generator=generator)
+            for start in range(0, n_rows, self.batch_size):
+                yield make_batch(order[start : start + self.batch_size], generator)
+
+        config = TrainerConfig(
+            epochs=self.epochs,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            patience=self.patience,
+            max_seconds=self.max_train_seconds,
+            seed=self.seed,
+            checkpoint_dir=self.checkpoint_dir,
+            show_progress=self.show_progress,
+        )
+        self.history_ = loop.train(
+            self.net_,
+            batches=batches,
+            steps_per_epoch=math.ceil(n_rows / self.batch_size),
+            loss_fn=loss_fn,
+            validate=validate,
+            config=config,
+        )
+        self.net_.eval()
+
+    def _device(self) -> torch.device:
+        return next(self.net_.parameters()).device
+
+    def _fitted(self) -> None:
+        if not hasattr(self, "net_"):
+            raise RuntimeError(f"{type(self).__name__} is not fitted yet: call fit(...) first")
+
+    # ------------------------------------------------------------------ persistence
+    def _extra_meta(self) -> dict[str, Any]:
+        """Learned plain metadata beyond the index space (e.g. class labels); subclasses extend."""
+        return {}
+
+    def _restore_extra(self, meta: dict[str, Any]) -> None:
+        """Restore what :meth:`_extra_meta` wrote; models without extra metadata keep this no-op."""
+
+    def _build_fitted_net(self) -> nn.Module:
+        """A fresh module of the fitted shapes, for :meth:`load`."""
+        raise NotImplementedError
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``model.json`` (class, constructor arguments, index space) and ``weights.safetensors``."""
+        self._fitted()
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.net_.state_dict().items()}
+        save_file(tensors, str(path / WEIGHTS_FILE))
+        meta = {
+            "model": self.name,
+            "params": self.get_params(),
+            "n_items": self.n_items_,
+            "event_type_vocab": list(self.event_type_vocab_),
+            **self._extra_meta(),
+        }
+        (path / MODEL_JSON).write_text(json.dumps(meta))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Self:
+        """Load a model written by :meth:`save` (on the CPU; ``device`` is kept as a parameter)."""
+        path = Path(path)
+        meta_file = path / MODEL_JSON
+        if not meta_file.exists():
+            raise FileNotFoundError(f"{meta_file} not found: {path} is not a saved behaviorlm model")
+        meta = json.loads(meta_file.read_text())
+        if meta.get("model") != cls.name:
+            raise ValueError(f"{meta_file}: holds a {meta.get('model')!r} model, not {cls.name!r}")
+        model = cls(**meta["params"])
+        model.n_items_ = int(meta["n_items"])
+        model.event_type_vocab_ = tuple(meta["event_type_vocab"])
+        model._restore_extra(meta)
+        model.net_ = model._build_fitted_net()
+        model.net_.load_state_dict(load_file(str(path / WEIGHTS_FILE)))
+        model.net_.eval()
+        return model
+
+
+def load_encoder_state(encoder: BehaviorTransformerNet, state: Mapping[str, torch.Tensor]) -> None:
+    """Copy pretrained encoder weights into ``encoder``, or say which key or shape does not fit.
+
+    ``state`` is what :meth:`MaskedBehaviorPretrainer.encoder_state` returns (or the state dict of any
+    :class:`BehaviorTransformerNet`). A mismatch means the two models differ in architecture arguments
+    (``d_model``, ``n_layers``, ``max_len``, ``n_time_buckets``, ...) or in catalogue / event types.
+    """
+    expected = encoder.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise ValueError(
+            f"pretrained encoder state does not fit: missing keys {missing[:5]}, unexpected keys {unexpected[:5]} "
+            "(were both models built with the same n_layers and n_time_buckets?)"
+        )
+    for key, value in expected.items():
+        if tuple(state[key].shape) != tuple(value.shape):
+            raise ValueError(
+                f"pretrained encoder state does not fit: {key} has shape {tuple(state[key].shape)}, "
+                f"this model needs {tuple(value.shape)} (same d_model, max_len, catalogue and event types?)"
+            )
+    encoder.load_state_dict(dict(state))
+
+
+# ---------------------------------------------------------------------------------------- masking
+class _MaskableEncoder(BehaviorTransformerNet):
+    """The encoder with one ``[MASK]`` row appended to the item and event-type tables.
+
+    The mask rows sit after the padding rows (item ``n_items + 1``, type ``n_event_types + 1``), so
+    padding keeps its index and the encoder treats a masked position as a real event; the output item
+    table (:meth:`item_table`) still covers only the real items.
+    """
+
+    def __init__(self, *, n_items: int, n_event_types: int, **architecture: Any) -> None:
+        super().__init__(n_items=n_items, n_event_types=n_event_types, **architecture)
+        d_model = self.item_emb.embedding_dim
+        self.item_emb = _with_extra_row(self.item_emb, d_model=d_model)
+        self.type_emb = _with_extra_row(self.type_emb, d_model=d_model)
+        self.mask_item = n_items + 1
+        self.mask_type = n_event_types + 1
+
+
+def _with_extra_row(table: nn.Embedding, *, d_model: int) -> nn.Embedding:
+    grown = nn.Embedding(table.num_embeddings + 1, d_model, padding_idx=table.padding_idx)
+    with torch.no_grad():
+        grown.weight[:-1] = table.weight
+        nn.init.normal_(grown.weight[-1:], std=0.02)
+    return grown
+
+
+def mask_events(
+    items: torch.Tensor,
+    types: torch.Tensor,
+    *,
+    n_items: int,
+    n_event_types: int,
+    mask_prob: float,
+    generator: torch.Generator,
+) -> dict[str, torch.Tensor]:
+    """Cloze masking of left-padded ``[B, L]`` sequences (padding: ``n_items`` / ``n_event_types``).
+
+    Each real event is masked with probability ``mask_prob``; a sequence with events but no mask gets
+    one at a random real position. Returns ``items``/``types`` with masked positions set to the mask
+    tokens ``n_items + 1`` / ``n_event_types + 1`` and ``item_targets``/``type_targets`` holding the
+    hidden values at masked positions and ``IGNORE`` elsewhere.
+    """
+    real = items != n_items
+    masked = (torch.rand(items.shape, generator=generator) < mask_prob) & real
+    unmasked_rows = ~masked.any(dim=1) & real.any(dim=1)
+    # A random real position of each row: the argmax of uniform noise over the real positions.
+    pick = torch.rand(items.shape, generator=generator).masked_fill(~real, -1.0).argmax(dim=1)
+    rows = unmasked_rows.nonzero().squeeze(1)
+    masked[rows, pick[rows]] = True
+    ignore = torch.full_like(items, IGNORE)
+    return {
+        "items": torch.where(masked, torch.full_like(items, n_items + 1), items),
+        "types": torch.where(masked, torch.full_like(types, n_event_types + 1), types),
+        "item_targets": torch.where(masked, items, ignore),
+        "type_targets": torch.where(masked, types, ignore),
+    }
+
+
+class _MaskedBehaviorNet(nn.Module):
+    def __init__(self, encoder: _MaskableEncoder, *, n_event_types: int) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.type_head = nn.Linear(encoder.item_emb.embedding_dim, n_event_types)
+
+    def forward(
+        self, items: torch.Tensor, types: torch.Tensor, buckets: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Item logits ``[B, L, n_items]`` and event-type logits ``[B, L, n_event_types]``."""
+        hidden = self.encoder(items, types, buckets, causal=False)
+        return hidden @ self.encoder.item_table().T, self.type_head(hidden)
+
+
+class MaskedBehaviorPretrainer(EncoderModel):
+    """BERT4Rec-style masked behaviour modelling over items and event types (see the module docstring).
+
+    ``fit(interactions)`` pretrains on each user's last ``max_len`` events; with ``valid`` (sequences
+    in the same index space) it early-stops on the masked-item accuracy of a fixed masking of them.
+    :meth:`encoder_state` hands the encoder on to a task model.
+    """
+
+    name = "masked_behavior_pretrainer"
+
+    def __init__(
+        self,
+        *,
+        mask_prob: float = 0.2,
+        d_model: int = 64,
+        n_layers: int = 2,
+        n_heads: int = 2,
+        dropout: float = 0.1,
+        max_len: int = 50,
+        n_time_buckets: int = 24,
+        epochs: int = 50,
+        batch_size: int = 128,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        patience: int = 5,
+        max_train_seconds: float | None = None,
+        seed: int = 0,
+        checkpoint_dir: str | None = None,
+        show_progress: bool = False,
+        device: str = "cpu",
+    ) -> None:
+        super().__init__(
+            d_model=d_model,
+            n_layers=n_layers,
+            n_heads=n_heads,
+            dropout=dropout,
+            max_len=max_len,
+            n_time_buckets=n_time_buckets,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            weight_decay=weight_decay,
+            patience=patience,
+            max_train_seconds=max_train_seconds,
+            seed=seed,
+            checkpoint_dir=checkpoint_dir,
+            show_progress=show_progress,
+            device=device,
+        )
+        self.mask_prob = mask_prob
+
+    def _build_fitted_net(self) -> _MaskedBehaviorNet:
+        n_types = len(self.event_type_vocab_)
+        encoder = _MaskableEncoder(
+            n_items=self.n_items_,
+            n_event_types=n_types,
+            max_len=self.max_len,
+            d_model=self.d_model,
+            n_layers=self.n_layers,
+            n_heads=self.n_heads,
+            dropout=self.dropout,
+            n_time_buckets=self.n_time_buckets,
+        )
+        return _MaskedBehaviorNet(encoder, n_event_types=n_types)
+
+    def fit(self, interactions: Interactions, *, valid: Interactions | None = None) -> Self:
+        """Pretrain on the last ``max_len`` events of every user with at least one event."""
+        self._check_params()
+        if not 0 < self.mask_prob <= 1:
+            raise ValueError(f"{type(self).__name__}: mask_prob must be in (0, 1], got {self.mask_prob}")
+        users = np.flatnonzero(interactions.lengths() >= 1)
+        if len(users) == 0:
+            raise ValueError(f"{type(self).__name__}.fit: the data has no events")
+        if valid is not None and (
+            valid.n_items != interactions.n_items or valid.event_type_vocab != interactions.event_type_vocab
+        ):
+            raise ValueError(
+                f"{type(self).__name__}.fit: valid must share the training items and event types"
+            )
+        seed_everything(self.seed)
+        self._remember_space(interactions)
+        self.net_ = self._build_fitted_net().to(torch.device(self.device))
+        data = SequenceTensors(
+            interactions, users, length=self.max_len, n_buckets=self.n_time_buckets, with_targets=False
+        )
+        n_items, n_types = self.n_items_, len(self.event_type_vocab_)
+
+        def make_batch(rows: torch.Tensor, generator: torch.Generator) -> Batch:
+            batch = data.batch(rows)
+            masked = mask_events(
+                batch["items"],
+                batch["types"],
+                n_items=n_items,
+                n_event_types=n_types,
+                mask_prob=self.mask_prob,
+                generator=generator,
+            )
+            return {**masked, "buckets": batch["buckets"]}
+
+        def loss_fn(batch: Batch) -> torch.Tensor:
+            hidden = self.net_.encoder(batch["items"], batch["types"], batch["buckets"], causal=False)
+            keep = batch["item_targets"] != IGNORE
+            h = hidden[keep]
+            item_loss = F.cross_entropy(h @ self.net_.encoder.item_table().T, batch["item_targets"][keep])
+            type_loss = F.cross_entropy(self.net_.type_head(h), batch["type_targets"][keep])
+            return item_loss + type_loss
+
+        validate = None
+        if valid is not None and valid.n_events:
+
+            def validate() -> float:
+                return self.evaluate(valid, seed=self.seed)["masked_item_accuracy"]
+
+        self._train(n_rows=len(users), make_batch=make_batch, loss_fn=loss_fn, validate=validate)
+        return self
+
+    def evaluate(self, interactions: Interactions, *, seed: int = 0) -> dict[str, Any]:
+        """Top-1 accuracy of recovering masked items and event types, under a masking drawn from ``seed``.
+
+        Protocol: each user's last ``max_len`` events, ``mask_prob`` of them masked (at least one per
+        user), full-catalogue prediction at masked positions. ``chance_item_accuracy`` is ``1/n_items``.
+        """
+        self._fitted()
+        self._check_space(interactions, where="evaluate")
+        users = np.flatnonzero(interactions.lengths() >= 1)
+        if len(users) == 0:
+            raise ValueError(f"{type(self).__name__}.evaluate: the data has no events")
+        data = SequenceTensors(
+            interactions, users, length=self.max_len, n_buckets=self.n_time_buckets, with_targets=False
+        )
+        generator = torch.Generator().manual_seed(seed)
+        device = self._device()
+        item_hits = type_hits = n_masked = 0
+        was_training = self.net_.training
+        self.net_.eval()
+        with torch.no_grad():
+            for start in range(0, len(users), 4 * self.batch_size):
+                batch = data.batch(torch.arange(start, min(start + 4 * self.batch_size, len(users))))
+                masked = mask_events(
+                    batch["items"],
+                    batch["types"],
+                    n_items=self.n_items_,
+                    n_event_types=len(self.event_type_vocab_),
+                    mask_prob=self.mask_prob,
+                    generator=generator,
+                )
+                item_logits, type_logits = self.net_(
+                    masked["items"].to(device), masked["types"].to(device), batch["buckets"].to(device)
+                )
+                keep = masked["item_targets"] != IGNORE
+                item_hits += int((item_logits.argmax(-1).cpu()[keep] == masked["item_targets"][keep]).sum())
+                type_hits += int((type_logits.argmax(-1).cpu()[keep] == masked["type_targets"][keep]).sum())
+                n_masked += int(keep.sum())
+        self.net_.train(was_training)
+        return {
+            "protocol": f"cloze: last {self.max_len} events per user, mask_prob={self.mask_prob}, "
+            f"mask seed {seed}, full-catalogue top-1",
+            "n_masked": n_masked,
+            "masked_item_accuracy": item_hits / n_masked,
+            "masked_type_accuracy": type_hits / n_masked,
+            "chance_item_accuracy": 1.0 / self.n_items_,
+        }
+
+    def encoder_state(self) -> dict[str, torch.Tensor]:
+        """The pretrained encoder without its ``[MASK]`` rows, ready for :func:`load_encoder_state`.
+
+        The keys and shapes are those of a :class:`BehaviorTransformerNet` with the same architecture
+        arguments (:meth:`encoder_params`), catalogue and event types. Tensors are detached CPU copies.
+        """
+        self._fitted()
+        state = {k: v.detach().cpu().clone() for k, v in self.net_.encoder.state_dict().items()}
+        state["item_emb.weight"] = state["item_emb.weight"][: self.n_items_ + 1].clone()
+        state["type_emb.weight"] = state["type_emb.weight"][: len(self.event_type_vocab_) + 1].clone()
+        return state
+
+    def save_encoder(self, path: str | Path) -> Path:
+        """Write :meth:`encoder_state` as one safetensors file (read it with ``safetensors.torch.load_file``)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in self.encoder_state().items()}, str(path))
+        return path
+
+
+def fit_from_pretrained(
+    model: SequentialRecommender,
+    encoder_state: Mapping[str, torch.Tensor],
+    train: Interactions,
+    *,
+    valid: Interactions | None = None,
+) -> SequentialRecommender:
+    """Fit a next-item recommender whose encoder starts from pretrained weights; returns ``model``.
+
+    ``model`` is an unfitted :class:`~behaviorlm.models.transformer.BehaviorTransformer` (or another
+    :class:`SequentialRecommender` whose network is a :class:`BehaviorTransformerNet`) built with the
+    pretrainer's :meth:`~EncoderModel.encoder_params`; ``train`` must use the pretrainer's catalogue and
+    event types. Fitting is otherwise exactly ``model.fit(train, valid=valid)`` (causal fine-tuning
+    of the whole network with next-item cross-entropy).
+    """
+    build = model._build_net
+
+    def build_pretrained(**build_args: Any) -> nn.Module:
+        # Whatever the recommender passes its builder (sizes, item features) goes through unchanged.
+        net = build(**build_args)
+        if not isinstance(net, BehaviorTransformerNet):
+            raise TypeError(f"{type(model).__name__} does not use a BehaviorTransformerNet encoder")
+        load_encoder_state(net, encoder_state)
+        return net
+
+    # The recommender builds its network inside fit; shadowing the builder on the instance for this one
+    # call injects the pretrained weights without a constructor argument (those must stay JSON).
+    model._build_net = build_pretrained  # type: ignore[method-assign]
+    try:
+        return model.fit(train, valid=valid)
+    finally:
+        del model._build_net
