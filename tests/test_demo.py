@@ -11,7 +11,9 @@ from behaviorlm.demo import run_demo
 
 def test_demo_end_to_end(tmp_path: Path) -> None:
     console = Console(file=open(tmp_path / "out.txt", "w"), width=120)  # noqa: SIM115
-    results = run_demo(workdir=tmp_path / "demo", console=console)
+    results = run_demo(
+        workdir=tmp_path / "demo", console=console, transformer_seconds=None, transformer_epochs=4
+    )
     console.file.close()
     output = (tmp_path / "out.txt").read_text()
     ndcg = {name: m["ndcg@10"] for name, m in results.items()}
@@ -20,5 +22,8 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert ndcg["pop"] > 2 * ndcg["random"]
     assert ndcg["ease"] > ndcg["itemknn"] > ndcg["pop"]
     assert 0.05 < ndcg["ease"] < 0.2
+    # Even after 4 epochs the Transformer is well above popularity.
+    assert ndcg["transformer"] > ndcg["pop"]
     assert "unknown event type 'teleport'" in output
     assert "full ranking over 1,682 items" in output
+    assert "after a new event" in output

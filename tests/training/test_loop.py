@@ -102,3 +102,25 @@ def test_config_rejects_bad_values() -> None:
         TrainerConfig(epochs=0)
     with pytest.raises(ValueError, match="warmup_fraction"):
         TrainerConfig(warmup_fraction=1.5)
+
+
+def test_progress_bar_renders_epoch_loss_and_metric() -> None:
+    import io
+
+    from rich.console import Console
+
+    buffer = io.StringIO()
+    model, batches, loss_fn, validate = _problem()
+    config = TrainerConfig(epochs=3, lr=1e-2, patience=100, show_progress=True)
+    console = Console(file=buffer, force_terminal=False, width=120)
+    train(
+        model,
+        batches=batches,
+        steps_per_epoch=4,
+        loss_fn=loss_fn,
+        validate=validate,
+        config=config,
+        console=console,
+    )
+    text = buffer.getvalue()
+    assert "epoch 3" in text and "loss" in text and "val -" in text

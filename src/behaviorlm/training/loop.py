@@ -170,7 +170,9 @@ def train(
         for epoch in range(start_epoch, config.epochs):
             epoch_started = time.perf_counter()
             module.train()
-            progress.reset(task, total=steps_per_epoch, epoch=epoch + 1)
+            # reset() replaces the task's fields, so every field the columns render is passed again.
+            last_metric = next((f"{m:.4f}" for m in reversed(history.metrics) if m is not None), "–")
+            progress.reset(task, total=steps_per_epoch, epoch=epoch + 1, loss=0.0, metric=last_metric)
             total_loss, n_batches = 0.0, 0
             for batch in batches(epoch):
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}

@@ -1,0 +1,115 @@
+"""Real-time inference of the Behaviour Transformer: single-user latency and an int8 serving model.
+
+Fits the Transformer on a leave-one-out split (validation early stopping), then for the test users:
+* latency of ``predict_next(history)`` for one user at a time (raw item ids in, top-10 out), p50/p99;
+* the same model with its linear layers dynamically quantized to int8 (``torch.ao`` dynamic
+  quantization): test NDCG@10 relative to the float model and the latency speed-up.
+Appends one JSON line per variant to benchmarks/results.jsonl.
+
+    .venv/bin/python benchmarks/transformer_inference.py --dataset ml-100k --requests 500
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+import warnings
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from behaviorlm.data.datasets import load_interactions
+from behaviorlm.data.splits import leave_one_out
+from behaviorlm.evaluation.benchmark import append_jsonl, git_commit, machine_description, peak_rss_mb
+from behaviorlm.evaluation.ranking import evaluate_ranking
+from behaviorlm.models.transformer import BehaviorTransformer
+
+RESULTS = Path(__file__).resolve().parent / "results.jsonl"
+CONFIGS = {"ml-100k": {"max_len": 200, "batch_size": 32, "dropout": 0.2}, "beauty": {}}
+
+
+def latencies_ms(model: BehaviorTransformer, split, users: np.ndarray) -> np.ndarray:
+    history = split.test_history
+    vocab = history.event_type_vocab
+    out = []
+    for user in users:
+        start, end = history.user_ptr[user], history.user_ptr[user + 1]
+        items = [str(history.item_ids[i]) for i in history.items[start:end]]
+        types = [vocab[t] for t in history.event_types[start:end]]
+        times = history.timestamps[start:end].tolist()
+        began = time.perf_counter()
+        model.predict_next(items, event_types=types, timestamps=times, k=10)
+        out.append((time.perf_counter() - began) * 1000)
+    return np.asarray(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--dataset", default="ml-100k")
+    parser.add_argument("--requests", type=int, default=500)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    split = leave_one_out(load_interactions(args.dataset))
+    model = BehaviorTransformer(**CONFIGS.get(args.dataset, {}))
+    started = time.perf_counter()
+    model.fit(split.train, valid=split.valid)
+    train_seconds = time.perf_counter() - started
+
+    torch.set_num_threads(args.threads)
+    rng = np.random.default_rng(0)
+    users = rng.choice(np.flatnonzero(split.test.lengths() > 0), size=args.requests, replace=True)
+    quantized = copy.copy(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torch.ao's deprecation notice
+        quantized.net_ = torch.ao.quantization.quantize_dynamic(
+            copy.deepcopy(model.net_), {nn.Linear}, dtype=torch.qint8
+        )
+    rows = {}
+    for name, variant in (("float32", model), ("int8-dynamic", quantized)):
+        latencies_ms(variant, split, users[:20])  # warm-up
+        lat = latencies_ms(variant, split, users)
+        result = evaluate_ranking(variant, history=split.test_history, targets=split.test)
+        rows[name] = {
+            "p50_ms": float(np.percentile(lat, 50)),
+            "p99_ms": float(np.percentile(lat, 99)),
+            "ndcg@10": result.metrics["ndcg@10"],
+            "hr@10": result.metrics["hr@10"],
+        }
+    base = rows["float32"]
+    for name, row in rows.items():
+        row["ndcg@10_relative_change"] = row["ndcg@10"] / base["ndcg@10"] - 1
+        row["p50_speedup"] = base["p50_ms"] / row["p50_ms"]
+        record = {
+            "dataset": args.dataset,
+            "model": f"transformer-inference-{name}",
+            "protocol": {
+                "task": "single-user predict_next latency",
+                "requests": args.requests,
+                "torch_threads": args.threads,
+                "split": "leave-one-out",
+                "ranking": "full",
+                "mask_seen": True,
+                "history": "train+valid",
+            },
+            "metrics": row,
+            "train_seconds": train_seconds,
+            "eval_seconds": 0.0,
+            "peak_rss_mb": peak_rss_mb(),
+            "machine": machine_description(),
+            "git_commit": git_commit(),
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        append_jsonl(args.out, record)
+        print(json.dumps({"variant": name, **{k: round(v, 4) for k, v in row.items()}}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
