@@ -32,6 +32,11 @@ MODELS: dict[str, dict[str, tuple[str, dict]]] = {
         "itemknn": ("itemknn", {"k": 100}),
         "ease": ("ease", {"l2": 500.0, "max_items": 20000}),
     },
+    "sports": {
+        "pop": ("pop", {}),
+        "itemknn": ("itemknn", {"k": 100}),
+        "ease": ("ease", {"l2": 500.0}),
+    },
 }
 
 
