@@ -40,37 +40,85 @@ def fmt(value: float | None, digits: int = 4) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def _is_ranking(record: dict) -> bool:
+    return "ndcg@10" in record["metrics"] and not record["model"].startswith(
+        ("ingest-", "transformer-inference")
+    )
+
+
+# Training plumbing that does not change what a model is; left out of the params column.
+_PLUMBING = {"show_progress", "checkpoint_dir", "device", "eval_every", "seed", "max_train_seconds"}
+
+
+def _shown_params(record: dict) -> dict:
+    return {k: v for k, v in record.get("params", {}).items() if k not in _PLUMBING}
+
+
 def ranking_section(records: dict[tuple[str, str], dict]) -> list[str]:
     lines = ["## Recommendation: leave-one-out, full ranking", ""]
-    datasets = sorted({d for (d, m), r in records.items() if "ingest" not in m})
+    datasets = sorted({d for (d, m), r in records.items() if _is_ranking(r)})
     for dataset in datasets:
-        rows = [r for (d, m), r in records.items() if d == dataset and "ingest" not in m]
-        if not rows:
-            continue
-        p = rows[0]["protocol"]
+        rows = [r for (d, m), r in records.items() if d == dataset and _is_ranking(r)]
+        ours = [r for r in rows if "framework" not in r["protocol"]]
+        p = (ours or rows)[0]["protocol"]
         lines += [
             f"### {dataset}",
             "",
-            f"Protocol: {p['split']} split; {p['ranking']} ranking over {p['n_candidates']:,} items; seen items "
-            f"{'masked' if p['mask_seen'] else 'not masked'} (targets stay rankable); {p['tie_handling']} ties; "
-            f"history for test = {p.get('history', '?')}; {rows[0]['n_users']:,} users.",
+            f"Protocol: {p['split']} split; {p['ranking']} ranking over {p.get('n_candidates', 0):,} items; seen items "
+            f"{'masked' if p['mask_seen'] else 'not masked'} (targets stay rankable); {p.get('tie_handling', '?')} ties; "
+            f"history for test = {p.get('history', '?')}; {(ours or rows)[0].get('n_users', 0):,} users.",
             "",
             "| model | params | "
             + " | ".join(c.upper() if c != "mrr" else "MRR" for c in RANKING_COLUMNS)
-            + " | train s | eval s | peak RSS MB | commit |",
-            "|---|---|" + "---:|" * (len(RANKING_COLUMNS) + 3) + "---|",
+            + " | epochs (best) | s/epoch | train s | eval s | peak RSS MB | commit |",
+            "|---|---|" + "---:|" * (len(RANKING_COLUMNS) + 5) + "---|",
         ]
         for r in sorted(rows, key=lambda r: r["metrics"].get("ndcg@10", 0)):
-            params = ", ".join(f"{k}={v}" for k, v in r.get("params", {}).items()) or "–"
+            params = ", ".join(f"{k}={v}" for k, v in _shown_params(r).items()) or "–"
             cells = " | ".join(fmt(r["metrics"].get(c)) for c in RANKING_COLUMNS)
+            training = r.get("training") or {}
+            epochs = (
+                f"{training['epochs_run']} ({training.get('best_epoch', '–')})"
+                if training.get("epochs_run")
+                else "–"
+            )
+            per_epoch = f"{training['seconds_per_epoch']:.1f}" if training.get("seconds_per_epoch") else "–"
+            framework = r["protocol"].get("framework")
+            name = r["model"] + (f" ({framework}; seen items not masked)" if framework else "")
             lines.append(
-                f"| {r['model']} | {params} | {cells} | {r['train_seconds']:.1f} | {r['eval_seconds']:.1f} | "
-                f"{r['peak_rss_mb']:.0f} | {r['git_commit']} |"
+                f"| {name} | {params} | {cells} | {epochs} | {per_epoch} | {r['train_seconds']:.1f} | "
+                f"{r['eval_seconds']:.1f} | {r['peak_rss_mb']:.0f} | {r['git_commit']} |"
             )
         for name, metrics in ANCHORS.get(dataset, []):
             cells = " | ".join(fmt(metrics.get(c)) for c in RANKING_COLUMNS)
-            lines.append(f"| *{name}* | – | {cells} | – | – | – | – |")
+            lines.append(f"| *{name}* | – | {cells} | – | – | – | – | – | – |")
         lines += ["", f"Machine: {rows[0]['machine']}; run {rows[0]['date']}.", ""]
+    return lines
+
+
+def inference_section(records: dict[tuple[str, str], dict]) -> list[str]:
+    rows = [r for (d, m), r in records.items() if m.startswith("transformer-inference")]
+    if not rows:
+        return []
+    p = rows[0]["protocol"]
+    lines = [
+        "## Real-time inference (Behaviour Transformer)",
+        "",
+        f"`predict_next(history)` for one user at a time (raw item ids in, top-10 out), {p['requests']} requests "
+        f"with random test users' full histories, torch threads = {p['torch_threads']}; NDCG@10 on the test split "
+        "(full ranking). int8 = dynamic quantization of the linear layers (`benchmarks/transformer_inference.py`).",
+        "",
+        "| dataset | variant | p50 ms | p99 ms | NDCG@10 | HR@10 | NDCG@10 change | p50 speed-up | commit |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in sorted(rows, key=lambda r: (r["dataset"], r["model"])):
+        m = r["metrics"]
+        lines.append(
+            f"| {r['dataset']} | {r['model'].removeprefix('transformer-inference-')} | {m['p50_ms']:.2f} | "
+            f"{m['p99_ms']:.2f} | {m['ndcg@10']:.4f} | {m['hr@10']:.4f} | {100 * m['ndcg@10_relative_change']:+.1f}% | "
+            f"{m['p50_speedup']:.2f}x | {r['git_commit']} |"
+        )
+    lines += ["", f"Machine: {rows[0]['machine']}.", ""]
     return lines
 
 
@@ -125,6 +173,7 @@ def main() -> None:
         "never mixed with full-ranking ones.",
         "",
         *ranking_section(records),
+        *inference_section(records),
         *ingest_section(records),
     ]
     DOC.parent.mkdir(parents=True, exist_ok=True)
