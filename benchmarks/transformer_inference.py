@@ -12,16 +12,13 @@ Appends one JSON line per variant to benchmarks/results.jsonl.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import time
-import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from behaviorlm.data.datasets import load_interactions
 from behaviorlm.data.splits import leave_one_out
@@ -66,12 +63,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
     users = rng.choice(np.flatnonzero(split.test.lengths() > 0), size=args.requests, replace=True)
-    quantized = copy.copy(model)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # torch.ao's deprecation notice
-        quantized.net_ = torch.ao.quantization.quantize_dynamic(
-            copy.deepcopy(model.net_), {nn.Linear}, dtype=torch.qint8
-        )
+    quantized = model.quantized()
     rows = {}
     for name, variant in (("float32", model), ("int8-dynamic", quantized)):
         latencies_ms(variant, split, users[:20])  # warm-up

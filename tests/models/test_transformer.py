@@ -174,3 +174,16 @@ def test_item_attributes_make_cold_start_items_rankable(tmp_path) -> None:
             ),
             item_features=features,
         )
+
+
+def test_int8_serving_copy_ranks_like_the_float_model(tmp_path) -> None:
+    data = successor_sequences(n_users=200, n_items=40, length=12, seed=7)
+    model = BehaviorTransformer(**SMALL).fit(data)
+    serving = model.quantized()
+    users = np.arange(data.n_users)
+    float_top = model.recommend(users, k=1, exclude_seen=False).items
+    int8_top = serving.recommend(users, k=1, exclude_seen=False).items
+    assert (float_top == int8_top).mean() > 0.95
+    assert "DynamicQuantizedLinear" in repr(serving.net_) and "DynamicQuantizedLinear" not in repr(model.net_)
+    with pytest.raises(ValueError, match="cannot be saved"):
+        serving.save(tmp_path / "q")
