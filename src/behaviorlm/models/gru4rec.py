@@ -119,6 +119,8 @@ class GRU4Rec(SequentialRecommender):
         checkpoint_dir: str | None = None,
         show_progress: bool = False,
         device: str = "cpu",
+        amp: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__(
             max_len=max_len,
@@ -136,6 +138,8 @@ class GRU4Rec(SequentialRecommender):
             checkpoint_dir=checkpoint_dir,
             show_progress=show_progress,
             device=device,
+            amp=amp,
+            compile=compile,
         )
         self.cell = cell
         self.d_model = d_model

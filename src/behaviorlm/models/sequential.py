@@ -163,6 +163,9 @@ class NextItemPrediction:
 class SequentialRecommender(Recommender):
     """Base class turning a sequence encoder into a recommender (see the module docstring).
 
+    ``device="cuda"`` trains on a GPU, where ``amp=True`` uses bfloat16 autocast and ``compile=True``
+    compiles the loss with ``torch.compile``; both are ignored on CPU.
+
     Subclasses define ``name``, store their architecture arguments in ``__init__`` (calling
     ``super().__init__`` with the shared training arguments) and implement :meth:`_build_net`.
     """
@@ -185,6 +188,8 @@ class SequentialRecommender(Recommender):
         checkpoint_dir: str | None = None,
         show_progress: bool = False,
         device: str = "cpu",
+        amp: bool = False,
+        compile: bool = False,
     ) -> None:
         self.max_len = max_len
         self.n_time_buckets = n_time_buckets
@@ -201,6 +206,8 @@ class SequentialRecommender(Recommender):
         self.checkpoint_dir = checkpoint_dir
         self.show_progress = show_progress
         self.device = device
+        self.amp = amp
+        self.compile = compile
 
     @abstractmethod
     def _build_net(
@@ -287,6 +294,8 @@ class SequentialRecommender(Recommender):
             seed=self.seed,
             checkpoint_dir=self.checkpoint_dir,
             show_progress=self.show_progress,
+            amp=self.amp,
+            compile=self.compile,
         )
         self.history_: TrainingHistory = loop.train(
             self.net_,

@@ -182,6 +182,8 @@ class BehaviorTransformer(SequentialRecommender):
         checkpoint_dir: str | None = None,
         show_progress: bool = False,
         device: str = "cpu",
+        amp: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__(
             max_len=max_len,
@@ -199,6 +201,8 @@ class BehaviorTransformer(SequentialRecommender):
             checkpoint_dir=checkpoint_dir,
             show_progress=show_progress,
             device=device,
+            amp=amp,
+            compile=compile,
         )
         self.d_model = d_model
         self.n_layers = n_layers
