@@ -27,7 +27,7 @@ from behaviorlm.evaluation.ranking import evaluate_ranking
 from behaviorlm.models.transformer import BehaviorTransformer
 
 RESULTS = Path(__file__).resolve().parent / "results.jsonl"
-CONFIGS = {"ml-100k": {"max_len": 200, "batch_size": 32, "dropout": 0.2}, "beauty": {}}
+CONFIGS = {"ml-100k": {"max_len": 200, "batch_size": 32, "dropout": 0.2, "d_model": 128}, "beauty": {}}
 
 
 def latencies_ms(model: BehaviorTransformer, split, users: np.ndarray) -> np.ndarray:

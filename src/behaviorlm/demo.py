@@ -20,7 +20,7 @@ from behaviorlm.evaluation.benchmark import fit_and_evaluate, machine_descriptio
 from behaviorlm.models.baselines import EASE, ItemKNN, Popularity, RandomRecommender
 from behaviorlm.models.transformer import BehaviorTransformer
 
-ML100K_TRANSFORMER = {"max_len": 200, "batch_size": 32, "dropout": 0.2}
+ML100K_TRANSFORMER = {"max_len": 200, "batch_size": 32, "dropout": 0.2, "d_model": 128}
 """ML-100k settings chosen on validation NDCG@10 (long histories: a longer window, smaller batches)."""
 
 MESSY_CSV = """user,item,action,time,price
