@@ -1,0 +1,12 @@
+"""Test-session settings shared by every test module."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+# `make test` runs two pytest-xdist workers on two cores; each torch process would otherwise start one
+# thread per core, and four busy threads on two cores made the model tests several times slower.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
