@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from behaviorlm.models.base import register
-from behaviorlm.models.sequential import ItemSideFeatures, SequentialRecommender
+from behaviorlm.models.sequential import ItemSideFeatures, SequentialRecommender, with_item_side
 
 
 class GRU4RecNet(nn.Module):
@@ -61,10 +61,7 @@ class GRU4RecNet(nn.Module):
         self.item_side = None if item_features is None else ItemSideFeatures(item_features, d_model)
 
     def item_vectors(self) -> torch.Tensor:
-        weight = self.item_emb.weight
-        if self.item_side is None:
-            return weight
-        return torch.cat([weight[: self.n_items] + self.item_side(), weight[self.n_items :]])
+        return with_item_side(self.item_emb.weight, self.item_side, n_items=self.n_items)
 
     def item_table(self) -> torch.Tensor:
         return self.item_vectors()[: self.n_items]

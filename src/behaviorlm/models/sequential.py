@@ -137,6 +137,14 @@ class ItemSideFeatures(nn.Module):
         return out
 
 
+def with_item_side(weight: torch.Tensor, item_side: ItemSideFeatures | None, *, n_items: int) -> torch.Tensor:
+    """Rows of an item embedding table (real items, then padding/extra rows) with the item-side
+    features added to the first ``n_items`` rows; the table itself when there are no features."""
+    if item_side is None:
+        return weight
+    return torch.cat([weight[:n_items] + item_side(), weight[n_items:]])
+
+
 def feature_tensors_from_state(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor] | None:
     """Rebuild the constructor input of :class:`ItemSideFeatures` from saved weights (``None`` if absent)."""
     if f"{prefix}attribute_index" not in state:

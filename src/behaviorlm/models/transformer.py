@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from behaviorlm.models.base import register
-from behaviorlm.models.sequential import ItemSideFeatures, SequentialRecommender
+from behaviorlm.models.sequential import ItemSideFeatures, SequentialRecommender, with_item_side
 
 
 class CausalSelfAttention(nn.Module):
@@ -100,10 +100,7 @@ class BehaviorTransformerNet(nn.Module):
     def item_vectors(self) -> torch.Tensor:
         """Every row of the item embedding (real items, padding, any extra rows), with the item-side
         features added to the real items."""
-        weight = self.item_emb.weight
-        if self.item_side is None:
-            return weight
-        return torch.cat([weight[: self.n_items] + self.item_side(), weight[self.n_items :]])
+        return with_item_side(self.item_emb.weight, self.item_side, n_items=self.n_items)
 
     def item_table(self) -> torch.Tensor:
         """Output embeddings of the real items, ``[n_items, d]`` (tied to the input embedding)."""
