@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 from pathlib import Path
+
+from _isolated import run_isolated
 
 RESULTS = Path(__file__).resolve().parent / "results.jsonl"
 
@@ -40,20 +41,6 @@ MODELS: dict[str, dict[str, tuple[str, dict]]] = {
 }
 
 
-def _run_one(dataset: str, model_key: str, queue: mp.Queue) -> None:
-    from behaviorlm.data.datasets import load_interactions
-    from behaviorlm.data.splits import leave_one_out
-    from behaviorlm.evaluation.benchmark import fit_and_evaluate
-    from behaviorlm.models.base import model_registry
-
-    name, params = MODELS[dataset][model_key]
-    interactions = load_interactions(dataset)
-    split = leave_one_out(interactions)
-    model = model_registry()[name](**params)
-    record = fit_and_evaluate(model, split, dataset=dataset)
-    queue.put(record.to_dict())
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -62,18 +49,14 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=None)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    ctx = mp.get_context("spawn")
+    from behaviorlm.evaluation.benchmark import append_jsonl
+
     for dataset in args.datasets:
         for model_key in MODELS[dataset]:
             if args.models and model_key not in args.models:
                 continue
-            queue: mp.Queue = ctx.Queue()
-            proc = ctx.Process(target=_run_one, args=(dataset, model_key, queue))
-            proc.start()
-            record = queue.get()
-            proc.join()
-            from behaviorlm.evaluation.benchmark import append_jsonl
-
+            name, params = MODELS[dataset][model_key]
+            record = run_isolated(dataset, name, params)
             append_jsonl(args.out, record)
             m = record["metrics"]
             print(
