@@ -375,15 +375,10 @@ class NextEventTypeModel(_HeadModel):
         }
 
 
-# ---------------------------------------------------------------------------------------- sequence labels
-class SequenceClassifier(_HeadModel):
-    """One label per sequence from the last real event's hidden state (see the module docstring).
-
-    Reads the last ``max_len`` events of each history. ``bidirectional`` picks the encoder's attention
-    (default ``True``: every event attends to the whole sequence). Early-stops on validation accuracy.
-    """
-
-    name = "sequence_classifier"
+# ---------------------------------------------------------------------------------------- label heads
+class _LabelHead(_HeadModel):
+    """What the sequence classifier and the event tagger share: the ``bidirectional`` switch and a
+    learned list of classes (``classes_``) saved with the model."""
 
     def __init__(
         self,
@@ -436,6 +431,17 @@ class SequenceClassifier(_HeadModel):
 
     def _restore_extra(self, meta: dict[str, Any]) -> None:
         self.classes_ = np.asarray(meta["classes"])
+
+
+# ---------------------------------------------------------------------------------------- sequence labels
+class SequenceClassifier(_LabelHead):
+    """One label per sequence from the last real event's hidden state (see the module docstring).
+
+    Reads the last ``max_len`` events of each history. ``bidirectional`` picks the encoder's attention
+    (default ``True``: every event attends to the whole sequence). Early-stops on validation accuracy.
+    """
+
+    name = "sequence_classifier"
 
     def fit(
         self,
@@ -508,7 +514,7 @@ class SequenceClassifier(_HeadModel):
 
 
 # ---------------------------------------------------------------------------------------- event tags
-class EventTagger(_HeadModel):
+class EventTagger(_LabelHead):
     """One label per event from that event's hidden state (see the module docstring for windows).
 
     ``bidirectional`` (default ``True``) lets a tag read later events too; set it to ``False`` for
@@ -517,58 +523,6 @@ class EventTagger(_HeadModel):
     """
 
     name = "event_tagger"
-
-    def __init__(
-        self,
-        *,
-        bidirectional: bool = True,
-        d_model: int = 64,
-        n_layers: int = 2,
-        n_heads: int = 2,
-        dropout: float = 0.1,
-        max_len: int = 50,
-        n_time_buckets: int = 24,
-        epochs: int = 50,
-        batch_size: int = 128,
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        patience: int = 5,
-        max_train_seconds: float | None = None,
-        seed: int = 0,
-        checkpoint_dir: str | None = None,
-        show_progress: bool = False,
-        device: str = "cpu",
-    ) -> None:
-        super().__init__(
-            d_model=d_model,
-            n_layers=n_layers,
-            n_heads=n_heads,
-            dropout=dropout,
-            max_len=max_len,
-            n_time_buckets=n_time_buckets,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            weight_decay=weight_decay,
-            patience=patience,
-            max_train_seconds=max_train_seconds,
-            seed=seed,
-            checkpoint_dir=checkpoint_dir,
-            show_progress=show_progress,
-            device=device,
-        )
-        self.bidirectional = bidirectional
-
-    classes_: np.ndarray
-
-    def _n_outputs(self) -> int:
-        return len(self.classes_)
-
-    def _extra_meta(self) -> dict[str, Any]:
-        return {"classes": self.classes_.tolist()}
-
-    def _restore_extra(self, meta: dict[str, Any]) -> None:
-        self.classes_ = np.asarray(meta["classes"])
 
     def _windowed(
         self, interactions: Interactions, users: np.ndarray
