@@ -176,6 +176,22 @@ class Interactions:
         """Number of events per item, ``int64 [n_items]``."""
         return np.bincount(self.items, minlength=self.n_items)
 
+    def padded_event_index(self, users: np.ndarray, *, max_len: int) -> np.ndarray:
+        """``int64 [len(users), max_len]``: the flat event index of each user's last ``max_len`` events,
+        left-padded with ``-1`` (the most recent event is in the last column).
+
+        Every left-padded per-event tensor (items, types, timestamps, tags) is a gather through this.
+        """
+        users = np.asarray(users, dtype=np.int64)
+        ends = self.user_ptr[users + 1]
+        lengths = np.minimum(ends - self.user_ptr[users], max_len)
+        out = np.full((len(users), max_len), -1, dtype=np.int64)
+        rows = np.repeat(np.arange(len(users)), lengths)
+        pos_from_end = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        cols = max_len - np.repeat(lengths, lengths) + pos_from_end
+        out[rows, cols] = np.repeat(ends - lengths, lengths) + pos_from_end
+        return out
+
     def padded_sequences(
         self, users: np.ndarray, *, max_len: int, pad_value: int = -1
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -184,18 +200,19 @@ class Interactions:
         Returns ``(items, event_types)``, both ``int64 [len(users), max_len]``; padding positions hold
         ``pad_value``. Left padding keeps the most recent event in the last column.
         """
-        users = np.asarray(users, dtype=np.int64)
-        ends = self.user_ptr[users + 1]
-        lengths = np.minimum(ends - self.user_ptr[users], max_len)
-        items_out = np.full((len(users), max_len), pad_value, dtype=np.int64)
-        types_out = np.full((len(users), max_len), pad_value, dtype=np.int64)
-        rows = np.repeat(np.arange(len(users)), lengths)
-        pos_from_end = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-        cols = max_len - np.repeat(lengths, lengths) + pos_from_end
-        src = np.repeat(ends - lengths, lengths) + pos_from_end
-        items_out[rows, cols] = self.items[src]
-        types_out[rows, cols] = self.event_types[src]
-        return torch.from_numpy(items_out), torch.from_numpy(types_out)
+        index = self.padded_event_index(users, max_len=max_len)
+        return (
+            torch.from_numpy(gather_padded(self.items, index, pad_value=pad_value)),
+            torch.from_numpy(gather_padded(self.event_types, index, pad_value=pad_value)),
+        )
+
+
+def gather_padded(values: np.ndarray, index: np.ndarray, *, pad_value: int) -> np.ndarray:
+    """``int64`` array shaped like ``index``: ``values[index]`` where ``index >= 0``, else ``pad_value``."""
+    out = np.full(index.shape, pad_value, dtype=np.int64)
+    real = index >= 0
+    out[real] = values[index[real]]
+    return out
 
 
 def _index(ids: np.ndarray, universe: np.ndarray | None, *, what: str) -> tuple[np.ndarray, np.ndarray]:

@@ -183,17 +183,6 @@ def _windows(
     return windows, events
 
 
-def _padded_positions(interactions: Interactions, users: np.ndarray, *, length: int) -> torch.Tensor:
-    """``[len(users), length]`` flat event index at each left-padded position (``-1`` for padding)."""
-    ends = interactions.user_ptr[users + 1]
-    lengths = np.minimum(ends - interactions.user_ptr[users], length)
-    out = np.full((len(users), length), -1, dtype=np.int64)
-    rows = np.repeat(np.arange(len(users)), lengths)
-    offset = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    out[rows, length - np.repeat(lengths, lengths) + offset] = np.repeat(ends - lengths, lengths) + offset
-    return torch.from_numpy(out)
-
-
 def _class_index(classes: np.ndarray, labels: np.ndarray, *, where: str) -> np.ndarray:
     index = np.searchsorted(classes, labels)
     index = np.clip(index, 0, len(classes) - 1)
@@ -533,7 +522,7 @@ class EventTagger(_LabelHead):
         data = SequenceTensors(
             windows, rows, length=self.max_len, n_buckets=self.n_time_buckets, with_targets=False
         )
-        positions = _padded_positions(windows, rows, length=self.max_len)
+        positions = torch.from_numpy(windows.padded_event_index(rows, max_len=self.max_len))
         source = torch.from_numpy(events)[positions.clamp(min=0)]
         return data, torch.where(positions >= 0, source, torch.full_like(positions, -1))
 

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from behaviorlm.data.features import ItemFeatures
-from behaviorlm.data.sequences import Interactions
+from behaviorlm.data.sequences import Interactions, gather_padded
 from behaviorlm.models.base import Recommender, ScoringBatch
 from behaviorlm.training import loop
 from behaviorlm.training.loop import TrainerConfig, TrainingHistory, seed_everything
@@ -96,15 +96,9 @@ class SequenceTensors:
 
 
 def _padded_times(interactions: Interactions, users: np.ndarray, *, max_len: int) -> torch.Tensor:
-    ends = interactions.user_ptr[users + 1]
-    lengths = np.minimum(ends - interactions.user_ptr[users], max_len)
-    out = np.zeros((len(users), max_len), dtype=np.int64)
-    rows = np.repeat(np.arange(len(users)), lengths)
-    offset = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    out[rows, max_len - np.repeat(lengths, lengths) + offset] = interactions.timestamps[
-        np.repeat(ends - lengths, lengths) + offset
-    ]
-    return torch.from_numpy(out)
+    """Timestamps laid out like :meth:`Interactions.padded_sequences` (0 at padding)."""
+    index = interactions.padded_event_index(users, max_len=max_len)
+    return torch.from_numpy(gather_padded(interactions.timestamps, index, pad_value=0))
 
 
 class ItemSideFeatures(nn.Module):
