@@ -10,6 +10,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results.jsonl"
+GPU_RESULTS = HERE / "results-gpu.jsonl"
 DOC = HERE.parent / "docs" / "benchmarks.md"
 
 # Published full-ranking, leave-one-out numbers on the same preprocessed Beauty file (BERT4Rec's
@@ -96,6 +97,40 @@ def ranking_section(records: dict[tuple[str, str], dict]) -> list[str]:
     return lines
 
 
+def gpu_section(path: Path) -> list[str]:
+    """Every GPU run (they are few, and include validation sweeps), sorted by validation NDCG@10."""
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if not rows:
+        return []
+    lines = [
+        "## On a GPU",
+        "",
+        "Runs through `benchmarks/gpu_check.sh` on a lent GPU machine (`run_sequential.py --device cuda`), "
+        "same protocol as above (leave-one-out, full ranking, seen items masked, pessimistic ties). "
+        "Two or three runs shared the GPU at a time, so seconds per epoch are upper bounds. The "
+        "**valid** column is what configurations are compared on; test is read for the table only.",
+        "",
+        "| dataset | model | params | valid NDCG@10 | HR@10 | NDCG@10 | HR@20 | NDCG@20 | epochs (best) | "
+        "s/epoch | train s | eval s | peak GPU MB | peak RSS MB | commit |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    rows.sort(key=lambda r: (r["dataset"], -(r["training"].get("best_valid_ndcg@10") or 0)))
+    for r in rows:
+        t, m = r["training"], r["metrics"]
+        params = ", ".join(f"{k}={v}" for k, v in _shown_params(r).items() if k not in ("amp", "compile"))
+        lines.append(
+            f"| {r['dataset']} | {r['model']} | {params} | {fmt(t.get('best_valid_ndcg@10'))} | "
+            f"{fmt(m.get('hr@10'))} | {fmt(m.get('ndcg@10'))} | {fmt(m.get('hr@20'))} | {fmt(m.get('ndcg@20'))} | "
+            f"{t['epochs_run']} ({t['best_epoch']}){' time cap' if t.get('stopped_by_time') else ''} | "
+            f"{t['seconds_per_epoch']:.1f} | {r['train_seconds']:.0f} | "
+            f"{r['eval_seconds']:.2f} | {t.get('peak_gpu_mb', 0):.0f} | {r['peak_rss_mb']:.0f} | {r['git_commit']} |"
+        )
+    lines += ["", f"Machine: {rows[0]['machine']}.", ""]
+    return lines
+
+
 def inference_section(records: dict[tuple[str, str], dict]) -> list[str]:
     rows = [r for (d, m), r in records.items() if m.startswith("transformer-inference")]
     if not rows:
@@ -173,6 +208,7 @@ def main() -> None:
         "never mixed with full-ranking ones.",
         "",
         *ranking_section(records),
+        *gpu_section(GPU_RESULTS),
         *inference_section(records),
         *ingest_section(records),
     ]

@@ -110,16 +110,20 @@ def dataset_path(name: str) -> Path:
     return root / spec.relative_path
 
 
-def open_dataset_store(name: str, *, cache_dir: str | Path | None = None) -> EventStore:
+def open_dataset_store(
+    name: str, *, cache_dir: str | Path | None = None, read_only: bool = False
+) -> EventStore:
     """An event store holding dataset ``name``, ingested once and cached as a DuckDB file.
 
     The cache lives in ``cache_dir`` (default ``$BEHAVIORLM_CACHE_DIR`` or ``~/.cache/behaviorlm``); a
-    store whose ingest log does not show a completed ingest of the dataset is rebuilt.
+    store whose ingest log does not show a completed ingest of the dataset is rebuilt. With
+    ``read_only``, a complete cached store is opened read-only, so several processes can read it at
+    once (DuckDB lets only one process hold a file open for writing).
     """
     root = Path(cache_dir or os.environ.get("BEHAVIORLM_CACHE_DIR") or Path.home() / ".cache" / "behaviorlm")
     path = root / "stores" / f"{name}.duckdb"
     if path.exists():
-        store = EventStore(path)
+        store = EventStore(path, read_only=read_only)
         if store.scalar("SELECT count(*) FROM ingest_log WHERE source = ?", [name]):
             return store
         store.close()
@@ -135,6 +139,6 @@ def ingest_dataset(store: EventStore, name: str) -> IngestSummary:
 
 
 def load_interactions(name: str, *, cache_dir: str | Path | None = None) -> Interactions:
-    """All events of dataset ``name`` as :class:`Interactions` (via the cached store)."""
-    with open_dataset_store(name, cache_dir=cache_dir) as store:
+    """All events of dataset ``name`` as :class:`Interactions` (via the cached store, read-only once built)."""
+    with open_dataset_store(name, cache_dir=cache_dir, read_only=True) as store:
         return store.interactions()

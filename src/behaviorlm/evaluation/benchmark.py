@@ -95,7 +95,7 @@ def fit_and_evaluate(
         eval_seconds=result.eval_seconds,
         training=model.training_summary() if hasattr(model, "training_summary") else {},
         peak_rss_mb=peak_rss_mb(),
-        machine=machine_description(),
+        machine=machine_description(accelerator=str(getattr(model, "device", "cpu"))),
         git_commit=git_commit(),
         date=datetime.now(UTC).isoformat(timespec="seconds"),
     )
@@ -106,8 +106,9 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def machine_description() -> str:
-    """CPU model, logical cores, memory and OS, e.g. for a benchmark table's footnote."""
+def machine_description(accelerator: str = "cpu") -> str:
+    """CPU model, logical cores, memory and OS, e.g. for a benchmark table's footnote; for a CUDA
+    ``accelerator`` the GPU's name leads."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -122,7 +123,13 @@ def machine_description() -> str:
     except (ValueError, OSError):
         mem = "unknown memory"
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{cpu}, {cores} cores, {mem}, {platform.system()} {platform.release()}"
+    host = f"{cpu}, {cores} cores, {mem}, {platform.system()} {platform.release()}"
+    if accelerator.startswith("cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            return f"{torch.cuda.get_device_name(torch.device(accelerator))} GPU; host {host}"
+    return host
 
 
 def git_commit() -> str:

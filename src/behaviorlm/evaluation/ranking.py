@@ -314,8 +314,8 @@ def _full_ranks(
     """
     n_rows, n_items = scores.shape
     k_max = ks[-1]
-    rows_t = torch.from_numpy(rows)
-    items_t = torch.from_numpy(items)
+    rows_t = torch.from_numpy(rows).to(scores.device)
+    items_t = torch.from_numpy(items).to(scores.device)
     target_scores = _target_scores(scores, rows_t, items_t, n_rows)
     if mask_seen:
         mask_seen_(scores, batch.history_csr)
@@ -324,8 +324,8 @@ def _full_ranks(
     if torch.isnan(top.values[:, 0]).any():
         bad = int(torch.isnan(top.values[:, 0]).nonzero()[0, 0])
         raise ValueError(f"the model scored items NaN for user {int(batch.users[bad])}")
-    top_items = top.indices[:, :k_max].numpy()
-    listed = (top.values[:, :k_max] > -torch.inf).numpy()  # fewer than K unseen items: no padding
+    top_items = top.indices[:, :k_max].cpu().numpy()
+    listed = (top.values[:, :k_max] > -torch.inf).cpu().numpy()  # fewer than K unseen items: no padding
     for k in ks:
         covered[k][top_items[:, :k][listed[:, :k]]] = True
     if mask_seen:
@@ -336,7 +336,7 @@ def _full_ranks(
             scores[rows_t, items_t] = target_scores
             top = torch.topk(scores, min(k_max + 1, n_items), dim=1, sorted=True)
 
-    best_scores = torch.full((n_rows,), torch.inf, dtype=scores.dtype).scatter_reduce_(
+    best_scores = torch.full((n_rows,), torch.inf, dtype=scores.dtype, device=scores.device).scatter_reduce_(
         0, rows_t, target_scores, reduce="amax", include_self=False
     )
     best_ranks = (scores >= best_scores[:, None]).sum(dim=1) - 1
@@ -346,7 +346,7 @@ def _full_ranks(
     lower_bound = torch.clamp(best_ranks[rows_t], min=k_max)
     ranks = torch.where(exact, count_in_top - 1, lower_bound)
     ranks = torch.where(target_scores == best_scores[rows_t], best_ranks[rows_t], ranks)
-    return ranks.numpy()
+    return ranks.cpu().numpy()
 
 
 def _sampled_ranks(
@@ -359,6 +359,7 @@ def _sampled_ranks(
     rng: np.random.Generator,
 ) -> np.ndarray:
     """Pessimistic 0-based rank of each target among itself and ``n_negatives`` sampled unseen items."""
+    scores = scores.cpu()
     n_items = scores.shape[1]
     rows_t = torch.from_numpy(rows)
     target_scores = _target_scores(scores, rows_t, torch.from_numpy(items), len(batch.users))

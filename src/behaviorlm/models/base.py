@@ -94,7 +94,11 @@ class Recommender(ABC):
 
     @abstractmethod
     def score(self, batch: ScoringBatch) -> torch.Tensor:
-        """Scores ``float32 [len(batch.users), n_items]``; higher means more likely next."""
+        """Scores ``float32 [len(batch.users), n_items]``; higher means more likely next.
+
+        The tensor lives on the model's device (a GPU model's scores stay on the GPU, where ranking
+        and masking run too); call ``.cpu()`` before ``.numpy()``.
+        """
 
     @property
     def n_items(self) -> int:
@@ -122,8 +126,8 @@ class Recommender(ABC):
             if exclude_seen:
                 mask_seen_(scores, batch.history_csr)
             top = torch.topk(scores, k, dim=1)
-            out_items[start : start + len(batch.users)] = top.indices.numpy()
-            out_scores[start : start + len(batch.users)] = top.values.numpy()
+            out_items[start : start + len(batch.users)] = top.indices.cpu().numpy()
+            out_scores[start : start + len(batch.users)] = top.values.float().cpu().numpy()
         return Recommendations(users=users, items=out_items, scores=out_scores)
 
     # ------------------------------------------------------------------ persistence
@@ -167,8 +171,9 @@ class Recommender(ABC):
 
 def mask_seen_(scores: torch.Tensor, history_csr: sp.csr_matrix) -> torch.Tensor:
     """Set the scores of items in each row's history to ``-inf`` (in place) and return ``scores``."""
-    rows = np.repeat(np.arange(history_csr.shape[0]), np.diff(history_csr.indptr))
-    scores[torch.from_numpy(rows), torch.from_numpy(history_csr.indices.astype(np.int64))] = -torch.inf
+    rows = torch.from_numpy(np.repeat(np.arange(history_csr.shape[0]), np.diff(history_csr.indptr)))
+    cols = torch.from_numpy(history_csr.indices.astype(np.int64))
+    scores[rows.to(scores.device), cols.to(scores.device)] = -torch.inf
     return scores
 
 

@@ -348,7 +348,7 @@ class SequentialRecommender(Recommender):
         state = self.encode(batch)
         with torch.no_grad():
             scores = state @ self.net_.item_table().T
-        return scores.float().cpu()
+        return scores.float()
 
     def predict_next(
         self,
@@ -451,4 +451,12 @@ class SequentialRecommender(Recommender):
             "train_seconds": h.total_seconds,
             "stopped_early": h.stopped_early,
             "stopped_by_time": h.stopped_by_time,
+            **self._gpu_memory_summary(),
         }
+
+    def _gpu_memory_summary(self) -> dict[str, float]:
+        """Peak GPU memory allocated by torch in this process (MiB), when the model lives on a GPU."""
+        device = next(self.net_.parameters()).device
+        if device.type != "cuda":
+            return {}
+        return {"peak_gpu_mb": torch.cuda.max_memory_allocated(device) / 2**20}

@@ -51,7 +51,7 @@ def _describe(model: Recommender) -> str:
 
 
 def _score_all(model: Recommender, history: Interactions) -> torch.Tensor:
-    return model.score(ScoringBatch(users=np.arange(history.n_users), history=history))
+    return model.score(ScoringBatch(users=np.arange(history.n_users), history=history)).cpu()
 
 
 def _first_difference(a: torch.Tensor, b: torch.Tensor) -> str:
@@ -163,7 +163,7 @@ def check_score_contract(
     )
 
     subset = np.array([7, 3, 3, 0, held_out.train.n_users - 1])
-    subset_scores = model.score(ScoringBatch(users=subset, history=held_out.train))
+    subset_scores = model.score(ScoringBatch(users=subset, history=held_out.train)).cpu()
     close = torch.isclose(subset_scores, scores[subset], rtol=1e-5, atol=1e-6) | (
         subset_scores == scores[subset]
     )
@@ -256,7 +256,7 @@ def check_recommend_contract(make_model: ModelFactory, *, data: Interactions, k:
                 f"recommend check failed ({label}): user {user} scores are not sorted best first: "
                 f"{row_scores.tolist()}",
             )
-        raw = model.score(ScoringBatch(users=users, history=history))
+        raw = model.score(ScoringBatch(users=users, history=history)).cpu()
         gathered = torch.gather(raw, 1, torch.from_numpy(recs.items)).numpy()
         if not np.array_equal(gathered, recs.scores):
             raise AssertionError(
