@@ -19,7 +19,9 @@ def _fit_evaluate(
     torch.set_num_threads(threads)
     split = leave_one_out(load_interactions(dataset))
     model = model_registry()[model_name](**params)
-    queue.put(fit_and_evaluate(model, split, dataset=dataset).to_dict())
+    record = fit_and_evaluate(model, split, dataset=dataset).to_dict()
+    record["protocol"]["torch_threads"] = threads
+    queue.put(record)
 
 
 def run_isolated(
