@@ -108,6 +108,26 @@ class IngestConfig(StrictConfig):
         return self.missing.get(field, default)
 
 
+class ServiceConfig(StrictConfig):
+    """The REST service (``behaviorlm serve``): where its data, model and keys are, and its limits."""
+
+    store: str
+    """Event store (DuckDB file) the service reads histories from and writes posted events to."""
+    model: str | None = None
+    """Saved sequence model (``Recommender.save`` folder) for recommendations; none: the endpoint is absent."""
+    keys_file: str
+    """API keys (``behaviorlm keys create``): names, scopes and SHA-256 hashes, never the keys themselves."""
+    ingest: IngestConfig = Field(default_factory=lambda: IngestConfig(format="jsonl"))
+    """Validation, vocabulary and pseudonymization of posted events (and of user ids in requests)."""
+    max_batch_events: int = Field(default=10_000, gt=0)
+    max_body_bytes: int = Field(default=16 * 2**20, gt=0)
+    rate_limit_per_minute: int = Field(default=6_000, gt=0)
+    """Requests per API key per minute (token bucket; bursts up to one minute's worth)."""
+    max_k: int = Field(default=100, gt=0)
+    cors_origins: list[str] = Field(default_factory=list)
+    """Origins allowed to call the API from a browser; empty (the default) turns CORS off."""
+
+
 ConfigT = TypeVar("ConfigT", bound=StrictConfig)
 
 

@@ -377,6 +377,56 @@ def demo(
     run_demo(workdir=workdir, console=console)
 
 
+# ---------------------------------------------------------------------------------------------- service
+keys_app = typer.Typer(help="API keys of the REST service.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+@_user_errors
+def keys_create(
+    name: Annotated[str, typer.Option(help="Name of the key (shown in logs).")],
+    keys_file: Annotated[
+        Path, typer.Option("--keys-file", help="Keys file (JSON, created if absent).")
+    ] = Path("keys.json"),
+    scope: Annotated[
+        list[str] | None, typer.Option("--scope", help="read, write or admin; repeat for several.")
+    ] = None,
+) -> None:
+    """Create an API key; the key is printed once and only its SHA-256 is stored."""
+    from behaviorlm.serving.security import create_key
+
+    secret = create_key(keys_file, name=name, scopes=scope or ["read"])
+    err_console.print(
+        f"key {name!r} ({', '.join(sorted(set(scope or ['read'])))}) added to {keys_file}; it is shown only now:"
+    )
+    print(secret)
+
+
+@app.command()
+@_user_errors
+def serve(
+    config: Annotated[
+        Path,
+        typer.Option("--config", "-c", help="Service config (.toml/.json): store, model, keys_file, limits."),
+    ],
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+) -> None:
+    """Start the REST service (OpenAPI docs at /docs)."""
+    import logging
+
+    import uvicorn
+
+    from behaviorlm.config import ServiceConfig
+    from behaviorlm.serving.app import create_app
+
+    service_config = load_config(ServiceConfig, config)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    # uvicorn's access log prints raw paths, which hold user ids; the app logs pseudonymized lines itself.
+    uvicorn.run(create_app(service_config), host=host, port=port, access_log=False, log_level="info")
+
+
 def main() -> None:  # pragma: no cover - console-script entry point
     app()
 

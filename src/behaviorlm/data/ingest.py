@@ -25,7 +25,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -107,6 +107,53 @@ def ingest_file(
         [summary.seconds],
     )
     return summary
+
+
+def ingest_records(
+    store: EventStore,
+    records: Sequence[Mapping[str, Any]],
+    *,
+    source: str,
+    config: IngestConfig | None = None,
+) -> IngestSummary:
+    """Ingest in-memory events (dicts keyed by the canonical field names) into ``store``.
+
+    This is the path of events that arrive through the API: the same validation, quarantine,
+    pseudonymization and deduplication as :func:`ingest_file`, in one transaction. A record's row
+    number (in the summary and the quarantine table) is its 1-based position in ``records``; ``source``
+    names the batch and must be unique per batch (quarantined rows are keyed by source and row).
+    Re-sending a batch stores nothing twice: events are deduplicated on ``event_id`` (given, or derived
+    from the content).
+    """
+    config = config or IngestConfig(format="jsonl")
+    if not records:
+        raise IngestError(f"{source}: no events to ingest")
+    started = time.perf_counter()
+    run = _Run(store=store, path=Path(source), config=config, source=source)
+    staged = []
+    for number, record in enumerate(records, start=1):
+        row: dict[str, Any] = {"_row": number, "_raw": json.dumps(record, default=str)[:MAX_RAW_CHARS]}
+        for name in EVENT_COLUMNS:
+            value = record.get(name)
+            row[name] = json.dumps(value) if isinstance(value, dict | list) else value
+        staged.append(row)
+    try:
+        _stage_records(run, staged, [])
+        summary = _commit(run)
+    except StoreError as exc:
+        raise IngestError(f"{source}: {exc}") from None
+    finally:
+        run.cleanup()
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def pseudonymize_user_id(raw_id: str, *, config: IngestConfig) -> str:
+    """The id under which ``raw_id`` is stored: its keyed pseudonym when ``config.pseudonymize_users``,
+    else ``raw_id`` itself. Lets a service look up a user by the id its caller knows."""
+    if not config.pseudonymize_users:
+        return raw_id
+    return _pseudonym(_pseudonym_key_from(config), raw_id)
 
 
 def _check_readable(path: Path) -> None:
@@ -821,10 +868,14 @@ _READERS: dict[str, Callable[[_Run], None]] = {
 
 # ---------------------------------------------------------------------------------------------- pseudonyms
 def _pseudonym_key(run: _Run) -> bytes:
-    key = os.environ.get(run.config.pseudonym_key_env)
+    return _pseudonym_key_from(run.config)
+
+
+def _pseudonym_key_from(config: IngestConfig) -> bytes:
+    key = os.environ.get(config.pseudonym_key_env)
     if not key:
         raise IngestError(
-            f"pseudonymize_users is on but the environment variable {run.config.pseudonym_key_env} is not set; "
+            f"pseudonymize_users is on but the environment variable {config.pseudonym_key_env} is not set; "
             "set it to a secret key (keep it: the same key gives the same pseudonyms)"
         )
     return key.encode("utf-8")

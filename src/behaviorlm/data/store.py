@@ -137,6 +137,17 @@ class EventStore:
     def close(self) -> None:
         self._con.close()
 
+    def cursor(self) -> EventStore:
+        """Another handle on the same open database, for use from another thread.
+
+        A DuckDB connection must not be used by two threads at once; cursors of one database may, and
+        each sees what the others have committed. Close it when done (the database stays open).
+        """
+        handle = object.__new__(EventStore)
+        handle.path = self.path
+        handle._con = self._con.cursor()
+        return handle
+
     def __enter__(self) -> EventStore:
         return self
 
@@ -259,6 +270,25 @@ class EventStore:
             event_type_vocab=vocab,
             order=table.column("ingest_seq").to_numpy(),
         )
+
+    def user_events(self, user_id: str, *, limit: int | None = None) -> dict[str, list[Any]]:
+        """One user's most recent events (all, or the last ``limit``), oldest first.
+
+        Returns ``{"item_id": [...], "event_type": [...], "timestamp": [unix seconds ...]}`` in stored
+        order (time, then ingest order), ready for a sequence model's ``predict_next``.
+        """
+        limit_sql = "" if limit is None else f" LIMIT {int(limit)}"
+        rows = self.rows(
+            "SELECT item_id, event_type, epoch(timestamp)::BIGINT FROM events WHERE user_id = ? "
+            f"ORDER BY timestamp DESC, ingest_seq DESC{limit_sql}",
+            [user_id],
+        )
+        rows.reverse()
+        return {
+            "item_id": [r[0] for r in rows],
+            "event_type": [r[1] for r in rows],
+            "timestamp": [int(r[2]) for r in rows],
+        }
 
     def next_ingest_seq(self) -> int:
         return int(self.scalar("SELECT coalesce(max(ingest_seq), -1) + 1 FROM events"))

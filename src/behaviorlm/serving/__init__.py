@@ -1,0 +1,1 @@
+"""REST service and dashboard (FastAPI) over the library: see behaviorlm.serving.app."""

@@ -1,0 +1,388 @@
+"""The REST service: post events, get real-time recommendations — authenticated, rate-limited, bounded.
+
+Thin by design (docs/architecture.md): each endpoint parses, authorizes and calls the library —
+:func:`behaviorlm.data.ingest.ingest_records` through the single :class:`~.writer.EventWriter`, and a
+saved sequence model's ``predict_next`` over the user's latest events read from the store. Endpoints
+appear only for capabilities that exist: without a model there is no recommendations endpoint.
+
+Security: every ``/v1`` endpoint except health needs an API key (``Authorization: Bearer <key>`` or
+``X-API-Key``) with the right scope (401 without a valid key, 403 without the scope, 429 over the
+key's rate limit); request bodies are capped (413); CORS is off unless origins are configured; logs
+carry a route template and a pseudonym of the user id, never the raw id.
+"""
+
+# No ``from __future__ import annotations`` here: FastAPI reads the endpoint annotations at run time,
+# and those refer to the local ``authorize`` dependency.
+import asyncio
+import hashlib
+import logging
+import threading
+import time
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from behaviorlm import __version__
+from behaviorlm.config import ServiceConfig
+from behaviorlm.data.ingest import IngestError, pseudonymize_user_id
+from behaviorlm.data.store import EventStore, StoreError
+from behaviorlm.models.base import load_model
+from behaviorlm.serving.metrics import RequestMetrics
+from behaviorlm.serving.security import ApiKey, KeyRing, RateLimiter
+from behaviorlm.serving.writer import EventWriter
+
+log = logging.getLogger("behaviorlm.serving")
+
+MAX_ID = 256
+
+
+# ---------------------------------------------------------------------------------------------- schemas
+class EventIn(BaseModel):
+    """One behaviour event. ``timestamp``: ISO-8601 (naive = UTC) or unix seconds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str = Field(min_length=1, max_length=MAX_ID)
+    item_id: str = Field(min_length=1, max_length=MAX_ID)
+    event_type: str = Field(min_length=1, max_length=64, examples=["view"])
+    timestamp: datetime | float
+    event_id: str | None = Field(default=None, min_length=1, max_length=MAX_ID)
+    """Makes re-sending safe: an event whose id is already stored is counted as a duplicate."""
+    session_id: str | None = Field(default=None, max_length=MAX_ID)
+    value: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    text: str | None = Field(default=None, max_length=65_536)
+
+    def record(self) -> dict[str, Any]:
+        data = self.model_dump()
+        ts = self.timestamp
+        if isinstance(ts, datetime):
+            ts = (ts if ts.tzinfo else ts.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
+        else:
+            ts = repr(float(ts))
+        data["timestamp"] = ts
+        return data
+
+
+class EventBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[EventIn] = Field(min_length=1, max_length=10_000)
+
+
+class QuarantinedEvent(BaseModel):
+    index: int
+    """0-based position in the posted batch."""
+    reason: str
+
+
+class IngestResult(BaseModel):
+    received: int
+    stored: int
+    duplicates: int
+    quarantined: int
+    quarantine: list[QuarantinedEvent]
+
+
+class RecommendedItem(BaseModel):
+    item_id: str
+    score: float
+
+
+class Recommendations(BaseModel):
+    user_id: str
+    items: list[RecommendedItem]
+    history_events: int
+    """Events of the user the model read (its most recent ones, up to the model's window)."""
+    skipped_events: int
+    """History events the model cannot read (items or event types it was not trained on)."""
+    model: str
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+    model_loaded: bool
+
+
+# ---------------------------------------------------------------------------------------------- state
+class _Service:
+    """What the endpoints share: the store (one writer, a read cursor per thread), model, keys, limits."""
+
+    def __init__(self, config: ServiceConfig) -> None:
+        self.config = config
+        self.store = EventStore(config.store)
+        self.writer = EventWriter(self.store, config=config.ingest)
+        self.keys = KeyRing.load(config.keys_file)
+        self.limiter = RateLimiter(config.rate_limit_per_minute)
+        self.metrics = RequestMetrics()
+        self.model = load_model(config.model) if config.model else None
+        self._local = threading.local()
+        self._readers: list[EventStore] = []
+        self._readers_lock = threading.Lock()
+
+    def reader(self) -> EventStore:
+        handle = getattr(self._local, "reader", None)
+        if handle is None:
+            handle = self.store.cursor()
+            self._local.reader = handle
+            with self._readers_lock:
+                self._readers.append(handle)
+        return handle
+
+    def close(self) -> None:
+        self.writer.close()
+        with self._readers_lock:
+            for handle in self._readers:
+                handle.close()
+        self.store.close()
+
+
+def _user_pseudonym_for_logs(user_id: str) -> str:
+    return hashlib.sha256(user_id.encode("utf-8")).hexdigest()[:12]
+
+
+# ---------------------------------------------------------------------------------------------- app
+def create_app(config: ServiceConfig) -> FastAPI:
+    """Build the service for ``config`` (the store is opened and the model loaded here)."""
+    service = _Service(config)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        service.close()
+
+    app = FastAPI(
+        title="behaviorlm",
+        version=__version__,
+        summary="Behaviour events in, real-time recommendations out.",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    if config.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=config.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type"],
+        )
+    app.add_middleware(_BodyLimit, max_bytes=config.max_body_bytes)
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next):
+        started = time.perf_counter()
+        response = await call_next(request)
+        elapsed = time.perf_counter() - started
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        service.metrics.observe(
+            method=request.method, route=route, status=response.status_code, seconds=elapsed
+        )
+        user = request.path_params.get("user_id")
+        log.info(
+            "%s %s %d %.1fms key=%s user=%s",
+            request.method,
+            route,
+            response.status_code,
+            1000 * elapsed,
+            getattr(request.state, "key_name", "-"),
+            _user_pseudonym_for_logs(user) if user else "-",
+        )
+        return response
+
+    def authorize(scope: str):
+        def dependency(request: Request) -> ApiKey:
+            secret = request.headers.get("x-api-key")
+            auth = request.headers.get("authorization", "")
+            if secret is None and auth.lower().startswith("bearer "):
+                secret = auth[7:].strip()
+            key = service.keys.lookup(secret) if secret else None
+            if key is None:
+                raise HTTPException(
+                    status_code=401,
+                    detail="missing or invalid API key (send 'Authorization: Bearer <key>' or 'X-API-Key')",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+            request.state.key_name = key.name
+            if scope not in key.scopes:
+                raise HTTPException(
+                    status_code=403,
+                    detail=f"API key {key.name!r} lacks the {scope!r} scope ({list(key.scopes)})",
+                )
+            wait = service.limiter.acquire(key.name)
+            if wait:
+                raise HTTPException(
+                    status_code=429,
+                    detail=f"rate limit of {config.rate_limit_per_minute} requests per minute exceeded",
+                    headers={"Retry-After": str(max(1, round(wait)))},
+                )
+            return key
+
+        return dependency
+
+    @app.get("/v1/health", response_model=Health, tags=["service"])
+    def health() -> Health:
+        return Health(status="ok", version=__version__, model_loaded=service.model is not None)
+
+    @app.get("/metrics", response_class=PlainTextResponse, tags=["service"])
+    def metrics() -> str:
+        """Prometheus text format."""
+        return service.metrics.render()
+
+    @app.post("/v1/events", response_model=IngestResult, tags=["events"])
+    async def post_events(
+        batch: EventBatch, _: Annotated[ApiKey, Depends(authorize("write"))]
+    ) -> IngestResult:
+        """Store a batch of events (validated, deduplicated on ``event_id``); answered once durable."""
+        if len(batch.events) > config.max_batch_events:
+            raise HTTPException(
+                status_code=422,
+                detail=[
+                    {
+                        "loc": ["body", "events"],
+                        "msg": f"at most {config.max_batch_events} events per request, got {len(batch.events)}",
+                        "type": "too_long",
+                    }
+                ],
+            )
+        records = [event.record() for event in batch.events]
+        try:
+            summary = await asyncio.wrap_future(service.writer.submit(records))
+        except IngestError as exc:
+            raise HTTPException(status_code=422, detail=str(exc)) from None
+        except StoreError as exc:
+            raise HTTPException(status_code=503, detail=f"event store unavailable: {exc}") from None
+        quarantine = []
+        if summary.quarantined:
+            rows = await asyncio.to_thread(
+                lambda: service.reader().rows(
+                    "SELECT source_row, reason FROM quarantine WHERE source = ? ORDER BY source_row",
+                    [summary.source],
+                )
+            )
+            quarantine = [QuarantinedEvent(index=int(row) - 1, reason=reason) for row, reason in rows]
+        service.metrics.count_events(
+            stored=summary.stored, quarantined=summary.quarantined, duplicates=summary.duplicates
+        )
+        return IngestResult(
+            received=len(records),
+            stored=summary.stored,
+            duplicates=summary.duplicates,
+            quarantined=summary.quarantined,
+            quarantine=quarantine,
+        )
+
+    if service.model is not None:
+
+        @app.get("/v1/users/{user_id}/recommendations", response_model=Recommendations, tags=["users"])
+        def recommendations(
+            user_id: Annotated[str, Path(min_length=1, max_length=MAX_ID)],
+            _: Annotated[ApiKey, Depends(authorize("read"))],
+            k: Annotated[int, Query(ge=1, le=config.max_k)] = 10,
+        ) -> Recommendations:
+            """Top-``k`` next items from the user's latest events (a posted event counts at once)."""
+            model = service.model
+            try:
+                stored_id = pseudonymize_user_id(user_id, config=config.ingest)
+                history = service.reader().user_events(stored_id, limit=model.max_len)
+            except (IngestError, StoreError) as exc:
+                raise HTTPException(status_code=503, detail=str(exc)) from None
+            known_types = set(model._fitted().event_type_vocab)
+            keep = [i for i, t in enumerate(history["event_type"]) if t in known_types]
+            prediction = model.predict_next(
+                [history["item_id"][i] for i in keep],
+                event_types=[history["event_type"][i] for i in keep],
+                timestamps=[history["timestamp"][i] for i in keep],
+                k=k,
+            )
+            return Recommendations(
+                user_id=user_id,
+                items=[
+                    RecommendedItem(item_id=i, score=s)
+                    for i, s in zip(prediction.item_ids, prediction.scores, strict=True)
+                ],
+                history_events=len(keep) - len(prediction.unknown_items),
+                skipped_events=len(history["item_id"]) - len(keep) + len(prediction.unknown_items),
+                model=model.name,
+            )
+
+        @app.post("/v1/model/reload", tags=["service"])
+        def reload_model(_: Annotated[ApiKey, Depends(authorize("admin"))]) -> dict[str, str]:
+            """Load the model again from its path (e.g. after a new checkpoint was saved there).
+
+            Requests in flight finish on the old model; the swap is a single reference assignment.
+            """
+            try:
+                fresh = load_model(config.model)
+            except (OSError, ValueError) as exc:
+                raise HTTPException(status_code=409, detail=f"could not load {config.model}: {exc}") from None
+            service.model = fresh
+            return {"status": "reloaded", "model": fresh.name}
+
+    @app.exception_handler(StoreError)
+    async def store_error(request: Request, exc: StoreError) -> JSONResponse:
+        return JSONResponse(status_code=503, content={"detail": f"event store unavailable: {exc}"})
+
+    return app
+
+
+class _BodyLimit:
+    """Reject request bodies over ``max_bytes`` with 413, by header or while streaming (chunked bodies)."""
+
+    def __init__(self, app, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None:
+            try:
+                too_big = int(declared) > self.max_bytes
+            except ValueError:
+                too_big = False
+            if too_big:
+                await self._reject(send)
+                return
+        seen = 0
+        rejected = False
+
+        async def limited_receive():
+            nonlocal seen, rejected
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    rejected = True
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _TooLarge:
+            if rejected:
+                await self._reject(send)
+
+    async def _reject(self, send) -> None:
+        body = f'{{"detail":"request body over the limit of {self.max_bytes} bytes"}}'.encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass

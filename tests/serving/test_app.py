@@ -1,0 +1,199 @@
+"""The REST service: auth and scopes, validation errors with field paths, idempotent durable ingest,
+real-time recommendations, rate limits, body limits, hot reload, metrics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from behaviorlm.config import IngestConfig, ServiceConfig
+from behaviorlm.data.ingest import ingest_records
+from behaviorlm.data.store import EventStore
+from behaviorlm.models.transformer import BehaviorTransformer
+from behaviorlm.serving.app import create_app
+from behaviorlm.serving.security import create_key
+
+N_ITEMS = 30
+SMALL = {"d_model": 32, "n_layers": 1, "n_heads": 2, "dropout": 0.1, "max_len": 12, "epochs": 40, "lr": 5e-3}
+
+
+def successor_records(n_users: int, *, seed: int = 0, start_time: int = 1_700_000_000) -> list[dict]:
+    """Each user views consecutive items (i007 -> i008 -> ...), 10 events, one minute apart."""
+    rng = np.random.default_rng(seed)
+    records = []
+    for u in range(n_users):
+        first = int(rng.integers(N_ITEMS))
+        for t in range(10):
+            records.append(
+                {
+                    "user_id": f"user{u}",
+                    "item_id": f"i{(first + t) % N_ITEMS:03d}",
+                    "event_type": "view",
+                    "timestamp": start_time + 60 * t,
+                }
+            )
+    return records
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory):
+    root = tmp_path_factory.mktemp("service")
+    store_path = root / "events.duckdb"
+    with EventStore(store_path) as store:
+        ingest_records(store, successor_records(150), source="seed", config=IngestConfig(format="jsonl"))
+        data = store.interactions()
+    model = BehaviorTransformer(**SMALL).fit(data)
+    model_path = model.save(root / "model")
+    keys_file = root / "keys.json"
+    keys = {
+        "reader": create_key(keys_file, name="reader", scopes=["read"]),
+        "writer": create_key(keys_file, name="writer", scopes=["read", "write"]),
+        "admin": create_key(keys_file, name="admin", scopes=["admin"]),
+    }
+    return {"store": str(store_path), "model": str(model_path), "keys_file": str(keys_file), "keys": keys}
+
+
+@pytest.fixture()
+def client(deployment):
+    config = ServiceConfig(
+        store=deployment["store"], model=deployment["model"], keys_file=deployment["keys_file"]
+    )
+    with TestClient(create_app(config)) as test_client:
+        yield test_client
+
+
+def auth(deployment, name: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {deployment['keys'][name]}"}
+
+
+def test_keys_are_required_and_scoped(client, deployment) -> None:
+    url = "/v1/users/user1/recommendations"
+    assert client.get(url).status_code == 401
+    assert client.get(url, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert client.get(url, headers={"X-API-Key": deployment["keys"]["reader"]}).status_code == 200
+    event = {"user_id": "u", "item_id": "i001", "event_type": "view", "timestamp": 1_700_000_000}
+    denied = client.post("/v1/events", json={"events": [event]}, headers=auth(deployment, "reader"))
+    assert denied.status_code == 403 and "'write' scope" in denied.json()["detail"]
+    assert client.post("/v1/model/reload", headers=auth(deployment, "writer")).status_code == 403
+    # The keys file never holds a key itself.
+    with open(deployment["keys_file"]) as fh:
+        text = fh.read()
+    assert not any(secret in text for secret in deployment["keys"].values())
+    assert client.get("/v1/health").json()["model_loaded"] is True
+
+
+def test_bad_input_is_a_422_naming_the_field(client, deployment) -> None:
+    good = {"user_id": "u", "item_id": "i001", "event_type": "view", "timestamp": 1_700_000_000}
+    headers = auth(deployment, "writer")
+    cases = [
+        ({"events": [good, {**good, "timestamp": "yesterday-ish"}]}, ["body", "events", 1, "timestamp"]),
+        ({"events": [{**good, "value": -3}]}, ["body", "events", 0, "value"]),
+        ({"events": [{**good, "color": "red"}]}, ["body", "events", 0, "color"]),
+        ({"events": [{k: v for k, v in good.items() if k != "item_id"}]}, ["body", "events", 0, "item_id"]),
+        ({"events": []}, ["body", "events"]),
+    ]
+    for body, loc in cases:
+        response = client.post("/v1/events", json=body, headers=headers)
+        assert response.status_code == 422, body
+        assert any(error["loc"][: len(loc)] == loc for error in response.json()["detail"]), response.json()
+    assert client.post("/v1/events", content=b"{not json", headers=headers).status_code == 422
+    assert client.get("/v1/users/user1/recommendations?k=0", headers=headers).status_code == 422
+    assert client.get("/v1/users/user1/recommendations?k=many", headers=headers).status_code == 422
+
+
+def test_posted_events_are_stored_once_and_bad_ones_quarantined(client, deployment) -> None:
+    headers = auth(deployment, "writer")
+    batch = [
+        {
+            "user_id": "new",
+            "item_id": "i002",
+            "event_type": "view",
+            "timestamp": "2024-05-01T10:00:00Z",
+            "event_id": "e1",
+        },
+        {
+            "user_id": "new",
+            "item_id": "i003",
+            "event_type": "teleport",
+            "timestamp": 1_714_557_700,
+            "event_id": "e2",
+        },
+        {
+            "user_id": "new",
+            "item_id": "i003",
+            "event_type": "cart",
+            "timestamp": 1_714_557_800,
+            "event_id": "e3",
+        },
+    ]
+    first = client.post("/v1/events", json={"events": batch}, headers=headers).json()
+    assert first == {
+        "received": 3,
+        "stored": 2,
+        "duplicates": 0,
+        "quarantined": 1,
+        "quarantine": [{"index": 1, "reason": "unknown event type 'teleport'"}],
+    }
+    again = client.post("/v1/events", json={"events": batch}, headers=headers).json()
+    assert (again["stored"], again["duplicates"], again["quarantined"]) == (0, 2, 1)
+    metrics = client.get("/metrics").text
+    assert "behaviorlm_events_stored_total 2" in metrics
+    assert 'route="/v1/events",status="200"' in metrics
+
+
+def test_a_posted_event_changes_the_next_recommendation_at_once(client, deployment) -> None:
+    read, write = auth(deployment, "reader"), auth(deployment, "writer")
+    base = 1_800_000_000
+    views = [
+        {"user_id": "live", "item_id": f"i{i:03d}", "event_type": "view", "timestamp": base + i}
+        for i in (4, 5, 6)
+    ]
+    assert client.post("/v1/events", json={"events": views}, headers=write).json()["stored"] == 3
+    recs = client.get("/v1/users/live/recommendations?k=3", headers=read).json()
+    assert recs["items"][0]["item_id"] == "i007"
+    assert recs["history_events"] == 3 and recs["model"] == "transformer"
+    jump = {"user_id": "live", "item_id": "i020", "event_type": "view", "timestamp": base + 100}
+    client.post("/v1/events", json={"events": [jump]}, headers=write)
+    assert (
+        client.get("/v1/users/live/recommendations?k=1", headers=read).json()["items"][0]["item_id"] == "i021"
+    )
+    # A user without events still gets an answer (the model's empty-history state).
+    cold = client.get("/v1/users/nobody/recommendations", headers=read).json()
+    assert cold["history_events"] == 0 and len(cold["items"]) == 10
+
+
+def test_rate_limit_and_body_limit(deployment) -> None:
+    config = ServiceConfig(
+        store=deployment["store"],
+        model=deployment["model"],
+        keys_file=deployment["keys_file"],
+        rate_limit_per_minute=3,
+        max_body_bytes=2_000,
+    )
+    with TestClient(create_app(config)) as client:
+        headers = auth(deployment, "reader")
+        codes = [client.get("/v1/users/user1/recommendations", headers=headers).status_code for _ in range(4)]
+        assert codes == [200, 200, 200, 429]
+        limited = client.get("/v1/users/user1/recommendations", headers=headers)
+        assert int(limited.headers["Retry-After"]) >= 1
+        event = {"user_id": "u", "item_id": "i001", "event_type": "view", "timestamp": 1}
+        big = client.post("/v1/events", json={"events": [event] * 100}, headers=auth(deployment, "writer"))
+        assert big.status_code == 413 and "2000 bytes" in big.json()["detail"]
+
+
+def test_model_hot_reload(client, deployment) -> None:
+    response = client.post("/v1/model/reload", headers=auth(deployment, "admin"))
+    assert response.status_code == 200 and response.json()["status"] == "reloaded"
+    assert (
+        client.get("/v1/users/user1/recommendations", headers=auth(deployment, "reader")).status_code == 200
+    )
+
+
+def test_without_a_model_there_is_no_recommendations_endpoint(deployment) -> None:
+    config = ServiceConfig(store=deployment["store"], keys_file=deployment["keys_file"])
+    with TestClient(create_app(config)) as client:
+        response = client.get("/v1/users/user1/recommendations", headers=auth(deployment, "reader"))
+        assert response.status_code == 404
+        assert client.get("/v1/health").json()["model_loaded"] is False
+        assert "/v1/users/{user_id}/recommendations" not in client.get("/openapi.json").json()["paths"]
