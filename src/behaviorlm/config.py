@@ -124,6 +124,13 @@ class ServiceConfig(StrictConfig):
     rate_limit_per_minute: int = Field(default=6_000, gt=0)
     """Requests per API key per minute (token bucket; bursts up to one minute's worth)."""
     max_k: int = Field(default=100, gt=0)
+    quantize: bool = True
+    """Serve the model's int8 / bfloat16 copy (``quantized()``): faster, NDCG@10 change in docs/benchmarks.md."""
+    history_cache_users: int = Field(default=1_000_000, ge=0)
+    """Users whose latest events are kept in memory (loaded at start when the store has no more users)."""
+    torch_threads: int = Field(default=1, gt=0)
+    """Threads per model call. Requests already run in parallel, so one thread each avoids oversubscribing
+    the cores (measured on 2 cores: see docs/benchmarks.md, service section)."""
     cors_origins: list[str] = Field(default_factory=list)
     """Origins allowed to call the API from a browser; empty (the default) turns CORS off."""
 

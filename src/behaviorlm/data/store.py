@@ -290,6 +290,24 @@ class EventStore:
             "timestamp": [int(r[2]) for r in rows],
         }
 
+    def recent_events(self, *, per_user: int) -> dict[str, dict[str, list[Any]]]:
+        """Every user's last ``per_user`` events, oldest first, as :meth:`user_events` gives them for one."""
+        table = self.arrow(
+            "SELECT user_id, item_id, event_type, epoch(timestamp)::BIGINT AS ts FROM ("
+            "  SELECT *, row_number() OVER (PARTITION BY user_id ORDER BY timestamp DESC, ingest_seq DESC) AS rn"
+            f"  FROM events) WHERE rn <= {int(per_user)} ORDER BY user_id, timestamp, ingest_seq"
+        )
+        users, items, types, times = (table.column(i).to_pylist() for i in range(4))
+        out: dict[str, dict[str, list[Any]]] = {}
+        for user, item, event_type, ts in zip(users, items, types, times, strict=True):
+            history = out.get(user)
+            if history is None:
+                history = out[user] = {"item_id": [], "event_type": [], "timestamp": []}
+            history["item_id"].append(item)
+            history["event_type"].append(event_type)
+            history["timestamp"].append(int(ts))
+        return out
+
     def next_ingest_seq(self) -> int:
         return int(self.scalar("SELECT coalesce(max(ingest_seq), -1) + 1 FROM events"))
 

@@ -31,6 +31,7 @@ from behaviorlm.config import ServiceConfig
 from behaviorlm.data.ingest import IngestError, pseudonymize_user_id
 from behaviorlm.data.store import EventStore, StoreError
 from behaviorlm.models.base import load_model
+from behaviorlm.serving.history import HistoryCache
 from behaviorlm.serving.metrics import RequestMetrics
 from behaviorlm.serving.security import ApiKey, KeyRing, RateLimiter
 from behaviorlm.serving.writer import EventWriter
@@ -119,10 +120,25 @@ class _Service:
         self.keys = KeyRing.load(config.keys_file)
         self.limiter = RateLimiter(config.rate_limit_per_minute)
         self.metrics = RequestMetrics()
-        self.model = load_model(config.model) if config.model else None
+        self.model = self.load_model() if config.model else None
+        self.history = HistoryCache(
+            window=getattr(self.model, "max_len", 1), max_users=config.history_cache_users
+        )
+        if self.model is not None and self.store.count("events") > 0:
+            n_users = self.store.scalar("SELECT count(DISTINCT user_id) FROM events")
+            if n_users <= config.history_cache_users:
+                self.history.preload(self.store.recent_events(per_user=self.model.max_len))
         self._local = threading.local()
         self._readers: list[EventStore] = []
         self._readers_lock = threading.Lock()
+
+    def load_model(self):
+        model = load_model(self.config.model)
+        return model.quantized() if self.config.quantize and hasattr(model, "quantized") else model
+
+    def user_history(self, stored_id: str) -> dict[str, list]:
+        window = self.model.max_len
+        return self.history.get(stored_id, lambda user: self.reader().user_events(user, limit=window))
 
     def reader(self) -> EventStore:
         handle = getattr(self._local, "reader", None)
@@ -148,6 +164,9 @@ def _user_pseudonym_for_logs(user_id: str) -> str:
 # ---------------------------------------------------------------------------------------------- app
 def create_app(config: ServiceConfig) -> FastAPI:
     """Build the service for ``config`` (the store is opened and the model loaded here)."""
+    import torch
+
+    torch.set_num_threads(config.torch_threads)
     service = _Service(config)
 
     @asynccontextmanager
@@ -256,6 +275,10 @@ def create_app(config: ServiceConfig) -> FastAPI:
             raise HTTPException(status_code=422, detail=str(exc)) from None
         except StoreError as exc:
             raise HTTPException(status_code=503, detail=f"event store unavailable: {exc}") from None
+        if summary.stored:
+            service.history.invalidate(
+                {pseudonymize_user_id(record["user_id"], config=config.ingest) for record in records}
+            )
         quarantine = []
         if summary.quarantined:
             rows = await asyncio.to_thread(
@@ -288,7 +311,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
             model = service.model
             try:
                 stored_id = pseudonymize_user_id(user_id, config=config.ingest)
-                history = service.reader().user_events(stored_id, limit=model.max_len)
+                history = service.user_history(stored_id)
             except (IngestError, StoreError) as exc:
                 raise HTTPException(status_code=503, detail=str(exc)) from None
             known_types = set(model._fitted().event_type_vocab)
@@ -317,9 +340,11 @@ def create_app(config: ServiceConfig) -> FastAPI:
             Requests in flight finish on the old model; the swap is a single reference assignment.
             """
             try:
-                fresh = load_model(config.model)
+                fresh = service.load_model()
             except (OSError, ValueError) as exc:
                 raise HTTPException(status_code=409, detail=f"could not load {config.model}: {exc}") from None
+            if fresh.max_len != service.history.window:
+                service.history = HistoryCache(window=fresh.max_len, max_users=config.history_cache_users)
             service.model = fresh
             return {"status": "reloaded", "model": fresh.name}
 
