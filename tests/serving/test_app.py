@@ -3,6 +3,8 @@ real-time recommendations, rate limits, body limits, hot reload, metrics."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -197,3 +199,16 @@ def test_without_a_model_there_is_no_recommendations_endpoint(deployment) -> Non
         assert response.status_code == 404
         assert client.get("/v1/health").json()["model_loaded"] is False
         assert "/v1/users/{user_id}/recommendations" not in client.get("/openapi.json").json()["paths"]
+
+
+def test_timeline_and_store_stats(client, deployment) -> None:
+    read = auth(deployment, "reader")
+    timeline = client.get("/v1/users/user3/events?limit=4", headers=read).json()
+    assert timeline["user_id"] == "user3" and len(timeline["events"]) == 4
+    times = [e["timestamp"] for e in timeline["events"]]
+    assert times == sorted(times), "oldest first"
+    numbers = [int(e["item_id"][1:]) for e in timeline["events"]]
+    assert all((b - a) % N_ITEMS == 1 for a, b in itertools.pairwise(numbers))
+    stats = client.get("/v1/stats", headers=read).json()
+    assert stats["tables"]["events"] >= 1500 and stats["event_types"]["view"] >= 1500
+    assert client.get("/v1/stats").status_code == 401

@@ -103,6 +103,18 @@ class Recommendations(BaseModel):
     model: str
 
 
+class StoredEvent(BaseModel):
+    item_id: str
+    event_type: str
+    timestamp: datetime
+
+
+class UserEvents(BaseModel):
+    user_id: str
+    events: list[StoredEvent]
+    """Oldest first; the user's last ``limit`` events."""
+
+
 class Health(BaseModel):
     status: str
     version: str
@@ -251,6 +263,30 @@ def create_app(config: ServiceConfig) -> FastAPI:
     def metrics() -> str:
         """Prometheus text format."""
         return service.metrics.render()
+
+    @app.get("/v1/stats", tags=["events"])
+    def stats(_: Annotated[ApiKey, Depends(authorize("read"))]) -> dict[str, Any]:
+        """Table sizes, event-type counts, time range and quarantine reasons of the event store."""
+        return service.reader().stats()
+
+    @app.get("/v1/users/{user_id}/events", response_model=UserEvents, tags=["users"])
+    def user_events(
+        user_id: Annotated[str, Path(min_length=1, max_length=MAX_ID)],
+        _: Annotated[ApiKey, Depends(authorize("read"))],
+        limit: Annotated[int, Query(ge=1, le=1_000)] = 100,
+    ) -> UserEvents:
+        """The user's latest events (their timeline), oldest first."""
+        stored_id = pseudonymize_user_id(user_id, config=config.ingest)
+        history = service.reader().user_events(stored_id, limit=limit)
+        return UserEvents(
+            user_id=user_id,
+            events=[
+                StoredEvent(item_id=i, event_type=t, timestamp=datetime.fromtimestamp(ts, tz=UTC))
+                for i, t, ts in zip(
+                    history["item_id"], history["event_type"], history["timestamp"], strict=True
+                )
+            ],
+        )
 
     @app.post("/v1/events", response_model=IngestResult, tags=["events"])
     async def post_events(
