@@ -31,6 +31,7 @@ from behaviorlm.config import ServiceConfig
 from behaviorlm.data.ingest import IngestError, pseudonymize_user_id
 from behaviorlm.data.store import EventStore, StoreError
 from behaviorlm.models.base import load_model
+from behaviorlm.serving.dashboard import mount_dashboard
 from behaviorlm.serving.history import HistoryCache
 from behaviorlm.serving.metrics import RequestMetrics
 from behaviorlm.serving.security import ApiKey, KeyRing, RateLimiter
@@ -388,6 +389,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
     async def store_error(request: Request, exc: StoreError) -> JSONResponse:
         return JSONResponse(status_code=503, content={"detail": f"event store unavailable: {exc}"})
 
+    mount_dashboard(app)
     return app
 
 

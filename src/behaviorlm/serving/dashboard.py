@@ -1,0 +1,399 @@
+"""A one-page web dashboard over the REST API: store overview, user timelines, recommendations.
+
+Why it looks like this: the page is a static, server-rendered HTML string with inline CSS and vanilla
+JavaScript, so there is no front-end build, and nothing is fetched from anywhere but the service itself
+(the Content-Security-Policy only allows this origin). The page holds no data and needs no server-side
+auth: the user types an API key, which is kept in ``sessionStorage`` (gone when the tab closes) and sent
+as ``X-API-Key`` with each ``fetch()`` to the JSON API, which enforces keys and scopes as for any client.
+Every value from the API (user ids, item ids, event types, quarantine reasons) is untrusted and reaches
+the page only through ``textContent``, never ``innerHTML``.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from fastapi.responses import HTMLResponse
+
+from behaviorlm import __version__
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'unsafe-inline' 'self'; style-src 'unsafe-inline' 'self'"
+)
+"""Inline script and style are this page's own; fetch(), images and everything else: this origin only."""
+
+TIMELINE_LIMIT = 100
+"""Latest events of a user shown in the timeline (the events endpoint's default)."""
+
+TOP_K = 10
+"""Recommendations shown for a user."""
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="referrer" content="no-referrer">
+<title>behaviorlm dashboard</title>
+<style>
+  body { font: 14px/1.45 system-ui, sans-serif; margin: 0; color: #1d2430; background: #f4f6f9; }
+  header { background: #1d2430; color: #fff; padding: 10px 20px; display: flex; gap: 16px;
+           align-items: center; flex-wrap: wrap; }
+  header h1 { font-size: 18px; margin: 0 16px 0 0; }
+  header small { color: #aab4c3; }
+  main { padding: 16px 20px; display: grid; gap: 16px; grid-template-columns: 1fr 1fr; }
+  section { background: #fff; border: 1px solid #d9dee6; border-radius: 6px; padding: 12px 16px; }
+  section.wide { grid-column: 1 / -1; }
+  h2 { font-size: 15px; margin: 0 0 8px; }
+  h3 { font-size: 13px; margin: 12px 0 4px; color: #4a5568; }
+  form { display: flex; gap: 6px; align-items: center; margin: 0; }
+  input { padding: 5px 8px; border: 1px solid #b8c0cc; border-radius: 4px; font: inherit; }
+  button { padding: 5px 12px; border: 0; border-radius: 4px; background: #2b6cb0; color: #fff;
+           font: inherit; cursor: pointer; }
+  button.secondary { background: #718096; }
+  #error { grid-column: 1 / -1; background: #fff5f5; border: 1px solid #e53e3e; color: #9b2c2c;
+           padding: 8px 12px; border-radius: 6px; }
+  #error:empty { display: none; }
+  .numbers { display: flex; gap: 24px; }
+  .numbers div { font-size: 12px; color: #4a5568; }
+  .numbers b { display: block; font-size: 22px; color: #1d2430; }
+  .bar-row { display: grid; grid-template-columns: 9em 1fr 6em; gap: 8px; align-items: center; margin: 2px 0; }
+  .bar { background: #63b3ed; height: 12px; border-radius: 2px; min-width: 2px; }
+  .count { text-align: right; font-variant-numeric: tabular-nums; }
+  table { border-collapse: collapse; width: 100%; }
+  th, td { text-align: left; padding: 3px 8px; border-bottom: 1px solid #edf0f4; }
+  th { font-size: 12px; color: #4a5568; }
+  ol { margin: 0; padding-left: 22px; }
+  .muted { color: #718096; }
+  .id { font-family: ui-monospace, monospace; word-break: break-all; }
+</style>
+</head>
+<body>
+<header>
+  <h1>behaviorlm</h1>
+  <form id="key-form" autocomplete="off">
+    <label for="api-key">API key</label>
+    <input id="api-key" type="password" size="36" placeholder="read-scope API key" autocomplete="off">
+    <button id="save-key" type="submit">Use key</button>
+    <button id="clear-key" type="button" class="secondary">Forget key</button>
+  </form>
+  <small id="key-status">No key in use.</small>
+  <small id="service">service v__VERSION__</small>
+</header>
+<main>
+  <div id="error" role="alert"></div>
+  <section id="overview" class="wide">
+    <h2>Overview</h2>
+    <p id="overview-empty" class="muted">Enter an API key with the read scope to see the event store.</p>
+    <div id="overview-body" hidden>
+      <div class="numbers">
+        <div><b id="stat-events">–</b>events</div>
+        <div><b id="stat-users">–</b>users</div>
+        <div><b id="stat-items">–</b>items</div>
+        <div><b id="stat-quarantined">–</b>quarantined rows</div>
+      </div>
+      <h3>Events by type</h3>
+      <div id="event-types"></div>
+      <h3>Quarantine reasons</h3>
+      <ul id="quarantine"></ul>
+    </div>
+  </section>
+  <section class="wide">
+    <h2>User lookup</h2>
+    <form id="lookup-form" autocomplete="off">
+      <label for="user-id">User id</label>
+      <input id="user-id" type="text" size="30" maxlength="256">
+      <button id="lookup" type="submit">Look up</button>
+    </form>
+  </section>
+  <section>
+    <h2>Timeline <span id="timeline-user" class="id muted"></span></h2>
+    <p id="timeline-note" class="muted">Latest events first (up to __LIMIT__).</p>
+    <table id="timeline">
+      <thead><tr><th>Time (UTC)</th><th>Item</th><th>Event type</th></tr></thead>
+      <tbody></tbody>
+    </table>
+  </section>
+  <section>
+    <h2>Recommendations</h2>
+    <p id="recommendations-note" class="muted">Top __K__ next items from the user's latest events.</p>
+    <ol id="recommendations"></ol>
+  </section>
+</main>
+<script>
+"use strict";
+(function () {
+  const KEY_SLOT = "behaviorlm.apiKey";
+  const $ = (id) => document.getElementById(id);
+  let modelLoaded = false;
+  let lookupSeq = 0;
+
+  class ApiError extends Error {
+    constructor(message, status) { super(message); this.status = status; }
+  }
+
+  function detailText(body) {
+    if (!body || body.detail === undefined) return "";
+    if (typeof body.detail === "string") return body.detail;
+    if (Array.isArray(body.detail)) {
+      return body.detail.map((e) => (e.loc ? e.loc.join(".") + ": " : "") + (e.msg || "")).join("; ");
+    }
+    return JSON.stringify(body.detail);
+  }
+
+  function explain(status, body, response) {
+    const detail = detailText(body);
+    const suffix = detail ? " (" + detail + ")" : "";
+    switch (status) {
+      case 401: return "Invalid API key: the service did not accept it. Check the key and enter it again.";
+      case 403: return "Permission denied: this API key lacks the scope needed here" + suffix + ".";
+      case 404: return "Not found (HTTP 404): the service has no such resource" + suffix + ".";
+      case 422: return "The service rejected the request" + suffix + ".";
+      case 429: {
+        const wait = response.headers.get("Retry-After");
+        return "Rate limit exceeded: too many requests with this key" +
+          (wait ? "; retry in " + wait + " s" : "") + ".";
+      }
+      default: return "Request failed with HTTP " + status + suffix + ".";
+    }
+  }
+
+  function currentKey() { return sessionStorage.getItem(KEY_SLOT) || ""; }
+
+  async function api(path) {
+    const headers = { "Accept": "application/json" };
+    const key = currentKey();
+    if (key) headers["X-API-Key"] = key;
+    let response;
+    try {
+      response = await fetch(path, { headers: headers, cache: "no-store", credentials: "omit" });
+    } catch (err) {
+      throw new ApiError("Cannot reach the service: " + err.message, 0);
+    }
+    let body = null;
+    try { body = await response.json(); } catch (err) { body = null; }
+    if (!response.ok) throw new ApiError(explain(response.status, body, response), response.status);
+    return body;
+  }
+
+  function showError(message) { $("error").textContent = message; }
+  function clearError() { $("error").textContent = ""; }
+
+  function plural(n, word) { return n + " " + word + (n === 1 ? "" : "s"); }
+
+  function cell(row, text, cls) {
+    const td = document.createElement("td");
+    td.textContent = text;
+    if (cls) td.className = cls;
+    row.appendChild(td);
+  }
+
+  function formatTime(iso) {
+    const when = new Date(iso);
+    return isNaN(when.getTime()) ? String(iso) : when.toISOString().replace("T", " ").slice(0, 19);
+  }
+
+  function renderOverview(stats) {
+    const tables = stats.tables || {};
+    $("stat-events").textContent = String(tables.events ?? 0);
+    $("stat-users").textContent = String(stats.users ?? 0);
+    $("stat-items").textContent = String(stats.items ?? 0);
+    $("stat-quarantined").textContent = String(tables.quarantine ?? 0);
+    const types = Object.entries(stats.event_types || {});
+    const most = Math.max(1, ...types.map((entry) => entry[1]));
+    const bars = $("event-types");
+    bars.replaceChildren();
+    for (const [type, count] of types) {
+      const row = document.createElement("div");
+      row.className = "bar-row";
+      row.dataset.eventType = type;
+      const label = document.createElement("span");
+      label.className = "id";
+      label.textContent = type;
+      const track = document.createElement("div");
+      const bar = document.createElement("div");
+      bar.className = "bar";
+      bar.style.width = (100 * count / most).toFixed(1) + "%";
+      track.appendChild(bar);
+      const number = document.createElement("span");
+      number.className = "count";
+      number.textContent = String(count);
+      row.append(label, track, number);
+      bars.appendChild(row);
+    }
+    if (!types.length) bars.textContent = "No events stored yet.";
+    const reasons = $("quarantine");
+    reasons.replaceChildren();
+    for (const entry of stats.quarantine_reasons || []) {
+      const item = document.createElement("li");
+      item.textContent = entry.reason + " — " + plural(entry.rows, "row");
+      reasons.appendChild(item);
+    }
+    if (!reasons.children.length) {
+      const item = document.createElement("li");
+      item.className = "muted";
+      item.textContent = "none";
+      reasons.appendChild(item);
+    }
+    $("overview-empty").hidden = true;
+    $("overview-body").hidden = false;
+  }
+
+  function resetOverview() {
+    $("overview-body").hidden = true;
+    $("overview-empty").hidden = false;
+  }
+
+  async function loadOverview() {
+    if (!currentKey()) { resetOverview(); return; }
+    try {
+      renderOverview(await api("/v1/stats"));
+      $("key-status").textContent = "Key in use (kept in this tab only).";
+      clearError();
+    } catch (err) {
+      resetOverview();
+      if (err.status === 401) {
+        sessionStorage.removeItem(KEY_SLOT);
+        $("key-status").textContent = "No key in use.";
+      } else {
+        $("key-status").textContent = "Key kept in this tab, but the service refused this request.";
+      }
+      showError(err.message);
+    }
+  }
+
+  function renderTimeline(userId, events) {
+    $("timeline-user").textContent = "— " + userId;
+    const body = $("timeline").tBodies[0];
+    body.replaceChildren();
+    for (const event of events.slice().reverse()) {
+      const row = document.createElement("tr");
+      cell(row, formatTime(event.timestamp));
+      cell(row, event.item_id, "id item");
+      cell(row, event.event_type, "event-type");
+      body.appendChild(row);
+    }
+    $("timeline-note").textContent = events.length
+      ? plural(events.length, "latest event") + ", newest first."
+      : "No events stored for this user.";
+  }
+
+  function renderRecommendations(result) {
+    const list = $("recommendations");
+    list.replaceChildren();
+    for (const rec of result.items) {
+      const item = document.createElement("li");
+      const id = document.createElement("span");
+      id.className = "id item";
+      id.textContent = rec.item_id;
+      const score = document.createElement("span");
+      score.className = "muted score";
+      score.textContent = " score " + Number(rec.score).toFixed(3);
+      item.append(id, score);
+      list.appendChild(item);
+    }
+    const skipped = result.skipped_events
+      ? "; " + plural(result.skipped_events, "event") + " unknown to the model skipped"
+      : "";
+    $("recommendations-note").textContent = "Top " + result.items.length + " from " +
+      plural(result.history_events, "history event") + skipped + " (model " + result.model + ").";
+  }
+
+  const NOTES = { timeline: $("timeline-note").textContent, recs: $("recommendations-note").textContent };
+
+  function clearLookup() {
+    $("timeline-user").textContent = "";
+    $("timeline").tBodies[0].replaceChildren();
+    $("recommendations").replaceChildren();
+    $("timeline-note").textContent = NOTES.timeline;
+    $("recommendations-note").textContent = NOTES.recs;
+  }
+
+  async function lookup() {
+    const userId = $("user-id").value.trim();
+    const seq = ++lookupSeq;
+    if (!userId) { showError("Enter a user id to look up."); return; }
+    if (!currentKey()) { showError("Enter an API key first."); return; }
+    const base = "/v1/users/" + encodeURIComponent(userId);
+    try {
+      const timeline = await api(base + "/events?limit=__LIMIT__");
+      const recs = modelLoaded ? await api(base + "/recommendations?k=__K__") : null;
+      if (seq !== lookupSeq) return;  // a newer lookup started meanwhile: its answer wins
+      renderTimeline(timeline.user_id, timeline.events);
+      if (recs) {
+        renderRecommendations(recs);
+      } else {
+        $("recommendations").replaceChildren();
+        $("recommendations-note").textContent = "No model is loaded: the service has no recommendations.";
+      }
+      clearError();
+    } catch (err) {
+      if (seq !== lookupSeq) return;
+      clearLookup();
+      showError(err.message);
+    }
+  }
+
+  async function loadHealth() {
+    try {
+      const health = await api("/v1/health");
+      modelLoaded = health.model_loaded === true;
+      $("service").textContent = "service v" + health.version + (modelLoaded ? ", model loaded" : ", no model");
+    } catch (err) {
+      showError(err.message);
+    }
+  }
+
+  $("key-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const key = $("api-key").value.trim();
+    $("api-key").value = "";
+    if (!key) { showError("Enter an API key."); return; }
+    sessionStorage.setItem(KEY_SLOT, key);
+    loadOverview();
+  });
+  $("clear-key").addEventListener("click", () => {
+    sessionStorage.removeItem(KEY_SLOT);
+    $("key-status").textContent = "No key in use.";
+    resetOverview();
+    clearLookup();
+    clearError();
+  });
+  $("lookup-form").addEventListener("submit", (event) => { event.preventDefault(); lookup(); });
+
+  const ready = loadHealth().then(loadOverview);
+  ready.finally(() => { document.body.dataset.ready = "true"; });
+})();
+</script>
+</body>
+</html>
+"""
+
+
+def render_dashboard() -> str:
+    """The dashboard page: a fixed template with this package's version and the display limits filled in."""
+    return (
+        _PAGE.replace("__VERSION__", __version__)
+        .replace("__LIMIT__", str(TIMELINE_LIMIT))
+        .replace("__K__", str(TOP_K))
+    )
+
+
+def mount_dashboard(app: FastAPI) -> None:
+    """Serve the dashboard at ``GET /dashboard`` (kept out of the OpenAPI schema: it is not API).
+
+    The page is rendered once; its response carries the CSP, forbids framing (the page takes an API key)
+    and is not cached, so a new deployment's page is picked up at once.
+    """
+    page = render_dashboard()
+    headers = {
+        "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+        "X-Frame-Options": "DENY",
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+        "Cache-Control": "no-store",
+    }
+
+    @app.get("/dashboard", response_class=HTMLResponse, include_in_schema=False)
+    def dashboard() -> HTMLResponse:
+        """The dashboard page (static: data comes from the API, with the key typed into the page)."""
+        return HTMLResponse(page, headers=headers)
