@@ -27,3 +27,15 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert "unknown event type 'teleport'" in output
     assert "full ranking over 1,682 items" in output
     assert "after a new event" in output
+    # The service the demo points to starts on its files and answers with the demo's key.
+    from fastapi.testclient import TestClient
+
+    from behaviorlm.config import ServiceConfig, load_config
+    from behaviorlm.serving.app import create_app
+
+    config = load_config(ServiceConfig, tmp_path / "demo" / "service.toml")
+    key = (tmp_path / "demo" / "demo-key.txt").read_text().strip()
+    assert key in output and "behaviorlm serve --config" in output
+    with TestClient(create_app(config)) as client:
+        recs = client.get("/v1/users/1/recommendations?k=5", headers={"X-API-Key": key})
+        assert recs.status_code == 200 and len(recs.json()["items"]) == 5

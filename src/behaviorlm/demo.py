@@ -154,7 +154,36 @@ def run_demo(
     for rank, item_id in enumerate(second.item_ids, start=1):
         console.print(f"  {rank}. {titles.get(item_id, item_id)}")
     console.print(f"\nstore: {store_path}  (explore it with `behaviorlm stats --store {store_path}`)")
+
+    console.rule("[bold]5. Serve it: REST API and dashboard")
+    service_config = _prepare_service(workdir, store_path=store_path, model=transformer)
+    key = (workdir / "demo-key.txt").read_text().strip()
+    console.print(
+        "start the service on the demo data (Ctrl-C stops it):\n"
+        f"  .venv/bin/behaviorlm serve --config {service_config}\n"
+        "then open http://127.0.0.1:8000/dashboard (or the API docs at http://127.0.0.1:8000/docs) with the "
+        f"demo's API key (read + write; also in {workdir / 'demo-key.txt'}):\n  {key}\n"
+        f"  curl -H 'X-API-Key: {key}' http://127.0.0.1:8000/v1/users/{history.user_ids[user]}/recommendations",
+        highlight=False,
+        soft_wrap=True,
+    )
     return results
+
+
+def _prepare_service(workdir: Path, *, store_path: Path, model: BehaviorTransformer) -> Path:
+    """Save the demo's model, create a demo API key and write a service config; returns the config path."""
+    from behaviorlm.serving.security import create_key
+
+    model_path = model.save(workdir / "model")
+    keys_file = workdir / "keys.json"
+    key = create_key(keys_file, name="demo", scopes=["read", "write"])
+    (workdir / "demo-key.txt").write_text(key + "\n")
+    (workdir / "demo-key.txt").chmod(0o600)
+    config = workdir / "service.toml"
+    config.write_text(
+        f'store = "{store_path.resolve()}"\nmodel = "{Path(model_path).resolve()}"\nkeys_file = "{keys_file.resolve()}"\n'
+    )
+    return config
 
 
 if __name__ == "__main__":

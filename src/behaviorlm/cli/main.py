@@ -252,7 +252,9 @@ def split(
 @app.command()
 @_user_errors
 def train(
-    model: Annotated[str, typer.Option("--model", help="Model name: pop, itemknn, ease, random.")],
+    model: Annotated[
+        str, typer.Option("--model", help="Model name: transformer, gru4rec, ease, itemknn, pop, random.")
+    ],
     out: Annotated[
         Path, typer.Option(help="Directory for the checkpoint (model.json + weights.safetensors).")
     ],
