@@ -379,6 +379,52 @@ def demo(
     run_demo(workdir=workdir, console=console)
 
 
+# ---------------------------------------------------------------------------------------------- profiling
+@app.command()
+@_user_errors
+def anomalies(
+    store: StoreOption = Path("behaviorlm.duckdb"),
+    top: Annotated[int, typer.Option(help="How many of the most anomalous users to list.")] = 20,
+    utc_offset: Annotated[
+        float, typer.Option("--utc-offset", help="Users' time zone, hours from UTC (for night activity).")
+    ] = 0.0,
+    json_out: Annotated[Path | None, typer.Option(help="Also write every user's score as JSON.")] = None,
+) -> None:
+    """Rank users by how anomalous their behaviour is (bots, scrapers, fraud) and say why."""
+    from behaviorlm.profiling.anomalies import AnomalyDetector
+
+    _require_store(store)
+    with EventStore(store, read_only=True) as es:
+        data = es.interactions()
+    if data.n_users == 0:
+        raise ValueError(f"{store} holds no events")
+    with console.status(f"scoring {data.n_users:,} users …", spinner="dots"):
+        detector = AnomalyDetector(utc_offset_hours=utc_offset).fit(data)
+    table = Table(
+        "rank", "user", "score", "events", "why (value vs typical, in IQRs)", title="most anomalous users"
+    )
+    for rank, user in enumerate(detector.top(top), start=1):
+        why = "; ".join(
+            f"{r.feature} {r.value:.3g} vs {r.typical:.3g} ({r.iqr_units:+.1f})"
+            for r in detector.reasons(int(user))
+        )
+        table.add_row(
+            str(rank),
+            str(data.user_ids[user]),
+            f"{detector.scores_[user]:.3f}",
+            str(data.lengths()[user]),
+            why,
+        )
+    console.print(table)
+    if json_out is not None:
+        order = detector.top(data.n_users)
+        json_out.write_text(
+            json.dumps(
+                [{"user_id": str(data.user_ids[u]), "score": float(detector.scores_[u])} for u in order]
+            )
+        )
+
+
 # ---------------------------------------------------------------------------------------------- service
 keys_app = typer.Typer(help="API keys of the REST service.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")

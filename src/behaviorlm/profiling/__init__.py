@@ -1,0 +1,1 @@
+"""Understanding users: anomalies and bots (profiles, interests and segments follow)."""
