@@ -131,6 +131,10 @@ class ServiceConfig(StrictConfig):
     torch_threads: int = Field(default=1, gt=0)
     """Threads per model call. Requests already run in parallel, so one thread each avoids oversubscribing
     the cores (measured on 2 cores: see docs/benchmarks.md, service section)."""
+    anomaly_refresh_seconds: float = Field(default=300.0, ge=0)
+    """How long ``/v1/anomalies`` reuses its scores before scoring the store's users again."""
+    utc_offset_hours: float = 0.0
+    """The users' time zone, for the night-activity feature of anomaly detection."""
     cors_origins: list[str] = Field(default_factory=list)
     """Origins allowed to call the API from a browser; empty (the default) turns CORS off."""
 

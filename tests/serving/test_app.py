@@ -165,3 +165,26 @@ def test_timeline_and_store_stats(client, deployment) -> None:
     stats = client.get("/v1/stats", headers=read).json()
     assert stats["tables"]["events"] >= 1500 and stats["event_types"]["view"] >= 1500
     assert client.get("/v1/stats").status_code == 401
+
+
+def test_anomalies_endpoint_ranks_a_scraper_first(client, deployment) -> None:
+    write, read = auth(deployment, "writer"), auth(deployment, "reader")
+    crawl = [
+        {
+            "user_id": "crawler",
+            "item_id": f"i{i % N_ITEMS:03d}",
+            "event_type": "view",
+            "timestamp": 1_750_000_000 + i,
+        }
+        for i in range(200)
+    ]
+    assert client.post("/v1/events", json={"events": crawl}, headers=write).json()["stored"] == 200
+    answer = client.get("/v1/anomalies?limit=3", headers=read).json()
+    assert answer["users"][0]["user_id"] == "crawler" and answer["users"][0]["events"] == 200
+    assert answer["scored_users"] >= 150 and len(answer["users"]) == 3
+    assert {r["feature"] for r in answer["users"][0]["reasons"]} & {
+        "events",
+        "events_per_hour",
+        "burst_share",
+    }
+    assert client.get("/v1/anomalies").status_code == 401

@@ -116,6 +116,27 @@ class UserEvents(BaseModel):
     """Oldest first; the user's last ``limit`` events."""
 
 
+class AnomalyReasonOut(BaseModel):
+    feature: str
+    value: float
+    typical: float
+    iqr_units: float
+
+
+class AnomalousUser(BaseModel):
+    user_id: str
+    """As stored (a pseudonym when the store pseudonymizes users)."""
+    score: float
+    events: int
+    reasons: list[AnomalyReasonOut]
+
+
+class Anomalies(BaseModel):
+    users: list[AnomalousUser]
+    scored_users: int
+    computed_at: datetime
+
+
 class Health(BaseModel):
     status: str
     version: str
@@ -144,6 +165,8 @@ class _Service:
         self._local = threading.local()
         self._readers: list[EventStore] = []
         self._readers_lock = threading.Lock()
+        self._anomaly_lock = threading.Lock()
+        self._anomaly_cache: tuple[Any, Any, datetime, float] | None = None
 
     def load_model(self):
         model = load_model(self.config.model)
@@ -152,6 +175,21 @@ class _Service:
     def user_history(self, stored_id: str) -> dict[str, list]:
         window = self.model.max_len
         return self.history.get(stored_id, lambda user: self.reader().user_events(user, limit=window))
+
+    def anomalies(self) -> tuple[Any, Any, datetime]:
+        """The fitted anomaly detector over the store's users (recomputed when older than the refresh time)."""
+        from behaviorlm.profiling.anomalies import AnomalyDetector
+
+        with self._anomaly_lock:
+            cached = self._anomaly_cache
+            if cached is not None and time.monotonic() - cached[3] < self.config.anomaly_refresh_seconds:
+                return cached[:3]
+            data = self.reader().interactions()
+            if data.n_users == 0:
+                raise HTTPException(status_code=409, detail="the event store holds no events yet")
+            detector = AnomalyDetector(utc_offset_hours=self.config.utc_offset_hours).fit(data)
+            self._anomaly_cache = (detector, data, datetime.now(UTC), time.monotonic())
+            return self._anomaly_cache[:3]
 
     def reader(self) -> EventStore:
         handle = getattr(self._local, "reader", None)
@@ -288,6 +326,30 @@ def create_app(config: ServiceConfig) -> FastAPI:
                 )
             ],
         )
+
+    @app.get("/v1/anomalies", response_model=Anomalies, tags=["users"])
+    def anomalies(
+        _: Annotated[ApiKey, Depends(authorize("read"))],
+        limit: Annotated[int, Query(ge=1, le=1_000)] = 20,
+    ) -> Anomalies:
+        """The users whose behaviour is most anomalous (bots, scrapers, fraud), with the reasons.
+
+        Scored by an isolation forest over behaviour features (docs/profiling.md); computed from the whole
+        store and reused for ``anomaly_refresh_seconds``.
+        """
+        detector, data, computed_at = service.anomalies()
+        lengths = data.lengths()
+        users = []
+        for user in detector.top(limit):
+            users.append(
+                AnomalousUser(
+                    user_id=str(data.user_ids[user]),
+                    score=float(detector.scores_[user]),
+                    events=int(lengths[user]),
+                    reasons=[AnomalyReasonOut(**vars(r)) for r in detector.reasons(int(user))],
+                )
+            )
+        return Anomalies(users=users, scored_users=int(data.n_users), computed_at=computed_at)
 
     @app.post("/v1/events", response_model=IngestResult, tags=["events"])
     async def post_events(
