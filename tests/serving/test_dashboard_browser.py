@@ -215,6 +215,11 @@ def test_dashboard_end_to_end(server: dict[str, Any], browser: Any, artifacts: P
         expect(page.locator("#quarantine li")).to_have_count(len(stats["quarantine_reasons"]))
         expect(page.locator("#quarantine")).to_contain_text("unknown event type")
         assert page.evaluate("sessionStorage.getItem('behaviorlm.apiKey')") == keys["reader"]
+        # The anomaly list shows the API's ranking (same users, same order).
+        ranked = [u["user_id"] for u in api.get("/v1/anomalies?limit=10").json()["users"]]
+        anomaly_rows = page.locator("#anomalies tbody tr")
+        expect(anomaly_rows).to_have_count(len(ranked))
+        assert [anomaly_rows.nth(i).locator("button").text_content() for i in range(len(ranked))] == ranked
         shot("02-overview")
 
         # A user's timeline (newest first) and top-10 recommendations, as the API gives them.

@@ -50,6 +50,7 @@ _PAGE = """<!DOCTYPE html>
   button { padding: 5px 12px; border: 0; border-radius: 4px; background: #2b6cb0; color: #fff;
            font: inherit; cursor: pointer; }
   button.secondary { background: #718096; }
+  button.link { background: none; color: #2b6cb0; padding: 0; text-decoration: underline; }
   #error { grid-column: 1 / -1; background: #fff5f5; border: 1px solid #e53e3e; color: #9b2c2c;
            padding: 8px 12px; border-radius: 6px; }
   #error:empty { display: none; }
@@ -96,6 +97,15 @@ _PAGE = """<!DOCTYPE html>
       <h3>Quarantine reasons</h3>
       <ul id="quarantine"></ul>
     </div>
+  </section>
+  <section class="wide">
+    <h2>Most anomalous users</h2>
+    <p id="anomalies-note" class="muted">Bots, scrapers and other non-human behaviour, scored by an isolation forest
+      over behaviour features; the reasons are the features furthest from typical users.</p>
+    <table id="anomalies">
+      <thead><tr><th>User</th><th>Score</th><th>Events</th><th>Why</th></tr></thead>
+      <tbody></tbody>
+    </table>
   </section>
   <section class="wide">
     <h2>User lookup</h2>
@@ -243,10 +253,39 @@ _PAGE = """<!DOCTYPE html>
     $("overview-empty").hidden = false;
   }
 
+  function renderAnomalies(result) {
+    const body = $("anomalies").querySelector("tbody");
+    body.replaceChildren();
+    for (const user of result.users) {
+      const row = body.insertRow();
+      const link = document.createElement("button");
+      link.type = "button";
+      link.className = "link id";
+      link.textContent = user.user_id;
+      link.addEventListener("click", () => { $("user-id").value = user.user_id; lookup(); });
+      row.insertCell().appendChild(link);
+      cell(row, user.score.toFixed(3));
+      cell(row, String(user.events));
+      cell(row, user.reasons.map((r) => r.feature + " " + r.value.toPrecision(3) + " vs " +
+        r.typical.toPrecision(3)).join("; "));
+    }
+    $("anomalies-note").dataset.scored = String(result.scored_users);
+  }
+
+  async function loadAnomalies() {
+    try {
+      renderAnomalies(await api("/v1/anomalies?limit=10"));
+    } catch (err) {
+      $("anomalies").querySelector("tbody").replaceChildren();
+      if (err.status !== 409) { showError(err.message); }
+    }
+  }
+
   async function loadOverview() {
     if (!currentKey()) { resetOverview(); return; }
     try {
       renderOverview(await api("/v1/stats"));
+      await loadAnomalies();
       $("key-status").textContent = "Key in use (kept in this tab only).";
       clearError();
     } catch (err) {
