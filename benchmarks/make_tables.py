@@ -231,6 +231,30 @@ def bots_section(records: dict[tuple[str, str], dict]) -> list[str]:
     return lines
 
 
+def churn_section(records: dict[tuple[str, str], dict]) -> list[str]:
+    rows = [r for (d, m), r in records.items() if "-churn@" in d]
+    if not rows:
+        return []
+    lines = [
+        "## Churn on a temporal split (ML-100k)",
+        "",
+        "`benchmarks/run_churn.py`: users who rated before the cutoff; churned = no rating in the next "
+        f"{rows[0]['params']['horizon_days']} days. Each model is trained on the snapshot one horizon earlier and "
+        "tested on the cutoff's snapshot. PR-AUC of a constant guess equals the churn rate.",
+        "",
+        "| test cutoff | model | ROC-AUC | PR-AUC | F1 | accuracy | churn rate | users | commit |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in sorted(rows, key=lambda r: (r["dataset"], -r["metrics"]["roc_auc"])):
+        m = r["metrics"]
+        lines.append(
+            f"| {r['protocol']['test_cutoff']} | {r['model']} | {m['roc_auc']:.4f} | {m['pr_auc']:.4f} | "
+            f"{m['f1']:.4f} | {m['accuracy']:.4f} | {m['positive_rate']:.3f} | {r['n_users']} | {r['git_commit']} |"
+        )
+    lines += ["", f"Machine: {rows[0]['machine']}.", ""]
+    return lines
+
+
 def ingest_section(records: dict[tuple[str, str], dict]) -> list[str]:
     rows = [r for (d, m), r in records.items() if m.startswith("ingest-")]
     if not rows:
@@ -286,6 +310,7 @@ def main() -> None:
         *inference_section(records),
         *service_section(records),
         *bots_section(records),
+        *churn_section(records),
         *ingest_section(records),
     ]
     DOC.parent.mkdir(parents=True, exist_ok=True)
