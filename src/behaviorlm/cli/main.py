@@ -425,6 +425,78 @@ def anomalies(
         )
 
 
+@app.command()
+@_user_errors
+def segments(
+    out: Annotated[
+        Path, typer.Option(help="Folder for segments.json, segment_map.png and segment_map.html.")
+    ],
+    model: Annotated[Path, typer.Option(help="Saved sequence model whose user states are segmented.")],
+    store: StoreOption = Path("behaviorlm.duckdb"),
+    method: Annotated[str, typer.Option(help="kmeans (k chosen by silhouette) or hdbscan.")] = "kmeans",
+) -> None:
+    """Segment users by behaviour; ids stay stable when re-run into the same --out folder."""
+    from behaviorlm.data.features import item_features_from_store
+    from behaviorlm.models.base import load_model
+    from behaviorlm.profiling import segments as seg
+
+    if method not in ("kmeans", "hdbscan"):
+        raise ValueError(f"--method must be kmeans or hdbscan, got {method!r}")
+    _require_store(store)
+    with EventStore(store, read_only=True) as es:
+        data = es.interactions()
+        features = item_features_from_store(es, data.item_ids)
+    fitted = load_model(model)
+    if list(map(str, fitted._fitted().item_ids)) != list(map(str, data.item_ids)):
+        raise ValueError(f"--model {model} was trained on another item catalogue than {store}")
+    with console.status(f"encoding {data.n_users:,} users …", spinner="dots"):
+        x = seg.user_representations(fitted, data)
+    with console.status("clustering …", spinner="dots"):
+        found = seg.segment_kmeans(x) if method == "kmeans" else seg.segment_hdbscan(x)
+    out.mkdir(parents=True, exist_ok=True)
+    previous = out / "segments.json"
+    if previous.exists():
+        found = seg.align_to_previous(
+            found, np.array(json.loads(previous.read_text())["centroids"], dtype=np.float32)
+        )
+    summaries = seg.summarize_segments(found, data, item_features=features)
+    seg.save_segment_map(
+        found, x, summaries=summaries, png_path=out / "segment_map.png", html_path=out / "segment_map.html"
+    )
+    previous.write_text(
+        json.dumps(
+            {
+                "method": found.method,
+                "silhouette": found.silhouette,
+                "centroids": np.nan_to_num(found.centroids).tolist(),
+                "users": {str(u): int(s) for u, s in zip(data.user_ids, found.labels, strict=True)},
+            }
+        )
+    )
+    table = Table(
+        "segment",
+        "users",
+        "share",
+        "recency d",
+        "events",
+        "conversion",
+        "over-represented",
+        title=found.method,
+    )
+    for s in summaries:
+        table.add_row(
+            str(s.segment),
+            f"{s.users:,}",
+            f"{100 * s.share:.1f}%",
+            f"{s.median_recency_days:.1f}",
+            f"{s.median_events:.0f}",
+            "–" if s.conversion_rate is None else f"{100 * s.conversion_rate:.1f}%",
+            ", ".join(f"{a} x{lift:.1f}" for a, lift in s.top_attributes[:3]),
+        )
+    console.print(table)
+    console.print(f"silhouette {found.silhouette:.3f}; map: {out / 'segment_map.html'}")
+
+
 # ---------------------------------------------------------------------------------------------- service
 keys_app = typer.Typer(help="API keys of the REST service.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")

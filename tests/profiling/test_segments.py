@@ -1,0 +1,149 @@
+"""Segments: planted user groups are found from the Transformer's representations, ids stay stable across
+runs, and summaries are right by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from behaviorlm.data.features import ItemFeatures
+from behaviorlm.data.sequences import Interactions
+from behaviorlm.models.transformer import BehaviorTransformer
+from behaviorlm.profiling.segments import (
+    DAY,
+    Segmentation,
+    align_to_previous,
+    item_average_representations,
+    save_segment_map,
+    segment_hdbscan,
+    segment_kmeans,
+    summarize_segments,
+    user_representations,
+)
+
+SMALL = {"d_model": 32, "n_layers": 1, "n_heads": 2, "dropout": 0.1, "max_len": 16, "epochs": 30, "lr": 5e-3}
+
+
+def genre_users(n_users: int = 300, n_genres: int = 4, seed: int = 0) -> tuple[Interactions, np.ndarray]:
+    """Each user watches items of one genre (10 items per genre); returns the data and the planted genre."""
+    rng = np.random.default_rng(seed)
+    genre = np.arange(n_users) % n_genres
+    users, items, times = [], [], []
+    for u in range(n_users):
+        for t in range(12):
+            users.append(f"u{u:03d}")
+            items.append(f"g{genre[u]}i{int(rng.integers(10))}")
+            times.append(t)
+    data = Interactions.from_events(
+        user_ids=np.array(users), item_ids=np.array(items), timestamps=np.array(times)
+    )
+    return data, genre[np.argsort([f"u{u:03d}" for u in range(n_users)])]
+
+
+def test_planted_groups_are_found_from_transformer_states(tmp_path) -> None:
+    from sklearn.metrics import adjusted_rand_score
+
+    data, genre = genre_users()
+    model = BehaviorTransformer(**SMALL).fit(data)
+    x = user_representations(model, data)
+    assert x.shape == (300, 32) and np.allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-5)
+    kmeans = segment_kmeans(x, k_values=range(2, 8))
+    assert kmeans.n_segments == 4, kmeans.silhouette_by_k
+    assert adjusted_rand_score(genre, kmeans.labels) > 0.95
+    density = segment_hdbscan(x, min_cluster_size=20)
+    assigned = density.labels >= 0
+    assert assigned.mean() > 0.8 and adjusted_rand_score(genre[assigned], density.labels[assigned]) > 0.9
+    summaries = summarize_segments(kmeans, data)
+    save_segment_map(
+        kmeans, x, summaries=summaries, png_path=tmp_path / "map.png", html_path=tmp_path / "map.html"
+    )
+    assert (tmp_path / "map.png").read_bytes()[:4] == b"\x89PNG"
+    assert "segment map" in (tmp_path / "map.html").read_text()
+
+
+def test_item_average_fallback_separates_the_groups_too() -> None:
+    from sklearn.metrics import adjusted_rand_score
+
+    data, genre = genre_users(seed=1)
+    # One-hot item vectors by genre letter: a stand-in for text or attribute embeddings.
+    item_genre = np.array([int(str(i)[1]) for i in data.item_ids])
+    vectors = np.eye(4)[item_genre]
+    x = item_average_representations(data, vectors)
+    assert adjusted_rand_score(genre, segment_kmeans(x, k_values=range(2, 7)).labels) == pytest.approx(1.0)
+
+
+def test_ids_stay_stable_across_runs() -> None:
+    centroids = np.eye(3, dtype=np.float32)
+    labels = np.array([0, 1, 2, 2, 1])
+    # The same segments found again, numbered differently (2 -> 0, 0 -> 1, 1 -> 2), plus a new one.
+    rerun = Segmentation(
+        labels=np.array([1, 2, 0, 0, 2, 3]),
+        centroids=np.array([[0, 0, 1], [1, 0, 0.1], [0, 1, 0], [0.6, 0.6, 0.5]], dtype=np.float32),
+        method="test",
+        silhouette=0.5,
+    )
+    aligned = align_to_previous(rerun, centroids)
+    assert aligned.labels[:5].tolist() == labels.tolist()
+    assert aligned.labels[5] == 3 and aligned.n_segments == 4
+
+
+def test_summary_by_hand() -> None:
+    # u0, u1 in segment 0; u2 in segment 1. u0 bought; u2 carted only. Values are order amounts.
+    data = Interactions.from_events(
+        user_ids=np.array(["u0", "u0", "u1", "u2", "u2"]),
+        item_ids=np.array(["a", "b", "a", "c", "c"]),
+        timestamps=np.array([0, 10, 2, 5, 10]) * DAY,
+        event_types=np.array(["view", "purchase", "view", "cart", "cart"]),
+        event_type_vocab=("view", "cart", "purchase"),
+    )
+    seg = Segmentation(labels=np.array([0, 0, 1]), centroids=np.eye(2), method="test", silhouette=0.0)
+    features = ItemFeatures(
+        attribute_ptr=np.array([0, 1, 2, 3]),
+        attribute_ids=np.array([0, 0, 1]),
+        attribute_vocab=("class=x", "class=y"),
+    )
+    s0, s1 = summarize_segments(seg, data, values=np.array([0, 30.0, 0, 0, 0]), item_features=features)
+    assert (s0.segment, s0.users, s0.share) == (0, 2, pytest.approx(2 / 3))
+    assert s0.median_recency_days == pytest.approx((0 + 8) / 2)  # last events on days 10 and 2; now = day 10
+    assert s0.median_events == 1.5 and s0.median_monetary == 15.0 and s0.conversion_rate == 0.5
+    assert s1.conversion_rate == 0.0 and s1.median_events == 2
+    assert (
+        s0.top_attributes == [] and s1.top_attributes == []
+    )  # fewer than 5 events per attribute: no lift claims
+
+
+def test_segments_command_writes_a_map_and_keeps_ids(tmp_path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from behaviorlm.cli.main import app
+    from behaviorlm.config import IngestConfig
+    from behaviorlm.data.ingest import ingest_records
+    from behaviorlm.data.store import EventStore
+
+    data, _ = genre_users(n_users=120, seed=2)
+    records = [
+        {"user_id": str(u), "item_id": str(data.item_ids[i]), "event_type": "view", "timestamp": int(t)}
+        for u, i, t in zip(np.repeat(data.user_ids, data.lengths()), data.items, data.timestamps, strict=True)
+    ]
+    with EventStore(tmp_path / "s.duckdb") as store:
+        ingest_records(store, records, source="t", config=IngestConfig(format="jsonl"))
+        stored = store.interactions()
+    BehaviorTransformer(**SMALL).fit(stored).save(tmp_path / "model")
+    args = [
+        "segments",
+        "--store",
+        str(tmp_path / "s.duckdb"),
+        "--model",
+        str(tmp_path / "model"),
+        "--out",
+        str(tmp_path / "seg"),
+    ]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    before = json.loads((tmp_path / "seg" / "segments.json").read_text())["users"]
+    assert (tmp_path / "seg" / "segment_map.png").exists() and "silhouette" in first.output
+    assert CliRunner().invoke(app, args).exit_code == 0
+    after = json.loads((tmp_path / "seg" / "segments.json").read_text())["users"]
+    assert after == before  # the same data and model: every user keeps their segment id
