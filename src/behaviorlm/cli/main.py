@@ -427,6 +427,54 @@ def anomalies(
 
 @app.command()
 @_user_errors
+def profile(
+    user_id: Annotated[
+        str, typer.Argument(help="The user's id as stored (a pseudonym if ids are pseudonymized).")
+    ],
+    store: StoreOption = Path("behaviorlm.duckdb"),
+    model: Annotated[
+        Path | None, typer.Option(help="Saved sequence model, for the likely next items.")
+    ] = None,
+    interests: Annotated[
+        bool, typer.Option(help="Interest topics from item texts (embeds them once, cached in the store).")
+    ] = True,
+    json_out: Annotated[Path | None, typer.Option(help="Also write the profile as JSON.")] = None,
+) -> None:
+    """A readable card of one user: activity, interests, how anomalous, likely next items."""
+    from behaviorlm.models.base import load_model
+    from behaviorlm.profiling.profile import build_profile
+
+    _require_store(store)
+    with EventStore(store) as es, console.status("building the profile …", spinner="dots"):
+        card = build_profile(
+            es, user_id, model=load_model(model) if model is not None else None, with_interests=interests
+        )
+    lines = [
+        f"[bold]{card.user_id}[/]: {card.events:,} events on {card.active_days} days, "
+        f"{card.first_event} → {card.last_event}",
+        "by type: " + ", ".join(f"{t} {n:,}" for t, n in card.events_by_type.items()),
+        "latest: " + "; ".join(f"{r['event_type']} {r['title'] or r['item_id']}" for r in card.recent_items),
+    ]
+    if card.interests:
+        lines.append(
+            "interests: " + "; ".join(f"{i['keywords']} ({100 * i['share']:.0f}%)" for i in card.interests)
+        )
+    if card.anomaly_percentile is not None:
+        why = ", ".join(
+            f"{r['feature']} {r['value']:.3g} vs {r['typical']:.3g}" for r in card.anomaly_reasons
+        )
+        lines.append(f"anomaly: more unusual than {100 * card.anomaly_percentile:.1f}% of users ({why})")
+    if card.next_items:
+        lines.append("likely next: " + "; ".join(i["title"] or i["item_id"] for i in card.next_items))
+    from rich.panel import Panel
+
+    console.print(Panel("\n".join(lines), title="user profile", expand=False))
+    if json_out is not None:
+        json_out.write_text(json.dumps(card.to_dict(), indent=2))
+
+
+@app.command()
+@_user_errors
 def segments(
     out: Annotated[
         Path, typer.Option(help="Folder for segments.json, segment_map.png and segment_map.html.")

@@ -1,0 +1,83 @@
+"""The user profile card: facts from the store, interests from item texts, anomaly percentile, next items."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from behaviorlm.cli.main import app
+from behaviorlm.config import IngestConfig
+from behaviorlm.data.ingest import ingest_records
+from behaviorlm.data.store import EventStore
+from behaviorlm.profiling.profile import build_profile
+
+THEMES = {
+    "run": ["trail running shoes", "running socks", "marathon running watch", "running jacket"],
+    "coffee": ["espresso coffee beans", "coffee grinder", "espresso machine", "coffee filter papers"],
+    "camp": ["camping tent", "sleeping bag for camping", "camping stove", "camping lantern"],
+    "book": ["mystery novel paperback", "fantasy novel hardcover", "novel box set", "poetry book"],
+}
+
+
+@pytest.fixture()
+def shop(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "shop.duckdb"
+    records = []
+    for u in range(80):
+        theme = list(THEMES)[u % 4]
+        for t in range(8):
+            records.append(
+                {
+                    "user_id": f"u{u}",
+                    "item_id": f"{theme}-{int(rng.integers(4))}",
+                    "event_type": "purchase" if t == 7 else "view",
+                    "timestamp": 1_700_000_000 + 3600 * t + u,
+                }
+            )
+    with EventStore(path) as store:
+        ingest_records(store, records, source="seed", config=IngestConfig(format="jsonl"))
+        for theme, titles in THEMES.items():
+            for i, title in enumerate(titles):
+                store.execute("INSERT INTO items (item_id, title) VALUES (?, ?)", [f"{theme}-{i}", title])
+    return path
+
+
+def test_profile_facts_and_interests(shop) -> None:
+    with EventStore(shop) as store:
+        card = build_profile(store, "u0")  # a "run" user
+    assert card.events == 8 and card.events_by_type == {"purchase": 1, "view": 7}
+    assert card.active_days == 2 and card.first_event < card.last_event  # 22:13 UTC + 7 h crosses midnight
+    assert card.recent_items[0]["event_type"] == "purchase"  # newest first
+    assert all(r["item_id"].startswith("run-") and r["title"] for r in card.recent_items)
+    assert "running" in card.interests[0]["keywords"], card.interests
+    assert card.interests[0]["share"] > 0.5
+    assert 0.0 <= card.anomaly_percentile <= 1.0 and len(card.anomaly_reasons) == 3
+    with EventStore(shop) as store, pytest.raises(KeyError, match="nobody"):
+        build_profile(store, "nobody", with_interests=False)
+
+
+def test_profile_command(shop, tmp_path) -> None:
+    out = tmp_path / "card.json"
+    result = CliRunner().invoke(app, ["profile", "u1", "--store", str(shop), "--json-out", str(out)])
+    assert result.exit_code == 0, result.output
+    card = json.loads(out.read_text())
+    assert card["user_id"] == "u1" and "coffee" in card["interests"][0]["keywords"]
+    assert "interests:" in result.output and "anomaly:" in result.output
+    missing = CliRunner().invoke(app, ["profile", "ghost", "--store", str(shop), "--no-interests"])
+    assert missing.exit_code == 2 and "ghost" in missing.output
+
+
+def test_profile_with_a_model_lists_likely_next_items(shop) -> None:
+    from behaviorlm.models.transformer import BehaviorTransformer
+
+    with EventStore(shop) as store:
+        model = BehaviorTransformer(d_model=16, n_layers=1, n_heads=1, max_len=8, epochs=5).fit(
+            store.interactions()
+        )
+        card = build_profile(store, "u2", model=model, with_interests=False, with_anomaly=False)
+    assert len(card.next_items) == 5 and all(i["title"] for i in card.next_items)
+    assert card.anomaly_percentile is None and card.interests == []
