@@ -260,3 +260,59 @@ def intent_sequences(
         item_universe=np.arange(n_items),
     )
     return PlantedIntents(interactions=interactions, intents=intents)
+
+
+@dataclass(frozen=True, eq=False)
+class PlantedCause:
+    """Sequences whose last event is caused by one earlier event, and where that event is.
+
+    ``cause_positions[u]`` is the position (0 = oldest) of user ``u``'s causing event; the user's last
+    event is the one it causes.
+    """
+
+    interactions: Interactions
+    cause_positions: np.ndarray
+
+
+def cart_cause_sequences(*, n_users: int, n_items: int, length: int, seed: int) -> PlantedCause:
+    """One ``cart`` among ``view`` noise decides the next item: a known answer for influence methods.
+
+    Every user has ``length - 1`` history events and one final event. Exactly one history event is a
+    ``cart`` (at a uniformly random position, never the most recent, so "the latest event matters most"
+    is not the answer); the others are ``view`` events of uniformly random items. The final event is a
+    ``purchase`` of the carted item's partner ``(cart_item + n_items // 2) % n_items``, and neither the
+    carted item nor its partner appears among the views. So the only history event that changes the
+    next item is the cart, and removing it should change the prediction most. Timestamps are one minute
+    apart.
+    """
+    if length < 3:
+        raise ValueError(f"length must be >= 3 (views, a cart, a final event), got {length}")
+    if n_items < 4:
+        raise ValueError(f"n_items must be >= 4, got {n_items}")
+    rng = np.random.default_rng(seed)
+    view, cart, purchase = (FUNNEL_EVENT_TYPES.index(t) for t in ("view", "cart", "purchase"))
+    n_history = length - 1
+    cart_items = rng.integers(n_items, size=n_users)
+    partners = (cart_items + n_items // 2) % n_items
+    # Views avoid the carted item and its partner: draw from the other n_items - 2 items by skipping both.
+    views = rng.integers(n_items - 2, size=(n_users, n_history))
+    low, high = np.minimum(cart_items, partners)[:, None], np.maximum(cart_items, partners)[:, None]
+    views = views + (views >= low)
+    views = views + (views >= high)
+    cause_positions = rng.integers(n_history - 1, size=n_users)
+    rows = np.arange(n_users)
+    items = np.concatenate([views, partners[:, None]], axis=1)
+    items[rows, cause_positions] = cart_items
+    types = np.full((n_users, length), view)
+    types[rows, cause_positions] = cart
+    types[:, -1] = purchase
+    interactions = Interactions.from_events(
+        user_ids=np.repeat(np.arange(n_users), length),
+        item_ids=items.reshape(-1),
+        timestamps=np.tile(_START_SECONDS + 60 * np.arange(length), n_users),
+        event_types=types.reshape(-1),
+        event_type_vocab=FUNNEL_EVENT_TYPES,
+        user_universe=np.arange(n_users),
+        item_universe=np.arange(n_items),
+    )
+    return PlantedCause(interactions=interactions, cause_positions=cause_positions)
