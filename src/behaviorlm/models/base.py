@@ -193,6 +193,7 @@ def model_registry() -> dict[str, type[Recommender]]:
     # Importing a model module registers its models.
     import behaviorlm.models.baselines
     import behaviorlm.models.gru4rec
+    import behaviorlm.models.lightgcn
     import behaviorlm.models.transformer  # noqa: F401
 
     return dict(_REGISTRY)
