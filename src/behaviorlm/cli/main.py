@@ -545,6 +545,81 @@ def segments(
     console.print(f"silhouette {found.silhouette:.3f}; map: {out / 'segment_map.html'}")
 
 
+# ---------------------------------------------------------------------------------------------- causal
+@app.command()
+@_user_errors
+def explain(
+    user_id: Annotated[
+        str, typer.Argument(help="The user's id as stored (a pseudonym if ids are pseudonymized).")
+    ],
+    model: Annotated[Path, typer.Option(help="Saved sequence model (transformer, gru4rec) directory.")],
+    store: StoreOption = Path("behaviorlm.duckdb"),
+    top: Annotated[int, typer.Option(help="How many next items (and, with --why, events) to show.")] = 5,
+    why: Annotated[
+        bool, typer.Option("--why", help="Also show the past events the top prediction depends on most.")
+    ] = False,
+) -> None:
+    """Predict a user's next items from their latest stored events; --why names the events behind the top one."""
+    import math
+
+    from behaviorlm.causal.influence import deletion_influence, history_from_events
+    from behaviorlm.models.base import load_model
+    from behaviorlm.models.sequential import SequentialRecommender
+
+    if top < 1:
+        raise ValueError(f"--top must be >= 1, got {top}")
+    estimator = load_model(model)
+    if not isinstance(estimator, SequentialRecommender):
+        raise ValueError(
+            f"explain needs a sequence model (transformer, gru4rec); {model} holds {estimator.name!r}"
+        )
+    _require_store(store)
+    with EventStore(store, read_only=True) as es:
+        # One event beyond the window: deleting a window event lets it in, as it would for the model.
+        events = es.user_events(user_id, limit=estimator.max_len + 1)
+    if not events["item_id"]:
+        raise ValueError(f"user {user_id!r} has no events in {store}")
+    request = history_from_events(
+        estimator,
+        item_ids=events["item_id"],
+        event_types=events["event_type"],
+        timestamps=events["timestamp"],
+    )
+    if request.interactions.n_events == 0:
+        raise ValueError(f"none of user {user_id!r}'s events is on an item and event type the model knows")
+    recs = estimator.recommend(np.array([0]), k=top, history=request.interactions)
+    table = Table("rank", "item", "score", title=f"next items for {user_id}", title_justify="left")
+    for rank, (item, score) in enumerate(zip(recs.items[0], recs.scores[0], strict=True), start=1):
+        table.add_row(str(rank), str(estimator.train_.item_ids[item]), f"{score:.3f}")
+    console.print(table)
+    skipped = len(events["item_id"]) - request.interactions.n_events
+    if skipped:
+        console.print(f"[yellow]note:[/] left out {skipped} events on items or types the model does not know")
+    if not why:
+        return
+    with console.status("removing each event in turn …", spinner="dots"):
+        influence = deletion_influence(estimator, request.interactions, 0, target_item=int(recs.items[0, 0]))
+    reasons = Table(
+        "events ago",
+        "time (UTC)",
+        "type",
+        "item",
+        "effect",
+        title=f"why {influence.target_item_id} (p = {math.exp(influence.base_log_prob):.3f}): the events whose "
+        "removal lowers its log-probability most",
+        title_justify="left",
+    )
+    for fact in influence.top(top):
+        reasons.add_row(
+            str(fact["events_ago"]),
+            fact["time"],
+            fact["event_type"],
+            fact["item_id"],
+            f"{fact['effect']:+.3f}",
+        )
+    console.print(reasons)
+
+
 # ---------------------------------------------------------------------------------------------- service
 keys_app = typer.Typer(help="API keys of the REST service.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")

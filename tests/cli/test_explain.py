@@ -1,0 +1,85 @@
+"""`behaviorlm explain`: next items of a stored user and, with --why, the events that caused the top one."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from behaviorlm.cli.main import app
+from behaviorlm.models.baselines import Popularity
+from behaviorlm.models.transformer import BehaviorTransformer
+from behaviorlm.testing.synthetic import cart_cause_sequences
+
+runner = CliRunner()
+SMALL = {"d_model": 32, "n_layers": 1, "n_heads": 2, "dropout": 0.1, "max_len": 16, "epochs": 40, "lr": 5e-3}
+
+# A new user: views and one cart of item 17; in the planted world a cart of item i leads to a
+# purchase of item (i + 10) % 20, so the top prediction is 7 and the cart is what caused it.
+EVENTS = """user_id,item_id,event_type,timestamp
+probe,3,view,1700000000
+probe,17,cart,1700000060
+probe,8,view,1700000120
+probe,5,view,1700000180
+probe,12,view,1700000240
+other,4,view,1700000000
+"""
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("explain")
+    planted = cart_cause_sequences(n_users=600, n_items=20, length=8, seed=0).interactions
+    BehaviorTransformer(**SMALL).fit(planted).save(root / "model")
+    Popularity().fit(planted).save(root / "pop")
+    src = root / "events.csv"
+    src.write_text(EVENTS)
+    store = root / "store.duckdb"
+    mapping = [f"-m{field}={field}" for field in ("user_id", "item_id", "event_type", "timestamp")]
+    result = runner.invoke(app, ["ingest", str(src), *mapping, "--store", str(store)])
+    assert result.exit_code == 0, result.output
+    return store, root
+
+
+def _rows(output: str) -> list[list[str]]:
+    """The cells of every rich table row in the output."""
+    return [
+        [cell.strip() for cell in line.strip().strip("│").split("│")]
+        for line in output.splitlines()
+        if line.strip().startswith("│")
+    ]
+
+
+def test_explain_predicts_and_names_the_causing_event(saved: tuple[Path, Path]) -> None:
+    store, root = saved
+    args = ["explain", "probe", "--store", str(store), "--model", str(root / "model"), "--top", "3"]
+    result = runner.invoke(app, [*args, "--why"], env={"COLUMNS": "160"})
+    assert result.exit_code == 0, result.output
+    rows = _rows(result.output)
+    predictions = [r for r in rows if len(r) == 3]
+    assert [r[0] for r in predictions] == ["1", "2", "3"]
+    assert predictions[0][1] == "7"
+    why = [r for r in rows if len(r) == 5]
+    assert len(why) == 3
+    assert why[0][2:4] == ["cart", "17"] and why[0][0] == "4"  # the cart, 4 events ago
+    effects = [float(r[4]) for r in why]
+    assert effects == sorted(effects, reverse=True) and effects[0] > 0.5
+
+    plain = runner.invoke(app, args, env={"COLUMNS": "160"})
+    assert plain.exit_code == 0, plain.output
+    assert [r for r in _rows(plain.output) if len(r) == 5] == []
+    assert [r for r in _rows(plain.output) if len(r) == 3] == predictions
+
+
+def test_explain_user_errors(saved: tuple[Path, Path]) -> None:
+    store, root = saved
+    result = runner.invoke(app, ["explain", "nobody", "--store", str(store), "--model", str(root / "model")])
+    assert result.exit_code == 2 and "user 'nobody' has no events" in result.output
+    result = runner.invoke(app, ["explain", "probe", "--store", str(store), "--model", str(root / "pop")])
+    assert result.exit_code == 2 and re.search(r"needs a sequence model", result.output)
+    result = runner.invoke(app, ["explain", "other", "--store", str(store), "--model", str(root / "nowhere")])
+    assert result.exit_code == 2 and "not a saved behaviorlm model" in result.output
