@@ -144,7 +144,7 @@ def deletion_influence(
     index = np.broadcast_to(windows.index[:1], (len(keep), width))
     scores = _score_rows(model, history, index, keep, batch_size=batch_size)
     target = _resolve_targets(model, history, np.array([user]), scores[:1], target_item, exclude_seen)[0]
-    log_probs = torch.log_softmax(scores, dim=1)[:, target].double().cpu().numpy()
+    log_probs, _ = _log_prob_and_rank(scores, np.full(len(scores), target))
     return _influence(
         history,
         user,
@@ -168,21 +168,22 @@ def gradient_influence(
 ) -> Influence:
     """Gradient x input influence of each of ``user``'s window events on ``target_item``, for long histories.
 
-    ``influence_t = (x_t - r_t) · mean_k d log p(target) / d x |_(r + (k/steps)(x - r))``, ``k = 1..steps``,
-    with ``x_t`` the summed input embedding of position ``t`` and ``r_t`` the encoder's input for an
-    empty slot (the position embedding alone in the Transformer, zeros in GRU4Rec). ``steps=1`` is
-    gradient x input against that reference (Shrikumar et al., "Not Just a Black Box", 2016; Simonyan et
-    al. 2013 for input gradients); more steps average the gradient along the straight path from the
-    reference, i.e. integrated gradients (Sundararajan, Taly & Yan, "Axiomatic Attribution for Deep
-    Networks", ICML 2017). The path points are one batch: one forward and one backward pass however
-    long the history, where :func:`deletion_influence` scores one sequence per event.
+    ``influence_t = (x_t - r_t) · mean_k g_t(r + (k / steps)(x - r))`` for ``k = 1..steps``, where ``x_t``
+    is the summed input embedding of position ``t``, ``r_t`` the encoder's input for an empty slot (the
+    position embedding alone in the Transformer, zeros in GRU4Rec) and ``g_t(z) = d log p(target) / d z_t``.
+    ``steps=1`` is gradient x input against that reference (Shrikumar et al., "Not Just a Black Box",
+    2016; Simonyan et al. 2013 for input gradients); more steps average the gradient along the straight
+    path from the reference, i.e. integrated gradients (Sundararajan, Taly & Yan, "Axiomatic Attribution
+    for Deep Networks", ICML 2017). The path points are one batch: one forward and one backward pass
+    however long the history, where :func:`deletion_influence` scores one sequence per event.
 
     Why a reference and a path: plain gradient x input (``x_t · d log p / d x_t``) is almost zero for
     every event but the latest in a pre-norm Transformer, because the LayerNorm that reads ``x_t`` is
     scale-invariant (``LN(a x) = LN(x)``, so the derivative along ``x_t`` vanishes). On the planted
-    cart data (tests/causal) it found the causing event for 43-89% of users against 99-100% for
-    8 steps. It stays a first-order estimate: it ignores the shift of positions and gaps that a real
-    deletion causes. Target as in :func:`deletion_influence`.
+    cart data (tests/causal) it ranked the causing event first for 89% (1 layer) and 43% (2 layers) of
+    users, against 100% and 90% with the reference and 8 steps. It stays an estimate: it moves an
+    event's embedding to an empty slot instead of removing the event, so the shift of positions and
+    gaps that a real deletion causes is not seen. Target as in :func:`deletion_influence`.
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
@@ -241,7 +242,8 @@ class DeletionCurve:
         return float(-self.log_prob_change[removed])
 
     def metrics(self) -> dict[str, float]:
-        """``deletion_auc``, ``drop_at_{1,5,10}``, ``rank_at_{...}``, ``top1_share_at_{...}`` (cut-offs <= k)."""
+        """``deletion_auc`` and, at 1, 5 and 10 removals (those <= k), ``drop_at_*``, ``rank_at_*`` and
+        ``top1_share_at_*``."""
         out = {"deletion_auc": self.auc}
         for removed in (1, 5, 10):
             if removed <= self.steps:
@@ -267,12 +269,12 @@ def deletion_curve(
     """Faithfulness of an event ordering: remove its first ``1..steps`` events, follow the target.
 
     Orders: ``"influence"`` (largest :func:`deletion_influence` first), ``"gradient"`` (largest
-    :func:`gradient_influence` with ``gradient_steps`` first), ``"random"`` (a seeded permutation per user) and ``"recency"``
-    (most recent first). Each user's target is ``target_items[i]`` or, by default, the model's top-1
-    next item for the full history. Removals are cumulative and the history is re-read as the model
-    would (later gaps recomputed, older events entering the window). Users with fewer than
-    ``steps + 1`` events in their window are skipped (counted in ``skipped_users``). Every scoring step
-    is batched over users (deletion metric: Petsiuk et al. 2018; DeYoung et al. 2020).
+    :func:`gradient_influence` with ``gradient_steps`` first), ``"random"`` (a seeded permutation per
+    user) and ``"recency"`` (most recent first). Each user's target is ``target_items[i]`` or, by
+    default, the model's top-1 next item for the full history. Removals are cumulative and the history
+    is re-read as the model would (later gaps recomputed, older events entering the window). Users with
+    fewer than ``steps + 1`` events in their window are skipped (counted in ``skipped_users``). Every
+    scoring step is batched over users (deletion metric: Petsiuk et al. 2018; DeYoung et al. 2020).
     """
     if order not in DELETION_ORDERS:
         raise ValueError(f"order must be one of {DELETION_ORDERS}, got {order!r}")
@@ -599,7 +601,8 @@ def _path_gradients(
 def _input_embedding(
     net: nn.Module, drop: nn.Module, items: torch.Tensor, types: torch.Tensor, buckets: torch.Tensor
 ) -> torch.Tensor:
-    """The summed input embedding ``[B, L, d]`` the encoder computes for these inputs (first ``drop`` call)."""
+    """The summed input embedding ``[B, L, d]`` the encoder computes for these inputs (its first
+    ``drop`` call)."""
     captured: list[torch.Tensor] = []
 
     def read(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
