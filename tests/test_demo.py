@@ -27,6 +27,9 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert "unknown event type 'teleport'" in output
     assert "full ranking over 1,682 items" in output
     assert "after a new event" in output
+    # Understanding users: anomalies with reasons, segments with genre lifts, a profile with interests.
+    assert "most anomalous raters" in output and "kmeans(k=" in output
+    assert "interests:" in output and "more unusual than" in output
     # The service the demo points to starts on its files and answers with the demo's key.
     from fastapi.testclient import TestClient
 

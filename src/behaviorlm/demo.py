@@ -155,7 +155,9 @@ def run_demo(
         console.print(f"  {rank}. {titles.get(item_id, item_id)}")
     console.print(f"\nstore: {store_path}  (explore it with `behaviorlm stats --store {store_path}`)")
 
-    console.rule("[bold]5. Serve it: REST API and dashboard")
+    _understand_users(console, store_path=store_path, model=transformer, history=history, titles=titles)
+
+    console.rule("[bold]6. Serve it: REST API and dashboard")
     service_config = _prepare_service(workdir, store_path=store_path, model=transformer)
     key = (workdir / "demo-key.txt").read_text().strip()
     console.print(
@@ -168,6 +170,69 @@ def run_demo(
         soft_wrap=True,
     )
     return results
+
+
+def _understand_users(console: Console, *, store_path: Path, model, history, titles: dict[str, str]) -> None:
+    """Step 5: anomalous users with reasons, behaviour segments, and one user's profile card."""
+    from behaviorlm.profiling.anomalies import AnomalyDetector
+    from behaviorlm.profiling.profile import build_profile
+    from behaviorlm.profiling.segments import segment_kmeans, summarize_segments, user_representations
+
+    console.rule("[bold]5. Understanding users: anomalies, segments, a profile")
+    detector = AnomalyDetector().fit(history)
+    table = Table(
+        "user",
+        "score",
+        "ratings",
+        "why (value vs typical)",
+        title="most anomalous raters",
+        title_justify="left",
+    )
+    for user in detector.top(3):
+        why = "; ".join(f"{r.feature} {r.value:.3g} vs {r.typical:.3g}" for r in detector.reasons(int(user)))
+        table.add_row(
+            str(history.user_ids[user]), f"{detector.scores_[user]:.3f}", str(history.lengths()[user]), why
+        )
+    console.print(table)
+
+    segments = segment_kmeans(user_representations(model, history), k_values=range(2, 9))
+    with EventStore(store_path, read_only=True) as store:
+        from behaviorlm.data.features import item_features_from_store
+
+        features = item_features_from_store(store, history.item_ids)
+    summaries = summarize_segments(segments, history, item_features=features, top=3)
+    table = Table(
+        "segment",
+        "users",
+        "median ratings",
+        "over-represented genres (lift)",
+        title=segments.method,
+        title_justify="left",
+    )
+    for s in summaries:
+        table.add_row(
+            str(s.segment),
+            str(s.users),
+            f"{s.median_events:.0f}",
+            ", ".join(f"{a.split('=')[-1]} x{lift:.1f}" for a, lift in s.top_attributes),
+        )
+    console.print(table)
+
+    user = str(history.user_ids[0])
+    with EventStore(store_path) as store:
+        card = build_profile(store, user, model=model)
+    console.print(
+        f"profile of user {user}: {card.events} ratings on {card.active_days} days", highlight=False
+    )
+    console.print(
+        "  interests: " + "; ".join(f"{i['keywords']} ({100 * i['share']:.0f}%)" for i in card.interests),
+        highlight=False,
+    )
+    console.print(
+        f"  more unusual than {100 * card.anomaly_percentile:.0f}% of users; likely next: "
+        + "; ".join(i["title"] or i["item_id"] for i in card.next_items[:3]),
+        highlight=False,
+    )
 
 
 def _prepare_service(workdir: Path, *, store_path: Path, model: BehaviorTransformer) -> Path:
