@@ -138,8 +138,8 @@ def synthetic(args: argparse.Namespace, methods: tuple[str, ...], config: Effect
     path = plot_segment_effects(
         report,
         path=args.plot_dir / "effects-synthetic-segments.png",
-        title=f"Synthetic users (n={max(args.sizes):,}): effect of cart on purchase by segment "
-        f"(true: {', '.join(f'{k} {v:.2f}' for k, v in data.segment_effects.items())})",
+        title=f"Synthetic users (n={max(args.sizes):,}, seed 0): effect of cart on purchase by segment",
+        true_effects=data.segment_effects,
     )
     print(f"plot: {path}")
 

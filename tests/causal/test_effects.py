@@ -253,12 +253,24 @@ def test_activity_segments_split_users_by_feature_window_activity(small):
     ]
 
 
-def test_report_renders_markdown_and_a_segment_plot(large_report, tmp_path):
+def test_sparse_outcomes_are_warned_about(small):
+    rare = replace(small.table, outcome=(np.arange(small.table.n_users) % 400 == 0).astype(np.float64))
+    report = analyze_effects(rare, methods=("naive",), refute=False, segment_methods=())
+    n_treated_buyers = int(rare.outcome[rare.treatment == 1].sum())
+    assert len(report.warnings) == 1
+    assert report.warnings[0].startswith(f"only {n_treated_buyers} treated and ")
+    assert "**Warning:** only" in report.to_markdown()
+
+
+def test_report_renders_markdown_and_a_segment_plot(large, large_report, tmp_path):
+    assert large_report.warnings == ()
     text = large_report.to_markdown()
     assert "| aipw |" in text and "| dml |" in text and "| mini-program | dr-learner |" in text
     assert "not run" in text  # refutations were switched off for this report
     facts = large_report.to_dict()
     assert facts["graph"]["adjustment_set"] == list(FEATURE_NAMES)
     assert ["cart", "purchase"] in facts["graph"]["edges"]
-    png = plot_segment_effects(large_report, path=tmp_path / "segments.png")
+    png = plot_segment_effects(
+        large_report, path=tmp_path / "segments.png", true_effects=large.segment_effects
+    )
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -52,6 +52,7 @@ numpy and scikit-learn. EconML is optional and used as an independent cross-chec
 from __future__ import annotations
 
 import math
+import textwrap
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -1003,6 +1004,7 @@ class EffectReport:
     segments: tuple[SegmentEffect, ...]
     graph: CausalGraph
     protocol: dict[str, Any] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
 
     def estimate(self, method: str) -> EffectEstimate:
         for estimate in self.estimates:
@@ -1060,6 +1062,7 @@ class EffectReport:
     def to_markdown(self) -> str:
         """A Markdown section: population, estimates with refutations, per-segment effects."""
         lines = [self.summary(), ""]
+        lines += [f"**Warning:** {w}" for w in self.warnings] + ([""] if self.warnings else [])
         header, rows = self.estimate_rows()
         lines += _markdown_table(header, rows, right=(1,))
         if self.segments:
@@ -1144,6 +1147,7 @@ def analyze_effects(
     if table.windows is not None:
         protocol["windows"] = table.windows.describe()
     return EffectReport(
+        warnings=_sparse_outcome_warnings(table),
         treatment=table.treatment_name,
         outcome=table.outcome_name,
         n_users=table.n_users,
@@ -1162,9 +1166,36 @@ def analyze_effects(
     )
 
 
-def plot_segment_effects(report: EffectReport, *, path: str | Path, title: str | None = None) -> Path:
+MIN_OUTCOME_EVENTS_PER_ARM = 30
+"""Below this many treated (or untreated) users with a binary outcome, the report warns."""
+
+
+def _sparse_outcome_warnings(table: EffectTable) -> tuple[str, ...]:
+    if not _is_binary(table.outcome):
+        return ()
+    treated = table.treatment == 1
+    counts = {"treated": int(table.outcome[treated].sum()), "untreated": int(table.outcome[~treated].sum())}
+    sparse = {arm: n for arm, n in counts.items() if n < MIN_OUTCOME_EVENTS_PER_ARM}
+    if not sparse:
+        return ()
+    which = " and ".join(f"{n} {arm}" for arm, n in sparse.items())
+    return (
+        f"only {which} users did {table.outcome_name!r}: standard errors, intervals and placebo p-values rest "
+        f"on normal approximations that need more outcome events (at least {MIN_OUTCOME_EVENTS_PER_ARM} per "
+        "arm); read them as rough",
+    )
+
+
+def plot_segment_effects(
+    report: EffectReport,
+    *,
+    path: str | Path,
+    title: str | None = None,
+    true_effects: dict[str, float] | None = None,
+) -> Path:
     """A PNG of each segment's effect with its 95% interval, one marker per method, next to the AIPW
-    (else first) overall estimate; returns the path. Needs matplotlib (the ``causal`` extra)."""
+    (else first) overall estimate and, when known (synthetic data), each segment's ``true_effects``;
+    returns the path. Needs matplotlib (the ``causal`` extra)."""
     if not report.segments:
         raise ValueError("the report has no per-segment effects to plot")
     try:
@@ -1184,13 +1215,27 @@ def plot_segment_effects(report: EffectReport, *, path: str | Path, title: str |
         effects = np.array([s.effect for s in rows])
         errors = np.array([[s.effect - s.ci_low for s in rows], [s.ci_high - s.effect for s in rows]])
         ax.errorbar(effects, ypos, xerr=errors, fmt="o", capsize=3, label=method)
+    if true_effects:
+        known = [label for label in labels if label in true_effects]
+        ax.scatter(
+            [true_effects[label] for label in known],
+            [labels.index(label) for label in known],
+            marker="x",
+            s=60,
+            color="black",
+            zorder=3,
+            label="true effect",
+        )
     overall = next((e for e in report.estimates if e.method == "aipw"), report.estimates[0])
     ax.axvline(overall.effect, color="grey", linestyle="--", linewidth=1, label=f"overall ({overall.method})")
     ax.axvline(0.0, color="black", linewidth=0.8)
     ax.set_yticks(range(len(labels)), labels)
     ax.invert_yaxis()
     ax.set_xlabel(f"effect of {report.treatment} on {report.outcome} (95% CI)")
-    ax.set_title(title or f"Effect of {report.treatment} on {report.outcome} by segment")
+    ax.set_title(
+        textwrap.fill(title or f"Effect of {report.treatment} on {report.outcome} by segment", width=80),
+        fontsize="medium",
+    )
     ax.legend(loc="best", fontsize="small")
     fig.tight_layout()
     path = Path(path)
