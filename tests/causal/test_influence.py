@@ -13,7 +13,6 @@ from behaviorlm.causal.influence import (
     deletion_curve,
     deletion_influence,
     gradient_influence,
-    history_from_events,
 )
 from behaviorlm.data.sequences import Interactions
 from behaviorlm.models.base import ScoringBatch
@@ -155,7 +154,7 @@ def test_raw_history_matches_predict_next(model) -> None:
     items = ["3", "17", "999", "8", "11"]
     types = ["view", "cart", "view", "view", "teleport"]
     times = [100, 160, 220, 280, 340]
-    raw = history_from_events(model, item_ids=items, event_types=types, timestamps=times)
+    raw = model.history_from_events(items, event_types=types, timestamps=times, unknown_event_types="skip")
     assert raw.unknown_items == ["999"] and raw.unknown_event_types == ["teleport"]
     assert raw.interactions.n_events == 3
     prediction = model.predict_next(
@@ -177,3 +176,13 @@ def test_bad_arguments_are_named(model, fresh) -> None:
         deletion_influence(model, held.train, 0, target_item=99)
     with pytest.raises(ValueError, match="user index 100 is out of range"):
         gradient_influence(model, held.train, 100)
+
+
+def test_unknown_event_types_are_an_error_unless_skipped(model) -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match=r"event types \['teleport'\]"):
+        model.history_from_events(["3"], event_types=["teleport"])
+    assert model.predict_next(
+        ["3", "8"], event_types=["teleport", "view"], unknown_event_types="skip"
+    ).item_ids

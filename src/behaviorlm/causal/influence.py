@@ -29,7 +29,7 @@ ordering put the events the model really used first (the deletion metric of Pets
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -45,12 +45,10 @@ from behaviorlm.models.sequential import SequenceTensors, SequentialRecommender
 __all__ = [
     "DELETION_ORDERS",
     "DeletionCurve",
-    "EventHistory",
     "Influence",
     "deletion_curve",
     "deletion_influence",
     "gradient_influence",
-    "history_from_events",
 ]
 
 DELETION_ORDERS = ("influence", "gradient", "random", "recency")
@@ -346,61 +344,6 @@ def deletion_curve(
     )
 
 
-@dataclass(frozen=True, eq=False)
-class EventHistory:
-    """A raw event history mapped into a model's index space: one user (index 0) in ``interactions``.
-
-    ``unknown_items`` / ``unknown_event_types`` list the external ids and type names the model has never
-    seen; their events are left out (as :meth:`SequentialRecommender.predict_next` leaves out unknown
-    items).
-    """
-
-    interactions: Interactions
-    unknown_items: list[str]
-    unknown_event_types: list[str]
-
-
-def history_from_events(
-    model: SequentialRecommender,
-    *,
-    item_ids: Sequence[str],
-    event_types: Sequence[str] | None = None,
-    timestamps: Sequence[int] | None = None,
-) -> EventHistory:
-    """Map a raw history (external item ids, type names, UTC seconds; oldest first) to the model's index
-    space, the way :meth:`SequentialRecommender.predict_next` does: unknown items are left out, a missing
-    type is the first type of the vocabulary, missing times are one second apart. Events of a type the
-    model was not trained on are left out too (as the REST service does) instead of being an error.
-    """
-    train = model._fitted()
-    n = len(item_ids)
-    if event_types is not None and len(event_types) != n:
-        raise ValueError(f"event_types has {len(event_types)} entries for {n} items")
-    if timestamps is not None and len(timestamps) != n:
-        raise ValueError(f"timestamps has {len(timestamps)} entries for {n} items")
-    item_index = {str(item): i for i, item in enumerate(train.item_ids.tolist())}
-    type_index = {name: i for i, name in enumerate(train.event_type_vocab)}
-    known_type = [event_types is None or event_types[i] in type_index for i in range(n)]
-    known_item = [str(item) in item_index for item in item_ids]
-    keep = [i for i in range(n) if known_type[i] and known_item[i]]
-    interactions = Interactions(
-        user_ids=np.array(["request"]),
-        item_ids=train.item_ids,
-        user_ptr=np.array([0, len(keep)], dtype=np.int64),
-        items=np.array([item_index[str(item_ids[i])] for i in keep], dtype=np.int64),
-        timestamps=np.array([int(timestamps[i]) if timestamps else i for i in keep], dtype=np.int64),
-        event_types=np.array(
-            [type_index[event_types[i]] if event_types else 0 for i in keep], dtype=np.int16
-        ),
-        event_type_vocab=train.event_type_vocab,
-    )
-    return EventHistory(
-        interactions=interactions,
-        unknown_items=sorted({str(item_ids[i]) for i in range(n) if not known_item[i]}),
-        unknown_event_types=sorted({str(event_types[i]) for i in range(n) if not known_type[i]}),
-    )
-
-
 # ---------------------------------------------------------------------------------------------- internals
 @dataclass(frozen=True, eq=False)
 class _Windows:
@@ -427,7 +370,7 @@ def _check_model(model: SequentialRecommender, history: Interactions) -> None:
         raise TypeError(
             f"influence needs a sequence model (SequentialRecommender), got {type(model).__name__}"
         )
-    train = model._fitted()
+    train = model.trained_on
     if history.n_items != train.n_items:
         raise ValueError(f"history has {history.n_items} items, the model {train.n_items}")
 
@@ -558,7 +501,7 @@ def _path_gradients(
             f"embedding; {type(net).__name__} has none"
         )
     device = next(net.parameters()).device
-    n_types = len(model._fitted().event_type_vocab)
+    n_types = len(model.trained_on.event_type_vocab)
     alphas = torch.arange(1, steps + 1, device=device, dtype=torch.float32) / steps
     users_per_batch = max(1, batch_size // steps)
     was_training = net.training

@@ -495,7 +495,7 @@ def segments(
         data = es.interactions()
         features = item_features_from_store(es, data.item_ids)
     fitted = load_model(model)
-    if list(map(str, fitted._fitted().item_ids)) != list(map(str, data.item_ids)):
+    if list(map(str, fitted.trained_on.item_ids)) != list(map(str, data.item_ids)):
         raise ValueError(f"--model {model} was trained on another item catalogue than {store}")
     with console.status(f"encoding {data.n_users:,} users …", spinner="dots"):
         x = seg.user_representations(fitted, data)
@@ -562,7 +562,7 @@ def explain(
     """Predict a user's next items from their latest stored events; --why names the events behind the top one."""
     import math
 
-    from behaviorlm.causal.influence import deletion_influence, history_from_events
+    from behaviorlm.causal.influence import deletion_influence
     from behaviorlm.models.base import load_model
     from behaviorlm.models.sequential import SequentialRecommender
 
@@ -579,11 +579,11 @@ def explain(
         events = es.user_events(user_id, limit=estimator.max_len + 1)
     if not events["item_id"]:
         raise ValueError(f"user {user_id!r} has no events in {store}")
-    request = history_from_events(
-        estimator,
-        item_ids=events["item_id"],
+    request = estimator.history_from_events(
+        events["item_id"],
         event_types=events["event_type"],
         timestamps=events["timestamp"],
+        unknown_event_types="skip",
     )
     if request.interactions.n_events == 0:
         raise ValueError(f"none of user {user_id!r}'s events is on an item and event type the model knows")

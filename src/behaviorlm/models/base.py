@@ -163,6 +163,11 @@ class Recommender(ABC):
         (path / MODEL_JSON).write_text(json.dumps(meta))
         return path
 
+    @property
+    def trained_on(self) -> Interactions:
+        """The interactions the model was fitted on: its user/item index space and event-type vocabulary."""
+        return self._fitted()
+
     def _fitted(self) -> Interactions:
         if not hasattr(self, "train_"):
             raise RuntimeError(f"{type(self).__name__} is not fitted yet: call fit(train) first")

@@ -153,6 +153,19 @@ def feature_tensors_from_state(state: dict[str, torch.Tensor], prefix: str) -> d
     return out
 
 
+@dataclass(frozen=True, eq=False)
+class EventHistory:
+    """A raw event history mapped into a model's index space: one user (index 0) in ``interactions``.
+
+    ``unknown_items`` / ``unknown_event_types`` list the external ids and type names the model has never
+    seen; their events are left out.
+    """
+
+    interactions: Interactions
+    unknown_items: list[str]
+    unknown_event_types: list[str]
+
+
 @dataclass(frozen=True)
 class NextItemPrediction:
     """Result of :meth:`SequentialRecommender.predict_next`: best-first items and their scores."""
@@ -353,22 +366,24 @@ class SequentialRecommender(Recommender):
             scores = state.to(table.dtype) @ table.T
         return scores.float()
 
-    def predict_next(
+    def history_from_events(
         self,
         item_ids: Sequence[str],
         *,
         event_types: Sequence[str] | None = None,
         timestamps: Sequence[int] | None = None,
-        k: int = 10,
-        exclude_seen: bool = True,
-    ) -> NextItemPrediction:
-        """Top-``k`` next items for a raw event history, oldest first -- no store, no retraining.
+        unknown_event_types: str = "error",
+    ) -> EventHistory:
+        """Map a raw history (external item ids, type names, UTC seconds; oldest first) into the model's
+        index space, as one user (index 0).
 
-        ``item_ids`` are external ids; ids the model has never seen are skipped and reported in
-        ``unknown_items``. ``event_types`` (names from the training vocabulary; default: the first type)
-        and ``timestamps`` (UTC seconds; default: one second apart) are optional. This is the real-time
-        path: a new event changes the next recommendation immediately.
+        Items the model has never seen are left out and listed. A missing ``event_types`` means the
+        vocabulary's first type; missing ``timestamps`` are one second apart. Event types outside the
+        model's vocabulary raise ``ValueError`` (``unknown_event_types="error"``) or are left out and
+        listed (``"skip"``: what a service reading a store with newer event types wants).
         """
+        if unknown_event_types not in ("error", "skip"):
+            raise ValueError(f"unknown_event_types must be 'error' or 'skip', got {unknown_event_types!r}")
         train = self._fitted()
         if not hasattr(self, "item_index_"):
             self.item_index_ = {str(item): i for i, item in enumerate(train.item_ids.tolist())}
@@ -379,31 +394,58 @@ class SequentialRecommender(Recommender):
         if timestamps is not None and len(timestamps) != n:
             raise ValueError(f"timestamps has {len(timestamps)} entries for {n} items")
         unknown_types = sorted({t for t in (event_types or []) if t not in self.type_index_})
-        if unknown_types:
+        if unknown_types and unknown_event_types == "error":
             raise ValueError(
                 f"event types {unknown_types} are not in the model's vocabulary {list(self.type_index_)}"
             )
-        known = [i for i, item in enumerate(item_ids) if str(item) in self.item_index_]
-        unknown = [str(item_ids[i]) for i in range(n) if str(item_ids[i]) not in self.item_index_]
-        items = np.array([self.item_index_[str(item_ids[i])] for i in known], dtype=np.int64)
-        types = np.array(
-            [self.type_index_[event_types[i]] if event_types else 0 for i in known], dtype=np.int16
-        )
-        times = np.array([int(timestamps[i]) if timestamps else i for i in known], dtype=np.int64)
-        history = Interactions(
+        known_item = [str(item) in self.item_index_ for item in item_ids]
+        keep = [
+            i
+            for i in range(n)
+            if known_item[i] and (event_types is None or event_types[i] in self.type_index_)
+        ]
+        interactions = Interactions(
             user_ids=np.array(["request"]),
             item_ids=train.item_ids,
-            user_ptr=np.array([0, len(known)], dtype=np.int64),
-            items=items,
-            timestamps=times,
-            event_types=types,
+            user_ptr=np.array([0, len(keep)], dtype=np.int64),
+            items=np.array([self.item_index_[str(item_ids[i])] for i in keep], dtype=np.int64),
+            timestamps=np.array([int(timestamps[i]) if timestamps else i for i in keep], dtype=np.int64),
+            event_types=np.array(
+                [self.type_index_[event_types[i]] if event_types else 0 for i in keep], dtype=np.int16
+            ),
             event_type_vocab=train.event_type_vocab,
         )
-        recs = self.recommend(np.array([0]), k=k, exclude_seen=exclude_seen, history=history)
+        return EventHistory(
+            interactions=interactions,
+            unknown_items=[str(item_ids[i]) for i in range(n) if not known_item[i]],
+            unknown_event_types=unknown_types,
+        )
+
+    def predict_next(
+        self,
+        item_ids: Sequence[str],
+        *,
+        event_types: Sequence[str] | None = None,
+        timestamps: Sequence[int] | None = None,
+        k: int = 10,
+        exclude_seen: bool = True,
+        unknown_event_types: str = "error",
+    ) -> NextItemPrediction:
+        """Top-``k`` next items for a raw event history, oldest first -- no store, no retraining.
+
+        The history is read by :meth:`history_from_events` (unknown items are skipped and reported in
+        ``unknown_items``). This is the real-time path: a new event changes the next recommendation
+        immediately.
+        """
+        history = self.history_from_events(
+            item_ids, event_types=event_types, timestamps=timestamps, unknown_event_types=unknown_event_types
+        )
+        train = self._fitted()
+        recs = self.recommend(np.array([0]), k=k, exclude_seen=exclude_seen, history=history.interactions)
         return NextItemPrediction(
             item_ids=[str(train.item_ids[i]) for i in recs.items[0]],
             scores=recs.scores[0].tolist(),
-            unknown_items=unknown,
+            unknown_items=history.unknown_items,
         )
 
     def quantized(self, *, table_dtype: torch.dtype = torch.bfloat16) -> SequentialRecommender:

@@ -106,7 +106,7 @@ def build_profile(
         prediction = model.predict_next(
             [str(data.item_ids[i]) for i in items],
             event_types=[vocab[t] for t in types]
-            if set(vocab) <= set(model._fitted().event_type_vocab)
+            if set(vocab) <= set(model.trained_on.event_type_vocab)
             else None,
             timestamps=times.tolist(),
             k=5,

@@ -22,6 +22,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -413,22 +414,22 @@ def create_app(config: ServiceConfig) -> FastAPI:
                 history = service.user_history(stored_id)
             except (IngestError, StoreError) as exc:
                 raise HTTPException(status_code=503, detail=str(exc)) from None
-            known_types = set(model._fitted().event_type_vocab)
-            keep = [i for i, t in enumerate(history["event_type"]) if t in known_types]
-            prediction = model.predict_next(
-                [history["item_id"][i] for i in keep],
-                event_types=[history["event_type"][i] for i in keep],
-                timestamps=[history["timestamp"][i] for i in keep],
-                k=k,
+            request = model.history_from_events(
+                history["item_id"],
+                event_types=history["event_type"],
+                timestamps=history["timestamp"],
+                unknown_event_types="skip",
             )
+            recs = model.recommend(np.array([0]), k=k, history=request.interactions)
+            item_ids = model.trained_on.item_ids
             return Recommendations(
                 user_id=user_id,
                 items=[
-                    RecommendedItem(item_id=i, score=s)
-                    for i, s in zip(prediction.item_ids, prediction.scores, strict=True)
+                    RecommendedItem(item_id=str(item_ids[i]), score=float(score))
+                    for i, score in zip(recs.items[0], recs.scores[0], strict=True)
                 ],
-                history_events=len(keep) - len(prediction.unknown_items),
-                skipped_events=len(history["item_id"]) - len(keep) + len(prediction.unknown_items),
+                history_events=request.interactions.n_events,
+                skipped_events=len(history["item_id"]) - request.interactions.n_events,
                 model=model.name,
             )
 
