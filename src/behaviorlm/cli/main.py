@@ -620,6 +620,75 @@ def explain(
     console.print(reasons)
 
 
+@app.command()
+@_user_errors
+def effects(
+    treatment: Annotated[str, typer.Option(help="Treatment: an event type done in the treatment window.")],
+    outcome: Annotated[
+        str, typer.Option(help="Outcome: an event type done in the outcome window.")
+    ] = "purchase",
+    store: StoreOption = Path("behaviorlm.duckdb"),
+    split_time: Annotated[
+        str | None,
+        typer.Option("--split-time", help="Start of the outcome window (ISO-8601; UTC if no offset)."),
+    ] = None,
+    window_hours: Annotated[
+        float | None, typer.Option("--window-hours", help="Length of the treatment and outcome windows.")
+    ] = None,
+    learner: Annotated[str, typer.Option(help="Nuisance models: boosting or linear.")] = "boosting",
+    folds: Annotated[int, typer.Option(help="Cross-fitting folds.")] = 5,
+    refute: Annotated[bool, typer.Option("--refute/--no-refute", help="Run the refutations.")] = True,
+    seed: Annotated[int, typer.Option(help="Seed of folds, learners and refutations.")] = 0,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the report as JSON here.")
+    ] = None,
+    plot: Annotated[Path | None, typer.Option(help="Also plot the per-segment effects (PNG) here.")] = None,
+) -> None:
+    """Average causal effect of one behaviour on a later one (naive, regression, IPW, AIPW, DML), with
+    refutations and per-activity-segment effects; see docs/causal-effects.md."""
+    from behaviorlm.causal.effects import (
+        EffectConfig,
+        activity_segments,
+        analyze_effects,
+        build_effect_table,
+        effect_windows,
+        plot_segment_effects,
+        utc_seconds,
+    )
+
+    _require_store(store)
+    with EventStore(store, read_only=True) as es:
+        data = es.interactions()
+    split = utc_seconds(split_time) if split_time is not None else None
+    windows = effect_windows(data, split_time=split, window_hours=window_hours)
+    table = activity_segments(build_effect_table(data, treatment=treatment, outcome=outcome, windows=windows))
+    config = EffectConfig(learner=learner, n_folds=folds, seed=seed)
+    with console.status(f"estimating on {table.n_users:,} users …", spinner="dots"):
+        report = analyze_effects(table, refute=refute, config=config)
+    for name, span in windows.describe().items():
+        console.print(f"{name} window: {span}", highlight=False, soft_wrap=True)
+    console.print(report.summary().replace("`", ""), highlight=False, soft_wrap=True)
+    for warning in report.warnings:
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+    for title, (header, rows) in (
+        ("average effect (95% CI) and refutations", report.estimate_rows()),
+        ("effect by feature-window activity", report.segment_rows()),
+    ):
+        if rows:
+            grid = Table(*header, title=title, title_justify="left")
+            for row in rows:
+                grid.add_row(*row)
+            console.print(grid)
+    if report.segments_left_out():
+        console.print(
+            f"segments left out (too few treated or untreated): {', '.join(report.segments_left_out())}"
+        )
+    if json_out is not None:
+        json_out.write_text(json.dumps(report.to_dict(), indent=2))
+    if plot is not None:
+        plot_segment_effects(report, path=plot)
+
+
 # ---------------------------------------------------------------------------------------------- service
 keys_app = typer.Typer(help="API keys of the REST service.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
