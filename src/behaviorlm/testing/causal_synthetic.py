@@ -18,20 +18,22 @@ outcome, :data:`WINDOWS`) they generate an event log:
   all confounding, whether the analysis starts from :attr:`CausalSyntheticData.table` or from the
   event log.
 * Treatment window: the user carts (1 + Poisson(0.5) ``cart`` events) with probability
-  ``sigmoid(-0.9 + c (1.3 act + 0.5 act^2 + 2 focus + 0.6 carts - 2 rec))`` and, independently, favs
+  ``sigmoid(-0.5 + c (0.8 act + 0.2 act^2 + 1.5 focus + 0.3 carts - 1.5 rec))`` (0.15 to 0.91 for
+  98% of users, so every kind of user is seen carting and not carting) and, independently, favs
   one item with probability ``sigmoid(-1.5 + c (act + 2.5 focus - rec))``, where ``act = log1p(views) -
   log 9``, ``focus = 1 - distinct / views - 0.25``, ``carts = log1p(pre carts)``, ``rec = recency /
   336 h - 0.25`` and ``c`` is ``confounding``. Active, focused, recent users cart and fav more.
 * Outcome window: the user buys with probability ``p0(x) + effect(segment) * cart`` where
-  ``p0 = 0.45 sigmoid(-1.2 + 1.2 act + 1.5 focus + 0.8 log1p(pre purchases) - 1.5 rec)``. The same
+  ``p0 = 0.45 sigmoid(-1.2 + 1.5 act + 2 focus + 0.8 log1p(pre purchases) - 2 rec)``. The same
   active, focused, recent users buy more anyway, so the naive treated-vs-untreated difference
   overstates the effect of carting. Favs have no effect at all: the fav "treatment" is correlated
   with purchasing only through the confounders.
 
 The true effect of carting is additive on the purchase probability and depends only on the segment
-(:data:`DEFAULT_SEGMENTS`: app +0.05, web +0.10, mini-program +0.20, shares 40/35/25%), so the
-population ATE is 0.4 * 0.05 + 0.35 * 0.10 + 0.25 * 0.20 = **0.105**; :attr:`CausalSyntheticData.true_ate`
-is the average over the drawn users (the sample ATE, the estimand of a given draw).
+(:data:`DEFAULT_SEGMENTS`: app +0.10, web +0.20, mini-program +0.30, shares 50/30/20%), so the
+population ATE is 0.5 * 0.10 + 0.3 * 0.20 + 0.2 * 0.30 = **0.17**; :attr:`CausalSyntheticData.true_ate`
+is the average over the drawn users (the sample ATE, the estimand of a given draw). With the default
+``confounding=1`` the naive difference is about 0.25, i.e. ~47% too high.
 """
 
 from __future__ import annotations
