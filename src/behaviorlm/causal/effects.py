@@ -28,7 +28,7 @@ Estimators (:func:`estimate_effects`), all with 95% confidence intervals:
   cross-fitted outcome and propensity models; influence-function standard error.
 * ``dml`` -- double/debiased machine learning, partially linear model by partialling-out
   (Chernozhukov et al. 2018, "Double/debiased machine learning for treatment and structural
-  parameters", eq. 4.4 with the Robinson 1988 residual-on-residual score) with cross-fitting. It
+  parameters", sec. 4.1, with the Robinson 1988 residual-on-residual score) with cross-fitting. It
   estimates a variance-weighted average of effects (weights Var(T | X)); this equals the ATE when the
   effect does not vary with the propensity.
 * ``econml-dml`` / ``econml-dr`` -- EconML's ``LinearDML`` and ``LinearDRLearner`` on the same
@@ -567,7 +567,8 @@ def _folds(treatment: np.ndarray, config: EffectConfig) -> list[tuple[np.ndarray
 
 
 def _cross_fit(x: np.ndarray, t: np.ndarray, y: np.ndarray, config: EffectConfig) -> _Nuisances:
-    """Out-of-fold nuisance predictions (Chernozhukov et al. 2018, Definition 3.1: cross-fitting)."""
+    """Out-of-fold nuisance predictions: the cross-fitting of Chernozhukov et al. (2018, sec. 3); the
+    estimators then pool every fold's scores (their DML2)."""
     n = len(t)
     binary = _is_binary(y)
     e, m, mu0, mu1 = (np.empty(n) for _ in range(4))
@@ -654,7 +655,7 @@ def _mean_with_se(scores: np.ndarray) -> tuple[float, float]:
 def _dml(t: np.ndarray, y: np.ndarray, nu: _Nuisances) -> tuple[float, float]:
     """Chernozhukov et al. (2018), partially linear model, partialling-out score:
     theta = sum(v * w) / sum(v * v) with v = t - E[t|x], w = y - E[y|x] (cross-fitted); variance
-    mean(psi^2) / mean(v^2)^2 / n with psi = v (w - theta v) (their Theorem 4.1)."""
+    mean(psi^2) / mean(v^2)^2 / n with psi = v (w - theta v) (their sec. 4.1)."""
     v = t - nu.propensity
     w = y - nu.outcome_mean
     jacobian = float((v * v).mean())
