@@ -689,6 +689,64 @@ def effects(
         plot_segment_effects(report, path=plot)
 
 
+# ---------------------------------------------------------------------------------------------- graph
+graph_app = typer.Typer(
+    help="The behaviour knowledge graph (users, items, attributes, KG entities).", no_args_is_help=True
+)
+app.add_typer(graph_app, name="graph")
+
+
+def _print_graph_stats(stats: dict) -> None:
+    table = Table(
+        "edge type (source__relation__target)",
+        "edges",
+        title="behaviour knowledge graph",
+        title_justify="left",
+    )
+    for name, n in sorted(stats["edges"].items(), key=lambda kv: -kv[1]):
+        table.add_row(name, f"{n:,}")
+    console.print(table)
+    console.print(
+        "nodes: "
+        + ", ".join(f"{t} {n:,}" for t, n in stats["nodes"].items())
+        + f"; {stats['total_edges']:,} edges, {stats['edge_bytes'] / 2**20:.1f} MiB of edge lists "
+        f"({stats['bytes_per_million_edges'] / 2**20:.1f} MiB per million edges)",
+        highlight=False,
+    )
+
+
+@graph_app.command("stats")
+@_user_errors
+def graph_stats(store: StoreOption = Path("behaviorlm.duckdb")) -> None:
+    """Node and edge counts per type, and the memory the edge lists take."""
+    from behaviorlm.data.graph import build_graph
+
+    _require_store(store)
+    with EventStore(store, read_only=True) as es, console.status("building the graph …", spinner="dots"):
+        graph = build_graph(es)
+    _print_graph_stats(graph.stats())
+
+
+@graph_app.command("build")
+@_user_errors
+def graph_build(
+    out: Annotated[Path, typer.Option(help="Folder for the Parquet node and edge lists.")],
+    store: StoreOption = Path("behaviorlm.duckdb"),
+    knowledge_graph: Annotated[
+        bool, typer.Option(help="Include the store's KG triples and item links.")
+    ] = True,
+) -> None:
+    """Build the graph from the store and write it as Parquet edge lists (one file per edge type)."""
+    from behaviorlm.data.graph import build_graph
+
+    _require_store(store)
+    with EventStore(store, read_only=True) as es, console.status("building the graph …", spinner="dots"):
+        graph = build_graph(es, with_knowledge_graph=knowledge_graph)
+    files = graph.to_parquet(out)
+    _print_graph_stats(graph.stats())
+    console.print(f"[green]wrote[/] {len(files)} Parquet files to {out}")
+
+
 # ---------------------------------------------------------------------------------------------- service
 keys_app = typer.Typer(help="API keys of the REST service.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
