@@ -12,6 +12,7 @@ history as the model would (gaps recomputed, older events entering the 200-event
 * ``influence-gradient``: largest gradient x input first (8-step path from the empty-slot reference);
 * ``influence-random``: a seeded random order;
 * ``influence-recency``: most recent first.
+* ``influence-greedy``: deletion influence recomputed after every removal (``steps`` deletion passes).
 
 Metrics (means over users): ``deletion_auc`` (area under the log-probability change over the removed
 share 0..1, nats; lower = more faithful), ``drop_at_k`` (fall of log p after removing k events),
@@ -43,6 +44,7 @@ RESULTS = Path(__file__).resolve().parent / "results.jsonl"
 ML100K_TRANSFORMER = {"max_len": 200, "batch_size": 32, "dropout": 0.2, "d_model": 128}
 """The ML-100k Transformer settings of benchmarks/run_sequential.py (chosen on validation NDCG@10)."""
 MODEL_NAMES = {
+    "greedy": "influence-greedy",
     "influence": "influence-deletion",
     "gradient": "influence-gradient",
     "random": "influence-random",
@@ -59,6 +61,7 @@ def main() -> None:
     parser.add_argument("--max-train-seconds", type=float, default=150.0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--orders", nargs="+", default=list(DELETION_ORDERS), choices=DELETION_ORDERS)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -82,7 +85,7 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     users = np.sort(rng.choice(candidates, size=min(args.users, len(candidates)), replace=False))
     window = np.minimum(history.lengths()[users], model.max_len)
-    for order in DELETION_ORDERS:
+    for order in args.orders:
         started = time.perf_counter()
         curve = deletion_curve(model, history, users, order=order, steps=args.steps, seed=args.seed)
         seconds = time.perf_counter() - started

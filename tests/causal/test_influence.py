@@ -135,6 +135,9 @@ def test_deletion_curve_influence_order_is_most_faithful(model, fresh) -> None:
     assert curves["influence"].drop_at(1) > 1.0
     assert curves["influence"].mean_rank[1] > 3 * curves["influence"].mean_rank[0]
     assert curves["influence"].metrics()["drop_at_1"] == pytest.approx(curves["influence"].drop_at(1))
+    # Greedy re-ranking removes the same first event and is never less faithful than the one-shot ranking.
+    assert curves["greedy"].drop_at(1) == pytest.approx(curves["influence"].drop_at(1))
+    assert curves["greedy"].auc <= curves["influence"].auc + 1e-9
 
 
 def test_top_events_are_plain_facts(model, fresh) -> None:

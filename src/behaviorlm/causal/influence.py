@@ -51,7 +51,7 @@ __all__ = [
     "gradient_influence",
 ]
 
-DELETION_ORDERS = ("influence", "gradient", "random", "recency")
+DELETION_ORDERS = ("greedy", "influence", "gradient", "random", "recency")
 """Orders :func:`deletion_curve` can remove events in."""
 
 
@@ -266,7 +266,8 @@ def deletion_curve(
 ) -> DeletionCurve:
     """Faithfulness of an event ordering: remove its first ``1..steps`` events, follow the target.
 
-    Orders: ``"influence"`` (largest :func:`deletion_influence` first), ``"gradient"`` (largest
+    Orders: ``"greedy"`` (largest deletion influence first, recomputed after every removal),
+    ``"influence"`` (largest :func:`deletion_influence` first), ``"gradient"`` (largest
     :func:`gradient_influence` with ``gradient_steps`` first), ``"random"`` (a seeded permutation per
     user) and ``"recency"`` (most recent first). Each user's target is ``target_items[i]`` or, by
     default, the model's top-1 next item for the full history. Removals are cumulative and the history
@@ -299,20 +300,23 @@ def deletion_curve(
     targets = _resolve_targets(model, history, users, base_scores, target_items, exclude_seen)
     base_lp, base_rank = _log_prob_and_rank(base_scores, targets)
 
-    priority = _priorities(
-        model,
-        history,
-        users,
-        windows,
-        targets,
-        base_lp,
-        order=order,
-        seed=seed,
-        gradient_steps=gradient_steps,
-        batch_size=batch_size,
-    )
-    priority = np.where(windows.candidate, priority, -np.inf)
-    ranked = np.argsort(-priority, axis=1, kind="stable")[:, :steps]  # columns to remove, in order
+    if order == "greedy":
+        ranked = _greedy_order(model, history, windows, targets, base_lp, steps=steps, batch_size=batch_size)
+    else:
+        priority = _priorities(
+            model,
+            history,
+            users,
+            windows,
+            targets,
+            base_lp,
+            order=order,
+            seed=seed,
+            gradient_steps=gradient_steps,
+            batch_size=batch_size,
+        )
+        priority = np.where(windows.candidate, priority, -np.inf)
+        ranked = np.argsort(-priority, axis=1, kind="stable")[:, :steps]  # columns to remove, in order
 
     # Row (u, s) keeps user u's events minus the first s + 1 of the ordering: event j goes from row j on.
     keep = np.repeat(present[:, None, :], steps, axis=1)
@@ -617,6 +621,44 @@ def _priorities(
     out = np.zeros((n_users, width))
     out[user_of_row, column_of_row] = base_log_probs[user_of_row] - deleted_lp
     return out
+
+
+def _greedy_order(
+    model: SequentialRecommender,
+    history: Interactions,
+    windows: _Windows,
+    targets: np.ndarray,
+    base_log_probs: np.ndarray,
+    *,
+    steps: int,
+    batch_size: int,
+) -> np.ndarray:
+    """``[U, steps]`` columns removed one at a time, each the event whose deletion now lowers the
+    target's log-probability most (single-event influences recomputed after every removal, so an event
+    that takes over the role of a removed one is found next). Costs ``steps`` deletion passes."""
+    n_users = len(targets)
+    keep_now = windows.index >= 0
+    current = base_log_probs.copy()
+    ranked = np.zeros((n_users, steps), dtype=np.int64)
+    everyone = np.arange(n_users)
+    for step in range(steps):
+        user_of_row, column_of_row = np.nonzero(windows.candidate & keep_now)
+        keep = keep_now[user_of_row].copy()
+        keep[np.arange(len(keep)), column_of_row] = False
+        deleted_lp, _ = _row_log_probs(
+            model, history, windows.index[user_of_row], keep, targets[user_of_row], batch_size=batch_size
+        )
+        drop = np.full(keep_now.shape, -np.inf)
+        drop[user_of_row, column_of_row] = current[user_of_row] - deleted_lp
+        pick = drop.argmax(axis=1)
+        ranked[:, step] = pick
+        chosen = np.full(keep_now.shape, False)
+        chosen[user_of_row, column_of_row] = True
+        lookup = np.full(keep_now.shape, np.nan)
+        lookup[user_of_row, column_of_row] = deleted_lp
+        current = lookup[everyone, pick]
+        keep_now[everyone, pick] = False
+    return ranked
 
 
 def _influence(
