@@ -188,3 +188,19 @@ def test_anomalies_endpoint_ranks_a_scraper_first(client, deployment) -> None:
         "burst_share",
     }
     assert client.get("/v1/anomalies").status_code == 401
+
+
+def test_explanation_names_the_event_behind_the_top_recommendation(client, deployment) -> None:
+    read, write = auth(deployment, "reader"), auth(deployment, "writer")
+    base = 1_850_000_000
+    views = [
+        {"user_id": "why", "item_id": f"i{i:03d}", "event_type": "view", "timestamp": base + n}
+        for n, i in enumerate((20, 3, 11))
+    ]
+    client.post("/v1/events", json={"events": views}, headers=write)
+    top = client.get("/v1/users/why/recommendations?k=1", headers=read).json()["items"][0]["item_id"]
+    answer = client.get("/v1/users/why/explanation?k=3", headers=read).json()
+    assert answer["item_id"] == top == "i012"  # successor of the latest view
+    assert answer["because"][0]["item_id"] == "i011" and answer["because"][0]["events_ago"] == 1
+    assert answer["because"][0]["effect"] > answer["because"][-1]["effect"]
+    assert client.get("/v1/users/nobody-at-all/explanation", headers=read).status_code == 404

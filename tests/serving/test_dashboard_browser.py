@@ -238,6 +238,10 @@ def test_dashboard_end_to_end(server: dict[str, Any], browser: Any, artifacts: P
         expected = [r["item_id"] for r in api.get("/v1/users/user3/recommendations?k=10").json()["items"]]
         assert recs.first.text_content() == expected[0]
         assert recs.all_text_contents() == expected
+        # The explanation names the top item and the events the API's explanation gives.
+        why = api.get("/v1/users/user3/explanation?k=3").json()
+        expect(page.locator("#explanation")).to_contain_text(f"Why {why['item_id']} first")
+        expect(page.locator("#explanation")).to_contain_text(why["because"][0]["item_id"])
         shot("03-user-lookup")
 
         # An event posted through the API shows up in the timeline at the next lookup.

@@ -117,6 +117,25 @@ class UserEvents(BaseModel):
     """Oldest first; the user's last ``limit`` events."""
 
 
+class SupportingEvent(BaseModel):
+    item_id: str
+    event_type: str
+    time: datetime
+    events_ago: int
+    """1 = the user's latest event."""
+    effect: float
+    """How much the recommended item's log-probability falls without this event (nats)."""
+
+
+class Explanation(BaseModel):
+    user_id: str
+    item_id: str
+    """The user's top recommendation, which the events below explain."""
+    log_probability: float
+    because: list[SupportingEvent]
+    method: str
+
+
 class AnomalyReasonOut(BaseModel):
     feature: str
     value: float
@@ -431,6 +450,44 @@ def create_app(config: ServiceConfig) -> FastAPI:
                 history_events=request.interactions.n_events,
                 skipped_events=len(history["item_id"]) - request.interactions.n_events,
                 model=model.name,
+            )
+
+        @app.get("/v1/users/{user_id}/explanation", response_model=Explanation, tags=["users"])
+        def explanation(
+            user_id: Annotated[str, Path(min_length=1, max_length=MAX_ID)],
+            _: Annotated[ApiKey, Depends(authorize("read"))],
+            k: Annotated[int, Query(ge=1, le=20)] = 5,
+        ) -> Explanation:
+            """Why the top recommendation: the user's events whose removal lowers it most (deletion influence).
+
+            Every event is removed in turn and the model re-scores the catalogue (one batched pass); the
+            facts are the model's own counterfactuals, not a narrative (docs/causal.md).
+            """
+            from behaviorlm.causal.influence import deletion_influence
+
+            model = service.model
+            stored_id = pseudonymize_user_id(user_id, config=config.ingest)
+            history = service.user_history(stored_id)
+            request = model.history_from_events(
+                history["item_id"],
+                event_types=history["event_type"],
+                timestamps=history["timestamp"],
+                unknown_event_types="skip",
+            )
+            if request.interactions.n_events == 0:
+                raise HTTPException(
+                    status_code=404, detail=f"user {user_id!r} has no events the model can read"
+                )
+            influence = deletion_influence(model, request.interactions, 0)
+            return Explanation(
+                user_id=user_id,
+                item_id=influence.target_item_id,
+                log_probability=float(influence.base_log_prob),
+                because=[
+                    SupportingEvent(**{f: e[f] for f in SupportingEvent.model_fields})
+                    for e in influence.top(k)
+                ],
+                method="deletion influence (leave one event out)",
             )
 
         @app.post("/v1/model/reload", tags=["service"])

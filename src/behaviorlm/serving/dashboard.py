@@ -127,6 +127,7 @@ _PAGE = """<!DOCTYPE html>
     <h2>Recommendations</h2>
     <p id="recommendations-note" class="muted">Top __K__ next items from the user's latest events.</p>
     <ol id="recommendations"></ol>
+    <p id="explanation" class="muted"></p>
   </section>
 </main>
 <script>
@@ -343,6 +344,7 @@ _PAGE = """<!DOCTYPE html>
     $("timeline-user").textContent = "";
     $("timeline").tBodies[0].replaceChildren();
     $("recommendations").replaceChildren();
+    $("explanation").textContent = "";
     $("timeline-note").textContent = NOTES.timeline;
     $("recommendations-note").textContent = NOTES.recs;
   }
@@ -360,6 +362,19 @@ _PAGE = """<!DOCTYPE html>
       renderTimeline(timeline.user_id, timeline.events);
       if (recs) {
         renderRecommendations(recs);
+        $("explanation").textContent = "";
+        if (recs.items.length) {
+          try {
+            const why = await api(base + "/explanation?k=3");
+            if (seq !== lookupSeq) return;
+            $("explanation").textContent = "Why " + why.item_id + " first: without " +
+              why.because.map((e) => e.event_type + " of " + e.item_id + " (" + e.events_ago +
+                " events ago, -" + e.effect.toFixed(2) + " nats)").join(", ") +
+              " the model would rank it lower.";
+          } catch (err) {
+            if (err.status !== 404) { showError(err.message); }
+          }
+        }
       } else {
         $("recommendations").replaceChildren();
         $("recommendations-note").textContent = "No model is loaded: the service has no recommendations.";
