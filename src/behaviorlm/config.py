@@ -115,6 +115,8 @@ class ServiceConfig(StrictConfig):
     """Event store (DuckDB file) the service reads histories from and writes posted events to."""
     model: str | None = None
     """Saved sequence model (``Recommender.save`` folder) for recommendations; none: the endpoint is absent."""
+    intent_model: str | None = None
+    """Saved next-event-type model or sequence classifier (``behaviorlm.models.heads``) behind ``/intent``."""
     keys_file: str
     """API keys (``behaviorlm keys create``): names, scopes and SHA-256 hashes, never the keys themselves."""
     ingest: IngestConfig = Field(default_factory=lambda: IngestConfig(format="jsonl"))

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Self
 
 import numpy as np
@@ -603,3 +604,24 @@ class EventTagger(_LabelHead):
         proba = self.predict_proba(tagged.interactions, users=tagged.selected_users)
         report = classification_report(tagged.tags[tagged.event_index()], proba=proba, classes=self.classes_)
         return {"protocol": f"one tag per event, windows of {self.max_len} events", **report}
+
+
+def load_intent_model(path: str | Path) -> NextEventTypeModel | SequenceClassifier:
+    """Load a saved :class:`NextEventTypeModel` or :class:`SequenceClassifier` (whichever ``path`` holds)."""
+    import json
+
+    meta_file = Path(path) / "model.json"
+    if not meta_file.exists():
+        raise FileNotFoundError(f"{meta_file} not found: {path} is not a saved behaviorlm model")
+    name = json.loads(meta_file.read_text()).get("model")
+    classes = {cls.name: cls for cls in (NextEventTypeModel, SequenceClassifier)}
+    if name not in classes:
+        raise ValueError(f"{path} holds a {name!r} model; an intent model is one of {sorted(classes)}")
+    return classes[name].load(path)
+
+
+def intent_classes(model: NextEventTypeModel | SequenceClassifier) -> list[str]:
+    """Column names of ``model.predict_proba``: event types, or the classifier's labels."""
+    if isinstance(model, SequenceClassifier):
+        return [str(c) for c in model.classes_]
+    return list(model.event_type_vocab_)

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -42,7 +42,13 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from behaviorlm.data.sequences import Interactions
-from behaviorlm.models.sequential import IGNORE, SequenceTensors, SequentialRecommender
+from behaviorlm.models.sequential import (
+    IGNORE,
+    EventHistory,
+    SequenceTensors,
+    SequentialRecommender,
+    raw_history,
+)
 from behaviorlm.models.transformer import BehaviorTransformerNet
 from behaviorlm.training import loop
 from behaviorlm.training.loop import Batch, TrainerConfig, TrainingHistory, seed_everything
@@ -116,6 +122,7 @@ class EncoderModel:
     net_: nn.Module
     n_items_: int
     event_type_vocab_: tuple[str, ...]
+    item_ids_: np.ndarray | None
     history_: TrainingHistory
 
     # ------------------------------------------------------------------ parameters
@@ -149,6 +156,31 @@ class EncoderModel:
     def _remember_space(self, interactions: Interactions) -> None:
         self.n_items_ = interactions.n_items
         self.event_type_vocab_ = tuple(interactions.event_type_vocab)
+        self.item_ids_ = np.asarray(interactions.item_ids).astype(str)
+
+    def history_from_events(
+        self,
+        item_ids: Sequence[str],
+        *,
+        event_types: Sequence[str] | None = None,
+        timestamps: Sequence[int] | None = None,
+        unknown_event_types: str = "error",
+    ) -> EventHistory:
+        """A raw event history in this model's index space (one user, index 0), e.g. to ask a head about a
+        request's history; see :func:`~behaviorlm.models.sequential.raw_history`."""
+        self._fitted()
+        if getattr(self, "item_ids_", None) is None:
+            raise ValueError(
+                f"this {type(self).__name__} was saved without its item ids (an older save): refit it to read raw histories"
+            )
+        return raw_history(
+            item_ids,
+            event_types=event_types,
+            timestamps=timestamps,
+            item_space=self.item_ids_,
+            event_type_vocab=self.event_type_vocab_,
+            unknown_event_types=unknown_event_types,
+        )
 
     def _check_space(self, interactions: Interactions, *, where: str) -> None:
         """The data must share the item index space and event types the model was fitted on."""
@@ -234,6 +266,7 @@ class EncoderModel:
             "params": self.get_params(),
             "n_items": self.n_items_,
             "event_type_vocab": list(self.event_type_vocab_),
+            "item_ids": None if getattr(self, "item_ids_", None) is None else self.item_ids_.tolist(),
             **self._extra_meta(),
         }
         (path / MODEL_JSON).write_text(json.dumps(meta))
@@ -252,6 +285,7 @@ class EncoderModel:
         model = cls(**meta["params"])
         model.n_items_ = int(meta["n_items"])
         model.event_type_vocab_ = tuple(meta["event_type_vocab"])
+        model.item_ids_ = None if meta.get("item_ids") is None else np.asarray(meta["item_ids"]).astype(str)
         model._restore_extra(meta)
         model.net_ = model._build_fitted_net()
         model.net_.load_state_dict(load_file(str(path / WEIGHTS_FILE)))

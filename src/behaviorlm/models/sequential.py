@@ -166,6 +166,60 @@ class EventHistory:
     unknown_event_types: list[str]
 
 
+def raw_history(
+    item_ids: Sequence[str],
+    *,
+    event_types: Sequence[str] | None,
+    timestamps: Sequence[int] | None,
+    item_space: np.ndarray,
+    event_type_vocab: tuple[str, ...],
+    unknown_event_types: str = "error",
+    item_index: dict[str, int] | None = None,
+) -> EventHistory:
+    """A raw history (external item ids, type names, UTC seconds; oldest first) in the index space of
+    ``item_space`` / ``event_type_vocab``, as one user (index 0) -- what every model that reads a
+    request's history uses.
+
+    Items outside the space are left out and listed. A missing ``event_types`` means the vocabulary's
+    first type; missing ``timestamps`` are one second apart. Event types outside the vocabulary raise
+    ``ValueError`` (``unknown_event_types="error"``) or are left out and listed (``"skip"``: what a
+    service reading a store with newer event types wants). ``item_index`` (id -> index) may be passed
+    to avoid rebuilding it per request.
+    """
+    if unknown_event_types not in ("error", "skip"):
+        raise ValueError(f"unknown_event_types must be 'error' or 'skip', got {unknown_event_types!r}")
+    item_index = (
+        item_index if item_index is not None else {str(i): n for n, i in enumerate(item_space.tolist())}
+    )
+    type_index = {name: i for i, name in enumerate(event_type_vocab)}
+    n = len(item_ids)
+    if event_types is not None and len(event_types) != n:
+        raise ValueError(f"event_types has {len(event_types)} entries for {n} items")
+    if timestamps is not None and len(timestamps) != n:
+        raise ValueError(f"timestamps has {len(timestamps)} entries for {n} items")
+    unknown_types = sorted({t for t in (event_types or []) if t not in type_index})
+    if unknown_types and unknown_event_types == "error":
+        raise ValueError(f"event types {unknown_types} are not in the model's vocabulary {list(type_index)}")
+    known_item = [str(item) in item_index for item in item_ids]
+    keep = [i for i in range(n) if known_item[i] and (event_types is None or event_types[i] in type_index)]
+    interactions = Interactions(
+        user_ids=np.array(["request"]),
+        item_ids=item_space,
+        user_ptr=np.array([0, len(keep)], dtype=np.int64),
+        items=np.array([item_index[str(item_ids[i])] for i in keep], dtype=np.int64),
+        timestamps=np.array([int(timestamps[i]) if timestamps else i for i in keep], dtype=np.int64),
+        event_types=np.array(
+            [type_index[event_types[i]] if event_types else 0 for i in keep], dtype=np.int16
+        ),
+        event_type_vocab=tuple(event_type_vocab),
+    )
+    return EventHistory(
+        interactions=interactions,
+        unknown_items=[str(item_ids[i]) for i in range(n) if not known_item[i]],
+        unknown_event_types=unknown_types,
+    )
+
+
 @dataclass(frozen=True)
 class NextItemPrediction:
     """Result of :meth:`SequentialRecommender.predict_next`: best-first items and their scores."""
@@ -375,50 +429,19 @@ class SequentialRecommender(Recommender):
         unknown_event_types: str = "error",
     ) -> EventHistory:
         """Map a raw history (external item ids, type names, UTC seconds; oldest first) into the model's
-        index space, as one user (index 0).
-
-        Items the model has never seen are left out and listed. A missing ``event_types`` means the
-        vocabulary's first type; missing ``timestamps`` are one second apart. Event types outside the
-        model's vocabulary raise ``ValueError`` (``unknown_event_types="error"``) or are left out and
-        listed (``"skip"``: what a service reading a store with newer event types wants).
-        """
-        if unknown_event_types not in ("error", "skip"):
-            raise ValueError(f"unknown_event_types must be 'error' or 'skip', got {unknown_event_types!r}")
+        index space, as one user (index 0); see :func:`raw_history`."""
         train = self._fitted()
         if not hasattr(self, "item_index_"):
             self.item_index_ = {str(item): i for i, item in enumerate(train.item_ids.tolist())}
             self.type_index_ = {name: i for i, name in enumerate(train.event_type_vocab)}
-        n = len(item_ids)
-        if event_types is not None and len(event_types) != n:
-            raise ValueError(f"event_types has {len(event_types)} entries for {n} items")
-        if timestamps is not None and len(timestamps) != n:
-            raise ValueError(f"timestamps has {len(timestamps)} entries for {n} items")
-        unknown_types = sorted({t for t in (event_types or []) if t not in self.type_index_})
-        if unknown_types and unknown_event_types == "error":
-            raise ValueError(
-                f"event types {unknown_types} are not in the model's vocabulary {list(self.type_index_)}"
-            )
-        known_item = [str(item) in self.item_index_ for item in item_ids]
-        keep = [
-            i
-            for i in range(n)
-            if known_item[i] and (event_types is None or event_types[i] in self.type_index_)
-        ]
-        interactions = Interactions(
-            user_ids=np.array(["request"]),
-            item_ids=train.item_ids,
-            user_ptr=np.array([0, len(keep)], dtype=np.int64),
-            items=np.array([self.item_index_[str(item_ids[i])] for i in keep], dtype=np.int64),
-            timestamps=np.array([int(timestamps[i]) if timestamps else i for i in keep], dtype=np.int64),
-            event_types=np.array(
-                [self.type_index_[event_types[i]] if event_types else 0 for i in keep], dtype=np.int16
-            ),
+        return raw_history(
+            item_ids,
+            event_types=event_types,
+            timestamps=timestamps,
+            item_space=train.item_ids,
             event_type_vocab=train.event_type_vocab,
-        )
-        return EventHistory(
-            interactions=interactions,
-            unknown_items=[str(item_ids[i]) for i in range(n) if not known_item[i]],
-            unknown_event_types=unknown_types,
+            unknown_event_types=unknown_event_types,
+            item_index=self.item_index_,
         )
 
     def predict_next(

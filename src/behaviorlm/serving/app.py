@@ -136,6 +136,15 @@ class Explanation(BaseModel):
     method: str
 
 
+class Intent(BaseModel):
+    user_id: str
+    model: str
+    """``next_event_type`` (what the user does next: view, cart, purchase, ...) or ``sequence_classifier``."""
+    probabilities: dict[str, float]
+    """Class -> probability, most likely first."""
+    history_events: int
+
+
 class AnomalyReasonOut(BaseModel):
     feature: str
     value: float
@@ -175,6 +184,12 @@ class _Service:
         self.limiter = RateLimiter(config.rate_limit_per_minute)
         self.metrics = RequestMetrics()
         self.model = self.load_model() if config.model else None
+        if config.intent_model:
+            from behaviorlm.models.heads import load_intent_model
+
+            self.intent_model = load_intent_model(config.intent_model)
+        else:
+            self.intent_model = None
         self.history = HistoryCache(
             window=getattr(self.model, "max_len", 1), max_users=config.history_cache_users
         )
@@ -346,6 +361,38 @@ def create_app(config: ServiceConfig) -> FastAPI:
                 )
             ],
         )
+
+    if service.intent_model is not None:
+
+        @app.get("/v1/users/{user_id}/intent", response_model=Intent, tags=["users"])
+        def intent(
+            user_id: Annotated[str, Path(min_length=1, max_length=MAX_ID)],
+            _: Annotated[ApiKey, Depends(authorize("read"))],
+        ) -> Intent:
+            """The user's intent from their latest events: the intent model's class probabilities."""
+            from behaviorlm.models.heads import intent_classes
+
+            head = service.intent_model
+            stored_id = pseudonymize_user_id(user_id, config=config.ingest)
+            events = service.reader().user_events(stored_id, limit=head.max_len)
+            request = head.history_from_events(
+                events["item_id"],
+                event_types=events["event_type"],
+                timestamps=events["timestamp"],
+                unknown_event_types="skip",
+            )
+            if request.interactions.n_events == 0:
+                raise HTTPException(
+                    status_code=404, detail=f"user {user_id!r} has no events the intent model can read"
+                )
+            proba = head.predict_proba(request.interactions, users=np.array([0]))[0]
+            ranked = sorted(zip(intent_classes(head), proba.tolist(), strict=True), key=lambda kv: -kv[1])
+            return Intent(
+                user_id=user_id,
+                model=head.name,
+                probabilities=dict(ranked),
+                history_events=request.interactions.n_events,
+            )
 
     @app.get("/v1/anomalies", response_model=Anomalies, tags=["users"])
     def anomalies(

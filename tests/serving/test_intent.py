@@ -1,0 +1,56 @@
+"""The intent endpoint: a next-event-type model read over the user's latest stored events."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from behaviorlm.config import IngestConfig, ServiceConfig
+from behaviorlm.data.ingest import ingest_records
+from behaviorlm.data.store import EventStore
+from behaviorlm.models.heads import NextEventTypeModel, load_intent_model
+from behaviorlm.serving.app import create_app
+from behaviorlm.serving.security import create_key
+
+FUNNEL = ("view", "cart", "purchase")
+
+
+def test_intent_follows_the_funnel(tmp_path) -> None:
+    # Every user cycles view -> cart -> purchase; the next type is decided by the last one.
+    records = [
+        {
+            "user_id": f"u{u}",
+            "item_id": f"i{(u + t) % 20}",
+            "event_type": FUNNEL[(u + t) % 3],
+            "timestamp": 1_700_000_000 + 60 * t,
+        }
+        for u in range(150)
+        for t in range(9)
+    ]
+    with EventStore(tmp_path / "s.duckdb") as store:
+        ingest_records(store, records, source="seed", config=IngestConfig(format="jsonl"))
+        data = store.interactions()
+    model = NextEventTypeModel(
+        d_model=32, n_layers=1, n_heads=2, dropout=0.0, max_len=8, lr=1e-2, batch_size=50, epochs=20
+    )
+    path = model.fit(data).save(tmp_path / "intent")
+    assert list(load_intent_model(path).item_ids_) == [str(i) for i in data.item_ids]
+    key = create_key(tmp_path / "keys.json", name="r", scopes=["read", "write"])
+    config = ServiceConfig(
+        store=str(tmp_path / "s.duckdb"), keys_file=str(tmp_path / "keys.json"), intent_model=str(path)
+    )
+    with TestClient(create_app(config)) as client:
+        headers = {"X-API-Key": key}
+        client.post(
+            "/v1/events",
+            json={
+                "events": [
+                    {"user_id": "shopper", "item_id": "i3", "event_type": "cart", "timestamp": 1_800_000_000}
+                ]
+            },
+            headers=headers,
+        )
+        answer = client.get("/v1/users/shopper/intent", headers=headers).json()
+        assert answer["model"] == "next_event_type" and answer["history_events"] == 1
+        assert next(iter(answer["probabilities"])) == "purchase"
+        assert abs(sum(answer["probabilities"].values()) - 1) < 1e-5
+        assert client.get("/v1/users/ghost/intent", headers=headers).status_code == 404
