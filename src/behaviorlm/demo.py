@@ -205,7 +205,7 @@ def _understand_users(console: Console, *, store_path: Path, model, history, tit
         "segment",
         "users",
         "median ratings",
-        "over-represented genres (lift)",
+        "over-represented attributes (lift)",
         title=segments.method,
         title_justify="left",
     )
