@@ -135,6 +135,8 @@ class ServiceConfig(StrictConfig):
     the cores (measured on 2 cores: see docs/benchmarks.md, service section)."""
     anomaly_refresh_seconds: float = Field(default=300.0, ge=0)
     """How long ``/v1/anomalies`` reuses its scores before scoring the store's users again."""
+    segment_refresh_seconds: float = Field(default=3600.0, ge=0)
+    """How long ``/v1/segments`` reuses its clustering before segmenting the store's users again."""
     utc_offset_hours: float = 0.0
     """The users' time zone, for the night-activity feature of anomaly detection."""
     cors_origins: list[str] = Field(default_factory=list)

@@ -204,3 +204,32 @@ def test_explanation_names_the_event_behind_the_top_recommendation(client, deplo
     assert answer["because"][0]["item_id"] == "i011" and answer["because"][0]["events_ago"] == 1
     assert answer["because"][0]["effect"] > answer["because"][-1]["effect"]
     assert client.get("/v1/users/nobody-at-all/explanation", headers=read).status_code == 404
+
+
+def test_segments_endpoint(client, deployment) -> None:
+    read = auth(deployment, "reader")
+    answer = client.get("/v1/segments", headers=read).json()
+    assert answer["method"].startswith("kmeans(k=") and len(answer["segments"]) >= 2
+    assert sum(s["users"] for s in answer["segments"]) >= 150
+    assert abs(sum(s["share"] for s in answer["segments"]) - 1) < 1e-6
+    assert client.get("/v1/segments", headers=read).json()["computed_at"] == answer["computed_at"]  # cached
+    assert client.get("/v1/segments").status_code == 401
+
+
+def test_align_to_model_drops_what_the_model_never_saw(deployment) -> None:
+    import numpy as np
+
+    from behaviorlm.data.sequences import Interactions
+    from behaviorlm.models.base import align_to_model, load_model
+
+    model = load_model(deployment["model"])
+    data = Interactions.from_events(
+        user_ids=np.array(["a", "a", "b"]),
+        item_ids=np.array(["i001", "brand-new", "i002"]),
+        timestamps=np.array([1, 2, 3]),
+        event_types=np.array(["view", "view", "view"]),
+        event_type_vocab=("view",),
+    )
+    aligned = align_to_model(data, model)
+    assert aligned.n_items == model.trained_on.n_items and aligned.n_events == 2
+    assert [str(aligned.item_ids[i]) for i in aligned.items] == ["i001", "i002"]

@@ -174,6 +174,30 @@ class Recommender(ABC):
         return self.train_
 
 
+def align_to_model(interactions: Interactions, model: Recommender) -> Interactions:
+    """``interactions`` re-indexed into ``model``'s item space and event-type vocabulary.
+
+    Events on items or of types the model was not trained on are left out (e.g. items first seen after
+    training); users keep their order. Use it to run a fitted model over a store that has grown since.
+    """
+    train = model.trained_on
+    index = {str(item): n for n, item in enumerate(train.item_ids.tolist())}
+    item_map = np.array([index.get(str(item), -1) for item in interactions.item_ids.tolist()], dtype=np.int64)
+    type_index = {name: n for n, name in enumerate(train.event_type_vocab)}
+    type_map = np.array([type_index.get(name, -1) for name in interactions.event_type_vocab], dtype=np.int64)
+    keep = (item_map[interactions.items] >= 0) & (type_map[interactions.event_types.astype(np.int64)] >= 0)
+    kept = interactions.filter_events(keep)
+    return Interactions(
+        user_ids=kept.user_ids,
+        item_ids=train.item_ids,
+        user_ptr=kept.user_ptr,
+        items=item_map[kept.items],
+        timestamps=kept.timestamps,
+        event_types=type_map[kept.event_types.astype(np.int64)].astype(np.int16),
+        event_type_vocab=train.event_type_vocab,
+    )
+
+
 def mask_seen_(scores: torch.Tensor, history_csr: sp.csr_matrix) -> torch.Tensor:
     """Set the scores of items in each row's history to ``-inf`` (in place) and return ``scores``."""
     rows = torch.from_numpy(np.repeat(np.arange(history_csr.shape[0]), np.diff(history_csr.indptr)))

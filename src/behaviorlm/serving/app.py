@@ -166,6 +166,24 @@ class Anomalies(BaseModel):
     computed_at: datetime
 
 
+class SegmentOut(BaseModel):
+    segment: int
+    users: int
+    share: float
+    median_recency_days: float
+    median_events: float
+    conversion_rate: float | None
+    top_attributes: list[tuple[str, float]]
+    """Item attributes over-represented in the segment's events, with their lift."""
+
+
+class Segments(BaseModel):
+    method: str
+    silhouette: float
+    segments: list[SegmentOut]
+    computed_at: datetime
+
+
 class Health(BaseModel):
     status: str
     version: str
@@ -201,6 +219,8 @@ class _Service:
         self._readers: list[EventStore] = []
         self._readers_lock = threading.Lock()
         self._anomaly_lock = threading.Lock()
+        self._segment_lock = threading.Lock()
+        self._segment_cache: tuple[Segments, float] | None = None
         self._anomaly_cache: tuple[Any, Any, datetime, float] | None = None
 
     def load_model(self):
@@ -225,6 +245,34 @@ class _Service:
             detector = AnomalyDetector(utc_offset_hours=self.config.utc_offset_hours).fit(data)
             self._anomaly_cache = (detector, data, datetime.now(UTC), time.monotonic())
             return self._anomaly_cache[:3]
+
+    def segments(self) -> Segments:
+        """Behaviour segments of the store's users (the model's user states), recomputed when stale."""
+        from behaviorlm.data.features import item_features_from_store
+        from behaviorlm.models.base import align_to_model
+        from behaviorlm.profiling.segments import segment_kmeans, summarize_segments, user_representations
+
+        with self._segment_lock:
+            cached = self._segment_cache
+            if cached is not None and time.monotonic() - cached[1] < self.config.segment_refresh_seconds:
+                return cached[0]
+            reader = self.reader()
+            data = align_to_model(reader.interactions(), self.model)
+            if data.n_users < 3:
+                raise HTTPException(status_code=409, detail="too few users with known items to segment")
+            found = segment_kmeans(user_representations(self.model, data))
+            features = item_features_from_store(reader, data.item_ids)
+            summaries = summarize_segments(found, data, item_features=features)
+            answer = Segments(
+                method=found.method,
+                silhouette=found.silhouette,
+                segments=[
+                    SegmentOut(**{f: getattr(s, f) for f in SegmentOut.model_fields}) for s in summaries
+                ],
+                computed_at=datetime.now(UTC),
+            )
+            self._segment_cache = (answer, time.monotonic())
+            return answer
 
     def reader(self) -> EventStore:
         handle = getattr(self._local, "reader", None)
@@ -536,6 +584,13 @@ def create_app(config: ServiceConfig) -> FastAPI:
                 ],
                 method="deletion influence (leave one event out)",
             )
+
+        @app.get("/v1/segments", response_model=Segments, tags=["users"])
+        def segments(_: Annotated[ApiKey, Depends(authorize("read"))]) -> Segments:
+            """Users grouped by behaviour (k-means over the model's user states, k by silhouette), with
+            size, recency, activity, conversion and over-represented item attributes per segment.
+            Computed from the whole store and reused for ``segment_refresh_seconds``."""
+            return service.segments()
 
         @app.post("/v1/model/reload", tags=["service"])
         def reload_model(_: Annotated[ApiKey, Depends(authorize("admin"))]) -> dict[str, str]:
