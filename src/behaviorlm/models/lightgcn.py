@@ -189,16 +189,8 @@ class LightGCN(Recommender):
             return users @ self.item_layers_.mean(0).T
 
     def training_summary(self) -> dict:
-        h = self.history_
-        return {
-            "epochs_run": h.epochs_run,
-            "best_epoch": h.best_epoch,
-            "best_valid_ndcg@10": h.best_metric if h.best_epoch > 0 else None,
-            "seconds_per_epoch": h.total_seconds / max(1, h.epochs_run),
-            "train_seconds": h.total_seconds,
-            "stopped_early": h.stopped_early,
-            "stopped_by_time": h.stopped_by_time,
-        }
+        """Epochs, best epoch, time per epoch and total, from the last fit."""
+        return self.history_.summary()
 
     # ------------------------------------------------------------------ persistence
     def _state(self) -> dict[str, torch.Tensor]:

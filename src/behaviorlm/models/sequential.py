@@ -313,8 +313,7 @@ class SequentialRecommender(Recommender):
         if self.max_len < 1:
             raise ValueError(f"{type(self).__name__}: max_len must be >= 1, got {self.max_len}")
         seed_everything(self.seed)
-        for cached in ("item_index_", "type_index_"):  # id lookups of a previous fit
-            self.__dict__.pop(cached, None)
+        self.__dict__.pop("item_index_", None)  # the id lookup of a previous fit
         device = torch.device(self.device)
         self.net_ = self._build_net(
             n_items=train.n_items,
@@ -433,7 +432,6 @@ class SequentialRecommender(Recommender):
         train = self._fitted()
         if not hasattr(self, "item_index_"):
             self.item_index_ = {str(item): i for i, item in enumerate(train.item_ids.tolist())}
-            self.type_index_ = {name: i for i, name in enumerate(train.event_type_vocab)}
         return raw_history(
             item_ids,
             event_types=event_types,
@@ -516,17 +514,7 @@ class SequentialRecommender(Recommender):
 
     def training_summary(self) -> dict[str, Any]:
         """Epochs, best epoch, time per epoch and total, from the last fit."""
-        h = self.history_
-        return {
-            "epochs_run": h.epochs_run,
-            "best_epoch": h.best_epoch,
-            "best_valid_ndcg@10": h.best_metric if h.best_epoch > 0 else None,
-            "seconds_per_epoch": h.total_seconds / max(1, h.epochs_run),
-            "train_seconds": h.total_seconds,
-            "stopped_early": h.stopped_early,
-            "stopped_by_time": h.stopped_by_time,
-            **self._gpu_memory_summary(),
-        }
+        return {**self.history_.summary(), **self._gpu_memory_summary()}
 
     def _gpu_memory_summary(self) -> dict[str, float]:
         """Peak GPU memory allocated by torch in this process (MiB), when the model lives on a GPU."""

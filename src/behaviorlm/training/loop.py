@@ -87,6 +87,19 @@ class TrainingHistory:
         out["total_seconds"] = self.total_seconds
         return out
 
+    def summary(self, *, metric: str = "ndcg@10") -> dict[str, Any]:
+        """Epochs, best epoch and its validation ``metric`` (the one ``validate`` returned), time per
+        epoch and total, and how training stopped."""
+        return {
+            "epochs_run": self.epochs_run,
+            "best_epoch": self.best_epoch,
+            f"best_valid_{metric}": self.best_metric if self.best_epoch > 0 else None,
+            "seconds_per_epoch": self.total_seconds / max(1, self.epochs_run),
+            "train_seconds": self.total_seconds,
+            "stopped_early": self.stopped_early,
+            "stopped_by_time": self.stopped_by_time,
+        }
+
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch so that a CPU run is reproducible."""
