@@ -502,17 +502,22 @@ def _propensity_model(config: EffectConfig) -> Any:
     return _classifier(config)
 
 
+def _boosting_settings(config: EffectConfig) -> dict[str, Any]:
+    """The gradient-boosting settings shared by the propensity and outcome models."""
+    return {
+        "max_iter": 100,
+        "max_leaf_nodes": 15,
+        "min_samples_leaf": 40,
+        "early_stopping": False,
+        "random_state": config.seed,
+    }
+
+
 def _classifier(config: EffectConfig) -> Any:
     if config.learner == "boosting":
         from sklearn.ensemble import HistGradientBoostingClassifier
 
-        return HistGradientBoostingClassifier(
-            max_iter=100,
-            max_leaf_nodes=15,
-            min_samples_leaf=40,
-            early_stopping=False,
-            random_state=config.seed,
-        )
+        return HistGradientBoostingClassifier(**_boosting_settings(config))
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import FunctionTransformer, StandardScaler
@@ -524,13 +529,7 @@ def _regressor(config: EffectConfig) -> Any:
     if config.learner == "boosting":
         from sklearn.ensemble import HistGradientBoostingRegressor
 
-        return HistGradientBoostingRegressor(
-            max_iter=100,
-            max_leaf_nodes=15,
-            min_samples_leaf=40,
-            early_stopping=False,
-            random_state=config.seed,
-        )
+        return HistGradientBoostingRegressor(**_boosting_settings(config))
     from sklearn.linear_model import Ridge
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import FunctionTransformer, StandardScaler
