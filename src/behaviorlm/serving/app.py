@@ -32,6 +32,7 @@ from behaviorlm.config import ServiceConfig
 from behaviorlm.data.ingest import IngestError, pseudonymize_user_id
 from behaviorlm.data.store import EventStore, StoreError
 from behaviorlm.models.base import load_model
+from behaviorlm.models.sequential import EventHistory
 from behaviorlm.serving.dashboard import mount_dashboard
 from behaviorlm.serving.history import HistoryCache
 from behaviorlm.serving.metrics import RequestMetrics
@@ -227,9 +228,30 @@ class _Service:
         model = load_model(self.config.model)
         return model.quantized() if self.config.quantize and hasattr(model, "quantized") else model
 
-    def user_history(self, stored_id: str) -> dict[str, list]:
-        window = self.model.max_len
-        return self.history.get(stored_id, lambda user: self.reader().user_events(user, limit=window))
+    def request_history(self, user_id: str, model: Any) -> tuple[int, EventHistory]:
+        """The user's latest stored events (as many as ``model`` reads) in ``model``'s index space, and how
+        many events were read; events on items or types the model does not know are left out.
+
+        The recommendation model reads them through the history cache; other models from the store.
+        """
+        try:
+            stored_id = pseudonymize_user_id(user_id, config=self.config.ingest)
+            if model is self.model:
+                window = model.max_len
+                events = self.history.get(
+                    stored_id, lambda user: self.reader().user_events(user, limit=window)
+                )
+            else:
+                events = self.reader().user_events(stored_id, limit=model.max_len)
+        except (IngestError, StoreError) as exc:
+            raise HTTPException(status_code=503, detail=str(exc)) from None
+        request = model.history_from_events(
+            events["item_id"],
+            event_types=events["event_type"],
+            timestamps=events["timestamp"],
+            unknown_event_types="skip",
+        )
+        return len(events["item_id"]), request
 
     def anomalies(self) -> tuple[Any, Any, datetime]:
         """The fitted anomaly detector over the store's users (recomputed when older than the refresh time)."""
@@ -421,14 +443,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
             from behaviorlm.models.heads import intent_classes
 
             head = service.intent_model
-            stored_id = pseudonymize_user_id(user_id, config=config.ingest)
-            events = service.reader().user_events(stored_id, limit=head.max_len)
-            request = head.history_from_events(
-                events["item_id"],
-                event_types=events["event_type"],
-                timestamps=events["timestamp"],
-                unknown_event_types="skip",
-            )
+            _, request = service.request_history(user_id, head)
             if request.interactions.n_events == 0:
                 raise HTTPException(
                     status_code=404, detail=f"user {user_id!r} has no events the intent model can read"
@@ -523,17 +538,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         ) -> Recommendations:
             """Top-``k`` next items from the user's latest events (a posted event counts at once)."""
             model = service.model
-            try:
-                stored_id = pseudonymize_user_id(user_id, config=config.ingest)
-                history = service.user_history(stored_id)
-            except (IngestError, StoreError) as exc:
-                raise HTTPException(status_code=503, detail=str(exc)) from None
-            request = model.history_from_events(
-                history["item_id"],
-                event_types=history["event_type"],
-                timestamps=history["timestamp"],
-                unknown_event_types="skip",
-            )
+            n_read, request = service.request_history(user_id, model)
             recs = model.recommend(np.array([0]), k=k, history=request.interactions)
             item_ids = model.trained_on.item_ids
             return Recommendations(
@@ -543,7 +548,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
                     for i, score in zip(recs.items[0], recs.scores[0], strict=True)
                 ],
                 history_events=request.interactions.n_events,
-                skipped_events=len(history["item_id"]) - request.interactions.n_events,
+                skipped_events=n_read - request.interactions.n_events,
                 model=model.name,
             )
 
@@ -561,14 +566,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
             from behaviorlm.causal.influence import deletion_influence
 
             model = service.model
-            stored_id = pseudonymize_user_id(user_id, config=config.ingest)
-            history = service.user_history(stored_id)
-            request = model.history_from_events(
-                history["item_id"],
-                event_types=history["event_type"],
-                timestamps=history["timestamp"],
-                unknown_event_types="skip",
-            )
+            _, request = service.request_history(user_id, model)
             if request.interactions.n_events == 0:
                 raise HTTPException(
                     status_code=404, detail=f"user {user_id!r} has no events the model can read"
