@@ -1,4 +1,5 @@
-"""The user profile card: facts from the store, interests from item texts, anomaly percentile, next items."""
+"""The user profile card: facts from the store, interests from item texts, anomaly percentile, segment,
+next items; the parts shared by all users can be computed once and reused."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from behaviorlm.cli.main import app
 from behaviorlm.config import IngestConfig
 from behaviorlm.data.ingest import ingest_records
 from behaviorlm.data.store import EventStore
-from behaviorlm.profiling.profile import build_profile
+from behaviorlm.profiling.anomalies import AnomalyDetector
+from behaviorlm.profiling.profile import build_profile, interest_topics
+from behaviorlm.profiling.segments import UserSegments
 
 THEMES = {
     "run": ["trail running shoes", "running socks", "marathon running watch", "running jacket"],
@@ -81,3 +84,47 @@ def test_profile_with_a_model_lists_likely_next_items(shop) -> None:
         card = build_profile(store, "u2", model=model, with_interests=False, with_anomaly=False)
     assert len(card.next_items) == 5 and all(i["title"] for i in card.next_items)
     assert card.anomaly_percentile is None and card.interests == []
+
+
+def test_shared_parts_are_reused_not_recomputed(shop, monkeypatch) -> None:
+    from dataclasses import replace
+
+    with EventStore(shop) as store:
+        alone = build_profile(store, "u5")
+        detector = AnomalyDetector().fit(store.interactions())
+        topics = interest_topics(store)
+        segments = UserSegments(user_ids=np.array(["u4", "u5"], dtype=object), labels=np.array([0, 3]))
+
+        def refit(*args, **kwargs):
+            raise AssertionError("a shared part was computed again")
+
+        monkeypatch.setattr(AnomalyDetector, "fit", refit)
+        monkeypatch.setattr("behaviorlm.profiling.profile.find_topics", refit)
+        shared = build_profile(store, "u5", detector=detector, topics=topics, segments=segments)
+        assert shared == replace(alone, segment=3)  # the same facts, and the segment it was given
+        # A user who arrived after the shared parts were computed: their own facts and interests now,
+        # no anomaly score or segment (they were not among the users scored and segmented).
+        late = [
+            {"user_id": "late", "item_id": "camp-1", "event_type": "view", "timestamp": 1_700_100_000 + t}
+            for t in range(3)
+        ]
+        ingest_records(store, late, source="late", config=IngestConfig(format="jsonl"))
+        card = build_profile(store, "late", detector=detector, topics=topics, segments=segments)
+    assert card.events == 3 and card.events_by_type == {"view": 3}
+    assert (
+        "camping" in card.interests[0]["keywords"]
+        and card.recent_items[0]["title"] == "sleeping bag for camping"
+    )
+    assert card.anomaly_percentile is None and card.anomaly_reasons == [] and card.segment is None
+
+
+def test_no_item_texts_no_topics(tmp_path) -> None:
+    records = [
+        {"user_id": "u", "item_id": f"i{i}", "event_type": "view", "timestamp": 1_700_000_000 + i}
+        for i in range(5)
+    ]
+    with EventStore(tmp_path / "bare.duckdb") as store:
+        ingest_records(store, records, source="seed", config=IngestConfig(format="jsonl"))
+        assert interest_topics(store) is None
+        card = build_profile(store, "u")
+    assert card.interests == [] and card.events == 5 and card.recent_items[0]["item_id"] == "i4"

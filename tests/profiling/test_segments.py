@@ -12,11 +12,14 @@ from behaviorlm.models.transformer import BehaviorTransformer
 from behaviorlm.profiling.segments import (
     DAY,
     Segmentation,
+    SegmentMapDrawing,
+    UserSegments,
     align_to_previous,
     item_average_representations,
     save_segment_map,
     segment_hdbscan,
     segment_kmeans,
+    segment_map,
     summarize_segments,
     user_representations,
 )
@@ -58,7 +61,9 @@ def test_planted_groups_are_found_from_transformer_states(tmp_path) -> None:
         kmeans, x, summaries=summaries, png_path=tmp_path / "map.png", html_path=tmp_path / "map.html"
     )
     assert (tmp_path / "map.png").read_bytes()[:4] == b"\x89PNG"
-    assert "segment map" in (tmp_path / "map.html").read_text()
+    page = (tmp_path / "map.html").read_text()
+    assert "segment map: 300 users in 4 segments" in page and page.count("<circle") >= 300
+    assert "base64" not in page  # the map is inline SVG, not an embedded picture
 
 
 def test_item_average_fallback_separates_the_groups_too() -> None:
@@ -147,3 +152,73 @@ def test_segments_command_writes_a_map_and_keeps_ids(tmp_path) -> None:
     assert CliRunner().invoke(app, args).exit_code == 0
     after = json.loads((tmp_path / "seg" / "segments.json").read_text())["users"]
     assert after == before  # the same data and model: every user keeps their segment id
+
+
+def clusters(n_per: int = 100, d: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Three Gaussian clusters (unit spread) whose centres are about 14 units apart."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(3, d)) * 5
+    labels = np.repeat(np.arange(3), n_per)
+    return centres[labels] + rng.normal(size=(3 * n_per, d)), labels
+
+
+def test_segment_map_is_the_principal_plane_by_hand() -> None:
+    # Points on the line t * (1, 2, 2) / 3 plus a small wobble along (0, 1, -1) / sqrt(2): the first
+    # principal component is the line (projection t - mean t), the second the wobble.
+    t = np.array([-3.0, -1.0, 0.0, 2.0, 7.0])
+    wobble = np.array([0.1, -0.1, -0.1, 0.1, 0.0])  # mean 0, uncorrelated with t
+    x = np.outer(t, [1, 2, 2]) / 3 + np.outer(wobble, [0, 1, -1]) / np.sqrt(2)
+    found = segment_map(x, np.array([0, 0, 1, 1, 1]))
+    assert found.coordinates.shape == (5, 2) and found.coordinates.dtype == np.float32
+    assert np.allclose(found.coordinates[:, 0], t - t.mean(), atol=1e-5)
+    assert np.allclose(np.abs(found.coordinates[:, 1]), np.abs(wobble - wobble.mean()), atol=1e-5)
+    variance = np.array([np.var(t), np.var(wobble)])
+    assert np.allclose(found.explained_variance, variance / variance.sum(), atol=1e-6)
+    assert found.labels.tolist() == [0, 0, 1, 1, 1]
+    with pytest.raises(ValueError, match="4 labels for 5 users"):
+        segment_map(x, np.zeros(4))
+
+
+def test_segment_map_is_deterministic_and_keeps_clusters_apart() -> None:
+    x, labels = clusters()
+    first, again = segment_map(x, labels), segment_map(x.copy(), labels)
+    assert np.array_equal(first.coordinates, again.coordinates)
+    # Every user is nearer the 2-D centre of their own cluster than any other: the clusters stay apart.
+    xy = first.coordinates
+    centres = np.array([xy[labels == s].mean(axis=0) for s in range(3)])
+    nearest = np.linalg.norm(xy[:, None, :] - centres[None], axis=2).argmin(axis=1)
+    assert np.array_equal(nearest, labels)
+    spread = max(np.linalg.norm(xy[labels == s] - centres[s], axis=1).max() for s in range(3))
+    gap = min(np.linalg.norm(centres[a] - centres[b]) for a in range(3) for b in range(a + 1, 3))
+    assert gap > 2 * spread
+    assert sum(first.explained_variance) > 0.8  # the clusters' spread is most of the variance
+
+
+def test_segment_map_drawing_is_svg_with_every_user_and_the_highlight() -> None:
+    import xml.etree.ElementTree as ET
+
+    x, labels = clusters(n_per=40)
+    labels[0] = -1  # an unassigned user (HDBSCAN outlier)
+    drawing = SegmentMapDrawing(segment_map(x, labels))
+    ns = {"svg": "http://www.w3.org/2000/svg"}
+    root = ET.fromstring(drawing.svg())
+    groups = root.findall("svg:g[@class='segment']", ns)
+    assert [g.get("data-segment") for g in groups] == ["-1", "0", "1", "2"]
+    assert [len(g.findall("svg:circle", ns)) for g in groups] == [1, 39, 40, 40]
+    legend = [t.text for t in root.findall("svg:g[@class='legend']/svg:text", ns)]
+    assert legend == ["unassigned (1)", "segment 0 (39)", "segment 1 (40)", "segment 2 (40)"]
+    assert root.find("svg:g[@class='highlight']", ns) is None
+    ringed = ET.fromstring(drawing.svg(highlight=50)).find("svg:g[@class='highlight']", ns)
+    assert ringed is not None and ringed.get("data-segment") == "1"
+    with pytest.raises(ValueError, match="not among"):
+        drawing.svg(highlight=120)
+    # Large maps draw a seeded sample, the same each time, and say so.
+    sampled = SegmentMapDrawing(segment_map(x, labels), max_points=50).svg()
+    assert sampled.count("<circle") == 50 + 4 and "(50 drawn)" in sampled
+    assert sampled == SegmentMapDrawing(segment_map(x, labels), max_points=50).svg()
+
+
+def test_user_segments_look_up_by_id() -> None:
+    users = UserSegments(user_ids=np.array(["b", "a", "c"], dtype=object), labels=np.array([2, 0, -1]))
+    assert (users.row("a"), users.segment("a"), users.segment("c")) == (1, 0, -1)
+    assert users.row("nobody") is None and users.segment("nobody") is None

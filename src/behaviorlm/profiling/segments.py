@@ -12,13 +12,13 @@ item vectors over the user's history instead.
   previous run's centroids by maximum total cosine similarity (Hungarian algorithm).
 * :func:`summarize_segments` describes each segment with figures a marketer reads: size, recency /
   frequency / monetary medians, conversion rate, and the item attributes over-represented in it (lift).
-* :func:`save_segment_map` draws the users on the first two principal components, coloured by segment
-  (PNG, and an HTML page with the picture and the summary table).
+* :func:`segment_map` places the users on the plane of the first two principal components of their
+  representations; :class:`SegmentMapDrawing` draws it as a standalone SVG (the service's dashboard
+  shows it inline) and :func:`save_segment_map` as a PNG and an HTML page with the SVG and the summary table.
 """
 
 from __future__ import annotations
 
-import base64
 import html
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,6 +135,32 @@ def segment_hdbscan(x: np.ndarray, *, min_cluster_size: int | None = None) -> Se
     )
 
 
+@dataclass(frozen=True)
+class UserSegments:
+    """The segment of each user, looked up by user id (e.g. to put a user's segment in their profile)."""
+
+    user_ids: np.ndarray
+    """External id of each row, as in the segmented :class:`Interactions`."""
+    labels: np.ndarray
+    """Segment id of each row (``-1``: not assigned)."""
+    _rows: dict[str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if len(self.user_ids) != len(self.labels):
+            raise ValueError(f"{len(self.labels)} labels for {len(self.user_ids)} users")
+        # Built once: a lookup per request must not scan every user.
+        object.__setattr__(self, "_rows", {str(u): n for n, u in enumerate(self.user_ids.tolist())})
+
+    def row(self, user_id: str) -> int | None:
+        """The user's row (also their row on the segment map); None for a user who was not segmented."""
+        return self._rows.get(user_id)
+
+    def segment(self, user_id: str) -> int | None:
+        """The user's segment id; None for a user who was not segmented."""
+        row = self.row(user_id)
+        return None if row is None else int(self.labels[row])
+
+
 def align_to_previous(segmentation: Segmentation, previous_centroids: np.ndarray) -> Segmentation:
     """Renumber segments so that each keeps the id of the previous segment it matches best.
 
@@ -249,6 +275,171 @@ def summarize_segments(
     return out
 
 
+SEGMENT_COLOURS = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#17becf",
+    "#bcbd22",
+    "#7f7f7f",
+)
+"""Segment ``s`` is drawn in ``SEGMENT_COLOURS[s % 10]`` (matplotlib's tab10) on every map, so a segment
+has the same colour in the PNG, the HTML page and the dashboard."""
+
+UNASSIGNED_COLOUR = "#cfcfcf"
+
+
+def segment_colour(segment: int) -> str:
+    """The colour of segment id ``segment`` on the maps (``-1``, unassigned: light grey)."""
+    return UNASSIGNED_COLOUR if segment < 0 else SEGMENT_COLOURS[segment % len(SEGMENT_COLOURS)]
+
+
+@dataclass(frozen=True)
+class SegmentMap:
+    """Users on the plane of the first two principal components of their representations."""
+
+    coordinates: np.ndarray
+    """``float32 [n_users, 2]``: each user's projections on principal components 1 and 2."""
+    labels: np.ndarray
+    """Segment id of each user (``-1``: not assigned)."""
+    explained_variance: tuple[float, float]
+    """Share of the representations' total variance along each axis."""
+
+
+def segment_map(representations: np.ndarray, labels: np.ndarray) -> SegmentMap:
+    """Principal component analysis (Pearson 1901; Jolliffe 2002, eq. 1.1) of ``[n_users, d]``
+    ``representations``: centre them, take the two eigenvectors of their covariance with the largest
+    eigenvalues, and give each user their projections on them; ``labels`` (one segment id per user) are
+    kept beside the coordinates for drawing.
+
+    Deterministic: an eigenvector's sign is arbitrary, so each axis is oriented to make its
+    largest-magnitude loading positive. An axis without variance (one-dimensional input, identical
+    users) is all zeros.
+    """
+    x = np.asarray(representations, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    if x.ndim != 2:
+        raise ValueError(f"representations must be [n_users, d], got shape {x.shape}")
+    if len(labels) != len(x):
+        raise ValueError(f"{len(labels)} labels for {len(x)} users")
+    coordinates = np.zeros((len(x), 2), dtype=np.float32)
+    if len(x) == 0 or x.shape[1] == 0:
+        return SegmentMap(coordinates=coordinates, labels=labels, explained_variance=(0.0, 0.0))
+    centred = x - x.mean(axis=0)
+    eigenvalues, eigenvectors = np.linalg.eigh(centred.T @ centred / len(x))  # ascending
+    top = np.argsort(-eigenvalues, kind="stable")[:2]
+    axes = eigenvectors[:, top]
+    pivots = np.abs(axes).argmax(axis=0)
+    axes = axes * np.where(axes[pivots, np.arange(axes.shape[1])] < 0, -1.0, 1.0)
+    coordinates[:, : axes.shape[1]] = centred @ axes
+    variance = np.maximum(eigenvalues, 0.0)
+    total = variance.sum()
+    shares = [float(variance[j] / total) if total > 0 else 0.0 for j in top] + [0.0, 0.0]
+    return SegmentMap(coordinates=coordinates, labels=labels, explained_variance=(shares[0], shares[1]))
+
+
+class SegmentMapDrawing:
+    """A :class:`SegmentMap` drawn as a standalone SVG document: one dot per user, coloured by segment, a
+    legend with each segment's size, and axes labelled with their share of variance.
+
+    The dots are laid out once, here; :meth:`svg` only adds the ring around one user, so drawing the map
+    for each request costs the same however many users it holds. With more than ``max_points`` users a
+    seeded random sample of them is drawn; the axes are scaled to all users, so the sample does not move
+    the picture. Only numbers and fixed words are written, never a user or item id.
+    """
+
+    def __init__(
+        self,
+        segment_map: SegmentMap,
+        *,
+        max_points: int = 2000,
+        width: int = 640,
+        height: int = 400,
+        seed: int = 0,
+    ) -> None:
+        xy = segment_map.coordinates.astype(np.float64)
+        labels = segment_map.labels
+        self.n_users = len(labels)
+        self._labels = labels
+        self._coordinates = xy
+        self._box = (44.0, 12.0, width - 150.0, height - 36.0)  # plot area: left, top, right, bottom
+        left, top, right, bottom = self._box
+        self._lo = xy.min(axis=0) if self.n_users else np.zeros(2)
+        self._span = np.maximum((xy.max(axis=0) if self.n_users else np.ones(2)) - self._lo, 1e-9)
+        shown = np.arange(self.n_users)
+        if self.n_users > max_points:
+            shown = np.sort(np.random.default_rng(seed).choice(self.n_users, size=max_points, replace=False))
+        px, py = self._pixels(shown)
+        segments, sizes = np.unique(labels, return_counts=True)
+        sampled = f" ({len(shown):,} drawn)" if len(shown) < self.n_users else ""
+        described = f"segment map: {self.n_users:,} users{sampled} in {int((segments >= 0).sum())} segments"
+        parts = [
+            f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" '
+            f'height="{height}" role="img" aria-label="{described}" font-family="system-ui, sans-serif" '
+            f'font-size="11"><title>{described}</title>',
+            f'<rect class="frame" x="{left}" y="{top}" width="{right - left}" height="{bottom - top}" '
+            'fill="#fbfcfd" stroke="#d9dee6"/>',
+        ]
+        shown_labels = labels[shown]
+        for segment in segments.tolist():
+            members = np.flatnonzero(shown_labels == segment)
+            dots = "".join(f'<circle cx="{px[m]:.1f}" cy="{py[m]:.1f}" r="2.4"/>' for m in members)
+            parts.append(
+                f'<g class="segment" data-segment="{segment}" fill="{segment_colour(segment)}" '
+                f'fill-opacity="0.75">{dots}</g>'
+            )
+        middle = (top + bottom) / 2
+        parts.append(
+            f'<text x="{(left + right) / 2:.0f}" y="{height - 10}" text-anchor="middle" fill="#4a5568">'
+            f"principal component 1 ({100 * segment_map.explained_variance[0]:.0f}% of variance)</text>"
+            f'<text x="14" y="{middle:.0f}" text-anchor="middle" fill="#4a5568" '
+            f'transform="rotate(-90 14 {middle:.0f})">principal component 2 '
+            f"({100 * segment_map.explained_variance[1]:.0f}%)</text>"
+        )
+        rows = max(int((bottom - top) // 16), 1)
+        for n, (segment, size) in enumerate(zip(segments.tolist(), sizes.tolist(), strict=True)):
+            y = top + 8 + 16 * n
+            if n == rows - 1 and len(segments) > rows:
+                parts.append(
+                    f'<text x="{right + 12}" y="{y + 4}" fill="#4a5568">+{len(segments) - n} more</text>'
+                )
+                break
+            name = "unassigned" if segment < 0 else f"segment {segment}"
+            parts.append(
+                f'<g class="legend" data-segment="{segment}"><circle cx="{right + 16}" cy="{y}" r="5" '
+                f'fill="{segment_colour(segment)}"/><text x="{right + 26}" y="{y + 4}" fill="#1d2430">'
+                f"{name} ({size:,})</text></g>"
+            )
+        self._body = "".join(parts)
+
+    def _pixels(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        left, top, right, bottom = self._box
+        xy = self._coordinates[rows]
+        px = left + 6 + (xy[:, 0] - self._lo[0]) / self._span[0] * (right - left - 12)
+        py = bottom - 6 - (xy[:, 1] - self._lo[1]) / self._span[1] * (bottom - top - 12)
+        return px, py
+
+    def svg(self, *, highlight: int | None = None) -> str:
+        """The SVG document; with ``highlight``, that user row is ringed and labelled "this user"."""
+        if highlight is None:
+            return self._body + "</svg>"
+        if not 0 <= highlight < self.n_users:
+            raise ValueError(f"highlight row {highlight} is not among the map's {self.n_users} users")
+        px, py = self._pixels(np.array([highlight]))
+        x, y, segment = float(px[0]), float(py[0]), int(self._labels[highlight])
+        ring = (
+            f'<g class="highlight" data-segment="{segment}"><circle cx="{x:.1f}" cy="{y:.1f}" r="8" '
+            f'fill="none" stroke="#1d2430" stroke-width="2"/><circle cx="{x:.1f}" cy="{y:.1f}" r="3.5" '
+            f'fill="{segment_colour(segment)}" stroke="#1d2430"/><text x="{x + 11:.1f}" y="{y + 4:.1f}" '
+            'fill="#1d2430" font-weight="bold">this user</text></g>'
+        )
+        return self._body + ring + "</svg>"
+
+
 def save_segment_map(
     segmentation: Segmentation,
     x: np.ndarray,
@@ -257,34 +448,36 @@ def save_segment_map(
     png_path: str | Path,
     html_path: str | Path | None = None,
     title: str = "User segments",
+    max_points: int = 5000,
 ) -> None:
-    """Scatter of the users on their first two principal components, one colour per segment."""
+    """The :func:`segment_map` of representations ``x`` as a PNG (every user) and, with ``html_path``, a
+    standalone HTML page with the map as inline SVG (up to ``max_points`` users) and the summary table."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from sklearn.decomposition import PCA
 
-    xy = PCA(n_components=2, random_state=0).fit_transform(x)
+    found = segment_map(x, segmentation.labels)
+    xy, labels = found.coordinates, found.labels
     fig, ax = plt.subplots(figsize=(7, 6), dpi=110)
-    labels = segmentation.labels
     if (labels < 0).any():
-        ax.scatter(*xy[labels < 0].T, s=4, c="#cccccc", label="unassigned")
-    cmap = plt.get_cmap("tab10")
-    for i, summary in enumerate(summaries):
+        ax.scatter(*xy[labels < 0].T, s=4, c=UNASSIGNED_COLOUR, label="unassigned")
+    for summary in summaries:
         members = labels == summary.segment
         ax.scatter(
-            *xy[members].T, s=6, color=cmap(i % 10), label=f"segment {summary.segment} ({summary.users})"
+            *xy[members].T,
+            s=6,
+            color=segment_colour(summary.segment),
+            label=f"segment {summary.segment} ({summary.users})",
         )
     ax.set_title(f"{title} — {segmentation.method}")
-    ax.set_xlabel("principal component 1")
-    ax.set_ylabel("principal component 2")
+    ax.set_xlabel(f"principal component 1 ({100 * found.explained_variance[0]:.0f}% of variance)")
+    ax.set_ylabel(f"principal component 2 ({100 * found.explained_variance[1]:.0f}%)")
     ax.legend(markerscale=3, fontsize=8, loc="best")
     fig.tight_layout()
     fig.savefig(png_path)
     plt.close(fig)
     if html_path is not None:
-        image = base64.b64encode(Path(png_path).read_bytes()).decode("ascii")
         rows = "".join(
             "<tr>"
             + "".join(
@@ -306,8 +499,9 @@ def save_segment_map(
         Path(html_path).write_text(
             f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<h1>{html.escape(title)}</h1><p>{html.escape(segmentation.method)}; silhouette "
-            f"{segmentation.silhouette:.3f}</p><img alt='segment map' src='data:image/png;base64,{image}'>"
+            f"{segmentation.silhouette:.3f}</p>{SegmentMapDrawing(found, max_points=max_points).svg()}"
             "<table border=1 cellpadding=4><tr><th>segment</th><th>users</th><th>share</th><th>median recency (days)"
             "</th><th>median events</th><th>median monetary</th><th>conversion</th><th>over-represented attributes"
-            f"</th></tr>{rows}</table>"
+            f"</th></tr>{rows}</table>",
+            encoding="utf-8",
         )
