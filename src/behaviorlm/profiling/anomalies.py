@@ -8,6 +8,14 @@ crawlers do not) and whether the exact item sequence also belongs to another use
 session). :class:`AnomalyDetector` fits an isolation forest (Liu, Ting & Zhou, ICDM 2008) on robustly
 scaled features, scores every user (higher = more anomalous) and explains a score by the features that
 sit furthest from typical users, in units of their inter-quartile range.
+
+A second signal reads *what* a user does rather than how: :func:`sequence_surprisal` is the per-event
+surprisal ``-log p(i_t | i_<t)`` (nats) of each event's item under a fitted next-item sequence model, the
+next-item cross-entropy the model was trained to minimise, averaged and maximised per user. An item
+sequence no person would produce -- a crawl of random items -- is improbable event after event, the
+language-model view of anomaly detection (e.g. Brown et al., "Recurrent Neural Network Attention
+Mechanisms for Interpretable System Log Anomaly Detection", 2018: per-event log-likelihood of a sequence
+model as the anomaly score). :class:`ForestSurprisalDetector` rank-averages it with the isolation forest.
 """
 
 from __future__ import annotations
@@ -15,8 +23,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from behaviorlm.data.sequences import Interactions
+from behaviorlm.models.sequential import IGNORE, SequenceTensors, SequentialRecommender
 
 FEATURES = (
     "events",
@@ -219,6 +229,157 @@ class AnomalyDetector:
             )
             for i in order
         ]
+
+    def top(self, k: int = 20) -> np.ndarray:
+        """User indices of the ``k`` highest scores, most anomalous first."""
+        return np.argsort(-self.scores_, kind="stable")[:k]
+
+
+@dataclass(frozen=True)
+class Surprisal:
+    """Per-user surprisal of their events under a sequence model (nats); NaN for users with no scored event."""
+
+    mean: np.ndarray
+    """``[n_users]`` mean of ``-log p(item_t | items before t)`` over the user's scored events."""
+    max: np.ndarray
+    """``[n_users]`` the largest per-event surprisal of the user."""
+    events: np.ndarray
+    """``[n_users]`` number of scored events: every event after the first in the model's window."""
+
+
+def sequence_surprisal(
+    model: SequentialRecommender,
+    interactions: Interactions,
+    *,
+    batch_size: int = 256,
+    max_logits: int = 2**24,
+) -> Surprisal:
+    """Surprisal ``-log softmax(h_{t-1} · E)[i_t]`` of each event's item given the events before it.
+
+    ``h_{t-1}`` is the model's (causal) hidden state after event ``t - 1`` and ``E`` its item table, so this
+    is the full-catalogue next-item cross-entropy of the model's training loss, event by event. Each user's
+    last ``model.max_len + 1`` events are read (the window the model was trained on); the first event of
+    the window has no context and is not scored, so users with fewer than two events get NaN.
+    ``interactions`` must share the model's item index space (see
+    :func:`behaviorlm.models.base.align_to_model`). Users are scored ``batch_size`` at a time and the
+    logits in chunks of at most ``max_logits`` numbers, under ``torch.inference_mode``.
+    """
+    train = model.trained_on
+    if interactions.n_items != train.n_items:
+        raise ValueError(
+            f"interactions have {interactions.n_items} items, the model {train.n_items}: "
+            "re-index them with behaviorlm.models.base.align_to_model"
+        )
+    n_users = interactions.n_users
+    sums = np.zeros(n_users)
+    peaks = np.full(n_users, np.nan)
+    counts = np.zeros(n_users, dtype=np.int64)
+    users = np.flatnonzero(interactions.lengths() >= 2)
+    device = next(model.net_.parameters()).device
+    with torch.inference_mode():
+        table = model.net_.item_table()
+        rows_per_chunk = max(1, max_logits // table.shape[0])
+        for start in range(0, len(users), batch_size):
+            batch_users = users[start : start + batch_size]
+            data = SequenceTensors(
+                interactions,
+                batch_users,
+                length=model.max_len,
+                n_buckets=model.n_time_buckets,
+                with_targets=True,
+            )
+            hidden = model.net_(data.items.to(device), data.types.to(device), data.buckets.to(device))
+            targets = data.targets.to(device)
+            keep = targets != IGNORE
+            h, y = hidden[keep], targets[keep]
+            row = keep.nonzero()[:, 0].cpu().numpy()
+            nll = torch.empty(len(y), device=device)
+            for lo in range(0, len(y), rows_per_chunk):
+                logits = h[lo : lo + rows_per_chunk].to(table.dtype) @ table.T
+                picked = logits.gather(1, y[lo : lo + rows_per_chunk, None])[:, 0]
+                nll[lo : lo + rows_per_chunk] = torch.logsumexp(logits.float(), dim=1) - picked.float()
+            values = nll.cpu().numpy().astype(np.float64)
+            owner = batch_users[row]
+            np.add.at(sums, owner, values)
+            np.add.at(counts, owner, 1)
+            np.fmax.at(peaks, owner, values)
+    mean = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+    return Surprisal(mean=mean, max=peaks, events=counts)
+
+
+def percentile_ranks(reference: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Share of the finite ``reference`` values below each of ``values`` (ties count half): the mid-rank
+    percentile in ``[0, 1]``; NaN values get 0.5, the neutral middle."""
+    finite = np.sort(reference[np.isfinite(reference)])
+    if len(finite) == 0:
+        return np.full(len(values), 0.5)
+    below = np.searchsorted(finite, values, side="left")
+    at_or_below = np.searchsorted(finite, values, side="right")
+    ranks = (below + at_or_below) / (2.0 * len(finite))
+    return np.where(np.isnan(values), 0.5, ranks)
+
+
+class ForestSurprisalDetector:
+    """The isolation forest and sequence surprisal, rank-averaged; higher score = more anomalous.
+
+    ``score(u) = (rank_forest(u) + rank_surprisal(u)) / 2`` with each rank the user's mid-rank percentile
+    among the users the detector was fitted on (:func:`percentile_ranks`). A rank average needs no common
+    scale between an isolation depth and a log-likelihood. ``statistic`` picks the user's mean or max
+    per-event surprisal; users with no scored event (one event) get the neutral surprisal rank 0.5, so
+    their score rests on the forest alone. ``model`` is a fitted sequence model in the same item index
+    space as the data; the forest settings are :class:`AnomalyDetector`'s. Reasons are the forest's.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: SequentialRecommender,
+        statistic: str = "mean",
+        n_estimators: int = 300,
+        max_samples: int = 2048,
+        utc_offset_hours: float = 0.0,
+        seed: int = 0,
+        batch_size: int = 256,
+    ) -> None:
+        self.model = model
+        self.statistic = statistic
+        self.n_estimators = n_estimators
+        self.max_samples = max_samples
+        self.utc_offset_hours = utc_offset_hours
+        self.seed = seed
+        self.batch_size = batch_size
+
+    def fit(self, interactions: Interactions) -> ForestSurprisalDetector:
+        if self.statistic not in ("mean", "max"):
+            raise ValueError(f"statistic must be 'mean' or 'max', got {self.statistic!r}")
+        self.forest_ = AnomalyDetector(
+            n_estimators=self.n_estimators,
+            max_samples=self.max_samples,
+            utc_offset_hours=self.utc_offset_hours,
+            seed=self.seed,
+        ).fit(interactions)
+        self.surprisal_ = sequence_surprisal(self.model, interactions, batch_size=self.batch_size)
+        self.reference_surprisal_ = getattr(self.surprisal_, self.statistic)
+        self.scores_ = self._combine(self.forest_.scores_, self.reference_surprisal_)
+        self.user_ids_ = interactions.user_ids
+        return self
+
+    def score(self, interactions: Interactions) -> np.ndarray:
+        """Scores of other users, ranked against the users the detector was fitted on."""
+        surprisal = getattr(
+            sequence_surprisal(self.model, interactions, batch_size=self.batch_size), self.statistic
+        )
+        return self._combine(self.forest_.score(interactions), surprisal)
+
+    def _combine(self, forest_scores: np.ndarray, surprisal: np.ndarray) -> np.ndarray:
+        return 0.5 * (
+            percentile_ranks(self.forest_.scores_, forest_scores)
+            + percentile_ranks(self.reference_surprisal_, surprisal)
+        )
+
+    def reasons(self, user: int, *, top: int = 3) -> list[AnomalyReason]:
+        """The isolation forest's reasons for user index ``user`` (see :meth:`AnomalyDetector.reasons`)."""
+        return self.forest_.reasons(user, top=top)
 
     def top(self, k: int = 20) -> np.ndarray:
         """User indices of the ``k`` highest scores, most anomalous first."""
