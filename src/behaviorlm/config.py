@@ -134,9 +134,11 @@ class ServiceConfig(StrictConfig):
     """Threads per model call. Requests already run in parallel, so one thread each avoids oversubscribing
     the cores (measured on 2 cores: see docs/benchmarks.md, service section)."""
     anomaly_refresh_seconds: float = Field(default=300.0, ge=0)
-    """How long ``/v1/anomalies`` reuses its scores before scoring the store's users again."""
+    """How long ``/v1/anomalies`` and the profiles reuse the anomaly scores before scoring the store's
+    users again."""
     segment_refresh_seconds: float = Field(default=3600.0, ge=0)
-    """How long ``/v1/segments`` reuses its clustering before segmenting the store's users again."""
+    """How long ``/v1/segments``, the segment map and the profiles reuse the clustering (and the profiles
+    the item texts' interest topics) before segmenting the store's users (and finding the topics) again."""
     utc_offset_hours: float = 0.0
     """The users' time zone, for the night-activity feature of anomaly detection."""
     cors_origins: list[str] = Field(default_factory=list)

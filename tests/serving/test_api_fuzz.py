@@ -44,3 +44,5 @@ def test_no_generated_request_gets_a_server_error(deployment) -> None:
         tested.append(f"{operation.label} ({mode.value})")
     assert "POST /v1/events (negative)" in tested, tested
     assert "GET /v1/users/{user_id}/recommendations (negative)" in tested, tested
+    assert "GET /v1/users/{user_id}/profile (negative)" in tested, tested
+    assert "GET /v1/segments/map (negative)" in tested, tested

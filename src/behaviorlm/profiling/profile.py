@@ -30,6 +30,10 @@ if TYPE_CHECKING:
     from behaviorlm.profiling.segments import UserSegments
 
 
+class UnknownUser(KeyError):
+    """The store holds no events of the user asked for."""
+
+
 @dataclass(frozen=True)
 class UserProfile:
     user_id: str
@@ -120,13 +124,13 @@ def build_profile(
     shared by all profiles: pass them to reuse them. Without ``detector`` (and with ``with_anomaly``) one is
     fitted on the store; without ``topics`` (and with ``with_interests``) they are found in the store;
     without ``segments`` the profile has no segment. A user who is not among those a given detector or
-    segmentation covers (one who arrived since) gets no anomaly score or segment. Raises :class:`KeyError`
-    for a user without events.
+    segmentation covers (one who arrived since) gets no anomaly score or segment. Raises
+    :class:`UnknownUser` (a :class:`KeyError`) for a user without events.
     """
     events = store.user_events(user_id)
     item_ids: list[str] = events["item_id"]
     if not item_ids:
-        raise KeyError(f"user {user_id!r} has no events in {store.path}")
+        raise UnknownUser(f"user {user_id!r} has no events in {store.path}")
     types: list[str] = events["event_type"]
     times = np.asarray(events["timestamp"], dtype=np.int64)
     n = len(item_ids)

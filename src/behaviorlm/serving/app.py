@@ -18,13 +18,14 @@ import hashlib
 import logging
 import threading
 import time
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from behaviorlm import __version__
@@ -33,6 +34,7 @@ from behaviorlm.data.ingest import IngestError, pseudonymize_user_id
 from behaviorlm.data.store import EventStore, StoreError
 from behaviorlm.models.base import load_model
 from behaviorlm.models.sequential import EventHistory
+from behaviorlm.profiling.segments import SegmentMapDrawing, UserSegments
 from behaviorlm.serving.dashboard import mount_dashboard
 from behaviorlm.serving.history import HistoryCache
 from behaviorlm.serving.metrics import RequestMetrics
@@ -185,6 +187,51 @@ class Segments(BaseModel):
     computed_at: datetime
 
 
+class ProfileEvent(BaseModel):
+    item_id: str
+    title: str
+    """Empty when the store has no title for the item."""
+    event_type: str
+    time: datetime
+
+
+class Interest(BaseModel):
+    topic: int
+    keywords: str
+    """The topic's most distinctive words (c-TF-IDF over the item texts)."""
+    share: float
+    """The user's share of interest in the topic (over all topics: 1)."""
+
+
+class ProfileNextItem(BaseModel):
+    item_id: str
+    title: str
+    score: float
+
+
+class Profile(BaseModel):
+    user_id: str
+    events: int
+    events_by_type: dict[str, int]
+    first_event: datetime
+    last_event: datetime
+    active_days: int
+    """Distinct UTC days with an event."""
+    recent_items: list[ProfileEvent]
+    """The latest events, newest first."""
+    interests: list[Interest]
+    """The top interest topics; empty when the store's items have no texts."""
+    anomaly_percentile: float | None
+    """Share of users whose behaviour is less anomalous (0.99: more than 99% of users); None for a user
+    who arrived after the anomaly scores were computed."""
+    anomaly_reasons: list[AnomalyReasonOut]
+    segment: int | None
+    """The behaviour segment of ``/v1/segments``; None without a model or for a user who arrived after the
+    segments were computed."""
+    next_items: list[ProfileNextItem]
+    """The model's likely next items (none without a model)."""
+
+
 class Health(BaseModel):
     status: str
     version: str
@@ -192,6 +239,19 @@ class Health(BaseModel):
 
 
 # ---------------------------------------------------------------------------------------------- state
+class _NotEnoughData(Exception):
+    """The store holds too little for a result over all users (answered 409)."""
+
+
+@dataclass(frozen=True)
+class _SegmentState:
+    """One segmentation of the store's users: the endpoint's answer, each user's segment, and the map."""
+
+    answer: Segments
+    users: UserSegments
+    drawing: SegmentMapDrawing
+
+
 class _Service:
     """What the endpoints share: the store (one writer, a read cursor per thread), model, keys, limits."""
 
@@ -221,8 +281,10 @@ class _Service:
         self._readers_lock = threading.Lock()
         self._anomaly_lock = threading.Lock()
         self._segment_lock = threading.Lock()
-        self._segment_cache: tuple[Segments, float] | None = None
+        self._topic_lock = threading.Lock()
+        self._segment_cache: tuple[_SegmentState | str, float] | None = None
         self._anomaly_cache: tuple[Any, Any, datetime, float] | None = None
+        self._topic_cache: tuple[Any, float] | None = None
 
     def load_model(self):
         model = load_model(self.config.model)
@@ -253,6 +315,13 @@ class _Service:
         )
         return len(events["item_id"]), request
 
+    def stored_user_id(self, user_id: str) -> str:
+        """The id the store keeps for ``user_id`` (its pseudonym, when users are pseudonymized)."""
+        try:
+            return pseudonymize_user_id(user_id, config=self.config.ingest)
+        except IngestError as exc:  # the pseudonym key is not available to the service
+            raise HTTPException(status_code=503, detail=str(exc)) from None
+
     def anomalies(self) -> tuple[Any, Any, datetime]:
         """The fitted anomaly detector over the store's users (recomputed when older than the refresh time)."""
         from behaviorlm.profiling.anomalies import AnomalyDetector
@@ -261,40 +330,80 @@ class _Service:
             cached = self._anomaly_cache
             if cached is not None and time.monotonic() - cached[3] < self.config.anomaly_refresh_seconds:
                 return cached[:3]
-            data = self.reader().interactions()
-            if data.n_users == 0:
-                raise HTTPException(status_code=409, detail="the event store holds no events yet")
+            reader = self.reader()
+            if reader.count("events") == 0:
+                raise _NotEnoughData("the event store holds no events yet")
+            data = reader.interactions()
             detector = AnomalyDetector(utc_offset_hours=self.config.utc_offset_hours).fit(data)
             self._anomaly_cache = (detector, data, datetime.now(UTC), time.monotonic())
             return self._anomaly_cache[:3]
 
-    def segments(self) -> Segments:
-        """Behaviour segments of the store's users (the model's user states), recomputed when stale."""
-        from behaviorlm.data.features import item_features_from_store
-        from behaviorlm.models.base import align_to_model
-        from behaviorlm.profiling.segments import segment_kmeans, summarize_segments, user_representations
-
+    def segments(self) -> _SegmentState:
+        """Behaviour segments of the store's users (the model's user states) and their map, recomputed when
+        stale; a store too small or too uniform to segment is remembered as such for as long."""
         with self._segment_lock:
             cached = self._segment_cache
+            if cached is None or time.monotonic() - cached[1] >= self.config.segment_refresh_seconds:
+                cached = self._segment_cache = (self._segment(), time.monotonic())
+        if isinstance(cached[0], str):
+            raise _NotEnoughData(cached[0])
+        return cached[0]
+
+    def _segment(self) -> _SegmentState | str:
+        from behaviorlm.data.features import item_features_from_store
+        from behaviorlm.models.base import align_to_model
+        from behaviorlm.profiling.segments import (
+            segment_kmeans,
+            segment_map,
+            summarize_segments,
+            user_representations,
+        )
+
+        reader = self.reader()
+        if reader.count("events") == 0:
+            return "the event store holds no events yet"
+        data = align_to_model(reader.interactions(), self.model)
+        if data.n_users < 3:
+            return "too few users with known items to segment"
+        x = user_representations(self.model, data)
+        try:
+            found = segment_kmeans(x)
+        except ValueError as exc:  # every k gave one cluster: the users look alike
+            return str(exc)
+        features = item_features_from_store(reader, data.item_ids)
+        summaries = summarize_segments(found, data, item_features=features)
+        answer = Segments(
+            method=found.method,
+            silhouette=found.silhouette,
+            segments=[SegmentOut(**{f: getattr(s, f) for f in SegmentOut.model_fields}) for s in summaries],
+            computed_at=datetime.now(UTC),
+        )
+        return _SegmentState(
+            answer=answer,
+            users=UserSegments(user_ids=data.user_ids, labels=found.labels),
+            # The projection is fitted and laid out here, once per segmentation, not per request.
+            drawing=SegmentMapDrawing(segment_map(x, found.labels)),
+        )
+
+    def interest_topics(self) -> Any:
+        """The interest topics of the store's items for profiles (found again after
+        ``segment_refresh_seconds``); None when the items have no texts or the sentence model is missing."""
+        from behaviorlm.data.text import TextModelUnavailable
+        from behaviorlm.profiling.profile import interest_topics
+
+        with self._topic_lock:
+            cached = self._topic_cache
             if cached is not None and time.monotonic() - cached[1] < self.config.segment_refresh_seconds:
                 return cached[0]
-            reader = self.reader()
-            data = align_to_model(reader.interactions(), self.model)
-            if data.n_users < 3:
-                raise HTTPException(status_code=409, detail="too few users with known items to segment")
-            found = segment_kmeans(user_representations(self.model, data))
-            features = item_features_from_store(reader, data.item_ids)
-            summaries = summarize_segments(found, data, item_features=features)
-            answer = Segments(
-                method=found.method,
-                silhouette=found.silhouette,
-                segments=[
-                    SegmentOut(**{f: getattr(s, f) for f in SegmentOut.model_fields}) for s in summaries
-                ],
-                computed_at=datetime.now(UTC),
-            )
-            self._segment_cache = (answer, time.monotonic())
-            return answer
+            try:
+                # New text vectors go to the store's embedding cache through this reader: an append-only
+                # table that event ingest never touches, so it does not contend with the writer thread.
+                topics = interest_topics(self.reader())
+            except (TextModelUnavailable, ValueError) as exc:
+                log.warning("profiles have no interests: %s", exc)
+                topics = None
+            self._topic_cache = (topics, time.monotonic())
+            return topics
 
     def reader(self) -> EventStore:
         handle = getattr(self._local, "reader", None)
@@ -457,6 +566,47 @@ def create_app(config: ServiceConfig) -> FastAPI:
                 history_events=request.interactions.n_events,
             )
 
+    @app.get("/v1/users/{user_id}/profile", response_model=Profile, tags=["users"])
+    def profile(
+        user_id: Annotated[str, Path(min_length=1, max_length=MAX_ID)],
+        _: Annotated[ApiKey, Depends(authorize("read"))],
+        recent: Annotated[int, Query(ge=1, le=100)] = 5,
+    ) -> Profile:
+        """The user's profile: activity (events by type, first and last event, active days, the ``recent``
+        latest events), interest topics, how anomalous their behaviour is among all users (with reasons),
+        their behaviour segment and, with a model, likely next items (docs/profiling.md).
+
+        The user's events are read per request (a posted event counts at once). What is computed over all
+        users is shared with the other endpoints and refreshed with them: anomaly scores as in
+        ``/v1/anomalies``, segments as in ``/v1/segments``, interest topics with the segments. A user who
+        arrived since the last refresh has no anomaly score or segment until the next.
+        """
+        from behaviorlm.profiling.profile import UnknownUser, build_profile
+
+        stored_id = service.stored_user_id(user_id)
+        detector = segments = None
+        with suppress(_NotEnoughData):  # an empty store: the user has no events either (404 below)
+            detector = service.anomalies()[0]
+        if service.model is not None:
+            with suppress(_NotEnoughData):  # too few or too uniform users to segment: no segment
+                segments = service.segments().users
+        topics = service.interest_topics()
+        try:
+            card = build_profile(
+                service.reader(),
+                stored_id,
+                model=service.model,
+                recent=recent,
+                with_anomaly=detector is not None,
+                detector=detector,
+                with_interests=topics is not None,
+                topics=topics,
+                segments=segments,
+            )
+        except UnknownUser:
+            raise HTTPException(status_code=404, detail=f"user {user_id!r} has no events") from None
+        return Profile(**{**card.to_dict(), "user_id": user_id})
+
     @app.get("/v1/anomalies", response_model=Anomalies, tags=["users"])
     def anomalies(
         _: Annotated[ApiKey, Depends(authorize("read"))],
@@ -588,7 +738,33 @@ def create_app(config: ServiceConfig) -> FastAPI:
             """Users grouped by behaviour (k-means over the model's user states, k by silhouette), with
             size, recency, activity, conversion and over-represented item attributes per segment.
             Computed from the whole store and reused for ``segment_refresh_seconds``."""
-            return service.segments()
+            return service.segments().answer
+
+        @app.get(
+            "/v1/segments/map",
+            response_class=Response,
+            tags=["users"],
+            responses={200: {"content": {"image/svg+xml": {}}, "description": "The map as an SVG document."}},
+        )
+        def segments_map(
+            _: Annotated[ApiKey, Depends(authorize("read"))],
+            user_id: Annotated[str | None, Query(min_length=1, max_length=MAX_ID)] = None,
+        ) -> Response:
+            """The segments of ``/v1/segments`` as a map (SVG): each user a dot on the first two principal
+            components of the model's user states, coloured by segment (a sample of 2,000 users when there
+            are more). With ``user_id``, that user is ringed if they were segmented. The map is computed
+            with the segments; a request only adds the ring."""
+            state = service.segments()
+            row = state.users.row(service.stored_user_id(user_id)) if user_id is not None else None
+            return Response(
+                state.drawing.svg(highlight=row),
+                media_type="image/svg+xml",
+                # Opened on its own, the document may run nothing and load nothing.
+                headers={
+                    "Content-Security-Policy": "default-src 'none'",
+                    "X-Content-Type-Options": "nosniff",
+                },
+            )
 
         @app.post("/v1/model/reload", tags=["service"])
         def reload_model(_: Annotated[ApiKey, Depends(authorize("admin"))]) -> dict[str, str]:
@@ -608,6 +784,10 @@ def create_app(config: ServiceConfig) -> FastAPI:
     @app.exception_handler(StoreError)
     async def store_error(request: Request, exc: StoreError) -> JSONResponse:
         return JSONResponse(status_code=503, content={"detail": f"event store unavailable: {exc}"})
+
+    @app.exception_handler(_NotEnoughData)
+    async def not_enough_data(request: Request, exc: _NotEnoughData) -> JSONResponse:
+        return JSONResponse(status_code=409, content={"detail": str(exc)})
 
     mount_dashboard(app)
     return app
