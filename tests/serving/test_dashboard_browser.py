@@ -1,6 +1,6 @@
 """The dashboard end to end in a real browser: Debian's Chromium, driven by Playwright, against the real
-server (`behaviorlm serve` in a subprocess) — keys, overview, timelines, recommendations, error messages,
-escaping of untrusted ids, and no request leaving the service's origin.
+server (`behaviorlm serve` in a subprocess) — keys, overview, timelines, recommendations, profiles, the
+segment map, error messages, escaping of untrusted ids, and no request leaving the service's origin.
 
 Skipped, with the reason, where /usr/bin/chromium or the playwright package is absent (`.ci/run` installs
 Chromium when apt is available). Screenshots go to ``$BEHAVIORLM_ARTIFACTS`` (default: the test's tmp dir).
@@ -47,9 +47,9 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 N_ITEMS = 30
-RATE_LIMIT_PER_MINUTE = 12
-"""Low enough that a key hammered from the test runs dry (one token back every 5 s), high enough for the
-dashboard's own requests in this test (about 8 with the read key)."""
+RATE_LIMIT_PER_MINUTE = 30
+"""Low enough that a key hammered from the test runs dry (one token back every 2 s), high enough for the
+dashboard's own requests in this test (about 20 with the read key)."""
 HOSTILE_USER = '<img src=x onerror="document.body.dataset.pwned=1">'
 HOSTILE_ITEM = '<b id="injected">i001</b>'
 
@@ -220,6 +220,11 @@ def test_dashboard_end_to_end(server: dict[str, Any], browser: Any, artifacts: P
         anomaly_rows = page.locator("#anomalies tbody tr")
         expect(anomaly_rows).to_have_count(len(ranked))
         assert [anomaly_rows.nth(i).locator("button").text_content() for i in range(len(ranked))] == ranked
+        # The segment map: the service's SVG shown inline, a dot for every segmented user, no ring yet.
+        segmented = sum(s["users"] for s in api.get("/v1/segments").json()["segments"])
+        assert segmented == 60
+        expect(page.locator("#segment-map svg g.segment circle")).to_have_count(segmented)
+        expect(page.locator("#segment-map svg .highlight")).to_have_count(0)
         shot("02-overview")
 
         # A user's timeline (newest first) and top-10 recommendations, as the API gives them.
@@ -242,6 +247,25 @@ def test_dashboard_end_to_end(server: dict[str, Any], browser: Any, artifacts: P
         why = api.get("/v1/users/user3/explanation?k=3").json()
         expect(page.locator("#explanation")).to_contain_text(f"Why {why['item_id']} first")
         expect(page.locator("#explanation")).to_contain_text(why["because"][0]["item_id"])
+        # The profile panel shows the profile endpoint's facts, and the map rings the user in their segment.
+        profile = api.get("/v1/users/user3/profile").json()
+        assert profile["events"] == 10 and profile["events_by_type"] == {"cart": 1, "view": 9}
+        expect(page.locator("#profile-events")).to_have_text("10")
+        expect(page.locator("#profile-segment")).to_have_text(str(profile["segment"]))
+        expect(page.locator("#profile-anomaly")).to_have_text(f"{100 * profile['anomaly_percentile']:.0f}%")
+        type_rows = page.locator("#profile-types .bar-row")
+        expect(type_rows).to_have_count(2)
+        assert {
+            type_rows.nth(i).locator(".id").text_content(): int(
+                type_rows.nth(i).locator(".count").text_content()
+            )
+            for i in range(2)
+        } == profile["events_by_type"]
+        expect(page.locator("#profile-interests")).to_have_text("No item texts to read interests from.")
+        expect(page.locator("#profile-reasons li")).to_have_count(len(profile["anomaly_reasons"]))
+        ring = page.locator("#segment-map svg .highlight")
+        expect(ring).to_have_count(1)
+        expect(ring).to_have_attribute("data-segment", str(profile["segment"]))
         shot("03-user-lookup")
 
         # An event posted through the API shows up in the timeline at the next lookup.
@@ -257,6 +281,7 @@ def test_dashboard_end_to_end(server: dict[str, Any], browser: Any, artifacts: P
         expect(rows).to_have_count(11)
         expect(rows.first.locator(".item")).to_have_text("i029")
         expect(rows.first.locator(".event-type")).to_have_text("cart")
+        expect(page.locator("#profile-events")).to_have_text("11")
         expected = [r["item_id"] for r in api.get("/v1/users/user3/recommendations?k=10").json()["items"]]
         assert recs.all_text_contents() == expected
         shot("04-after-post")
@@ -276,6 +301,10 @@ def test_dashboard_end_to_end(server: dict[str, Any], browser: Any, artifacts: P
         assert page.locator("#injected").count() == 0 and page.locator("img").count() == 0
         assert page.evaluate("document.body.dataset.pwned") is None
         expect(page.locator("#recommendations-note")).to_contain_text("1 event unknown to the model skipped")
+        expect(page.locator("#profile-user")).to_have_text(f"— {HOSTILE_USER}")
+        expect(page.locator("#profile-events")).to_have_text("1")
+        expect(page.locator("#segment-map-note")).to_contain_text("not on the map")  # posted after segmenting
+        expect(page.locator("#segment-map svg .highlight")).to_have_count(0)
         shot("05-hostile-ids")
 
         # 404: a user id that is no valid path segment ('/' splits it) names no resource.
@@ -283,6 +312,7 @@ def test_dashboard_end_to_end(server: dict[str, Any], browser: Any, artifacts: P
         expect(error).to_contain_text("Not found (HTTP 404)")
         expect(rows).to_have_count(0)
         expect(page.locator("#timeline-note")).to_have_text("Latest events first (up to 100).")
+        expect(page.locator("#profile-body")).to_be_hidden()
 
         # 429: a key already run dry by another client gets a rate-limit message with the wait.
         for _ in range(RATE_LIMIT_PER_MINUTE + 5):

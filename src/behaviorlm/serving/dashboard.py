@@ -1,4 +1,5 @@
-"""A one-page web dashboard over the REST API: store overview, user timelines, recommendations.
+"""A one-page web dashboard over the REST API: store overview, user timelines, recommendations, user
+profiles and the segment map.
 
 Why it looks like this: the page is a static, server-rendered HTML string with inline CSS and vanilla
 JavaScript, so there is no front-end build, and nothing is fetched from anywhere but the service itself
@@ -6,7 +7,10 @@ JavaScript, so there is no front-end build, and nothing is fetched from anywhere
 auth: the user types an API key, which is kept in ``sessionStorage`` (gone when the tab closes) and sent
 as ``X-API-Key`` with each ``fetch()`` to the JSON API, which enforces keys and scopes as for any client.
 Every value from the API (user ids, item ids, event types, quarantine reasons) is untrusted and reaches
-the page only through ``textContent``, never ``innerHTML``.
+the page only through ``textContent``, never ``innerHTML``. The segment map comes from the service as
+SVG, drawn server-side: the page parses it as XML and rebuilds it element by element from a short list
+of SVG elements and attributes (no scripts, links, styles or event handlers can come through), so it is
+shown inline without loosening the Content-Security-Policy.
 """
 
 from __future__ import annotations
@@ -66,6 +70,7 @@ _PAGE = """<!DOCTYPE html>
   ol { margin: 0; padding-left: 22px; }
   .muted { color: #718096; }
   .id { font-family: ui-monospace, monospace; word-break: break-all; }
+  #segment-map svg { display: block; width: 100%; max-width: 640px; height: auto; }
 </style>
 </head>
 <body>
@@ -129,6 +134,31 @@ _PAGE = """<!DOCTYPE html>
     <ol id="recommendations"></ol>
     <p id="explanation" class="muted"></p>
   </section>
+  <section>
+    <h2>Profile <span id="profile-user" class="id muted"></span></h2>
+    <p id="profile-note" class="muted">Activity, interests and how unusual the user's behaviour is.</p>
+    <div id="profile-body" hidden>
+      <div class="numbers">
+        <div><b id="profile-events">–</b>events</div>
+        <div><b id="profile-days">–</b>active days</div>
+        <div><b id="profile-segment">–</b>segment</div>
+        <div><b id="profile-anomaly">–</b>anomaly percentile</div>
+      </div>
+      <p id="profile-span" class="muted"></p>
+      <h3>Events by type</h3>
+      <div id="profile-types"></div>
+      <h3>Interests</h3>
+      <div id="profile-interests"></div>
+      <h3>Furthest from typical users</h3>
+      <ul id="profile-reasons"></ul>
+    </div>
+  </section>
+  <section>
+    <h2>Segment map</h2>
+    <p id="segment-map-note" class="muted">Users on the first two principal components of the model's user
+      states, coloured by segment; the looked-up user is ringed.</p>
+    <div id="segment-map"></div>
+  </section>
 </main>
 <script>
 "use strict";
@@ -170,8 +200,8 @@ _PAGE = """<!DOCTYPE html>
 
   function currentKey() { return sessionStorage.getItem(KEY_SLOT) || ""; }
 
-  async function api(path) {
-    const headers = { "Accept": "application/json" };
+  async function request(path, accept) {
+    const headers = { "Accept": accept };
     const key = currentKey();
     if (key) headers["X-API-Key"] = key;
     let response;
@@ -180,10 +210,53 @@ _PAGE = """<!DOCTYPE html>
     } catch (err) {
       throw new ApiError("Cannot reach the service: " + err.message, 0);
     }
-    let body = null;
-    try { body = await response.json(); } catch (err) { body = null; }
-    if (!response.ok) throw new ApiError(explain(response.status, body, response), response.status);
-    return body;
+    if (!response.ok) {
+      let body = null;
+      try { body = await response.json(); } catch (err) { body = null; }
+      throw new ApiError(explain(response.status, body, response), response.status);
+    }
+    return response;
+  }
+
+  async function api(path) {
+    const response = await request(path, "application/json");
+    try { return await response.json(); } catch (err) { return null; }
+  }
+
+  // The segment map is SVG from the service. It is parsed as XML and rebuilt from these elements and
+  // attributes only, so nothing in it can run or load anything, whatever the response holds.
+  const SVG_NS = "http://www.w3.org/2000/svg";
+  const SVG_ELEMENTS = new Set(["svg", "g", "circle", "rect", "text", "title"]);
+  const SVG_ATTRIBUTES = new Set(["viewBox", "width", "height", "role", "aria-label", "font-family",
+    "font-size", "font-weight", "class", "data-segment", "x", "y", "cx", "cy", "r", "fill",
+    "fill-opacity", "stroke", "stroke-width", "text-anchor", "transform"]);
+
+  function copySvg(node) {
+    const copy = document.createElementNS(SVG_NS, node.localName);
+    for (const attribute of node.attributes) {
+      if (!attribute.namespaceURI && SVG_ATTRIBUTES.has(attribute.name)) {
+        copy.setAttribute(attribute.name, attribute.value);
+      }
+    }
+    for (const child of node.childNodes) {
+      if (child.nodeType === Node.TEXT_NODE) {
+        copy.appendChild(document.createTextNode(child.data));
+      } else if (child.nodeType === Node.ELEMENT_NODE && child.namespaceURI === SVG_NS &&
+                 SVG_ELEMENTS.has(child.localName)) {
+        copy.appendChild(copySvg(child));
+      }
+    }
+    return copy;
+  }
+
+  async function apiSvg(path) {
+    const text = await (await request(path, "image/svg+xml")).text();
+    const root = new DOMParser().parseFromString(text, "image/svg+xml").documentElement;
+    if (root.namespaceURI !== SVG_NS || root.localName !== "svg" ||
+        root.getElementsByTagName("parsererror").length) {
+      throw new ApiError("The service sent a segment map that is not SVG.", 0);
+    }
+    return copySvg(root);
   }
 
   function showError(message) { $("error").textContent = message; }
@@ -203,6 +276,29 @@ _PAGE = """<!DOCTYPE html>
     return isNaN(when.getTime()) ? String(iso) : when.toISOString().replace("T", " ").slice(0, 19);
   }
 
+  // One labelled bar per [label, value]; bars are scaled to the largest value, shown as format(value).
+  function renderBars(bars, entries, format) {
+    const most = Math.max(1e-12, ...entries.map((entry) => entry[1]));
+    bars.replaceChildren();
+    for (const [name, value] of entries) {
+      const row = document.createElement("div");
+      row.className = "bar-row";
+      const label = document.createElement("span");
+      label.className = "id";
+      label.textContent = name;
+      const track = document.createElement("div");
+      const bar = document.createElement("div");
+      bar.className = "bar";
+      bar.style.width = (100 * value / most).toFixed(1) + "%";
+      track.appendChild(bar);
+      const number = document.createElement("span");
+      number.className = "count";
+      number.textContent = format(value);
+      row.append(label, track, number);
+      bars.appendChild(row);
+    }
+  }
+
   function renderOverview(stats) {
     const tables = stats.tables || {};
     $("stat-events").textContent = String(tables.events ?? 0);
@@ -210,28 +306,8 @@ _PAGE = """<!DOCTYPE html>
     $("stat-items").textContent = String(stats.items ?? 0);
     $("stat-quarantined").textContent = String(tables.quarantine ?? 0);
     const types = Object.entries(stats.event_types || {});
-    const most = Math.max(1, ...types.map((entry) => entry[1]));
-    const bars = $("event-types");
-    bars.replaceChildren();
-    for (const [type, count] of types) {
-      const row = document.createElement("div");
-      row.className = "bar-row";
-      row.dataset.eventType = type;
-      const label = document.createElement("span");
-      label.className = "id";
-      label.textContent = type;
-      const track = document.createElement("div");
-      const bar = document.createElement("div");
-      bar.className = "bar";
-      bar.style.width = (100 * count / most).toFixed(1) + "%";
-      track.appendChild(bar);
-      const number = document.createElement("span");
-      number.className = "count";
-      number.textContent = String(count);
-      row.append(label, track, number);
-      bars.appendChild(row);
-    }
-    if (!types.length) bars.textContent = "No events stored yet.";
+    renderBars($("event-types"), types, String);
+    if (!types.length) $("event-types").textContent = "No events stored yet.";
     const reasons = $("quarantine");
     reasons.replaceChildren();
     for (const entry of stats.quarantine_reasons || []) {
@@ -289,6 +365,7 @@ _PAGE = """<!DOCTYPE html>
       await loadAnomalies();
       $("key-status").textContent = "Key in use (kept in this tab only).";
       clearError();
+      await loadSegmentMap("");
     } catch (err) {
       resetOverview();
       if (err.status === 401) {
@@ -338,7 +415,73 @@ _PAGE = """<!DOCTYPE html>
       plural(result.history_events, "history event") + skipped + " (model " + result.model + ").";
   }
 
-  const NOTES = { timeline: $("timeline-note").textContent, recs: $("recommendations-note").textContent };
+  function renderProfile(card) {
+    $("profile-user").textContent = "— " + card.user_id;
+    $("profile-events").textContent = String(card.events);
+    $("profile-days").textContent = String(card.active_days);
+    $("profile-segment").textContent = card.segment === null ? "–" : String(card.segment);
+    $("profile-anomaly").textContent = card.anomaly_percentile === null
+      ? "–" : (100 * card.anomaly_percentile).toFixed(0) + "%";
+    $("profile-span").textContent = "First event " + formatTime(card.first_event) + ", latest " +
+      formatTime(card.last_event) + " (UTC).";
+    renderBars($("profile-types"), Object.entries(card.events_by_type), String);
+    renderBars($("profile-interests"), card.interests.map((i) => [i.keywords, i.share]),
+      (share) => (100 * share).toFixed(0) + "%");
+    if (!card.interests.length) $("profile-interests").textContent = "No item texts to read interests from.";
+    const reasons = $("profile-reasons");
+    reasons.replaceChildren();
+    for (const r of card.anomaly_reasons) {
+      const item = document.createElement("li");
+      item.textContent = r.feature + " " + r.value.toPrecision(3) + " vs typical " + r.typical.toPrecision(3) +
+        " (" + r.iqr_units.toFixed(1) + " IQR)";
+      reasons.appendChild(item);
+    }
+    const unscored = card.anomaly_percentile === null;
+    const unsegmented = modelLoaded && card.segment === null;
+    $("profile-note").textContent = unscored || unsegmented
+      ? "New since the last refresh: " + (unscored ? "no anomaly score" : "") +
+        (unscored && unsegmented ? " or " : "") + (unsegmented ? "no segment" : "") + " yet."
+      : "Anomaly percentile: share of users whose behaviour is less unusual.";
+    $("profile-body").hidden = false;
+  }
+
+  // The map with userId ringed (none: no ring); seq, if given, is the lookup it belongs to, and a newer
+  // lookup's map wins.
+  async function loadSegmentMap(userId, seq) {
+    if (!modelLoaded) {
+      $("segment-map").replaceChildren();
+      $("segment-map-note").textContent = "No model is loaded: segments need the model's user states.";
+      return;
+    }
+    const query = userId ? "?user_id=" + encodeURIComponent(userId) : "";
+    try {
+      const map = await apiSvg("/v1/segments/map" + query);
+      if (seq !== undefined && seq !== lookupSeq) return;
+      $("segment-map").replaceChildren(map);
+      $("segment-map-note").textContent = NOTES.map;
+    } catch (err) {
+      if (seq !== undefined && seq !== lookupSeq) return;
+      $("segment-map").replaceChildren();
+      if (err.status === 409) {
+        $("segment-map-note").textContent = "No segments yet: " + err.message;
+      } else {
+        showError(err.message);
+      }
+    }
+  }
+
+  const NOTES = {
+    timeline: $("timeline-note").textContent,
+    recs: $("recommendations-note").textContent,
+    profile: $("profile-note").textContent,
+    map: $("segment-map-note").textContent,
+  };
+
+  function clearProfile() {
+    $("profile-user").textContent = "";
+    $("profile-body").hidden = true;
+    $("profile-note").textContent = NOTES.profile;
+  }
 
   function clearLookup() {
     $("timeline-user").textContent = "";
@@ -347,6 +490,8 @@ _PAGE = """<!DOCTYPE html>
     $("explanation").textContent = "";
     $("timeline-note").textContent = NOTES.timeline;
     $("recommendations-note").textContent = NOTES.recs;
+    clearProfile();
+    for (const ring of $("segment-map").querySelectorAll(".highlight")) ring.remove();
   }
 
   async function lookup() {
@@ -357,9 +502,17 @@ _PAGE = """<!DOCTYPE html>
     const base = "/v1/users/" + encodeURIComponent(userId);
     try {
       const timeline = await api(base + "/events?limit=__LIMIT__");
+      // A user without events has no profile (the endpoint answers 404): nothing to ask for.
+      const card = timeline.events.length ? await api(base + "/profile") : null;
       const recs = modelLoaded ? await api(base + "/recommendations?k=__K__") : null;
       if (seq !== lookupSeq) return;  // a newer lookup started meanwhile: its answer wins
       renderTimeline(timeline.user_id, timeline.events);
+      if (card) {
+        renderProfile(card);
+      } else {
+        clearProfile();
+        $("profile-note").textContent = "No events stored for this user: no profile.";
+      }
       if (recs) {
         renderRecommendations(recs);
         $("explanation").textContent = "";
@@ -380,6 +533,12 @@ _PAGE = """<!DOCTYPE html>
         $("recommendations-note").textContent = "No model is loaded: the service has no recommendations.";
       }
       clearError();
+      await loadSegmentMap(userId, seq);
+      if (seq !== lookupSeq) return;
+      if (card && modelLoaded && card.segment === null) {
+        $("segment-map-note").textContent = "This user is not on the map: they were not among the users " +
+          "segmented at the last refresh.";
+      }
     } catch (err) {
       if (seq !== lookupSeq) return;
       clearLookup();
@@ -410,6 +569,7 @@ _PAGE = """<!DOCTYPE html>
     $("key-status").textContent = "No key in use.";
     resetOverview();
     clearLookup();
+    $("segment-map").replaceChildren();
     clearError();
   });
   $("lookup-form").addEventListener("submit", (event) => { event.preventDefault(); lookup(); });
