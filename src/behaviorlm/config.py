@@ -108,6 +108,36 @@ class IngestConfig(StrictConfig):
         return self.missing.get(field, default)
 
 
+class LLMConfig(StrictConfig):
+    """Which language model verbalizes facts, and how behaviorlm talks to it (:mod:`behaviorlm.llm.client`).
+
+    With no ``base_url`` the embedded model runs in-process (no server, no network); with one, any
+    OpenAI-compatible server (vLLM, Ollama, llama.cpp server, a hosted API) is used. The API key is read
+    from the environment variable named by ``api_key_env``, never stored in a config file.
+    """
+
+    base_url: str | None = None
+    """OpenAI-compatible endpoint root, e.g. ``http://localhost:8000/v1``; ``None`` = embedded model."""
+    model: str = "qwen2.5-coder-0.5b-instruct"
+    """Model name sent to the server, or the embedded model's name."""
+    api_key_env: str = "BEHAVIORLM_LLM_API_KEY"
+    timeout_seconds: float = Field(default=120.0, gt=0)
+    max_retries: int = Field(default=2, ge=0)
+    backoff_seconds: float = Field(default=0.5, ge=0)
+    """First retry delay; doubled on each retry, with jitter."""
+    max_concurrency: int = Field(default=4, gt=0)
+    cache_dir: str | None = None
+    """On-disk response cache keyed by the request's hash; ``None`` = the user cache dir, ``""`` = off."""
+    temperature: float = Field(default=0.0, ge=0)
+    max_tokens: int = Field(default=512, gt=0)
+    threads: int = Field(default=2, gt=0)
+    """Embedded model: CPU threads."""
+    context_tokens: int = Field(default=4096, ge=4096)
+    """Embedded model: context window."""
+    scrub_remote: bool = True
+    """Run the PII scrubber over every message sent to a remote server (defence in depth)."""
+
+
 class ServiceConfig(StrictConfig):
     """The REST service (``behaviorlm serve``): where its data, model and keys are, and its limits."""
 

@@ -271,24 +271,33 @@ class EventStore:
             order=table.column("ingest_seq").to_numpy(),
         )
 
-    def user_events(self, user_id: str, *, limit: int | None = None) -> dict[str, list[Any]]:
+    def user_events(
+        self, user_id: str, *, limit: int | None = None, details: bool = False
+    ) -> dict[str, list[Any]]:
         """One user's most recent events (all, or the last ``limit``), oldest first.
 
         Returns ``{"item_id": [...], "event_type": [...], "timestamp": [unix seconds ...]}`` in stored
-        order (time, then ingest order), ready for a sequence model's ``predict_next``.
+        order (time, then ingest order), ready for a sequence model's ``predict_next``; ``details`` adds
+        ``event_id``, ``value`` and ``text`` (e.g. a rating and a review).
         """
         limit_sql = "" if limit is None else f" LIMIT {int(limit)}"
+        extra = ", event_id, value, text" if details else ""
         rows = self.rows(
-            "SELECT item_id, event_type, epoch(timestamp)::BIGINT FROM events WHERE user_id = ? "
+            f"SELECT item_id, event_type, epoch(timestamp)::BIGINT{extra} FROM events WHERE user_id = ? "
             f"ORDER BY timestamp DESC, ingest_seq DESC{limit_sql}",
             [user_id],
         )
         rows.reverse()
-        return {
+        out = {
             "item_id": [r[0] for r in rows],
             "event_type": [r[1] for r in rows],
             "timestamp": [int(r[2]) for r in rows],
         }
+        if details:
+            out["event_id"] = [r[3] for r in rows]
+            out["value"] = [r[4] for r in rows]
+            out["text"] = [r[5] for r in rows]
+        return out
 
     def recent_events(self, *, per_user: int) -> dict[str, dict[str, list[Any]]]:
         """Every user's last ``per_user`` events, oldest first, as :meth:`user_events` gives them for one."""

@@ -1,0 +1,398 @@
+"""Facts, then words: the structured, id-carrying facts the language model may talk about.
+
+The LLM never reads the store. :func:`user_facts` collects what the data and the models say about one
+user -- recent events with ids, times, ratings and (scrubbed) review text, activity counts, interest
+topics, how anomalous the behaviour is, the sequence model's likely next items and intent probabilities,
+and the past events that most influence the top prediction (deletion influence, :mod:`behaviorlm.causal`)
+-- into a :class:`FactSet`. Every fact has a short id (``E1``, ``N2``, ``C1`` …) that answers cite, and
+the structured values the grounding check (:mod:`.grounding`) compares the answer against.
+
+Privacy: the user appears only under an alias (a keyed HMAC of the stored id), review text passes
+:func:`.privacy.scrub_pii`, and nothing else about the person (attributes, raw ids) is included.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import math
+import os
+import secrets
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from behaviorlm.data.store import EventStore
+from behaviorlm.llm.privacy import scrub_pii
+from behaviorlm.llm.weights import cache_dir
+
+SHOPPING_INTENTS = ("browsing", "comparing options", "ready to buy", "repeat purchase", "lapsing")
+"""Intent labels for stores with commerce events (cart, purchase, …) and no intent model."""
+CONTENT_INTENTS = (
+    "exploring new genres",
+    "deepening a favourite genre",
+    "catching up on popular titles",
+    "lapsing",
+)
+"""Intent labels for content stores (views, ratings) with no intent model."""
+_COMMERCE_TYPES = {"cart", "purchase", "fav", "checkout", "order"}
+
+
+@dataclass(frozen=True)
+class Fact:
+    id: str
+    kind: str
+    """``activity``, ``event``, ``review``, ``interest``, ``anomaly``, ``next_item``, ``intent``, ``influence``,
+    ``segment`` or ``stat``."""
+    text: str
+    """One line, as the model reads it."""
+    values: dict[str, Any] = field(default_factory=dict)
+    """The structured values behind the text (item ids, titles, numbers), for the grounding check."""
+
+
+@dataclass
+class FactSet:
+    """The facts about one subject (a user alias or a segment), and the intent labels allowed for it."""
+
+    subject: str
+    facts: list[Fact]
+    intents: tuple[str, ...] = ()
+    intent_from_model: bool = False
+    """True when the intent probabilities are an intent model's output (then the answer's confidence
+    must be that model's probability)."""
+
+    def __post_init__(self) -> None:
+        ids = [f.id for f in self.facts]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"duplicate fact ids in {ids}")
+
+    def by_id(self) -> dict[str, Fact]:
+        return {f.id: f for f in self.facts}
+
+    def of_kind(self, kind: str) -> list[Fact]:
+        return [f for f in self.facts if f.kind == kind]
+
+    def render(self) -> str:
+        """The facts as the prompt shows them, one ``[ID] text`` per line."""
+        return "\n".join(f"[{f.id}] {f.text}" for f in self.facts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "subject": self.subject,
+            "intents": list(self.intents),
+            "intent_from_model": self.intent_from_model,
+            "facts": [asdict(f) for f in self.facts],
+        }
+
+
+def _alias_key() -> bytes:
+    """The HMAC key for prompt aliases: ``$BEHAVIORLM_ALIAS_KEY``, else one random key kept (0600) in the
+    user cache dir, so aliases are stable on this machine yet cannot be reversed by hashing guesses."""
+    if env := os.environ.get("BEHAVIORLM_ALIAS_KEY"):
+        return env.encode()
+    path = cache_dir() / "alias.key"
+    try:
+        return bytes.fromhex(path.read_text().strip())
+    except (OSError, ValueError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_bytes(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(key.hex())
+        return key
+
+
+def user_alias(user_id: str) -> str:
+    """How a user is named in prompts: ``user-`` and 10 hex digits of a keyed HMAC of the stored id."""
+    return "user-" + hmac.new(_alias_key(), user_id.encode(), hashlib.sha256).hexdigest()[:10]
+
+
+def _when(ts: int) -> str:
+    return datetime.fromtimestamp(int(ts), UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _num(x: float) -> str:
+    """A number as facts print it (and answers may quote it): integers plain, others to 2 significant
+    decimals."""
+    if float(x).is_integer():
+        return str(int(x))
+    return f"{x:.2f}" if abs(x) >= 0.01 else f"{x:.2g}"
+
+
+def user_facts(
+    store: EventStore,
+    user_id: str,
+    *,
+    model: Any | None = None,
+    intent_model: Any | None = None,
+    recent: int = 8,
+    next_items: int = 5,
+    with_influence: bool = True,
+    with_interests: bool = False,
+    with_anomaly: bool = True,
+    review_chars: int = 240,
+) -> FactSet:
+    """The :class:`FactSet` of stored user ``user_id`` (a pseudonym, if the store pseudonymizes users).
+
+    ``model``: a fitted sequence model (likely next items, and with ``with_influence`` the events behind
+    the top one); ``intent_model``: a fitted sequence classifier whose classes are intent labels.
+    ``with_interests`` embeds every item text once (cached in the store) to find interest topics.
+    Raises ``KeyError`` for an unknown user.
+    """
+    from behaviorlm.profiling.profile import build_profile
+
+    profile = build_profile(
+        store, user_id, model=None, with_interests=with_interests, with_anomaly=with_anomaly, recent=0
+    )
+    facts: list[Fact] = []
+    by_type = ", ".join(f"{t} {n}" for t, n in profile.events_by_type.items())
+    facts.append(
+        Fact(
+            "P1",
+            "activity",
+            f"{profile.events} events on {profile.active_days} active days from {profile.first_event[:10]} "
+            f"to {profile.last_event[:10]}; by type: {by_type}",
+            {"events": profile.events, "active_days": profile.active_days, **profile.events_by_type},
+        )
+    )
+    events = store.user_events(user_id, limit=recent, details=True)
+    titles = _titles(store, set(events["item_id"]))
+    n = len(events["item_id"])
+    reviews: list[Fact] = []
+    for rank, j in enumerate(range(n - 1, -1, -1), start=1):
+        item, etype, ts = events["item_id"][j], events["event_type"][j], events["timestamp"][j]
+        title, category = titles.get(item, ("", ""))
+        value = events["value"][j]
+        text = f"{_when(ts)}: {_verb(etype)} item {item}"
+        if title:
+            text += f' "{title}"'
+        if category:
+            text += f" ({category})"
+        if value is not None and not (isinstance(value, float) and math.isnan(value)):
+            text += f", {'rating' if etype in ('rate', 'review') else 'value'} {_num(float(value))}"
+        fid = f"E{rank}"
+        facts.append(
+            Fact(
+                fid,
+                "event",
+                text,
+                {"item_id": item, "title": title, "event_type": etype, "time": _when(ts), "value": value},
+            )
+        )
+        review = events["text"][j]
+        if review:
+            clean = scrub_pii(str(review)).text.replace("\n", " ").strip()
+            if len(clean) > review_chars:
+                clean = clean[:review_chars].rsplit(" ", 1)[0] + " …"
+            reviews.append(
+                Fact(
+                    f"R{len(reviews) + 1}",
+                    "review",
+                    f'review of item {item} ({fid}): "{clean}"',
+                    {"item_id": item},
+                )
+            )
+    facts.extend(reviews)
+    for i, interest in enumerate(profile.interests, start=1):
+        facts.append(
+            Fact(
+                f"T{i}",
+                "interest",
+                f"interest topic '{interest['keywords']}': {100 * interest['share']:.0f}% of recent interest",
+                {"keywords": interest["keywords"], "share_pct": round(100 * interest["share"])},
+            )
+        )
+    if profile.anomaly_percentile is not None:
+        pct = 100 * profile.anomaly_percentile
+        reasons = "; ".join(
+            f"{r['feature']} {_num(r['value'])} vs typical {_num(r['typical'])}"
+            for r in profile.anomaly_reasons
+        )
+        facts.append(
+            Fact(
+                "A1",
+                "anomaly",
+                f"behaviour is more unusual than {pct:.0f}% of users" + (f" ({reasons})" if reasons else ""),
+                {"percentile": round(pct)},
+            )
+        )
+    if model is not None:
+        facts.extend(
+            _model_facts(store, user_id, model, k=next_items, with_influence=with_influence, event_facts=n)
+        )
+    intents, from_model = _intent_facts(store, user_id, intent_model, facts)
+    return FactSet(user_alias(user_id), facts, intents=intents, intent_from_model=from_model)
+
+
+def _titles(store: EventStore, items: set[str]) -> dict[str, tuple[str, str]]:
+    """Title and a short descriptor (category, brand and scalar or list attributes) of each item."""
+    if not items:
+        return {}
+    marks = ",".join("?" * len(items))
+    rows = store.rows(
+        f"SELECT item_id, title, category, brand, attributes FROM items WHERE item_id IN ({marks})",
+        sorted(items),
+    )
+    out = {}
+    for item, title, category, brand, attributes in rows:
+        parts = [f"category: {category}"] if category else []
+        if brand:
+            parts.append(f"brand: {brand}")
+        try:
+            attrs = json.loads(attributes) if attributes else {}
+        except ValueError:
+            attrs = {}
+        for key, value in list(attrs.items())[:3] if isinstance(attrs, dict) else []:
+            if isinstance(value, list) and value and len(value) <= 6:
+                parts.append(f"{key}: {', '.join(map(str, value))}")
+            elif isinstance(value, str | int | float) and len(str(value)) <= 40:
+                parts.append(f"{key}: {value}")
+        out[str(item)] = (str(title or ""), "; ".join(parts))
+    return out
+
+
+_VERBS = {
+    "view": "viewed",
+    "click": "clicked",
+    "cart": "added to cart",
+    "fav": "favourited",
+    "purchase": "purchased",
+    "search": "searched for",
+    "review": "reviewed",
+    "rate": "rated",
+}
+
+
+def _verb(event_type: str) -> str:
+    return _VERBS.get(event_type, event_type)
+
+
+def _model_facts(
+    store: EventStore, user_id: str, model: Any, *, k: int, with_influence: bool, event_facts: int
+) -> list[Fact]:
+    from behaviorlm.causal.influence import deletion_influence
+
+    events = store.user_events(user_id, limit=model.max_len + 1)
+    request = model.history_from_events(
+        events["item_id"],
+        event_types=events["event_type"],
+        timestamps=events["timestamp"],
+        unknown_event_types="skip",
+    )
+    if request.interactions.n_events == 0:
+        return []
+    recs = model.recommend(np.array([0]), k=k, history=request.interactions)
+    item_ids = [str(model.train_.item_ids[i]) for i in recs.items[0]]
+    titles = _titles(store, set(item_ids))
+    out = []
+    for rank, item in enumerate(item_ids, start=1):
+        title, category = titles.get(item, ("", ""))
+        text = f"predicted next item #{rank}: item {item}"
+        if title:
+            text += f' "{title}"'
+        if category:
+            text += f" ({category})"
+        out.append(Fact(f"N{rank}", "next_item", text, {"item_id": item, "title": title, "rank": rank}))
+    if with_influence:
+        influence = deletion_influence(model, request.interactions, 0, target_item=int(recs.items[0, 0]))
+        top_prob = math.exp(influence.base_log_prob)
+        out[0] = Fact(
+            "N1",
+            "next_item",
+            out[0].text + f", probability {_num(top_prob)}",
+            {**out[0].values, "probability": round(top_prob, 2)},
+        )
+        for i, fact in enumerate(f for f in influence.top(3) if f["effect"] > 0):
+            ago = int(fact["events_ago"])
+            eid = f"E{ago}"
+            out.append(
+                Fact(
+                    f"C{i + 1}",
+                    "influence",
+                    f"reason #{i + 1} for prediction N1: the user {_verb(fact['event_type'])} item {fact['item_id']} "
+                    f"({eid if ago <= event_facts else 'an older event'}, {fact['time'][:16].replace('T', ' ')} UTC); "
+                    f"without that event the model finds N1 less likely (log-probability lower by "
+                    f"{_num(fact['effect'])})",
+                    {"item_id": fact["item_id"], "effect": round(fact["effect"], 2), "events_ago": ago},
+                )
+            )
+    return out
+
+
+def _intent_facts(
+    store: EventStore, user_id: str, intent_model: Any | None, facts: list[Fact]
+) -> tuple[tuple[str, ...], bool]:
+    if intent_model is None:
+        types = {t for (t,) in store.rows("SELECT DISTINCT event_type FROM events")}
+        return (SHOPPING_INTENTS if types & _COMMERCE_TYPES else CONTENT_INTENTS), False
+    from behaviorlm.models.heads import intent_classes
+
+    events = store.user_events(user_id, limit=intent_model.max_len)
+    history = intent_model.history_from_events(
+        events["item_id"],
+        event_types=events["event_type"],
+        timestamps=events["timestamp"],
+        unknown_event_types="skip",
+    )
+    proba = intent_model.predict_proba(history.interactions)[0]
+    classes = [str(c) for c in intent_classes(intent_model)]
+    for rank, i in enumerate(np.argsort(-proba), start=1):
+        facts.append(
+            Fact(
+                f"I{rank}",
+                "intent",
+                f"intent model: P({classes[i]}) = {_num(round(float(proba[i]), 2))}",
+                {"intent": classes[i], "probability": round(float(proba[i]), 2)},
+            )
+        )
+    return tuple(classes), True
+
+
+def segment_facts(summary: Any, *, total_users: int | None = None) -> FactSet:
+    """The facts of one segment: a :class:`behaviorlm.profiling.segments.SegmentSummary`."""
+    facts = [
+        Fact(
+            "S1",
+            "segment",
+            f"{summary.users} users, {100 * summary.share:.0f}% of all users",
+            {"users": summary.users, "share_pct": round(100 * summary.share)},
+        ),
+        Fact(
+            "S2",
+            "segment",
+            f"median events per user: {_num(round(summary.median_events, 1))}; median days since the user's last "
+            f"event: {_num(round(summary.median_recency_days, 1))}",
+            {"median_events": summary.median_events, "median_recency_days": summary.median_recency_days},
+        ),
+    ]
+    if not math.isnan(summary.median_monetary):
+        facts.append(
+            Fact(
+                f"S{len(facts) + 1}",
+                "segment",
+                f"median per-user sum of event values: {_num(round(summary.median_monetary, 1))}",
+                {"median_monetary": summary.median_monetary},
+            )
+        )
+    if summary.conversion_rate is not None:
+        facts.append(
+            Fact(
+                f"S{len(facts) + 1}",
+                "segment",
+                f"{100 * summary.conversion_rate:.0f}% of its users purchased",
+                {"conversion_pct": round(100 * summary.conversion_rate)},
+            )
+        )
+    for attribute, lift in summary.top_attributes:
+        facts.append(
+            Fact(
+                f"S{len(facts) + 1}",
+                "segment",
+                f"attribute '{attribute}' is {_num(round(lift, 1))} times as common in its events as overall",
+                {"attribute": attribute, "lift": round(lift, 1)},
+            )
+        )
+    return FactSet(f"segment {summary.segment}", facts)
