@@ -148,7 +148,10 @@ def test_segments_command_writes_a_map_and_keeps_ids(tmp_path) -> None:
     first = CliRunner().invoke(app, args)
     assert first.exit_code == 0, first.output
     before = json.loads((tmp_path / "seg" / "segments.json").read_text())["users"]
-    assert (tmp_path / "seg" / "segment_map.png").exists() and "silhouette" in first.output
+    assert (tmp_path / "seg" / "segment_map.png").read_bytes()[
+        :4
+    ] == b"\x89PNG" and "silhouette" in first.output
+    assert "<svg" in (tmp_path / "seg" / "segment_map.html").read_text()  # standalone: the map inline
     assert CliRunner().invoke(app, args).exit_code == 0
     after = json.loads((tmp_path / "seg" / "segments.json").read_text())["users"]
     assert after == before  # the same data and model: every user keeps their segment id
