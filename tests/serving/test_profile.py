@@ -188,6 +188,7 @@ def test_profile_by_the_callers_id_when_users_are_pseudonymized(tmp_path, monkey
     )
     with TestClient(create_app(config)) as client:
         assert client.get("/v1/users/alice/profile", headers=key).status_code == 404  # an empty store
+        assert client.get("/v1/anomalies", headers=key).status_code == 409  # nothing to score yet
         events = [
             {"user_id": name, "item_id": f"i{n}", "event_type": "view", "timestamp": 1_700_000_000 + n}
             for n, name in enumerate(["alice", "bob"] * 3)
