@@ -10,3 +10,5 @@ import torch
 # thread per core, and four busy threads on two cores made the model tests several times slower.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
+    # The same for the embedded language model (llama.cpp threads spin-wait on a busy core).
+    os.environ.setdefault("BEHAVIORLM_LLM_THREADS", "1")

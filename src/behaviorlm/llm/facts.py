@@ -119,7 +119,7 @@ def _num(x: float) -> str:
     decimals."""
     if float(x).is_integer():
         return str(int(x))
-    return f"{x:.2f}" if abs(x) >= 0.01 else f"{x:.2g}"
+    return f"{x:.2f}".rstrip("0").rstrip(".") if abs(x) >= 0.01 else f"{x:.2g}"
 
 
 def user_facts(

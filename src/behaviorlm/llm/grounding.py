@@ -98,16 +98,21 @@ def check_grounding(
         if require_evidence and not evidence:
             problems.append("no evidence cited")
         problems += [f"evidence {e!r} is not a fact id" for e in evidence if e not in by_id]
-    for ref in _FACT_REF.findall(text):
-        if ref not in by_id and re.fullmatch(r"[A-Z]\d{1,3}", ref):
-            problems.append(f"the text cites fact {ref}, which does not exist")
+    fact_items = {str(f.values["item_id"]) for f in facts.facts if "item_id" in f.values}
+    prefixes = {f.id[0] for f in facts.facts}
+    for m in _FACT_REF.finditer(text):
+        ref = m.group(1)
+        bracketed = m.group(0).startswith("[")
+        after_item = re.search(r"\bitems?\s+(?:id\s+)?#?$", text[: m.start()], re.IGNORECASE) is not None
+        if ref in by_id or ref in fact_items or after_item or not (bracketed or ref[0] in prefixes):
+            continue
+        problems.append(f"the text cites fact {ref}, which does not exist")
     allowed = allowed_numbers(facts)
     fact_ids = set(by_id)
     stripped = _FACT_REF.sub(lambda m: "" if m.group(1) in fact_ids else m.group(0), text)
     for token in _NUMBER.findall(stripped):
         if not allowed.allows(token):
             problems.append(f"the number {token.strip()} is not in the facts")
-    fact_items = {str(f.values["item_id"]) for f in facts.facts if "item_id" in f.values}
     for item in _ITEM_REF.findall(text):
         if any(ch.isdigit() for ch in item) and item not in fact_items:
             problems.append(f"item {item} is not in the facts")
