@@ -56,7 +56,17 @@ def _rows(output: str) -> list[list[str]]:
 
 def test_explain_predicts_and_names_the_causing_event(saved: tuple[Path, Path]) -> None:
     store, root = saved
-    args = ["explain", "probe", "--store", str(store), "--model", str(root / "model"), "--top", "3"]
+    args = [
+        "explain",
+        "probe",
+        "--store",
+        str(store),
+        "--model",
+        str(root / "model"),
+        "--top",
+        "3",
+        "--no-words",
+    ]
     result = runner.invoke(app, [*args, "--why"], env={"COLUMNS": "160"})
     assert result.exit_code == 0, result.output
     rows = _rows(result.output)
@@ -79,7 +89,76 @@ def test_explain_user_errors(saved: tuple[Path, Path]) -> None:
     store, root = saved
     result = runner.invoke(app, ["explain", "nobody", "--store", str(store), "--model", str(root / "model")])
     assert result.exit_code == 2 and "user 'nobody' has no events" in result.output
+    result = runner.invoke(app, ["explain", "probe", "--store", str(store), "--no-words"])
+    assert result.exit_code == 2 and "nothing to explain" in result.output
     result = runner.invoke(app, ["explain", "probe", "--store", str(store), "--model", str(root / "pop")])
     assert result.exit_code == 2 and re.search(r"needs a sequence model", result.output)
     result = runner.invoke(app, ["explain", "other", "--store", str(store), "--model", str(root / "nowhere")])
     assert result.exit_code == 2 and "not a saved behaviorlm model" in result.output
+
+
+def test_explain_in_words_with_any_openai_compatible_server(saved: tuple[Path, Path], tmp_path: Path) -> None:
+    """--llm-url: the facts (including the cart that causes the top prediction) reach the server and the
+    grounded answer is printed with the facts it cites."""
+    import json
+
+    from behaviorlm.testing.fake_llm import FakeLLMServer, Step
+
+    store, root = saved
+    answer = {
+        "intent": "ready to buy",
+        "confidence": 0.6,
+        "evidence": ["E4", "C1"],
+        "text": "The user put item 17 in the cart, which is the main reason the model expects item 7 next.",
+    }
+    env = {"COLUMNS": "160", "BEHAVIORLM_CACHE_DIR": str(tmp_path / "cache")}
+    with FakeLLMServer([Step(text=json.dumps(answer))]) as server:
+        args = [
+            "explain",
+            "probe",
+            "--store",
+            str(store),
+            "--model",
+            str(root / "model"),
+            "--llm-url",
+            server.url,
+        ]
+        result = runner.invoke(app, [*args, "--json", str(tmp_path / "x.json")], env=env)
+    assert result.exit_code == 0, result.output
+    assert "intent: ready to buy (confidence 0.60)" in result.output and "grounded" in result.output
+    prompt = server.requests[0]["messages"][1]["content"]
+    assert "added to cart item 17" in prompt and "reason #1 for prediction N1" in prompt
+    saved_json = json.loads((tmp_path / "x.json").read_text())
+    assert saved_json["explanation"]["source"] == "llm" and saved_json["facts"]["facts"]
+
+
+def test_ask_and_an_unreachable_server(saved: tuple[Path, Path], tmp_path: Path) -> None:
+    import json
+
+    from behaviorlm.testing.fake_llm import FakeLLMServer, Step
+
+    store, _ = saved
+    env = {"COLUMNS": "160", "BEHAVIORLM_CACHE_DIR": str(tmp_path / "cache")}
+    reply = {"known": True, "text": "Item 17, added to the cart.", "evidence": ["E4"]}
+    with FakeLLMServer([Step(text=json.dumps(reply))]) as server:
+        result = runner.invoke(
+            app,
+            [
+                "ask",
+                "probe",
+                "What did they add to the cart?",
+                "--store",
+                str(store),
+                "--llm-url",
+                server.url,
+            ],
+            env=env,
+        )
+    assert result.exit_code == 0, result.output
+    assert "Item 17, added to the cart." in result.output and "[E4]" in result.output
+    result = runner.invoke(
+        app,
+        ["ask", "probe", "Anything?", "--store", str(store), "--llm-url", "http://127.0.0.1:9/v1"],
+        env=env,
+    )
+    assert result.exit_code == 2 and "cannot reach" in result.output

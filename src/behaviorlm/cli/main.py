@@ -24,6 +24,8 @@ from behaviorlm.config import ConfigError, IngestConfig, SourceFormat, load_conf
 from behaviorlm.data.ingest import IngestError, IngestSummary, ingest_file
 from behaviorlm.data.splits import Split, leave_one_out, temporal_split_by_quantile
 from behaviorlm.data.store import EventStore, StoreError
+from behaviorlm.llm.client import LLMError
+from behaviorlm.llm.weights import ModelWeightsError
 
 app = typer.Typer(
     name="behaviorlm",
@@ -46,7 +48,16 @@ def _user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (IngestError, ConfigError, StoreError, FileNotFoundError, KeyError, ValueError) as exc:
+        except (
+            IngestError,
+            ConfigError,
+            StoreError,
+            FileNotFoundError,
+            KeyError,
+            ValueError,
+            LLMError,
+            ModelWeightsError,
+        ) as exc:
             message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
             err_console.print(f"[bold red]error:[/] {message}", highlight=False)
             raise typer.Exit(code=2) from None
@@ -546,34 +557,169 @@ def segments(
 
 
 # ---------------------------------------------------------------------------------------------- causal
+LLMUrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--llm-url",
+        help="OpenAI-compatible server root (e.g. http://localhost:8000/v1); default: the embedded model. "
+        "The API key is read from $BEHAVIORLM_LLM_API_KEY.",
+    ),
+]
+LLMModelOption = Annotated[
+    str | None, typer.Option("--llm-model", help="Model name on that server (or an embedded model's name).")
+]
+IntentModelOption = Annotated[
+    Path | None,
+    typer.Option(help="Saved intent model (sequence classifier); its probabilities become facts."),
+]
+
+
+def _llm_client(llm_url: str | None, llm_model: str | None):
+    from behaviorlm.config import LLMConfig
+    from behaviorlm.llm.client import LLMClient
+
+    settings: dict[str, Any] = {"base_url": llm_url}
+    if llm_model:
+        settings["model"] = llm_model
+    elif llm_url:
+        settings["model"] = "default"
+    return LLMClient(LLMConfig(**settings))
+
+
+def _print_task(result: Any, facts: Any, *, title: str) -> None:
+    from rich.panel import Panel
+
+    by_id = facts.by_id()
+    answer = result.answer
+    lines = []
+    if hasattr(answer, "intent"):
+        lines.append(f"[bold]intent:[/] {answer.intent} (confidence {answer.confidence:.2f})")
+    lines.append(answer.text)
+    evidence = getattr(answer, "evidence", [])
+    if evidence:
+        lines.append("")
+        lines.append("[bold]evidence[/]")
+        lines += [f"  [{e}] {by_id[e].text}" for e in evidence if e in by_id]
+    status = {
+        "llm": "grounded: every item, number and fact id cited is in the facts",
+        "fallback": "the model's answer cited things not in the facts twice; shown: the facts it cited",
+        "refused": "not covered by the facts (or the model's answer was not supported by them)",
+    }[result.source]
+    lines.append("")
+    lines.append(f"[dim]{status} · {result.model} · {result.latency_s:.1f} s · {result.attempts} call(s)[/]")
+    console.print(Panel("\n".join(lines), title=title, expand=False))
+
+
 @app.command()
 @_user_errors
 def explain(
     user_id: Annotated[
         str, typer.Argument(help="The user's id as stored (a pseudonym if ids are pseudonymized).")
     ],
-    model: Annotated[Path, typer.Option(help="Saved sequence model (transformer, gru4rec) directory.")],
+    model: Annotated[
+        Path | None, typer.Option(help="Saved sequence model (transformer, gru4rec) directory.")
+    ] = None,
     store: StoreOption = Path("behaviorlm.duckdb"),
     top: Annotated[int, typer.Option(help="How many next items (and, with --why, events) to show.")] = 5,
     why: Annotated[
         bool, typer.Option("--why", help="Also show the past events the top prediction depends on most.")
     ] = False,
+    words: Annotated[
+        bool, typer.Option("--words/--no-words", help="Explain the user's intent in words with the LLM.")
+    ] = True,
+    intent_model: IntentModelOption = None,
+    llm_url: LLMUrlOption = None,
+    llm_model: LLMModelOption = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the explanation as JSON.")
+    ] = None,
 ) -> None:
-    """Predict a user's next items from their latest stored events; --why names the events behind the top one."""
+    """A user's likely next items (--model), the events behind the top one (--why), and their intent explained
+    in words by a language model that may only cite facts from the data (grounding-checked)."""
+    if top < 1:
+        raise ValueError(f"--top must be >= 1, got {top}")
+    if model is None and not words:
+        raise ValueError("nothing to explain: give --model, or leave --words on")
+    _require_store(store)
+    estimator = None
+    if model is not None:
+        estimator = _explain_predictions(user_id, model=model, store=store, top=top, why=why)
+    if not words:
+        return
+    from behaviorlm.llm.facts import user_facts
+    from behaviorlm.llm.tasks import explain_intent
+    from behaviorlm.models.base import load_model
+
+    with EventStore(store, read_only=True) as es, console.status("collecting the facts …", spinner="dots"):
+        facts = user_facts(
+            es,
+            user_id,
+            model=estimator,
+            intent_model=load_model(intent_model) if intent_model is not None else None,
+        )
+    with (
+        _llm_client(llm_url, llm_model) as client,
+        console.status("the language model is writing …", spinner="dots"),
+    ):
+        result = explain_intent(client, facts)
+    _print_task(result, facts, title=f"intent of {user_id} (in prompts: {facts.subject})")
+    if json_out is not None:
+        json_out.write_text(json.dumps({"explanation": result.to_dict(), "facts": facts.to_dict()}, indent=2))
+
+
+@app.command()
+@_user_errors
+def ask(
+    user_id: Annotated[
+        str, typer.Argument(help="The user's id as stored (a pseudonym if ids are pseudonymized).")
+    ],
+    question: Annotated[
+        str, typer.Argument(help="A question about the user, e.g. 'What did they buy last?'")
+    ],
+    store: StoreOption = Path("behaviorlm.duckdb"),
+    model: Annotated[
+        Path | None, typer.Option(help="Saved sequence model, for predicted next items.")
+    ] = None,
+    intent_model: IntentModelOption = None,
+    llm_url: LLMUrlOption = None,
+    llm_model: LLMModelOption = None,
+) -> None:
+    """Answer a question about a user from the facts in the data only ("I don't know" when they do not say)."""
+    from behaviorlm.llm.facts import user_facts
+    from behaviorlm.llm.tasks import ask as ask_task
+    from behaviorlm.models.base import load_model
+
+    if not question.strip():
+        raise ValueError("the question is empty")
+    _require_store(store)
+    with EventStore(store, read_only=True) as es, console.status("collecting the facts …", spinner="dots"):
+        facts = user_facts(
+            es,
+            user_id,
+            model=load_model(model) if model is not None else None,
+            intent_model=load_model(intent_model) if intent_model is not None else None,
+        )
+    with (
+        _llm_client(llm_url, llm_model) as client,
+        console.status("the language model is answering …", spinner="dots"),
+    ):
+        result = ask_task(client, facts, question)
+    _print_task(result, facts, title=question)
+
+
+def _explain_predictions(user_id: str, *, model: Path, store: Path, top: int, why: bool) -> Any:
+    """Print the next-item table (and with ``why`` the influence table); return the loaded model."""
     import math
 
     from behaviorlm.causal.influence import deletion_influence
     from behaviorlm.models.base import load_model
     from behaviorlm.models.sequential import SequentialRecommender
 
-    if top < 1:
-        raise ValueError(f"--top must be >= 1, got {top}")
     estimator = load_model(model)
     if not isinstance(estimator, SequentialRecommender):
         raise ValueError(
             f"explain needs a sequence model (transformer, gru4rec); {model} holds {estimator.name!r}"
         )
-    _require_store(store)
     with EventStore(store, read_only=True) as es:
         # One event beyond the window: deleting a window event lets it in, as it would for the model.
         events = es.user_events(user_id, limit=estimator.max_len + 1)
@@ -596,7 +742,7 @@ def explain(
     if skipped:
         console.print(f"[yellow]note:[/] left out {skipped} events on items or types the model does not know")
     if not why:
-        return
+        return estimator
     with console.status("removing each event in turn …", spinner="dots"):
         influence = deletion_influence(estimator, request.interactions, 0, target_item=int(recs.items[0, 0]))
     reasons = Table(
@@ -618,6 +764,7 @@ def explain(
             f"{fact['effect']:+.3f}",
         )
     console.print(reasons)
+    return estimator
 
 
 @app.command()
