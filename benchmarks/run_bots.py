@@ -4,7 +4,7 @@
 UserBehavior slice (2 hours of traffic). Detectors score every user without labels; a style's ROC-AUC
 ranks its bots against all real users, precision@50 is the share of bots among the 50 highest scores
 of (real users + that style's bots). Detectors: the isolation forest over behaviour features, a
-one-feature baseline (events per hour), the sequence model's mean per-event surprisal (a behaviour
+one-feature baseline (events per hour), the sequence model's largest per-event surprisal (a behaviour
 Transformer fitted, without labels, on the same planted data for ``--surprisal-epochs`` epochs), and the
 rank average of the forest and the surprisal. The detectors' settings were chosen on bots planted with
 seed 1; this table uses seed 0. Appends records with dataset "bots-taobao" to benchmarks/results.jsonl.
@@ -59,7 +59,9 @@ def main() -> None:
     parser.add_argument("--per-style", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--surprisal-epochs", type=int, default=20)
-    parser.add_argument("--surprisal-statistic", choices=("mean", "max"), default="mean")
+    # Chosen on the seed-1 planting: max beat mean alone (ROC-AUC 0.857 vs 0.836) and rank-averaged with
+    # the forest (precision@50 0.86 vs 0.64).
+    parser.add_argument("--surprisal-statistic", choices=("mean", "max"), default="max")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()

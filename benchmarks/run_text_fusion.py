@@ -82,10 +82,16 @@ def run(name: str, *, threads: int, truncate: bool, out: Path) -> None:
         split = leave_one_out(data)
         started = time.perf_counter()
         reviews = descriptions = None
+        catalogue = {"events": data.n_events, "items": data.n_items}
         if spec["reviews"]:
             # Only training events' texts: the prefix of each user's events that leave-one-out keeps.
             train_events = prefix_event_index(data, split.train)
             all_texts = event_texts(store, data)
+            catalogue = {
+                "events": data.n_events,
+                "items": data.n_items,
+                "distinct_review_texts": len({t for t in all_texts if t.strip()}),
+            }
             reviews = text_vectors([all_texts[i] for i in train_events], store=store, embedder=embedder)
         if spec["descriptions"]:
             descriptions = text_vectors(
@@ -116,6 +122,7 @@ def run(name: str, *, threads: int, truncate: bool, out: Path) -> None:
         "text_model": embedder.name,
         "weight_selection": "text weight from 0, 0.05, ..., 1 by validation NDCG@10",
         "torch_threads": threads,
+        "data": catalogue,
     }
     behaviour_params = {"model": "transformer", **behaviour.get_params()}
     text_params = {"model": "text-interest", **text.get_params()}
