@@ -38,6 +38,7 @@ import torch
 from behaviorlm.data.datasets import open_dataset_store
 from behaviorlm.data.sequences import Interactions
 from behaviorlm.data.splits import leave_one_out
+from behaviorlm.data.store import EventStore, StoreError
 from behaviorlm.data.text import TextEmbedder, embed_texts, event_texts, item_texts
 from behaviorlm.evaluation.benchmark import append_jsonl, git_commit, machine_description, peak_rss_mb
 from behaviorlm.evaluation.ranking import evaluate_ranking
@@ -65,8 +66,9 @@ DATASETS: dict[str, dict[str, Any]] = {
 }
 
 
-def text_vectors(texts: list[str], *, store: Any, embedder: TextEmbedder) -> np.ndarray:
-    """One vector per text (zero rows for empty texts), embedded once per distinct text and cached."""
+def text_vectors(texts: list[str], *, store: EventStore | None, embedder: TextEmbedder) -> np.ndarray:
+    """One vector per text (zero rows for empty texts), embedded once per distinct text (and cached in
+    ``store`` when one is given)."""
     out = np.zeros((len(texts), embedder.dim), dtype=np.float32)
     present = [i for i, text in enumerate(texts) if text.strip()]
     if present:
@@ -77,7 +79,12 @@ def text_vectors(texts: list[str], *, store: Any, embedder: TextEmbedder) -> np.
 def run(name: str, *, threads: int, truncate: bool, out: Path) -> None:
     spec = DATASETS[name]
     embedder = TextEmbedder(threads=threads)
-    with open_dataset_store(name) as store:
+    try:
+        store, cache = open_dataset_store(name), True
+    except StoreError:
+        # Another process has the cached store open: read it read-only and embed without caching.
+        store, cache = open_dataset_store(name, read_only=True), False
+    with store:
         data = store.interactions()
         split = leave_one_out(data)
         started = time.perf_counter()
@@ -92,10 +99,14 @@ def run(name: str, *, threads: int, truncate: bool, out: Path) -> None:
                 "items": data.n_items,
                 "distinct_review_texts": len({t for t in all_texts if t.strip()}),
             }
-            reviews = text_vectors([all_texts[i] for i in train_events], store=store, embedder=embedder)
+            reviews = text_vectors(
+                [all_texts[i] for i in train_events], store=store if cache else None, embedder=embedder
+            )
         if spec["descriptions"]:
             descriptions = text_vectors(
-                item_texts(store, [str(i) for i in data.item_ids]), store=store, embedder=embedder
+                item_texts(store, [str(i) for i in data.item_ids]),
+                store=store if cache else None,
+                embedder=embedder,
             )
         embed_seconds = time.perf_counter() - started
     lengths = split.train.lengths()
