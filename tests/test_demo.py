@@ -30,6 +30,9 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     # Understanding users: anomalies with reasons, segments with genre lifts, a profile with interests.
     assert "most anomalous raters" in output and "kmeans(k=" in output
     assert "interests:" in output and "more unusual than" in output
+    # Explanations in words from the embedded model, every one grounded (or refused when not covered).
+    assert "intent: " in output and "grounded=True" in output and "grounded=False" not in output
+    assert "Q: What is the user's email address?\nA: I don't know" in output
     # The service the demo points to starts on its files and answers with the demo's key.
     from fastapi.testclient import TestClient
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -42,8 +43,11 @@ def run_demo(
     console: Console | None = None,
     transformer_seconds: float | None = 150.0,
     transformer_epochs: int = 200,
+    explain_in_words: bool = True,
 ) -> dict[str, dict[str, float]]:
-    """Run the demo, print its tables, and return ``{model: metrics}`` for the test split."""
+    """Run the demo, print its tables, and return ``{model: metrics}`` for the test split.
+
+    ``explain_in_words`` runs step 6 with the embedded language model (needs the llm wheels)."""
     console = console or Console()
     if workdir.exists():
         shutil.rmtree(workdir)
@@ -155,9 +159,15 @@ def run_demo(
         console.print(f"  {rank}. {titles.get(item_id, item_id)}")
     console.print(f"\nstore: {store_path}  (explore it with `behaviorlm stats --store {store_path}`)")
 
-    _understand_users(console, store_path=store_path, model=transformer, history=history, titles=titles)
+    shared = _understand_users(
+        console, store_path=store_path, model=transformer, history=history, titles=titles
+    )
+    if explain_in_words:
+        _explain_in_words(
+            console, store_path=store_path, model=transformer, user=str(history.user_ids[0]), **shared
+        )
 
-    console.rule("[bold]6. Serve it: REST API and dashboard")
+    console.rule("[bold]7. Serve it: REST API and dashboard")
     service_config = _prepare_service(workdir, store_path=store_path, model=transformer)
     key = (workdir / "demo-key.txt").read_text().strip()
     console.print(
@@ -172,8 +182,11 @@ def run_demo(
     return results
 
 
-def _understand_users(console: Console, *, store_path: Path, model, history, titles: dict[str, str]) -> None:
-    """Step 5: anomalous users with reasons, behaviour segments, and one user's profile card."""
+def _understand_users(
+    console: Console, *, store_path: Path, model, history, titles: dict[str, str]
+) -> dict[str, Any]:
+    """Step 5: anomalous users with reasons, behaviour segments, and one user's profile card. Returns the
+    fitted detector and the largest segment's summary for step 6."""
     from behaviorlm.profiling.anomalies import AnomalyDetector
     from behaviorlm.profiling.profile import build_profile
     from behaviorlm.profiling.segments import segment_kmeans, summarize_segments, user_representations
@@ -232,6 +245,52 @@ def _understand_users(console: Console, *, store_path: Path, model, history, tit
         f"  more unusual than {100 * card.anomaly_percentile:.0f}% of users; likely next: "
         + "; ".join(i["title"] or i["item_id"] for i in card.next_items[:3]),
         highlight=False,
+    )
+    return {"detector": detector, "segment": summaries[0]}
+
+
+def _explain_in_words(console: Console, *, store_path: Path, model, user: str, detector, segment) -> None:
+    """Step 6: the embedded language model explains a user's intent, answers two questions and names a
+    segment, each from grounded facts only (every cited item, number and fact id checked)."""
+    from behaviorlm.llm.client import LLMClient
+    from behaviorlm.llm.facts import segment_facts, user_facts
+    from behaviorlm.llm.tasks import ask, describe_segment, explain_intent
+
+    console.rule("[bold]6. Explanations in words: an embedded LLM, grounded in the facts")
+    with EventStore(store_path, read_only=True) as store:
+        facts = user_facts(store, user, model=model, detector=detector)
+    client = LLMClient()
+    console.print(
+        f"{len(facts.facts)} facts about user {user} (in prompts only as {facts.subject}); model: {client.name}",
+        highlight=False,
+    )
+    by_id = facts.by_id()
+
+    def status(result) -> str:
+        return f"[{result.source}, grounded={result.grounded}, {result.latency_s:.1f} s]"
+
+    result = explain_intent(client, facts)
+    console.print(
+        f"intent: {result.answer.intent} (confidence {result.answer.confidence:.2f}) {status(result)}\n"
+        f"  {result.answer.text}",
+        highlight=False,
+    )
+    for e in result.answer.evidence[:4]:
+        console.print(f"  [{e}] {by_id[e].text}", highlight=False, markup=False)
+    for question in ("What did the user rate most recently?", "What is the user's email address?"):
+        answer = ask(client, facts, question)
+        console.print(f"Q: {question}\nA: {answer.answer.text} {status(answer)}", highlight=False)
+    seg = describe_segment(client, segment_facts(segment))
+    console.print(
+        f"segment {segment.segment}: {seg.answer.name!r}: {seg.answer.text} {status(seg)}", highlight=False
+    )
+    u = client.usage
+    console.print(
+        f"LLM usage: {u.requests} requests, {u.prompt_tokens:,} prompt + {u.completion_tokens:,} completion "
+        f"tokens, {u.latency_s:.1f} s. Try: behaviorlm explain {user} --store {store_path} --model "
+        f"{store_path.parent / 'model'} (or --llm-url for your own server)",
+        highlight=False,
+        soft_wrap=True,
     )
 
 

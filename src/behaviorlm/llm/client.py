@@ -166,6 +166,10 @@ def _start_embedded(config: LLMConfig) -> Any:
     params.n_parallel = 1
     params.cpuparams.n_threads = config.threads
     params.cpuparams_batch.n_threads = config.threads
+    # Threads sleep between work instead of spinning: with another busy process on a 2-core machine,
+    # spinning threads starved each other (one 120-token explanation took 180 s instead of 8 s).
+    params.cpuparams.poll = 0
+    params.cpuparams_batch.poll = 0
     params.verbosity = -1  # llama.cpp is chatty on stderr; our accounting reports what matters
     params.warmup = False
     return xllamacpp.Server(params)

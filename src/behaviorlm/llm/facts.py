@@ -134,18 +134,31 @@ def user_facts(
     with_interests: bool = False,
     with_anomaly: bool = True,
     review_chars: int = 240,
+    detector: Any | None = None,
+    topics: Any | None = None,
+    segments: Any | None = None,
 ) -> FactSet:
     """The :class:`FactSet` of stored user ``user_id`` (a pseudonym, if the store pseudonymizes users).
 
     ``model``: a fitted sequence model (likely next items, and with ``with_influence`` the events behind
     the top one); ``intent_model``: a fitted sequence classifier whose classes are intent labels.
     ``with_interests`` embeds every item text once (cached in the store) to find interest topics.
+    ``detector``, ``topics`` and ``segments`` are the shared, pre-fitted parts of a profile
+    (:func:`behaviorlm.profiling.profile.build_profile`): pass them when explaining many users.
     Raises ``KeyError`` for an unknown user.
     """
     from behaviorlm.profiling.profile import build_profile
 
     profile = build_profile(
-        store, user_id, model=None, with_interests=with_interests, with_anomaly=with_anomaly, recent=0
+        store,
+        user_id,
+        model=None,
+        with_interests=with_interests,
+        with_anomaly=with_anomaly,
+        recent=0,
+        detector=detector,
+        topics=topics,
+        segments=segments,
     )
     facts: list[Fact] = []
     by_type = ", ".join(f"{t} {n}" for t, n in profile.events_by_type.items())
@@ -219,6 +232,15 @@ def user_facts(
                 {"percentile": round(pct)},
             )
         )
+    if profile.segment is not None and profile.segment >= 0:
+        facts.append(
+            Fact(
+                "G1",
+                "segment",
+                f"member of behaviour segment {profile.segment}",
+                {"segment": profile.segment},
+            )
+        )
     if model is not None:
         facts.extend(
             _model_facts(store, user_id, model, k=next_items, with_influence=with_influence, event_facts=n)
@@ -290,7 +312,7 @@ def _model_facts(
     out = []
     for rank, item in enumerate(item_ids, start=1):
         title, category = titles.get(item, ("", ""))
-        text = f"predicted next item #{rank}: item {item}"
+        text = f"the recommender's #{rank} guess for the user's next item: item {item}"
         if title:
             text += f' "{title}"'
         if category:
@@ -312,9 +334,9 @@ def _model_facts(
                 Fact(
                     f"C{i + 1}",
                     "influence",
-                    f"reason #{i + 1} for prediction N1: the user {_verb(fact['event_type'])} item {fact['item_id']} "
+                    f"reason #{i + 1} for guess N1: the user {_verb(fact['event_type'])} item {fact['item_id']} "
                     f"({eid if ago <= event_facts else 'an older event'}, {fact['time'][:16].replace('T', ' ')} UTC); "
-                    f"without that event the model finds N1 less likely (log-probability lower by "
+                    f"without that event the recommender finds N1 less likely (log-probability lower by "
                     f"{_num(fact['effect'])})",
                     {"item_id": fact["item_id"], "effect": round(fact["effect"], 2), "events_ago": ago},
                 )

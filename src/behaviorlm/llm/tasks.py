@@ -217,8 +217,8 @@ def explain_intent(client: LLMClient, facts: FactSet) -> TaskResult[IntentExplan
             if facts.intent_from_model
             else "Give your confidence between 0 and 1. "
         )
-        + "In 'text', explain which behaviours point to that intent.\n"
-        + _EXPLAIN_EXAMPLE
+        + "In 'text' write two sentences: first what the user did recently, naming one or two titles "
+        "from the facts; then why that points to the intent you chose."
     )
     schema = _schema(IntentExplanation, facts, enum_intents=True)
 

@@ -1,0 +1,143 @@
+"""Groundedness and latency of the LLM intent explanations (and question answers) with the embedded model.
+
+For ``--users`` users drawn at random (seeded) from a dataset's store, the fact set is built
+(:func:`behaviorlm.llm.facts.user_facts`: recent events, activity, anomaly percentile and reasons, and
+with ``--model`` the sequence model's next items and the events behind the top one) and
+:func:`behaviorlm.llm.tasks.explain_intent` asks the embedded model for {intent, confidence, evidence, text}.
+Every answer goes through the grounding check (:mod:`behaviorlm.llm.grounding`). Reported:
+
+* ``groundedness_first_try``: share of first answers that pass the check (the raw model);
+* ``groundedness_llm``: share whose model answer passes after at most one regeneration with feedback;
+* ``groundedness``: share of explanations handed out that are grounded (failures fall back to a text
+  assembled from the cited facts, so this measures the check itself: it must be 1.0);
+* ``fallback_rate``, ``latency_s_mean`` / ``_p50`` / ``_p95`` per explanation (model calls only; facts are
+  timed apart as ``facts_s_mean``), ``calls_mean``, ``completion_tokens_per_s``.
+
+With ``--questions`` each user is also asked one question the facts answer ("What did the user do most
+recently?") and one they cannot ("What is the user's home address?"): ``answered_rate`` and
+``refusal_rate`` (correct "I don't know").
+
+One JSON line per dataset is appended to benchmarks/results.jsonl with model
+``llm-explain-<embedded model>``.
+
+    .venv/bin/python benchmarks/run_llm_explain.py --dataset ml-100k --model work-dir/demo/model
+    .venv/bin/python benchmarks/run_llm_explain.py --dataset beauty
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from behaviorlm.config import LLMConfig
+from behaviorlm.data.datasets import open_dataset_store
+from behaviorlm.evaluation.benchmark import append_jsonl, git_commit, machine_description, peak_rss_mb
+from behaviorlm.llm.client import LLMClient
+from behaviorlm.llm.facts import user_facts
+from behaviorlm.llm.tasks import ask, explain_intent
+from behaviorlm.models.base import load_model
+from behaviorlm.profiling.anomalies import AnomalyDetector
+
+RESULTS = Path(__file__).resolve().parent / "results.jsonl"
+ANSWERABLE = "What did the user do most recently?"
+UNANSWERABLE = "What is the user's home address?"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="ml-100k")
+    parser.add_argument("--users", type=int, default=200)
+    parser.add_argument("--model", type=Path, default=None, help="saved sequence model trained on this dataset")
+    parser.add_argument("--llm-model", default=LLMConfig().model)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--questions", action="store_true")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-record", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    client = LLMClient(LLMConfig(model=args.llm_model, threads=args.threads, cache_dir=""))
+    model = load_model(args.model) if args.model is not None else None
+    rows = []
+    with open_dataset_store(args.dataset, read_only=True) as store:
+        start = time.perf_counter()
+        detector = AnomalyDetector().fit(store.interactions())
+        print(f"anomaly detector fitted in {time.perf_counter() - start:.1f} s", flush=True)
+        users = sorted(u for (u,) in store.rows("SELECT DISTINCT user_id FROM events"))
+        rng = np.random.default_rng(args.seed)
+        chosen = [users[i] for i in rng.choice(len(users), size=min(args.users, len(users)), replace=False)]
+        for n, user in enumerate(chosen, start=1):
+            t0 = time.perf_counter()
+            facts = user_facts(store, user, model=model, detector=detector)
+            facts_s = time.perf_counter() - t0
+            before = client.usage.completion_tokens
+            result = explain_intent(client, facts)
+            row = {
+                "facts_s": facts_s,
+                "latency_s": result.latency_s,
+                "first": result.first_try_grounded,
+                "llm": result.source == "llm",
+                "grounded": result.grounded,
+                "calls": result.attempts,
+                "tokens": client.usage.completion_tokens - before,
+            }
+            if args.questions:
+                a = ask(client, facts, ANSWERABLE)
+                b = ask(client, facts, UNANSWERABLE)
+                row["answered"] = a.source == "llm" and a.answer.known
+                row["refused"] = b.source == "refused"
+            rows.append(row)
+            print(
+                f"{n:4d} {user:>12s} first={row['first']!s:5s} llm={row['llm']!s:5s} {result.latency_s:5.1f}s "
+                f"{result.answer.intent!r}: {result.answer.text[:90]!r}"
+                + (f" | problems: {result.problems[:2]}" if result.problems else ""),
+                flush=True,
+            )
+    lat = np.array([r["latency_s"] for r in rows])
+    metrics = {
+        "groundedness": float(np.mean([r["grounded"] for r in rows])),
+        "groundedness_llm": float(np.mean([r["llm"] for r in rows])),
+        "groundedness_first_try": float(np.mean([r["first"] for r in rows])),
+        "fallback_rate": float(1 - np.mean([r["llm"] for r in rows])),
+        "latency_s_mean": float(lat.mean()),
+        "latency_s_p50": float(np.percentile(lat, 50)),
+        "latency_s_p95": float(np.percentile(lat, 95)),
+        "facts_s_mean": float(np.mean([r["facts_s"] for r in rows])),
+        "calls_mean": float(np.mean([r["calls"] for r in rows])),
+        "completion_tokens_per_s": float(sum(r["tokens"] for r in rows) / lat.sum()),
+    }
+    if args.questions:
+        metrics["answered_rate"] = float(np.mean([r["answered"] for r in rows]))
+        metrics["refusal_rate"] = float(np.mean([r["refused"] for r in rows]))
+    print({k: round(v, 4) for k, v in metrics.items()})
+    if args.no_record:
+        return
+    append_jsonl(
+        RESULTS,
+        {
+            "dataset": args.dataset,
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "git_commit": git_commit(),
+            "machine": machine_description(),
+            "metrics": metrics,
+            "model": f"llm-explain-{args.llm_model}",
+            "n_users": len(rows),
+            "params": {
+                "threads": args.threads,
+                "seed": args.seed,
+                "sequence_model": str(args.model) if args.model else None,
+                "questions": args.questions,
+                "usage": client.usage.to_dict(),
+            },
+            "peak_rss_mb": peak_rss_mb(),
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
