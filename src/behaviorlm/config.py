@@ -176,6 +176,9 @@ class ServiceConfig(StrictConfig):
     """The users' time zone, for the night-activity feature of anomaly detection."""
     cors_origins: list[str] = Field(default_factory=list)
     """Origins allowed to call the API from a browser; empty (the default) turns CORS off."""
+    llm: LLMConfig | None = None
+    """The language model for ``/v1/users/{id}/explanation/words``; ``None`` (the default) leaves that
+    endpoint out. An empty ``[llm]`` table uses the embedded model."""
 
 
 ConfigT = TypeVar("ConfigT", bound=StrictConfig)

@@ -139,6 +139,26 @@ class Explanation(BaseModel):
     method: str
 
 
+class CitedFact(BaseModel):
+    id: str
+    text: str
+
+
+class IntentInWords(BaseModel):
+    user_id: str
+    intent: str
+    confidence: float
+    text: str
+    """Two or three sentences by the language model (or, if its answers cited anything not in the facts
+    twice, a sentence assembled from the facts: ``source = "fallback"``)."""
+    evidence: list[CitedFact]
+    grounded: bool
+    first_try_grounded: bool
+    source: str
+    latency_s: float
+    llm: str
+
+
 class Intent(BaseModel):
     user_id: str
     model: str
@@ -285,6 +305,17 @@ class _Service:
         self._segment_cache: tuple[_SegmentState | str, float] | None = None
         self._anomaly_cache: tuple[Any, Any, datetime, float] | None = None
         self._topic_cache: tuple[Any, float] | None = None
+        self._llm_lock = threading.Lock()
+        self._llm: Any = None
+
+    def llm(self) -> Any:
+        """The language-model client, started on first use (the embedded model loads in about a second)."""
+        with self._llm_lock:
+            if self._llm is None:
+                from behaviorlm.llm.client import LLMClient
+
+                self._llm = LLMClient(self.config.llm)
+            return self._llm
 
     def load_model(self):
         model = load_model(self.config.model)
@@ -732,6 +763,64 @@ def create_app(config: ServiceConfig) -> FastAPI:
                 ],
                 method="deletion influence (leave one event out)",
             )
+
+        if config.llm is not None:
+
+            @app.get("/v1/users/{user_id}/explanation/words", response_model=IntentInWords, tags=["users"])
+            def explanation_in_words(
+                user_id: Annotated[str, Path(min_length=1, max_length=MAX_ID)],
+                _: Annotated[ApiKey, Depends(authorize("read"))],
+            ) -> IntentInWords:
+                """The user's intent explained in words by the configured language model, from grounded
+                facts only: latest events, activity, anomaly percentile, next items and the events behind
+                the top one (and intent-model probabilities when one is configured). Every item, number
+                and fact id the answer cites is checked against those facts (docs/llm.md). Takes
+                seconds on a CPU with the embedded model."""
+                from behaviorlm.llm.client import LLMError
+                from behaviorlm.llm.facts import user_facts
+                from behaviorlm.llm.tasks import explain_intent
+                from behaviorlm.llm.weights import ModelWeightsError
+                from behaviorlm.profiling.profile import UnknownUser
+
+                stored = service.stored_user_id(user_id)
+                try:
+                    detector = service.anomalies()[0]
+                except _NotEnoughData:
+                    detector = None
+                try:
+                    facts = user_facts(
+                        service.reader(),
+                        stored,
+                        model=service.model,
+                        intent_model=service.intent_model,
+                        detector=detector,
+                        with_anomaly=detector is not None,
+                    )
+                except UnknownUser:
+                    raise HTTPException(status_code=404, detail=f"user {user_id!r} has no events") from None
+                except StoreError as exc:
+                    raise HTTPException(status_code=503, detail=f"event store unavailable: {exc}") from None
+                try:
+                    result = explain_intent(service.llm(), facts)
+                except (LLMError, ModelWeightsError) as exc:
+                    raise HTTPException(
+                        status_code=503, detail=f"language model unavailable: {exc}"
+                    ) from None
+                by_id = facts.by_id()
+                return IntentInWords(
+                    user_id=user_id,
+                    intent=result.answer.intent,
+                    confidence=result.answer.confidence,
+                    text=result.answer.text,
+                    evidence=[
+                        CitedFact(id=e, text=by_id[e].text) for e in result.answer.evidence if e in by_id
+                    ],
+                    grounded=result.grounded,
+                    first_try_grounded=result.first_try_grounded,
+                    source=result.source,
+                    latency_s=result.latency_s,
+                    llm=result.model,
+                )
 
         @app.get("/v1/segments", response_model=Segments, tags=["users"])
         def segments(_: Annotated[ApiKey, Depends(authorize("read"))]) -> Segments:
