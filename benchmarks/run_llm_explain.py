@@ -49,10 +49,14 @@ UNANSWERABLE = "What is the user's home address?"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--dataset", default="ml-100k")
     parser.add_argument("--users", type=int, default=200)
-    parser.add_argument("--model", type=Path, default=None, help="saved sequence model trained on this dataset")
+    parser.add_argument(
+        "--model", type=Path, default=None, help="saved sequence model trained on this dataset"
+    )
     parser.add_argument("--llm-model", default=LLMConfig().model)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--questions", action="store_true")
