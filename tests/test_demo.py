@@ -45,3 +45,4 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     with TestClient(create_app(config)) as client:
         recs = client.get("/v1/users/1/recommendations?k=5", headers={"X-API-Key": key})
         assert recs.status_code == 200 and len(recs.json()["items"]) == 5
+        assert client.get("/v1/health").json()["explanations_in_words"] is True

@@ -306,6 +306,7 @@ def _prepare_service(workdir: Path, *, store_path: Path, model: BehaviorTransfor
     config = workdir / "service.toml"
     config.write_text(
         f'store = "{store_path.resolve()}"\nmodel = "{Path(model_path).resolve()}"\nkeys_file = "{keys_file.resolve()}"\n'
+        "\n# The embedded language model explains intents in words (/v1/users/{id}/explanation/words).\n[llm]\n"
     )
     return config
 

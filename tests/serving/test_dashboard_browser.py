@@ -27,6 +27,7 @@ from behaviorlm.data.store import EventStore
 from behaviorlm.models.transformer import BehaviorTransformer
 from behaviorlm.serving.dashboard import CONTENT_SECURITY_POLICY
 from behaviorlm.serving.security import create_key
+from behaviorlm.testing.fake_llm import FakeLLMServer, Step
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(
@@ -52,6 +53,14 @@ RATE_LIMIT_PER_MINUTE = 30
 dashboard's own requests in this test (about 20 with the read key)."""
 HOSTILE_USER = '<img src=x onerror="document.body.dataset.pwned=1">'
 HOSTILE_ITEM = '<b id="injected">i001</b>'
+
+
+WORDS = {
+    "intent": "ready to buy",
+    "confidence": 0.6,
+    "evidence": ["E1", "P1"],
+    "text": "The user viewed a run of items and put one in the cart.",
+}
 
 
 def _records(n_users: int, start_time: int = 1_700_000_000) -> list[dict[str, Any]]:
@@ -94,6 +103,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         "loader": create_key(keys_file, name="loader", scopes=["write"]),
         "burst": create_key(keys_file, name="burst", scopes=["read"]),
     }
+    # A scripted OpenAI-compatible server stands in for the language model of the words panel.
+    llm = FakeLLMServer(default=Step(text=json.dumps(WORDS)))
+    llm.__enter__()
     config = root / "service.json"
     config.write_text(
         json.dumps(
@@ -102,6 +114,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
                 "model": str(model.save(root / "model")),
                 "keys_file": str(keys_file),
                 "rate_limit_per_minute": RATE_LIMIT_PER_MINUTE,
+                "llm": {"base_url": llm.url, "model": "fake", "cache_dir": ""},
             }
         )
     )
@@ -126,6 +139,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
             time.sleep(0.2)
         yield {"base": base, "keys": keys, "log": log}
     finally:
+        llm.__exit__(None, None, None)
         proc.terminate()
         try:
             proc.wait(timeout=20)
@@ -247,6 +261,13 @@ def test_dashboard_end_to_end(server: dict[str, Any], browser: Any, artifacts: P
         why = api.get("/v1/users/user3/explanation?k=3").json()
         expect(page.locator("#explanation")).to_contain_text(f"Why {why['item_id']} first")
         expect(page.locator("#explanation")).to_contain_text(why["because"][0]["item_id"])
+        # On request, the intent in words with the facts it cites (from the language model, grounded).
+        page.click("#words-btn")
+        expect(page.locator("#words-intent")).to_have_text("Intent: ready to buy")
+        expect(page.locator("#words-text")).to_have_text(WORDS["text"])
+        expect(page.locator("#words-evidence li")).to_have_count(2)
+        expect(page.locator("#words-evidence li").first).to_contain_text("[E1] ")
+        expect(page.locator("#words-status")).to_contain_text("Grounded")
         # The profile panel shows the profile endpoint's facts, and the map rings the user in their segment.
         profile = api.get("/v1/users/user3/profile").json()
         assert profile["events"] == 10 and profile["events_by_type"] == {"cart": 1, "view": 9}

@@ -166,7 +166,8 @@ def user_facts(
         Fact(
             "P1",
             "activity",
-            f"{profile.events} events on {profile.active_days} active days from {profile.first_event[:10]} "
+            f"{profile.events} events on {profile.active_days} active day{'s' if profile.active_days != 1 else ''} "
+            f"from {profile.first_event[:10]} "
             f"to {profile.last_event[:10]}; by type: {by_type}",
             {"events": profile.events, "active_days": profile.active_days, **profile.events_by_type},
         )

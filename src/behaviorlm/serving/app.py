@@ -256,6 +256,8 @@ class Health(BaseModel):
     status: str
     version: str
     model_loaded: bool
+    explanations_in_words: bool = False
+    """Whether ``/v1/users/{id}/explanation/words`` is served (a language model is configured)."""
 
 
 # ---------------------------------------------------------------------------------------------- state
@@ -541,7 +543,12 @@ def create_app(config: ServiceConfig) -> FastAPI:
 
     @app.get("/v1/health", response_model=Health, tags=["service"])
     def health() -> Health:
-        return Health(status="ok", version=__version__, model_loaded=service.model is not None)
+        return Health(
+            status="ok",
+            version=__version__,
+            model_loaded=service.model is not None,
+            explanations_in_words=service.model is not None and config.llm is not None,
+        )
 
     @app.get("/metrics", response_class=PlainTextResponse, tags=["service"])
     def metrics() -> str:

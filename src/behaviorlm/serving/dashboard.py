@@ -133,6 +133,13 @@ _PAGE = """<!DOCTYPE html>
     <p id="recommendations-note" class="muted">Top __K__ next items from the user's latest events.</p>
     <ol id="recommendations"></ol>
     <p id="explanation" class="muted"></p>
+    <button id="words-btn" type="button" class="secondary" hidden>Explain the intent in words</button>
+    <div id="words" hidden>
+      <p><b id="words-intent"></b> <span id="words-confidence" class="muted"></span></p>
+      <p id="words-text"></p>
+      <ul id="words-evidence"></ul>
+      <small id="words-status" class="muted"></small>
+    </div>
   </section>
   <section>
     <h2>Profile <span id="profile-user" class="id muted"></span></h2>
@@ -167,6 +174,7 @@ _PAGE = """<!DOCTYPE html>
   const $ = (id) => document.getElementById(id);
   let modelLoaded = false;
   let lookupSeq = 0;
+  let lookedUp = "";
 
   class ApiError extends Error {
     constructor(message, status) { super(message); this.status = status; }
@@ -488,10 +496,52 @@ _PAGE = """<!DOCTYPE html>
     $("timeline").tBodies[0].replaceChildren();
     $("recommendations").replaceChildren();
     $("explanation").textContent = "";
+    clearWords();
     $("timeline-note").textContent = NOTES.timeline;
     $("recommendations-note").textContent = NOTES.recs;
     clearProfile();
     for (const ring of $("segment-map").querySelectorAll(".highlight")) ring.remove();
+  }
+
+  function clearWords() {
+    $("words").hidden = true;
+    $("words-evidence").replaceChildren();
+    $("words-text").textContent = "";
+    $("words-status").textContent = "";
+  }
+
+  // The language model takes seconds on a CPU: it runs only when asked, for the user looked up last.
+  async function explainInWords() {
+    const userId = lookedUp;
+    if (!userId) { showError("Look up a user first."); return; }
+    const seq = lookupSeq;
+    clearWords();
+    $("words").hidden = false;
+    $("words-status").textContent = "The language model is writing (a few seconds on a CPU) …";
+    $("words-btn").disabled = true;
+    try {
+      const words = await api("/v1/users/" + encodeURIComponent(userId) + "/explanation/words");
+      if (seq !== lookupSeq) return;
+      $("words-intent").textContent = "Intent: " + words.intent;
+      $("words-confidence").textContent = "(confidence " + words.confidence.toFixed(2) + ")";
+      $("words-text").textContent = words.text;
+      $("words-evidence").replaceChildren(...words.evidence.map((f) => {
+        const li = document.createElement("li");
+        li.textContent = "[" + f.id + "] " + f.text;
+        return li;
+      }));
+      $("words-status").textContent = (words.source === "llm"
+        ? "Grounded: every item, number and fact cited is in the data."
+        : "The model's answers cited things not in the data; shown: the facts it cited.") +
+        " " + words.llm + ", " + words.latency_s.toFixed(1) + " s.";
+      clearError();
+    } catch (err) {
+      if (seq !== lookupSeq) return;
+      clearWords();
+      showError(err.message);
+    } finally {
+      $("words-btn").disabled = false;
+    }
   }
 
   async function lookup() {
@@ -507,6 +557,8 @@ _PAGE = """<!DOCTYPE html>
       const recs = modelLoaded ? await api(base + "/recommendations?k=__K__") : null;
       if (seq !== lookupSeq) return;  // a newer lookup started meanwhile: its answer wins
       renderTimeline(timeline.user_id, timeline.events);
+      lookedUp = userId;
+      clearWords();
       if (card) {
         renderProfile(card);
       } else {
@@ -550,6 +602,7 @@ _PAGE = """<!DOCTYPE html>
     try {
       const health = await api("/v1/health");
       modelLoaded = health.model_loaded === true;
+      $("words-btn").hidden = health.explanations_in_words !== true;
       $("service").textContent = "service v" + health.version + (modelLoaded ? ", model loaded" : ", no model");
     } catch (err) {
       showError(err.message);
@@ -573,6 +626,7 @@ _PAGE = """<!DOCTYPE html>
     clearError();
   });
   $("lookup-form").addEventListener("submit", (event) => { event.preventDefault(); lookup(); });
+  $("words-btn").addEventListener("click", explainInWords);
 
   const ready = loadHealth().then(loadOverview);
   ready.finally(() => { document.body.dataset.ready = "true"; });
