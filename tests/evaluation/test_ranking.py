@@ -356,3 +356,23 @@ def test_evaluate_classification_binary_and_multiclass() -> None:
     assert multi["macro_f1"] == pytest.approx((1 + 2 / 3 + 4 / 5) / 3)
     with pytest.raises(ValueError, match="both classes"):
         evaluate_classification(np.array([1, 1]), np.array([0.2, 0.7]))
+
+
+def test_per_user_values_are_the_users_own_and_average_to_the_metrics() -> None:
+    rng = np.random.default_rng(5)
+    history, targets = _random_split(rng, n_users=30, n_items=20)
+    scores = rng.random((30, 20))
+    model = FixedScoresModel(scores=scores).fit(history)
+    result = evaluate_ranking(model, history=history, targets=targets, ks=(5,), batch_size=7, per_user=True)
+    assert result.users is not None and result.per_user is not None
+    assert result.users.tolist() == sorted(set(targets.event_users().tolist()))
+    for name, values in result.per_user.items():
+        assert values.shape == (result.n_users,)
+        assert values.mean() == pytest.approx(result.metrics[name])
+    # Each user's value is the one a single-user evaluation gives.
+    for position in (0, len(result.users) - 1):
+        user = result.users[position]
+        alone = evaluate_ranking(model, history=history, targets=targets, ks=(5,), users=np.array([user]))
+        assert result.per_user["ndcg@5"][position] == pytest.approx(alone.metrics["ndcg@5"])
+    assert "per_user" not in result.to_dict()
+    assert evaluate_ranking(model, history=history, targets=targets).per_user is None

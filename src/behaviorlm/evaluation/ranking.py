@@ -12,9 +12,10 @@ loop runs per user, and memory stays bounded by ``batch_size x n_items``.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -37,16 +38,26 @@ class RankingResult:
             ``n_candidates`` (items each target is ranked among), ``tie_handling`` (``"pessimistic"``),
             ``ks``, and ``seed`` for sampled ranking.
         eval_seconds: wall-clock time of the evaluation.
+        users: with ``evaluate_ranking(per_user=True)``, the evaluated user indices (ascending), else None.
+        per_user: with ``per_user=True``, metric name -> ``float64 [n_users]``, one value per entry of
+            ``users`` (the values ``metrics`` averages; coverage has none), else None.
     """
 
     metrics: dict[str, float]
     n_users: int
     protocol: dict[str, Any]
     eval_seconds: float
+    users: np.ndarray | None = field(default=None, repr=False)
+    per_user: dict[str, np.ndarray] | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serializable copy."""
-        return asdict(self)
+        """A JSON-serializable copy of the summary (the per-user arrays are left out)."""
+        return {
+            "metrics": dict(self.metrics),
+            "n_users": self.n_users,
+            "protocol": copy.deepcopy(self.protocol),
+            "eval_seconds": self.eval_seconds,
+        }
 
     def describe(self) -> str:
         """One line stating the protocol and the metrics."""
@@ -77,6 +88,7 @@ def evaluate_ranking(
     sampled_negatives: int | None = None,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    per_user: bool = False,
 ) -> RankingResult:
     """Rank each user's target items with ``model.score`` and report HR, NDCG, Recall @K, MRR and coverage.
 
@@ -102,6 +114,9 @@ def evaluate_ranking(
       and the protocol records ``True``).
 
     ``progress``, when given, is called after every batch with ``(users_done, users_total)``.
+    ``per_user=True`` also returns each evaluated user's metric values (``RankingResult.users`` and
+    ``RankingResult.per_user``), e.g. for group comparisons with bootstrap intervals
+    (:mod:`behaviorlm.evaluation.audit`).
 
     Memory is bounded by ``batch_size x n_items`` floats (plus a bool copy of the same shape). The
     score tensor is masked in place, as :meth:`Recommender.recommend` does; a tensor that is a view
@@ -128,6 +143,7 @@ def evaluate_ranking(
     rng = np.random.default_rng(seed)
 
     sums: dict[str, float] = {}
+    per_user_parts: dict[str, list[np.ndarray]] = {}
     covered = {k: np.zeros(n_items, dtype=bool) for k in ks}
     with torch.inference_mode():
         for start in range(0, len(eval_users), batch_size):
@@ -145,8 +161,10 @@ def evaluate_ranking(
                 ranks = _sampled_ranks(
                     scores, batch=batch, rows=rows, items=items, n_negatives=sampled_negatives, rng=rng
                 )
-            for name, per_user in _per_user_metrics(ranks, target_ptr=ptr, ks=ks).items():
-                sums[name] = sums.get(name, 0.0) + float(per_user.sum())
+            for name, values in _per_user_metrics(ranks, target_ptr=ptr, ks=ks).items():
+                sums[name] = sums.get(name, 0.0) + float(values.sum())
+                if per_user:
+                    per_user_parts.setdefault(name, []).append(values)
             if progress is not None:
                 progress(stop, len(eval_users))
 
@@ -173,6 +191,12 @@ def evaluate_ranking(
         n_users=n_users,
         protocol=protocol,
         eval_seconds=time.perf_counter() - started,
+        users=eval_users if per_user else None,
+        per_user=(
+            {f"{prefix}{name}": np.concatenate(parts) for name, parts in per_user_parts.items()}
+            if per_user
+            else None
+        ),
     )
 
 
