@@ -944,6 +944,146 @@ def serve(
     uvicorn.run(create_app(service_config), host=host, port=port, access_log=False, log_level="info")
 
 
+# ---------------------------------------------------------------------------------------------- audit
+@app.command()
+@_user_errors
+def audit(
+    model_dir: Annotated[Path, typer.Argument(help="Checkpoint directory written by `behaviorlm train`.")],
+    store: StoreOption = Path("behaviorlm.duckdb"),
+    groups: Annotated[
+        str,
+        typer.Option(help="Groupings, comma-separated: gender, age, occupation (user attributes), activity."),
+    ] = "gender,age,occupation,activity",
+    penalties: Annotated[
+        str,
+        typer.Option(help="Popularity penalties to measure the trade-off for, comma-separated (e.g. 0.5,1)."),
+    ] = "",
+    resamples: Annotated[int, typer.Option(help="Bootstrap resamples (and permutations).")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the resampling.")] = 0,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the full report as JSON here.")
+    ] = None,
+    plot: Annotated[Path | None, typer.Option(help="Save a PNG of NDCG@10 per group here.")] = None,
+) -> None:
+    """Audit a saved model for quality gaps between user groups and for popularity bias (test targets).
+
+    User attributes are read from the store only to group the results; the model never sees them.
+    """
+    from behaviorlm.evaluation.audit import audit_recommender, plot_group_quality, read_user_attributes
+    from behaviorlm.models.base import load_model
+
+    split_file = model_dir / SPLIT_FILE
+    if not split_file.exists():
+        raise FileNotFoundError(f"{split_file} not found: {model_dir} was not written by `behaviorlm train`")
+    spec = json.loads(split_file.read_text())["split"]
+    estimator = load_model(model_dir)
+    sp = _make_split(store, **spec)
+    if not (
+        np.array_equal(sp.train.item_ids, estimator.train_.item_ids)
+        and np.array_equal(sp.train.user_ids, estimator.train_.user_ids)
+    ):
+        raise ValueError(f"the store {store} holds different users/items than {model_dir} was trained on")
+    with EventStore(store, read_only=True) as st:
+        attributes = read_user_attributes(st)
+    chosen = [g.strip() for g in groups.split(",") if g.strip()]
+    try:
+        penalty_values = [float(p) for p in penalties.split(",") if p.strip()]
+    except ValueError:
+        raise ValueError(f"--penalties expects comma-separated numbers, got {penalties!r}") from None
+    with console.status("auditing …", spinner="dots") as status:
+        report = audit_recommender(
+            estimator,
+            history=sp.test_history,
+            targets=sp.test,
+            user_attributes=attributes,
+            groups=chosen,
+            n_resamples=resamples,
+            seed=seed,
+            penalties=penalty_values,
+            split_name=str(sp.protocol.get("split")),
+            progress=lambda message: status.update(f"auditing: {message} …"),
+        )
+    k = report.protocol["audit_k"]
+    conf = f"{report.protocol['confidence']:.0%}"
+    for attribute, gap in report.groups.items():
+        table = Table(
+            "group",
+            "users",
+            f"NDCG@{k} [{conf}]",
+            f"HR@{k} [{conf}]",
+            f"NDCG@{k} vs rest",
+            "popularity lift",
+            title=f"{estimator.name}: quality by {attribute}",
+            title_justify="left",
+        )
+        for g in sorted(gap.groups, key=lambda g: -g.metrics[f"ndcg@{k}"].estimate):
+            n, h = g.metrics[f"ndcg@{k}"], g.metrics[f"hr@{k}"]
+            diff = g.vs_rest.get(f"ndcg@{k}")
+            flag = "" if g.group not in gap.small_groups else " (small)"
+            table.add_row(
+                g.group + flag,
+                str(g.n_users),
+                f"{n.estimate:.4f} [{n.low:.4f}, {n.high:.4f}]",
+                f"{h.estimate:.4f} [{h.low:.4f}, {h.high:.4f}]",
+                "–" if diff is None else f"{diff.estimate:+.4f} [{diff.low:+.4f}, {diff.high:+.4f}]",
+                f"{g.popularity_lift:.2f}",
+            )
+        console.print(table)
+        if f"ndcg@{k}" in gap.gap:
+            d = gap.gap[f"ndcg@{k}"]
+            console.print(
+                f"gap (best {gap.best[f'ndcg@{k}']} − worst {gap.worst[f'ndcg@{k}']}): {d.estimate:.4f} "
+                f"[{d.low:.4f}, {d.high:.4f}], permutation p = {gap.p_value[f'ndcg@{k}']:.3f}",
+                highlight=False,
+            )
+    pop = report.popularity
+    table = Table(
+        "popularity bias", "value", title=f"{estimator.name}: popularity bias", title_justify="left"
+    )
+    table.add_row("recommended / history popularity", f"{pop.popularity_ratio:.3f}")
+    table.add_row("Gini of exposure", f"{pop.gini_exposure:.3f}")
+    table.add_row(f"long-tail share (outside {pop.n_head_items} head items)", f"{pop.longtail_share:.3f}")
+    table.add_row(f"coverage@{k}", f"{pop.coverage:.3f}")
+    console.print(table)
+    if report.mitigation:
+        table = Table(
+            "penalty",
+            f"NDCG@{k}",
+            f"HR@{k}",
+            "long-tail share",
+            "Gini",
+            "popularity ratio",
+            *(f"{a} gap" for a in report.groups),
+            title="popularity-penalized re-ranking",
+            title_justify="left",
+        )
+        for point in report.mitigation:
+            table.add_row(
+                f"{point.penalty:g}",
+                f"{point.metrics[f'ndcg@{k}']:.4f}",
+                f"{point.metrics[f'hr@{k}']:.4f}",
+                f"{point.popularity.longtail_share:.3f}",
+                f"{point.popularity.gini_exposure:.3f}",
+                f"{point.popularity.popularity_ratio:.3f}",
+                *(
+                    f"{point.gaps[f'{a}:ndcg@{k}'].estimate:.4f}" if f"{a}:ndcg@{k}" in point.gaps else "–"
+                    for a in report.groups
+                ),
+            )
+        console.print(table)
+    used = ", ".join(report.attributes_used) or "none"
+    console.print(
+        f"{report.metrics[f'ndcg@{k}']:.4f} NDCG@{k} over all users; split={report.protocol['split']}, full "
+        f"ranking, seen items masked; user attributes used for grouping only: {used}",
+        highlight=False,
+    )
+    if json_out is not None:
+        json_out.write_text(json.dumps(report.to_dict(), indent=2))
+    if plot is not None:
+        plot_group_quality(report, plot)
+        console.print(f"plot → {plot}")
+
+
 def main() -> None:  # pragma: no cover - console-script entry point
     app()
 

@@ -532,57 +532,77 @@ def read_user_attributes(store: EventStore) -> dict[str, dict[str, Any]]:
     return out
 
 
-def plot_group_quality(report: AuditReport, path: str | Path, *, metric: str | None = None) -> Path:
-    """Save a PNG of ``metric`` (default NDCG@K) per group with its interval, one panel per grouping."""
+def plot_group_quality(
+    reports: AuditReport | Sequence[AuditReport], path: str | Path, *, metric: str | None = None
+) -> Path:
+    """Save a PNG of ``metric`` (default NDCG@K) per group with its interval, one panel per grouping.
+
+    Several reports (e.g. one per model, audited on the same users) share the panels, one colour each.
+    Groups too small to compare are drawn faded; the dashed line is each model's mean over all users.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metric = metric or f"ndcg@{report.protocol['audit_k']}"
-    attributes = list(report.groups)
-    heights = [max(1.5, 0.28 * len(report.groups[a].groups) + 0.8) for a in attributes]
+    reports = [reports] if isinstance(reports, AuditReport) else list(reports)
+    if not reports:
+        raise ValueError("plot_group_quality needs at least one report")
+    first = reports[0]
+    metric = metric or f"ndcg@{first.protocol['audit_k']}"
+    attributes = list(first.groups)
+    heights = [max(1.4, (0.16 + 0.1 * len(reports)) * len(first.groups[a].groups) + 0.8) for a in attributes]
     fig, axes = plt.subplots(
-        len(attributes), 1, figsize=(7, sum(heights)), gridspec_kw={"height_ratios": heights}, squeeze=False
+        len(attributes), 1, figsize=(7.5, sum(heights)), gridspec_kw={"height_ratios": heights}, squeeze=False
     )
-    overall = report.metrics[metric]
+    colours = plt.get_cmap("tab10").colors
     for ax, attribute in zip(axes[:, 0], attributes, strict=True):
-        gap = report.groups[attribute]
-        rows = sorted(gap.groups, key=lambda g: g.metrics[metric].estimate)
-        y = np.arange(len(rows))
-        est = np.array([g.metrics[metric].estimate for g in rows])
-        low = np.array([g.metrics[metric].low for g in rows])
-        high = np.array([g.metrics[metric].high for g in rows])
-        small = np.array([g.group in set(gap.small_groups) for g in rows], dtype=bool)
-        for chosen, colour in ((~small, "#1f77b4"), (small, "#aaaaaa")):
-            if chosen.any():
+        order = [
+            g.group for g in sorted(first.groups[attribute].groups, key=lambda g: g.metrics[metric].estimate)
+        ]
+        sizes = {g.group: g.n_users for g in first.groups[attribute].groups}
+        for m, report in enumerate(reports):
+            gap = report.groups[attribute]
+            by_group = {g.group: g.metrics[metric] for g in gap.groups}
+            offset = (m - (len(reports) - 1) / 2) * min(0.8 / len(reports), 0.25)
+            colour = colours[m % len(colours)]
+            for faded in (False, True):
+                chosen = [n for n in order if (n in gap.small_groups) == faded]
+                if not chosen:
+                    continue
+                y = np.array([order.index(n) for n in chosen]) + offset
+                est = np.array([by_group[n].estimate for n in chosen])
+                err = [est - [by_group[n].low for n in chosen], [by_group[n].high for n in chosen] - est]
                 ax.errorbar(
-                    est[chosen],
-                    y[chosen],
-                    xerr=[est[chosen] - low[chosen], high[chosen] - est[chosen]],
+                    est,
+                    y,
+                    xerr=err,
                     fmt="o",
                     ms=3,
-                    color=colour,
                     capsize=2,
+                    color=colour,
+                    alpha=0.35 if faded else 1.0,
+                    label=report.model if not faded and ax is axes[0, 0] else None,
                 )
-        ax.axvline(overall, color="#d62728", lw=0.8, ls="--")
-        ax.set_yticks(y, [f"{g.group} (n={g.n_users})" for g in rows], fontsize=7)
+            ax.axvline(report.metrics[metric], color=colour, lw=0.8, ls="--", alpha=0.7)
+        ax.set_yticks(np.arange(len(order)), [f"{n} (n={sizes[n]})" for n in order], fontsize=7)
         title = attribute
-        if metric in gap.gap:
-            g = gap.gap[metric]
-            title += f": gap {g.estimate:.3f} [{g.low:.3f}, {g.high:.3f}], p={gap.p_value[metric]:.3f}"
+        if len(reports) == 1 and metric in first.groups[attribute].gap:
+            g = first.groups[attribute].gap[metric]
+            title += f": gap {g.estimate:.3f} [{g.low:.3f}, {g.high:.3f}], p={first.groups[attribute].p_value[metric]:.3f}"
         ax.set_title(title, fontsize=9, loc="left")
         ax.tick_params(axis="x", labelsize=7)
-    conf = report.protocol["confidence"]
+    if len(reports) > 1:
+        axes[0, 0].legend(fontsize=7, loc="lower right")
     axes[-1, 0].set_xlabel(
-        f"{report.model}: {metric} per group, {conf:.0%} bootstrap interval (grey: < "
-        f"{report.protocol['min_group_users']} users; dashed: all users)",
+        f"{metric} per group, {first.protocol['confidence']:.0%} bootstrap interval (faded: < "
+        f"{first.protocol['min_group_users']} users; dashed: all users)",
         fontsize=8,
     )
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 
