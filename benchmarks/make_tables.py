@@ -573,6 +573,74 @@ def ingest_section(records: dict[tuple[str, str], dict]) -> list[str]:
     return lines
 
 
+def audit_section(records: dict[tuple[str, str], dict]) -> list[str]:
+    rows = [r for (d, m), r in records.items() if d.endswith("-audit")]
+    if not rows:
+        return []
+    order = {"pop": 0, "itemknn": 1, "ease": 2, "transformer": 3}
+    rows.sort(key=lambda r: (r["dataset"], order.get(r["model"], 9), r["model"]))
+    p = rows[0]["protocol"]
+    attributes = [a for a in ("gender", "age", "occupation", "activity") if a in rows[0]["groups"]]
+    lines = [
+        "## Bias audit: quality by user group and popularity bias",
+        "",
+        f"`benchmarks/run_audit.py` ({rows[0]['dataset'].removesuffix('-audit')}, {p['split']}, full ranking, "
+        f"seen items masked; docs/audit.md). NDCG@10 gap = best group minus worst group (groups with >= "
+        f"{p['min_group_users']} users) with its {p['confidence']:.0%} bootstrap interval "
+        f"({p['bootstrap_resamples']} resamples of users) and the permutation p-value of the spread "
+        "(which, unlike the interval, accounts for picking the best and worst group). Attributes used for "
+        f"grouping only: {', '.join(rows[0]['attributes_used'])}; activity = history-length tertile.",
+        "",
+        "| model | NDCG@10 | "
+        + " | ".join(f"{a} gap [CI], p" for a in attributes)
+        + " | rec./history popularity | Gini exposure | long-tail share | coverage@10 | commit |",
+        "|---|---:|" + "---|" * len(attributes) + "---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        m = r["metrics"]
+        gaps = []
+        for a in attributes:
+            g = r["groups"][a]
+            gap = g["gap"].get("ndcg@10")
+            gaps.append(
+                "–"
+                if gap is None
+                else f"{gap['estimate']:.3f} [{gap['low']:.3f}, {gap['high']:.3f}], {g['p_value']['ndcg@10']:.3f} "
+                f"({g['best']['ndcg@10']} > {g['worst']['ndcg@10']})"
+            )
+        lines.append(
+            f"| {r['model']} | {m['overall_ndcg@10']:.4f} | "
+            + " | ".join(gaps)
+            + f" | {m['popularity_ratio']:.2f} | "
+            f"{m['gini_exposure']:.3f} | {m['longtail_share']:.3f} | {m['coverage@10']:.3f} | {r['git_commit']} |"
+        )
+    lines += [
+        "",
+        "Popularity-penalized re-ranking (`PopularityPenalized`: per-user standardized score minus penalty x "
+        "standardized log popularity; penalty 0 = the model):",
+        "",
+        "| model | penalty | NDCG@10 | HR@10 | long-tail share | Gini exposure | rec./history popularity | coverage@10 | "
+        + " | ".join(f"{a} gap" for a in attributes)
+        + " |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(attributes),
+    ]
+    for r in rows:
+        for point in r["mitigation"]:
+            pm, pop = point["metrics"], point["popularity"]
+            gaps = [
+                f"{point['gaps'][f'{a}:ndcg@10']['estimate']:.3f}" if f"{a}:ndcg@10" in point["gaps"] else "–"
+                for a in attributes
+            ]
+            lines.append(
+                f"| {r['model']} | {point['penalty']:g} | {pm['ndcg@10']:.4f} | {pm['hr@10']:.4f} | "
+                f"{pop['longtail_share']:.3f} | {pop['gini_exposure']:.3f} | {pop['popularity_ratio']:.2f} | "
+                f"{pop['coverage']:.3f} | " + " | ".join(gaps) + " |"
+            )
+    train = ", ".join(f"{r['model']} {r['train_seconds']:.0f} s" for r in rows)
+    lines += ["", f"Training time: {train}. Machine: {rows[0]['machine']}.", ""]
+    return lines
+
+
 def main() -> None:
     records = load_latest(RESULTS)
     lines = [
@@ -593,6 +661,7 @@ def main() -> None:
         *effects_section(RESULTS),
         *llm_section(records),
         *ingest_section(records),
+        *audit_section(records),
     ]
     DOC.parent.mkdir(parents=True, exist_ok=True)
     DOC.write_text("\n".join(lines) + "\n")
