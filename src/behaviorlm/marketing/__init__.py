@@ -1,0 +1,1 @@
+"""Campaign audiences by propensity and uplift under a budget (uses causal and models)."""

@@ -1,0 +1,140 @@
+"""Audiences by uplift on a synthetic campaign with planted persuadables, sure things, lost causes and
+sleeping dogs (behaviorlm.testing.campaign, layered on the package's synthetic event logs)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import spearmanr
+
+from behaviorlm.causal.effects import EffectConfig
+from behaviorlm.causal.uplift import cross_fitted_uplift
+from behaviorlm.evaluation.uplift import uplift_curves
+from behaviorlm.marketing.audience import AudienceConfig, build_audience, compare_targeting, select_by_value
+from behaviorlm.testing.campaign import USER_KINDS, synthetic_campaign
+from behaviorlm.testing.causal_synthetic import causal_synthetic
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def campaign():
+    events = causal_synthetic(n_users=6000, seed=0).interactions
+    return synthetic_campaign(events, seed=0)
+
+
+def test_generator_plants_every_kind_with_its_effect(campaign) -> None:
+    shares = campaign.kind_shares()
+    assert all(shares[k] > 0.05 for k in USER_KINDS), shares
+    effect = {k: campaign.true_uplift[campaign.kind == k] for k in USER_KINDS}
+    assert (effect["persuadable"] > 0).all() and (effect["sleeping_dog"] < 0).all()
+    assert (effect["sure_thing"] == 0).all() and (effect["lost_cause"] == 0).all()
+    # Sleeping dogs and sure things are the likeliest to convert without a contact: propensity's trap.
+    base = {k: campaign.baseline[campaign.kind == k].mean() for k in USER_KINDS}
+    assert min(base["sleeping_dog"], base["sure_thing"]) > max(base["persuadable"], base["lost_cause"])
+    assert 0.45 < campaign.table.treatment.mean() < 0.55
+
+
+def test_recovered_uplift_ordering_matches_the_planted_truth(campaign) -> None:
+    table = campaign.table
+    tau = cross_fitted_uplift(table.features, table.treatment, table.outcome, learner="x-learner")
+    assert spearmanr(tau, campaign.true_uplift)[0] > 0.5
+    by_kind = {k: tau[campaign.kind == k].mean() for k in USER_KINDS}
+    assert min(by_kind, key=by_kind.get) == "sleeping_dog"
+    assert max(by_kind, key=by_kind.get) == "persuadable"
+
+
+def test_uplift_targeting_beats_propensity_and_truth_is_best(campaign) -> None:
+    comparison = compare_targeting(
+        campaign.table, learners=("t-learner", "x-learner"), true_uplift=campaign.true_uplift
+    )
+    auuc = {r.name: r.auuc for r in comparison.results}
+    qini = {r.name: r.qini for r in comparison.results}
+    assert auuc["uplift-x-learner"] > auuc["propensity"] and auuc["uplift-t-learner"] > auuc["propensity"]
+    assert qini["true-uplift"] == max(qini.values())
+    assert auuc["true-uplift"] == max(auuc.values())
+    # Propensity targeting spends the first 10% on sleeping dogs and sure things: no true gain.
+    assert comparison.result("propensity").true_incremental[0.1] < 0
+    assert comparison.result("uplift-x-learner").true_incremental[0.1] > 10.0
+    assert comparison.n_test == 3000
+
+
+def test_qini_of_random_orderings_is_about_zero(campaign) -> None:
+    t, y = campaign.table.treatment, campaign.table.outcome
+    rng = np.random.default_rng(1)
+    random_qini = [
+        uplift_curves(rng.random(len(t)), treatment=t, outcome=y).qini_coefficient for _ in range(20)
+    ]
+    truth = uplift_curves(campaign.true_uplift, treatment=t, outcome=y).qini_coefficient
+    assert abs(np.mean(random_qini)) < 0.002
+    assert truth > 0.008 and truth > max(random_qini)
+
+
+def test_curves_on_a_hand_checked_example() -> None:
+    # Scores rank users 0..3; treated converters at ranks 1 and 3, an untreated converter at rank 2.
+    curves = uplift_curves(
+        np.array([4.0, 3.0, 2.0, 1.0]),
+        treatment=np.array([1, 0, 1, 0]),
+        outcome=np.array([1.0, 1.0, 1.0, 0.0]),
+    )
+    # k=1: no control yet, so Q = U = the treated conversions = 1.
+    # k=2: treated 1/1, control 1/1: Q = 1 - 1 * 1/1 = 0; U = (1 - 1) * 2 = 0.
+    # k=3: treated 2/2, control 1/1: Q = 2 - 1 * 2/1 = 0; U = (1 - 1) * 3 = 0.
+    # k=4: treated 2/2, control 1/2: Q = 2 - 1 * 2/2 = 1; U = (1 - 0.5) * 4 = 2.
+    assert np.allclose(curves.qini * 4, [0, 1, 0, 0, 1])
+    assert np.allclose(curves.uplift * 4, [0, 1, 0, 0, 2])
+    assert curves.incremental_per_1000(0.5) == 0.0
+
+
+def test_budget_selection_respects_budget_and_ranks_by_expected_value() -> None:
+    uplift = np.array([0.05, 0.30, -0.10, 0.20, 0.01, 0.15, 0.02, 0.25, -0.05, 0.10])
+    value, chosen = select_by_value(uplift, budget=0.3, value_per_conversion=10.0, cost_per_contact=0.5)
+    assert chosen.tolist() == [1, 7, 3]
+    assert np.allclose(value, uplift * 10.0 - 0.5)
+    # A contact costing more than the value it adds is never bought, even with budget left.
+    _, costly = select_by_value(uplift, budget=1.0, value_per_conversion=10.0, cost_per_contact=1.6)
+    assert sorted(costly.tolist()) == [1, 3, 7]
+
+
+def test_audience_respects_budget_and_breaks_down_by_segment(campaign, tmp_path) -> None:
+    config = AudienceConfig(budget=0.1, cost_per_contact=0.02, effects=EffectConfig(n_folds=3))
+    audience = build_audience(campaign.table, config=config)
+    assert 0 < audience.n_selected <= 600
+    chosen = audience.expected_value[audience.selected]
+    assert chosen.min() >= audience.expected_value[~audience.selected].max()
+    assert (chosen > 0).all()
+    assert np.array_equal(np.sort(audience.rank[audience.selected]), np.arange(1, audience.n_selected + 1))
+    assert (
+        audience.selected[campaign.kind == "persuadable"].mean()
+        > 3 * audience.selected[campaign.kind == "sleeping_dog"].mean()
+    )
+    rows = audience.segment_rows()
+    assert sum(r["users"] for r in rows) == 6000 and sum(r["selected"] for r in rows) == audience.n_selected
+    frame = __import__("pandas").read_parquet(audience.write(tmp_path / "audience.parquet"))
+    assert frame["selected"].sum() == audience.n_selected and frame.iloc[0]["rank"] == 1
+    report = audience.to_markdown()
+    assert "activity q1" in report and f"selected: {audience.n_selected:,}" in report
+
+
+def test_cli_builds_an_audience_from_a_campaign_file(campaign, tmp_path) -> None:
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from behaviorlm.cli.main import app
+    from behaviorlm.marketing.audience import campaign_frame
+
+    path = tmp_path / "campaign.csv"
+    campaign_frame(campaign.table.rows(np.arange(2000))).to_csv(path, index=False)
+    out = tmp_path / "audience.parquet"
+    args = ["audience", "--campaign", str(path), "--segment-column", "segment", "--budget", "0.1"]
+    result = CliRunner().invoke(app, [*args, "--folds", "2", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    frame = pd.read_parquet(out)
+    assert len(frame) == 2000 and 0 < frame["selected"].sum() <= 200
+    assert set(frame["segment"]) == set(campaign.table.segment[:2000])
+    assert "# Audience for contact -> conversion" in out.with_suffix(".md").read_text()
+    bad = tmp_path / "bad.csv"
+    campaign_frame(campaign.table.rows(np.arange(50))).assign(treatment=2).to_csv(bad, index=False)
+    result = CliRunner().invoke(app, ["audience", "--campaign", str(bad), "--out", str(out)])
+    assert result.exit_code == 2 and "row 1: treatment must be 0 or 1" in result.output
