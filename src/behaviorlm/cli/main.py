@@ -944,6 +944,83 @@ def serve(
     uvicorn.run(create_app(service_config), host=host, port=port, access_log=False, log_level="info")
 
 
+@app.command()
+@_user_errors
+def audience(
+    out: Annotated[
+        Path, typer.Option(help="Audience file: .parquet, else CSV; a Markdown report goes beside it.")
+    ],
+    campaign: Annotated[
+        Path | None,
+        typer.Option(
+            help="Past randomised campaign (CSV/Parquet): user_id, treatment, outcome (0/1), numeric features."
+        ),
+    ] = None,
+    synthetic: Annotated[
+        bool, typer.Option("--synthetic", help="Use the synthetic campaign (on the Taobao slice if present).")
+    ] = False,
+    segment_column: Annotated[
+        str | None,
+        typer.Option("--segment-column", help="Column with segment labels (default: activity tertiles)."),
+    ] = None,
+    budget: Annotated[float, typer.Option(help="Largest share of users to contact, in (0, 1].")] = 0.2,
+    learner: Annotated[
+        str, typer.Option(help="Uplift meta-learner: t-learner, x-learner or dr-learner.")
+    ] = "x-learner",
+    value: Annotated[float, typer.Option(help="Value of one extra conversion.")] = 1.0,
+    cost: Annotated[float, typer.Option(help="Cost of one contact, in the unit of --value.")] = 0.0,
+    folds: Annotated[int, typer.Option(help="Cross-fitting folds.")] = 5,
+    seed: Annotated[int, typer.Option(help="Seed of folds, learners and the synthetic campaign.")] = 0,
+    compare: Annotated[
+        bool,
+        typer.Option(
+            "--compare", help="Also compare uplift, propensity and random targeting on held-out users."
+        ),
+    ] = False,
+    qini_plot: Annotated[
+        Path | None, typer.Option("--qini-plot", help="With --compare: Qini curves (PNG) here.")
+    ] = None,
+) -> None:
+    """Campaign audience by uplift under a budget: who to contact so the contact adds the most
+    conversions (not who converts anyway); see docs/marketing.md."""
+    from behaviorlm.causal.effects import EffectConfig
+    from behaviorlm.marketing.audience import AudienceConfig, build_audience, compare_targeting, read_campaign
+    from behaviorlm.testing.campaign import default_campaign
+
+    if (campaign is None) == (not synthetic):
+        raise ValueError("give exactly one of --campaign FILE and --synthetic")
+    effects_config = EffectConfig(n_folds=folds, seed=seed)
+    config = AudienceConfig(
+        learner=learner,  # type: ignore[arg-type]
+        budget=budget,
+        value_per_conversion=value,
+        cost_per_contact=cost,
+        effects=effects_config,
+    )
+    true_uplift = None
+    if campaign is not None:
+        table = read_campaign(campaign, segment_column=segment_column)
+    else:
+        drawn, source = default_campaign(seed=seed)
+        table, true_uplift = drawn.table, drawn.true_uplift
+        shares = ", ".join(f"{kind} {share:.0%}" for kind, share in drawn.kind_shares().items())
+        console.print(f"synthetic campaign on {source}: {table.n_users:,} users ({shares})")
+    with console.status(f"scoring {table.n_users:,} users …", spinner="dots"):
+        result = build_audience(table, config=config)
+    result.write(out)
+    report = out.with_suffix(".md")
+    report.write_text(result.to_markdown())
+    console.print(result.to_markdown(), highlight=False, soft_wrap=True)
+    console.print(f"audience: {out}; report: {report}")
+    if compare:
+        with console.status("comparing targeting on held-out users …", spinner="dots"):
+            comparison = compare_targeting(table, config=effects_config, true_uplift=true_uplift)
+        console.print(comparison.to_markdown(), highlight=False, soft_wrap=True)
+        if qini_plot is not None:
+            comparison.plot_qini(qini_plot)
+            console.print(f"Qini curves: {qini_plot}")
+
+
 # ---------------------------------------------------------------------------------------------- audit
 @app.command()
 @_user_errors
