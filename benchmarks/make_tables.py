@@ -641,6 +641,51 @@ def audit_section(records: dict[tuple[str, str], dict]) -> list[str]:
     return lines
 
 
+def campaign_section(path: Path) -> list[str]:
+    """Campaign targeting on the synthetic campaign: mean over seeds of the latest run of each seed."""
+    if not path.exists():
+        return []
+    latest: dict[tuple[str, int], dict] = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            r = json.loads(line)
+            if r["dataset"] == "campaign-synthetic":
+                latest[(r["model"], r["params"]["seed"])] = r
+    if not latest:
+        return []
+    models: dict[str, list[dict]] = {}
+    for (model, _), r in latest.items():
+        models.setdefault(model, []).append(r)
+    first = next(iter(latest.values()))
+    p = first["protocol"]
+    shares = ", ".join(f"{k.replace('_', ' ')} {v:.0%}" for k, v in p["kind_shares"].items())
+    keys = ["auuc", "qini"] + [
+        f"{kind}@{b}" for kind in ("incremental", "true_incremental") for b in (10, 20, 30)
+    ]
+    lines = [
+        "## Campaign targeting: uplift vs propensity",
+        "",
+        f"`benchmarks/run_campaign.py`: `behaviorlm.testing.campaign.synthetic_campaign` on the "
+        f"{first['params']['events']} users ({first['n_users']:,}; {shares}; 50% randomly contacted). Models "
+        f"fitted on {p['n_train']:,} users, every ordering scored on the other {p['n_test']:,}; mean over "
+        f"{len({s for _, s in latest})} seeds. AUUC and Qini coefficient per user; incremental conversions per "
+        '1,000 held-out users when the top 10/20/30% are contacted, measured from outcomes and ("true") from the '
+        "planted effects. `true-uplift` ranks by the planted effects (the ceiling). docs/marketing.md.",
+        "",
+        "| targeting | AUUC | Qini | incr. @10% | incr. @20% | incr. @30% | true @10% | true @20% | true @30% |",
+        "|---|" + "---:|" * 8,
+    ]
+    for model in sorted(models, key=lambda m: -np.mean([r["metrics"]["auuc"] for r in models[m]])):
+        means = [np.mean([r["metrics"][k] for r in models[model]]) for k in keys]
+        lines.append(
+            f"| {model} | {means[0]:.4f} | {means[1]:.4f} | "
+            + " | ".join(f"{v:+.1f}" for v in means[2:])
+            + " |"
+        )
+    lines += ["", f"Machine: {first['machine']}.", ""]
+    return lines
+
+
 def main() -> None:
     records = load_latest(RESULTS)
     lines = [
@@ -659,6 +704,7 @@ def main() -> None:
         *churn_section(records),
         *influence_section(records),
         *effects_section(RESULTS),
+        *campaign_section(RESULTS),
         *llm_section(records),
         *ingest_section(records),
         *audit_section(records),

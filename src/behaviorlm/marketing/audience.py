@@ -336,7 +336,7 @@ class TargetingComparison:
         final = self.results[0].curves.qini[-1] * 1000.0
         ax.plot([0, 1], [0, final], "k--", linewidth=0.8, label="random (expected)")
         ax.set_xlabel("share of users contacted (highest score first)")
-        ax.set_ylabel("incremental conversions per 1,000 users")
+        ax.set_ylabel("Qini: treated conversions above the\ncontrol rate, per 1,000 users")
         ax.set_title(title)
         ax.axhline(0, color="grey", linewidth=0.5)
         ax.legend(fontsize=8)
