@@ -259,7 +259,9 @@ def _explain_in_words(console: Console, *, store_path: Path, model, user: str, d
     console.rule("[bold]6. Explanations in words: an embedded LLM, grounded in the facts")
     with EventStore(store_path, read_only=True) as store:
         facts = user_facts(store, user, model=model, detector=detector)
-    client = LLMClient()
+    from behaviorlm.config import LLMConfig
+
+    client = LLMClient(LLMConfig(cache_dir=""))  # fresh answers: the demo shows real latency
     console.print(
         f"{len(facts.facts)} facts about user {user} (in prompts only as {facts.subject}); model: {client.name}",
         highlight=False,
@@ -274,15 +276,20 @@ def _explain_in_words(console: Console, *, store_path: Path, model, user: str, d
         f"intent: {result.answer.intent} (confidence {result.answer.confidence:.2f}) {status(result)}\n"
         f"  {result.answer.text}",
         highlight=False,
+        markup=False,
     )
     for e in result.answer.evidence[:4]:
         console.print(f"  [{e}] {by_id[e].text}", highlight=False, markup=False)
     for question in ("What did the user rate most recently?", "What is the user's email address?"):
         answer = ask(client, facts, question)
-        console.print(f"Q: {question}\nA: {answer.answer.text} {status(answer)}", highlight=False)
+        console.print(
+            f"Q: {question}\nA: {answer.answer.text} {status(answer)}", highlight=False, markup=False
+        )
     seg = describe_segment(client, segment_facts(segment))
     console.print(
-        f"segment {segment.segment}: {seg.answer.name!r}: {seg.answer.text} {status(seg)}", highlight=False
+        f"segment {segment.segment}: {seg.answer.name!r}: {seg.answer.text} {status(seg)}",
+        highlight=False,
+        markup=False,
     )
     u = client.usage
     console.print(

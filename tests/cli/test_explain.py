@@ -127,7 +127,7 @@ def test_explain_in_words_with_any_openai_compatible_server(saved: tuple[Path, P
     assert result.exit_code == 0, result.output
     assert "intent: ready to buy (confidence 0.60)" in result.output and "grounded" in result.output
     prompt = server.requests[0]["messages"][1]["content"]
-    assert "added to cart item 17" in prompt and "reason #1 for prediction N1" in prompt
+    assert "added to cart item 17" in prompt and "reason #1 for guess N1" in prompt
     saved_json = json.loads((tmp_path / "x.json").read_text())
     assert saved_json["explanation"]["source"] == "llm" and saved_json["facts"]["facts"]
 

@@ -30,29 +30,6 @@ _RULES = (
     "quality, genre or the person unless a fact says it. Call the person 'the user'. Keep 'text' to two "
     "or three short sentences and do not repeat yourself."
 )
-# One worked example: small models follow a demonstration far better than a description.
-_EXAMPLE_FACTS = (
-    "[P1] 12 events on 3 active days from 2024-05-01 to 2024-05-09; by type: view 9, cart 2, purchase 1\n"
-    '[E1] 2024-05-09 18:02 UTC: cart item A7 "Trail running shoes"\n'
-    '[E2] 2024-05-09 17:55 UTC: view item A7 "Trail running shoes"\n'
-    '[E3] 2024-05-08 12:10 UTC: view item B3 "Road running shoes"\n'
-    '[N1] predicted next item #1: item C2 "Running socks", probability 0.21'
-)
-_EXAMPLE_TERMS = ("trail", "running", "road", "shoes", "socks")
-"""Words of the example's items: an answer that uses them when its facts do not has copied the example."""
-_EXPLAIN_EXAMPLE = (
-    f"Example facts:\n{_EXAMPLE_FACTS}\nExample answer: "
-    '{"intent": "ready to buy", "confidence": 0.7, "evidence": ["E1", "E2", "E3"], "text": "The user '
-    "compared two running shoes and then put the trail running shoes in the cart, which points to a "
-    'purchase soon. The model expects running socks next."}'
-)
-_ASK_EXAMPLE = (
-    f"Example facts:\n{_EXAMPLE_FACTS}\n"
-    'Example question: What did the user put in the cart last?\nExample answer: {"known": true, "text": '
-    '"The trail running shoes (item A7), on 2024-05-09.", "evidence": ["E1"]}\n'
-    'Example question: Where does the user live?\nExample answer: {"known": false, "text": '
-    f'"{IDK}", "evidence": []}}'
-)
 
 
 class IntentExplanation(BaseModel):
@@ -69,10 +46,13 @@ class SegmentDescription(BaseModel):
 
 
 class Answer(BaseModel):
-    known: bool
-    """False when the facts do not cover the question (then ``text`` says so)."""
+    # Field order is generation order under constrained decoding: the model writes its answer and cites
+    # facts before it judges whether the facts cover the question (a 0.5B model that had to decide
+    # first said "I don't know" to everything).
     text: str = Field(min_length=1)
     evidence: list[str] = Field(default_factory=list)
+    known: bool = True
+    """False when the facts do not cover the question (then ``text`` says so)."""
 
 
 T = TypeVar("T", bound=BaseModel)
@@ -229,7 +209,6 @@ def explain_intent(client: LLMClient, facts: FactSet) -> TaskResult[IntentExplan
             evidence=a.evidence,
             intent=a.intent,
             confidence=a.confidence,
-            forbidden_terms=_EXAMPLE_TERMS,
         )
 
     answer, report, first, calls = _run(client, facts, instruction, IntentExplanation, schema, check)
@@ -293,18 +272,20 @@ def ask(client: LLMClient, facts: FactSet, question: str) -> TaskResult[Answer]:
     start = time.perf_counter()
     instruction = (
         "You are a customer-service assistant. Answer the question from the facts only. If the facts do "
-        f'not answer it, set known to false and text to "{IDK}".\n{_ASK_EXAMPLE}'
+        f'not answer it, set known to false and text to "{IDK}". When they do, set known to true and '
+        "answer in one sentence that names the item (title and id) and the date from the fact you cite."
     )
     schema = _schema(Answer, facts)
 
     def check(a: Answer) -> GroundingReport:
         if not a.known:
             return GroundingReport(True)
-        return check_grounding(facts, a.text, evidence=a.evidence, forbidden_terms=_EXAMPLE_TERMS)
+        return check_grounding(facts, a.text, evidence=a.evidence)
 
     answer, report, first, calls = _run(client, facts, instruction, Answer, schema, check, question=question)
     source = "llm"
-    if not answer.known or not report.grounded:
+    refusal = "don't know" in answer.text.casefold() or "do not know" in answer.text.casefold()
+    if not answer.known or not answer.evidence or refusal or not report.grounded:
         # Unknown, or still unsupported after a regeneration: refuse rather than risk an invented answer.
         answer = Answer(known=False, text=IDK, evidence=[])
         source = "refused"
