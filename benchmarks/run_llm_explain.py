@@ -37,7 +37,7 @@ import torch
 from behaviorlm.config import LLMConfig
 from behaviorlm.data.datasets import open_dataset_store
 from behaviorlm.evaluation.benchmark import append_jsonl, git_commit, machine_description, peak_rss_mb
-from behaviorlm.llm.client import LLMClient
+from behaviorlm.llm.client import LLMClient, LLMError
 from behaviorlm.llm.facts import user_facts
 from behaviorlm.llm.tasks import ask, explain_intent
 from behaviorlm.models.base import load_model
@@ -80,7 +80,12 @@ def main() -> None:
             facts = user_facts(store, user, model=model, detector=detector)
             facts_s = time.perf_counter() - t0
             before = client.usage.completion_tokens
-            result = explain_intent(client, facts)
+            try:
+                result = explain_intent(client, facts)
+            except LLMError as exc:  # no valid answer at all: counted, never hidden
+                print(f"{n:4d} {user:>12s} FAILED: {exc}", flush=True)
+                rows.append({"failed": True, "facts_s": facts_s})
+                continue
             row = {
                 "facts_s": facts_s,
                 "latency_s": result.latency_s,
@@ -91,10 +96,15 @@ def main() -> None:
                 "tokens": client.usage.completion_tokens - before,
             }
             if args.questions:
-                a = ask(client, facts, ANSWERABLE)
-                b = ask(client, facts, UNANSWERABLE)
-                row["answered"] = a.source == "llm" and a.answer.known
-                row["refused"] = b.source == "refused"
+                try:
+                    a = ask(client, facts, ANSWERABLE)
+                    row["answered"] = a.source == "llm" and a.answer.known
+                except LLMError:
+                    row["answered"] = False
+                try:
+                    row["refused"] = ask(client, facts, UNANSWERABLE).source == "refused"
+                except LLMError:
+                    row["refused"] = False
             rows.append(row)
             print(
                 f"{n:4d} {user:>12s} first={row['first']!s:5s} llm={row['llm']!s:5s} {result.latency_s:5.1f}s "
@@ -102,22 +112,27 @@ def main() -> None:
                 + (f" | problems: {result.problems[:2]}" if result.problems else ""),
                 flush=True,
             )
-    lat = np.array([r["latency_s"] for r in rows])
+    failed = [r for r in rows if r.get("failed")]
+    done = [r for r in rows if not r.get("failed")]
+    lat = np.array([r["latency_s"] for r in done])
+    n = len(rows)
     metrics = {
-        "groundedness": float(np.mean([r["grounded"] for r in rows])),
-        "groundedness_llm": float(np.mean([r["llm"] for r in rows])),
-        "groundedness_first_try": float(np.mean([r["first"] for r in rows])),
-        "fallback_rate": float(1 - np.mean([r["llm"] for r in rows])),
+        # Over all users: an explanation that failed outright counts as not grounded.
+        "groundedness": sum(r["grounded"] for r in done) / n,
+        "groundedness_llm": sum(r["llm"] for r in done) / n,
+        "groundedness_first_try": sum(r["first"] for r in done) / n,
+        "fallback_rate": sum(not r["llm"] for r in done) / n,
+        "failure_rate": len(failed) / n,
         "latency_s_mean": float(lat.mean()),
         "latency_s_p50": float(np.percentile(lat, 50)),
         "latency_s_p95": float(np.percentile(lat, 95)),
         "facts_s_mean": float(np.mean([r["facts_s"] for r in rows])),
-        "calls_mean": float(np.mean([r["calls"] for r in rows])),
-        "completion_tokens_per_s": float(sum(r["tokens"] for r in rows) / lat.sum()),
+        "calls_mean": float(np.mean([r["calls"] for r in done])),
+        "completion_tokens_per_s": float(sum(r["tokens"] for r in done) / lat.sum()),
     }
     if args.questions:
-        metrics["answered_rate"] = float(np.mean([r["answered"] for r in rows]))
-        metrics["refusal_rate"] = float(np.mean([r["refused"] for r in rows]))
+        metrics["answered_rate"] = float(np.mean([r["answered"] for r in done]))
+        metrics["refusal_rate"] = float(np.mean([r["refused"] for r in done]))
     print({k: round(v, 4) for k, v in metrics.items()})
     if args.no_record:
         return

@@ -90,7 +90,13 @@ def _schema(model: type[BaseModel], facts: FactSet, *, enum_intents: bool = Fals
     props = schema["properties"]
     ids = [f.id for f in facts.facts]
     if "evidence" in props:
-        props["evidence"] = {"type": "array", "items": {"type": "string", "enum": ids}, "maxItems": 6}
+        props["evidence"] = {
+            "type": "array",
+            "items": {"type": "string", "enum": ids},
+            # The grammar must ask for what pydantic will require, or a valid-looking reply fails validation.
+            "minItems": props["evidence"].get("minItems", 0),
+            "maxItems": 6,
+        }
     if enum_intents and facts.intents:
         props["intent"] = {"type": "string", "enum": list(facts.intents)}
     for name, prop in props.items():
