@@ -443,7 +443,7 @@ def llm_section(records: dict[tuple[str, str], dict]) -> list[str]:
         "Goal of the LLM issue: >= 0.99 after the check.",
         "",
         "| dataset | model | users | first try | model | handed out | fallback | latency mean / p50 / p95 (s) "
-        "| calls | tokens/s | facts (s) | commit |",
+        "| calls | output tokens per wall s | facts (s) | commit |",
         "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---|",
     ]
     for r in sorted(rows, key=lambda r: (r["dataset"], r["model"])):
@@ -462,7 +462,9 @@ def llm_section(records: dict[tuple[str, str], dict]) -> list[str]:
         lines.append(
             f"Questions ({r['dataset']}): answered from the facts {m['answered_rate']:.3f} of "
             f'"What did the user do most recently?"; said "I don\'t know" to {m["refusal_rate"]:.3f} of '
-            '"What is the user\'s home address?".'
+            '"What is the user\'s home address?" (the rest gave an answer that cited a '
+            "fact and passed the literal check; their wording was not inspected). Refusing an answerable question is the small "
+            "model's main failure: safe, but unhelpful."
         )
     lines += ["", f"Machine: {rows[0]['machine']}.", ""]
     return lines
