@@ -100,3 +100,9 @@ def test_confidence_must_match_the_intent_model():
 def test_forbidden_terms_only_when_not_in_facts():
     assert not check("they want hiking boots", forbidden_terms=("boots",)).grounded
     assert check("they want running shoes", forbidden_terms=("running",)).grounded
+
+
+def test_looping_text_fails():
+    looping = "They rated Comedy, Drama, Thriller, then Comedy, Drama, Thriller, and Comedy, Drama, Thriller."
+    assert "the text repeats itself; say it once" in check(looping).problems
+    assert check("They rated Comedy, Drama and Thriller titles.").grounded

@@ -9,7 +9,8 @@ is deliberately literal, so that a failure is a specific, fixable complaint the 
 * every ``item <id>`` names an item that is in the facts, and every quoted string ("…") is found in
   the facts' text (titles, review quotes);
 * the intent is one of the allowed labels and, when an intent model produced the probabilities, the
-  stated confidence is that model's probability for the stated intent.
+  stated confidence is that model's probability for the stated intent;
+* the text does not loop (no three-word sequence three times or more).
 """
 
 from __future__ import annotations
@@ -120,6 +121,11 @@ def check_grounding(
     for quote in _QUOTED.findall(text):
         if quote.strip().casefold().rstrip(".…") not in corpus:
             problems.append(f'"{quote}" is not in the facts')
+    tokens = re.findall(r"\w+", text.casefold())
+    trigrams = [tuple(tokens[i : i + 3]) for i in range(len(tokens) - 2)]
+    if trigrams and max(trigrams.count(t) for t in set(trigrams)) >= 3:
+        # A small model that loops lists true words again and again: nothing false, nothing said.
+        problems.append("the text repeats itself; say it once")
     words = set(re.findall(r"[a-z]+", text.casefold()))
     for term in forbidden_terms:
         if term in words and term not in corpus:
