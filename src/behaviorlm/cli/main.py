@@ -197,6 +197,24 @@ def _require_store(store: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- split
+def _trained_model_and_split(model_dir: Path, store: Path) -> tuple[Any, Split]:
+    """A model saved by `behaviorlm train` and the same split of ``store`` it was trained on (checked)."""
+    from behaviorlm.models.base import load_model
+
+    split_file = model_dir / SPLIT_FILE
+    if not split_file.exists():
+        raise FileNotFoundError(f"{split_file} not found: {model_dir} was not written by `behaviorlm train`")
+    spec = json.loads(split_file.read_text())["split"]
+    estimator = load_model(model_dir)
+    sp = _make_split(store, **spec)
+    if not (
+        np.array_equal(sp.train.item_ids, estimator.train_.item_ids)
+        and np.array_equal(sp.train.user_ids, estimator.train_.user_ids)
+    ):
+        raise ValueError(f"the store {store} holds different users/items than {model_dir} was trained on")
+    return estimator, sp
+
+
 def _make_split(store: Path, *, protocol: str, valid_fraction: float, test_fraction: float) -> Split:
     _require_store(store)
     with EventStore(store, read_only=True) as st:
@@ -337,21 +355,10 @@ def evaluate(
 ) -> None:
     """Rank the held-out targets with a saved model (full ranking unless --sampled) and print metrics."""
     from behaviorlm.evaluation.ranking import evaluate_ranking
-    from behaviorlm.models.base import load_model
 
     if on not in ("test", "valid"):
         raise ValueError(f"--on must be 'test' or 'valid', got {on!r}")
-    split_file = model_dir / SPLIT_FILE
-    if not split_file.exists():
-        raise FileNotFoundError(f"{split_file} not found: {model_dir} was not written by `behaviorlm train`")
-    spec = json.loads(split_file.read_text())["split"]
-    estimator = load_model(model_dir)
-    sp = _make_split(store, **spec)
-    if not (
-        np.array_equal(sp.train.item_ids, estimator.train_.item_ids)
-        and np.array_equal(sp.train.user_ids, estimator.train_.user_ids)
-    ):
-        raise ValueError(f"the store {store} holds different users/items than {model_dir} was trained on")
+    estimator, sp = _trained_model_and_split(model_dir, store)
     history, targets = (sp.test_history, sp.test) if on == "test" else (sp.train, sp.valid)
     cutoffs = tuple(int(k) for k in ks.split(","))
     with Progress(
@@ -1047,19 +1054,8 @@ def audit(
     User attributes are read from the store only to group the results; the model never sees them.
     """
     from behaviorlm.evaluation.audit import audit_recommender, plot_group_quality, read_user_attributes
-    from behaviorlm.models.base import load_model
 
-    split_file = model_dir / SPLIT_FILE
-    if not split_file.exists():
-        raise FileNotFoundError(f"{split_file} not found: {model_dir} was not written by `behaviorlm train`")
-    spec = json.loads(split_file.read_text())["split"]
-    estimator = load_model(model_dir)
-    sp = _make_split(store, **spec)
-    if not (
-        np.array_equal(sp.train.item_ids, estimator.train_.item_ids)
-        and np.array_equal(sp.train.user_ids, estimator.train_.user_ids)
-    ):
-        raise ValueError(f"the store {store} holds different users/items than {model_dir} was trained on")
+    estimator, sp = _trained_model_and_split(model_dir, store)
     with EventStore(store, read_only=True) as st:
         attributes = read_user_attributes(st)
     chosen = [g.strip() for g in groups.split(",") if g.strip()]
