@@ -172,7 +172,14 @@ def user_facts(
             {"events": profile.events, "active_days": profile.active_days, **profile.events_by_type},
         )
     )
-    events = store.user_events(user_id, limit=recent, details=True)
+    # One read of the user's latest events serves the event facts and both models' windows.
+    window = max(
+        recent,
+        model.max_len + 1 if model is not None else 0,
+        intent_model.max_len if intent_model is not None else 0,
+    )
+    latest = store.user_events(user_id, limit=window, details=True)
+    events = _last(latest, recent)
     titles = _titles(store, set(events["item_id"]))
     n = len(events["item_id"])
     reviews: list[Fact] = []
@@ -244,9 +251,17 @@ def user_facts(
         )
     if model is not None:
         facts.extend(
-            _model_facts(store, user_id, model, k=next_items, with_influence=with_influence, event_facts=n)
+            _model_facts(
+                store,
+                _last(latest, model.max_len + 1),
+                model,
+                k=next_items,
+                with_influence=with_influence,
+                event_facts=n,
+            )
         )
-    intents, from_model = _intent_facts(store, user_id, intent_model, facts)
+    intent_events = _last(latest, intent_model.max_len) if intent_model is not None else latest
+    intents, from_model = _intent_facts(store, intent_events, intent_model, facts)
     return FactSet(user_alias(user_id), facts, intents=intents, intent_from_model=from_model)
 
 
@@ -293,12 +308,24 @@ def _verb(event_type: str) -> str:
     return _VERBS.get(event_type, event_type)
 
 
+def _last(events: dict[str, list[Any]], n: int) -> dict[str, list[Any]]:
+    """The last ``n`` of :meth:`EventStore.user_events`' lists (oldest first)."""
+    return {key: values[max(len(values) - n, 0) :] for key, values in events.items()}
+
+
 def _model_facts(
-    store: EventStore, user_id: str, model: Any, *, k: int, with_influence: bool, event_facts: int
+    store: EventStore,
+    events: dict[str, list[Any]],
+    model: Any,
+    *,
+    k: int,
+    with_influence: bool,
+    event_facts: int,
 ) -> list[Fact]:
+    """Next-item facts; ``events``: the user's latest ``model.max_len + 1`` events (one beyond the window, so
+    that deleting a window event lets it in, as it would for the model)."""
     from behaviorlm.causal.influence import deletion_influence
 
-    events = store.user_events(user_id, limit=model.max_len + 1)
     request = model.history_from_events(
         events["item_id"],
         event_types=events["event_type"],
@@ -346,14 +373,13 @@ def _model_facts(
 
 
 def _intent_facts(
-    store: EventStore, user_id: str, intent_model: Any | None, facts: list[Fact]
+    store: EventStore, events: dict[str, list[Any]], intent_model: Any | None, facts: list[Fact]
 ) -> tuple[tuple[str, ...], bool]:
     if intent_model is None:
         types = {t for (t,) in store.rows("SELECT DISTINCT event_type FROM events")}
         return (SHOPPING_INTENTS if types & _COMMERCE_TYPES else CONTENT_INTENTS), False
     from behaviorlm.models.heads import intent_classes
 
-    events = store.user_events(user_id, limit=intent_model.max_len)
     history = intent_model.history_from_events(
         events["item_id"],
         event_types=events["event_type"],
