@@ -16,6 +16,7 @@ is deliberately literal, so that a failure is a specific, fixable complaint the 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 
 from behaviorlm.llm.facts import FactSet
@@ -122,8 +123,8 @@ def check_grounding(
         if quote.strip().casefold().rstrip(".…") not in corpus:
             problems.append(f'"{quote}" is not in the facts')
     tokens = re.findall(r"\w+", text.casefold())
-    trigrams = [tuple(tokens[i : i + 3]) for i in range(len(tokens) - 2)]
-    if trigrams and max(trigrams.count(t) for t in set(trigrams)) >= 3:
+    trigrams = Counter(zip(tokens, tokens[1:], tokens[2:], strict=False))
+    if trigrams and max(trigrams.values()) >= 3:
         # A small model that loops lists true words again and again: nothing false, nothing said.
         problems.append("the text repeats itself; say it once")
     words = set(re.findall(r"[a-z]+", text.casefold()))
