@@ -16,14 +16,15 @@ such encoder into a :class:`~behaviorlm.models.base.Recommender`:
   positives and negatives alike (Bengio & Senécal 2008; Yi et al., "Sampling-bias-corrected neural
   modeling for large corpus item recommendations", RecSys 2019) and accidental hits masked.
 * **Fitting** runs :func:`behaviorlm.training.loop.train` with early stopping on validation NDCG@10
-  (full ranking, seen items masked) when validation targets are given.
+  (full ranking, seen items masked) when validation targets are given. Under ``torchrun`` each process
+  trains on its own shard of the users' sequences (:func:`behaviorlm.training.distributed.shard_rows`);
+  ``batch_size`` stays the global batch, so the learning rate needs no scaling.
 * **Scoring** reads the last ``max_len`` events of each user's history in the batch.
 """
 
 from __future__ import annotations
 
 import copy
-import math
 import warnings
 from abc import abstractmethod
 from collections.abc import Iterator, Sequence
@@ -38,7 +39,7 @@ from torch import nn
 from behaviorlm.data.features import ItemFeatures
 from behaviorlm.data.sequences import Interactions, gather_padded
 from behaviorlm.models.base import Recommender, ScoringBatch
-from behaviorlm.training import loop
+from behaviorlm.training import distributed, loop
 from behaviorlm.training.loop import TrainerConfig, TrainingHistory, seed_everything
 
 IGNORE = -100
@@ -235,6 +236,15 @@ class SequentialRecommender(Recommender):
     ``device="cuda"`` trains on a GPU, where ``amp=True`` uses bfloat16 autocast and ``compile=True``
     compiles the loss with ``torch.compile``; both are ignored on CPU.
 
+    Started by ``torchrun``, ``fit`` trains data-parallel: ``device="cuda"`` means the process's own GPU
+    (``cuda:LOCAL_RANK``), ``batch_size`` is the *global* batch (each of the ``W`` processes runs
+    ``ceil(batch_size / W)`` sequences per step; with ``batch_size`` a multiple of ``W`` a step sees the
+    same sequences as a one-process step with the same seed), and the gradients are averaged over the
+    processes, which keeps a two-process run comparable to one process at the same ``lr``. Each process
+    averages the loss over its own positions, so the step is the mean of per-process means rather than
+    the mean over all positions of the global batch: equal in expectation, not bit for bit. The sampled
+    negatives and dropout draws differ per process.
+
     Subclasses define ``name``, store their architecture arguments in ``__init__`` (calling
     ``super().__init__`` with the shared training arguments) and implement :meth:`_build_net`.
     """
@@ -314,7 +324,8 @@ class SequentialRecommender(Recommender):
             raise ValueError(f"{type(self).__name__}: max_len must be >= 1, got {self.max_len}")
         seed_everything(self.seed)
         self.__dict__.pop("item_index_", None)  # the id lookup of a previous fit
-        device = torch.device(self.device)
+        device = distributed.rank_device(self.device)
+        rank, world_size = distributed.rank(), distributed.world_size()
         self.net_ = self._build_net(
             n_items=train.n_items,
             n_event_types=len(train.event_type_vocab),
@@ -329,15 +340,22 @@ class SequentialRecommender(Recommender):
         counts = torch.from_numpy(train.item_counts()).double()
         sampling = counts.pow(0.75) + 1e-12
         self.sampling_q_ = (sampling / sampling.sum()).float().to(device)
-        generator = torch.Generator().manual_seed(self.seed)
-        n_batches = math.ceil(len(users) / self.batch_size)
+        # Negatives are drawn per process; rank 0 draws what a one-process run draws.
+        generator = torch.Generator().manual_seed(self.seed + 1_000_003 * rank)
+        n_batches = distributed.batches_per_epoch(
+            len(users), batch_size=self.batch_size, world_size=world_size
+        )
 
         def batches(epoch: int) -> Iterator[dict[str, torch.Tensor]]:
-            order = torch.randperm(
-                len(users), generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-            )
-            for start in range(0, len(users), self.batch_size):
-                yield data.batch(order[start : start + self.batch_size])
+            for rows in distributed.shard_rows(
+                len(users),
+                batch_size=self.batch_size,
+                seed=self.seed,
+                epoch=epoch,
+                rank=rank,
+                world_size=world_size,
+            ):
+                yield data.batch(rows)
 
         def loss_fn(batch: dict[str, torch.Tensor]) -> torch.Tensor:
             hidden = self.net_(batch["items"], batch["types"], batch["buckets"])

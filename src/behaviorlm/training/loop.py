@@ -5,6 +5,11 @@ for an epoch, a function turning a batch into a scalar loss, and optionally a va
 returning a number to maximise (e.g. validation NDCG@10). It owns the optimiser and schedule, the
 progress bar, early stopping, and checkpoints (safetensors for tensors, JSON for the rest) written
 after every epoch so an interrupted run resumes where it stopped.
+
+Under ``torchrun`` the same loop trains data-parallel (see :mod:`behaviorlm.training.distributed`): the
+loss runs inside DistributedDataParallel, validation runs on rank 0 and its number is broadcast, so
+early stopping and the time budget decide the same on every rank, and only rank 0 shows progress and
+writes checkpoints.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from behaviorlm.training import distributed
 
 Batch = dict[str, torch.Tensor]
 
@@ -131,9 +138,18 @@ def train(
     ``batches(epoch)`` yields the batches of one epoch (it should seed its own shuffling from ``epoch``
     so that a resumed run sees the same data); ``loss_fn(batch)`` returns the scalar loss;
     ``validate()`` returns the metric to maximise (the module is in eval mode during it).
+
+    Under ``torchrun`` (``WORLD_SIZE > 1``) this process joins the group (gloo on CPU, NCCL on CUDA) and
+    ``batches(epoch)`` must yield *this rank's* share, exactly ``steps_per_epoch`` batches on every rank
+    (:func:`~behaviorlm.training.distributed.shard_rows` does both). Gradients are averaged over the
+    ranks, so the learning rate is not scaled. ``validate`` is called on rank 0 only and its result is
+    broadcast; the reported loss is the mean over ranks; dropout draws differ per rank (torch is seeded
+    with ``seed + rank``). The returned weights and history are identical on every rank.
     """
-    seed_everything(config.seed)
     device = next(module.parameters()).device
+    distributed.init_process_group(device)
+    rank, is_main = distributed.rank(), distributed.is_main_process()
+    seed_everything(config.seed + rank)
     decay, no_decay = [], []
     for name, param in module.named_parameters():
         (no_decay if param.ndim < 2 or "norm" in name or name.endswith("bias") else decay).append(param)
@@ -153,6 +169,7 @@ def train(
     step_module: Callable[[Batch], torch.Tensor] = loss_fn
     if config.compile and device.type == "cuda":
         step_module = torch.compile(loss_fn)
+    step_module = distributed.data_parallel_loss(module, step_module)
     use_amp = config.amp and device.type == "cuda"
 
     history = TrainingHistory()
@@ -161,7 +178,7 @@ def train(
     start_epoch = 0
     ckpt = Path(config.checkpoint_dir) if config.checkpoint_dir else None
     if ckpt is not None and (ckpt / "trainer.json").exists():
-        start_epoch, history, bad_epochs = _resume(ckpt, module, optimizer, scheduler)
+        start_epoch, history, bad_epochs = _resume(ckpt, module, optimizer, scheduler, rank=rank)
         best_path = ckpt / "best.safetensors"
         best_state = load_file(str(best_path)) if best_path.exists() else None
 
@@ -174,7 +191,7 @@ def train(
         TextColumn("val {task.fields[metric]}"),
         TimeElapsedColumn(),
         console=console,
-        disable=not config.show_progress,
+        disable=not (config.show_progress and is_main),
         transient=False,
     )
     started = time.perf_counter() - history.total_seconds
@@ -207,11 +224,15 @@ def train(
             metric: float | None = None
             if validate is not None and ((epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs):
                 module.eval()
-                with torch.no_grad():
-                    metric = float(validate())
+                if is_main:
+                    with torch.no_grad():
+                        metric = float(validate())
+                # Every rank takes rank 0's number, so early stopping decides the same everywhere.
+                metric = distributed.broadcast_from_main(metric)
                 progress.update(task, metric=f"{metric:.4f}")
+            (epoch_loss,) = distributed.all_reduce_mean([total_loss / max(1, n_batches)])
             history.epochs_run = epoch + 1
-            history.losses.append(total_loss / max(1, n_batches))
+            history.losses.append(epoch_loss)
             history.metrics.append(metric)
             history.epoch_seconds.append(time.perf_counter() - epoch_started)
             if metric is not None:
@@ -221,11 +242,27 @@ def train(
                 else:
                     bad_epochs += 1
             if ckpt is not None:
-                _save_checkpoint(ckpt, module, optimizer, scheduler, history, bad_epochs, best_state, metric)
+                # Collective: every rank hands its random state to rank 0, which alone writes the files.
+                rng_states = distributed.all_gather_objects(torch.get_rng_state().tolist())
+                if is_main:
+                    _save_checkpoint(
+                        ckpt,
+                        module,
+                        optimizer,
+                        scheduler,
+                        history,
+                        bad_epochs,
+                        best_state,
+                        metric,
+                        rng_states,
+                    )
             if bad_epochs >= config.patience:
                 history.stopped_early = True
                 break
-            if config.max_seconds is not None and time.perf_counter() - started > config.max_seconds:
+            out_of_time = (
+                config.max_seconds is not None and time.perf_counter() - started > config.max_seconds
+            )
+            if distributed.any_rank(out_of_time):
                 history.stopped_by_time = True
                 break
     if best_state is not None:
@@ -243,8 +280,12 @@ def _save_checkpoint(
     bad_epochs: int,
     best_state: dict[str, torch.Tensor] | None,
     metric: float | None,
+    rng_states: list[list[int]],
 ) -> None:
-    """Write the resumable state: weights, optimiser moments (safetensors) and counters (JSON)."""
+    """Write the resumable state: weights, optimiser moments (safetensors) and counters (JSON).
+
+    ``rng_states`` holds each rank's torch random state, in rank order (one entry for a single process).
+    """
     directory.mkdir(parents=True, exist_ok=True)
     save_file(
         {k: v.contiguous() for k, v in module.state_dict().items()}, str(directory / "last.safetensors")
@@ -266,7 +307,7 @@ def _save_checkpoint(
         "bad_epochs": bad_epochs,
         "scheduler": scheduler.state_dict(),
         "optimizer_scalars": steps,
-        "torch_rng": torch.get_rng_state().tolist(),
+        "torch_rng_by_rank": rng_states,
     }
     tmp = directory / "trainer.json.tmp"
     tmp.write_text(json.dumps(meta))
@@ -278,6 +319,8 @@ def _resume(
     module: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
+    *,
+    rank: int,
 ) -> tuple[int, TrainingHistory, int]:
     meta = json.loads((directory / "trainer.json").read_text())
     module.load_state_dict(load_file(str(directory / "last.safetensors")))
@@ -297,7 +340,10 @@ def _resume(
     # the interrupted run now, or the first resumed step would use the initial (warmup) rate.
     for group, lr in zip(optimizer.param_groups, scheduler.get_last_lr(), strict=True):
         group["lr"] = lr
-    torch.set_rng_state(torch.tensor(meta["torch_rng"], dtype=torch.uint8))
+    # Each rank restores the random state its own rank number saved; a rank the checkpoint has no state
+    # for (a run resumed on more processes) continues from rank 0's.
+    by_rank = meta.get("torch_rng_by_rank") or [meta["torch_rng"]]
+    torch.set_rng_state(torch.tensor(by_rank[rank] if rank < len(by_rank) else by_rank[0], dtype=torch.uint8))
     saved = meta["history"]
     saved.pop("total_seconds", None)
     history = TrainingHistory(**saved)
