@@ -295,8 +295,13 @@ def train(
     valid_fraction: ValidFraction = 0.1,
     test_fraction: TestFraction = 0.1,
 ) -> None:
-    """Fit a model on the training part of a split and save a checkpoint."""
+    """Fit a model on the training part of a split and save a checkpoint.
+
+    Under torchrun (torchrun --nproc_per_node N -m behaviorlm.cli.main train ...) sequence models train
+    data-parallel with the same flags; rank 0 alone prints and writes --out (docs/distributed-training.md).
+    """
     from behaviorlm.models.base import model_registry
+    from behaviorlm.training import distributed
 
     registry = model_registry()
     if model not in registry:
@@ -306,25 +311,40 @@ def train(
         estimator = registry[model](**params)
     except TypeError as exc:
         raise ValueError(f"bad --param for {model}: {exc}") from None
+    if distributed.world_size() > 1 and not getattr(estimator, "data_parallel", False):
+        raise ValueError(
+            f"--model {model} does not train data-parallel: run it as one process, without torchrun "
+            "(sequence models such as transformer and gru4rec do)"
+        )
+    main_process = distributed.is_main_process()
+    # Every process reads the store (read-only opens from several processes are fine) and makes the
+    # same deterministic split.
     sp = _make_split(store, protocol=protocol, valid_fraction=valid_fraction, test_fraction=test_fraction)
     # Trained models show their own per-epoch progress bar; the others get a spinner.
     if "show_progress" in estimator.get_params() and "show_progress" not in params:
         estimator.show_progress = True
     status = (
         contextlib.nullcontext()
-        if getattr(estimator, "show_progress", False)
+        if getattr(estimator, "show_progress", False) or not main_process
         else console.status(f"fitting {model} on {sp.train.n_events:,} events …", spinner="dots")
     )
-    with status:
-        started = time.perf_counter()
-        estimator.fit(sp.train, valid=sp.valid)
-        seconds = time.perf_counter() - started
-    if hasattr(estimator, "training_summary"):
-        console.print_json(json.dumps(estimator.training_summary()))
-    estimator.save(out)
-    split_spec = {"protocol": protocol, "valid_fraction": valid_fraction, "test_fraction": test_fraction}
-    (out / SPLIT_FILE).write_text(json.dumps({"split": split_spec, "train_seconds": seconds}, indent=2))
-    console.print(f"[green]trained[/] {model} in {seconds:.2f} s → {out}")
+    try:
+        with status:
+            started = time.perf_counter()
+            estimator.fit(sp.train, valid=sp.valid)
+            seconds = time.perf_counter() - started
+        if not main_process:
+            return
+        if hasattr(estimator, "training_summary"):
+            console.print_json(json.dumps(estimator.training_summary()))
+        estimator.save(out)
+        split_spec = {"protocol": protocol, "valid_fraction": valid_fraction, "test_fraction": test_fraction}
+        (out / SPLIT_FILE).write_text(json.dumps({"split": split_spec, "train_seconds": seconds}, indent=2))
+        processes = distributed.world_size()
+        on = f" on {processes} processes" if processes > 1 else ""
+        console.print(f"[green]trained[/] {model}{on} in {seconds:.2f} s → {out}")
+    finally:
+        distributed.cleanup()
 
 
 def _json_value(text: str) -> Any:

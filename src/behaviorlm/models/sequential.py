@@ -249,6 +249,9 @@ class SequentialRecommender(Recommender):
     ``super().__init__`` with the shared training arguments) and implement :meth:`_build_net`.
     """
 
+    data_parallel = True
+    """``fit`` shards its data over torchrun processes (what ``behaviorlm train`` checks under torchrun)."""
+
     def __init__(
         self,
         *,
