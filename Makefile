@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml requirements/llm.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[test,bench,text,serve,causal,graph,llm]'
+	$(BIN)/pip install --quiet -e '.[test,bench,text,serve,causal,graph,llm,spark]'
 	$(BIN)/pip install --quiet --no-deps --require-hashes -r requirements/llm.txt
 	touch $(STAMP)
 

@@ -410,26 +410,44 @@ class EventStore:
         )
         return written
 
-    def import_parquet(self, directory: str | Path) -> dict[str, int]:
-        """Append tables exported by :meth:`export_parquet`; returns rows added per table.
+    def export_sequences(self, path: str | Path) -> Path:
+        """Write one row per user -- ``user_id``, ``item_ids``, ``event_types``, ``timestamps`` (unix
+        seconds) in time order, ties by ingest order -- to the Parquet file ``path``."""
+        path = Path(path)
+        order = "ORDER BY timestamp, ingest_seq"
+        self.execute(
+            f"""COPY (SELECT user_id, list(item_id {order}) AS item_ids, list(event_type {order}) AS event_types,
+                       list(epoch_us(timestamp) // 1000000 {order}) AS timestamps
+                FROM events GROUP BY user_id ORDER BY user_id)
+                TO {sql_literal(str(path))} (FORMAT parquet, COMPRESSION zstd)"""
+        )
+        return path
+
+    def import_parquet(self, directory: str | Path, *, tables: tuple[str, ...] = TABLES) -> dict[str, int]:
+        """Append tables exported by :meth:`export_parquet` (or written by the Spark engine, whose tables are
+        directories of part files); returns rows added per table.
 
         Events already present (same ``event_id``) and items/users already present are skipped, so
-        importing the same export twice changes nothing.
+        importing the same export twice changes nothing. Imported events keep their relative order and
+        come after the events already stored (their ``ingest_seq`` is shifted past the store's).
         """
         directory = Path(directory)
         if not (directory / "manifest.json").exists():
             raise StoreError(f"{directory} is not a behaviorlm Parquet export (no manifest.json)")
         added: dict[str, int] = {}
         with self.transaction():
-            for table in TABLES:
+            for table in tables:
                 file = directory / f"{table}.parquet"
                 if not file.exists():
                     raise StoreError(f"{file} is missing from the export")
                 before = self.count(table)
-                src = f"read_parquet({sql_literal(str(file))})"
+                target = file / "*.parquet" if file.is_dir() else file
+                src = f"read_parquet({sql_literal(str(target))})"
                 if table == "events":
+                    shift = self.next_ingest_seq() if before else 0
                     self.execute(
-                        f"INSERT INTO events SELECT * FROM {src} s WHERE s.event_id NOT IN (SELECT event_id FROM events)"
+                        f"""INSERT INTO events SELECT * REPLACE (ingest_seq + {shift} AS ingest_seq) FROM {src} s
+                            WHERE s.event_id NOT IN (SELECT event_id FROM events)"""
                     )
                 elif table in ("items", "users"):
                     key = "item_id" if table == "items" else "user_id"
