@@ -94,17 +94,27 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
 
 
-def build_graph(store: EventStore, *, with_knowledge_graph: bool = True) -> BehaviorGraph:
-    """Read the store's events, item catalogue and knowledge graph into a :class:`BehaviorGraph`."""
+def build_graph(
+    store: EventStore, *, with_knowledge_graph: bool = True, before: int | None = None
+) -> BehaviorGraph:
+    """Read the store's events, item catalogue and knowledge graph into a :class:`BehaviorGraph`.
+
+    With ``before`` (UTC seconds), only events strictly earlier than ``before`` are read and the item
+    nodes are the items of those events (catalogue items first seen later are left out), so nothing
+    that happened at or after ``before`` can change the graph -- the snapshot a temporal evaluation
+    (:mod:`behaviorlm.data.purchase`) trains and predicts on.
+    """
     graph = BehaviorGraph()
+    where, params = ("WHERE epoch(timestamp) < ?", [int(before)]) if before is not None else ("", [])
     users = (
-        store.arrow("SELECT DISTINCT user_id FROM events ORDER BY user_id")
+        store.arrow(f"SELECT DISTINCT user_id FROM events {where} ORDER BY user_id", params)
         .column(0)
         .to_numpy(zero_copy_only=False)
     )
+    catalogue = "" if before is not None else " UNION SELECT item_id FROM items"
     items = (
         store.arrow(
-            "SELECT item_id FROM (SELECT item_id FROM events UNION SELECT item_id FROM items) ORDER BY item_id"
+            f"SELECT item_id FROM (SELECT item_id FROM events {where}{catalogue}) ORDER BY item_id", params
         )
         .column(0)
         .to_numpy(zero_copy_only=False)
@@ -116,7 +126,8 @@ def build_graph(store: EventStore, *, with_knowledge_graph: bool = True) -> Beha
 
     behaviour = store.arrow(
         "SELECT event_type, user_id, item_id, count(*) AS n, max(epoch(timestamp))::BIGINT AS last_ts "
-        "FROM events GROUP BY ALL ORDER BY event_type, user_id, item_id"
+        f"FROM events {where} GROUP BY ALL ORDER BY event_type, user_id, item_id",
+        params,
     )
     types = behaviour.column("event_type").to_numpy(zero_copy_only=False)
     src = np.array([user_index[u] for u in behaviour.column("user_id").to_pylist()], dtype=np.int64)
@@ -136,7 +147,9 @@ def build_graph(store: EventStore, *, with_knowledge_graph: bool = True) -> Beha
     for item_id, category, brand, attributes in store.rows(
         "SELECT item_id, category, brand, attributes FROM items"
     ):
-        i = item_index[item_id]
+        i = item_index.get(item_id)
+        if i is None:  # a catalogue item first seen at or after ``before``
+            continue
         for key, value in (("category", category), ("brand", brand)):
             if value:
                 attribute_edges.setdefault(key, []).append((i, f"{key}={value}"))

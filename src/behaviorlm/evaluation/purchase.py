@@ -1,0 +1,150 @@
+"""Purchase-prediction evaluation: fit on training cutoffs, tune on validation cutoffs, score test cutoffs.
+
+:func:`evaluate_purchase_model` fits a purchase model (``fit(train, valid=valid)``,
+``predict_proba(snapshot)``: :class:`behaviorlm.models.hetero_gnn.PurchaseGNN`,
+:class:`behaviorlm.models.purchase_baseline.PurchaseFeatureBaseline`), picks the decision threshold
+that maximises F1 on the validation pairs, and reports on the pooled test pairs ROC-AUC, PR-AUC
+(average precision), and accuracy / precision / recall / F1 at that threshold -- the functions of
+:mod:`behaviorlm.evaluation.metrics`. :func:`paired_bootstrap_auc` puts an interval on the difference
+of two models' test ROC-AUC (positives are rare, so single-cutoff numbers move a lot).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from behaviorlm.data.purchase import INTENT_TYPES, PURCHASE_TYPE, PurchaseSnapshot
+from behaviorlm.evaluation.metrics import (
+    accuracy,
+    average_precision,
+    f1_score,
+    precision,
+    recall,
+    roc_auc,
+    threshold_scores,
+)
+
+PURCHASE_METRICS: tuple[str, ...] = ("roc_auc", "pr_auc", "f1", "accuracy", "precision", "recall")
+
+
+class PurchaseModel(Protocol):
+    name: str
+
+    def fit(self, train: list[PurchaseSnapshot], *, valid: list[PurchaseSnapshot] | None = None) -> Any: ...
+
+    def predict_proba(self, snapshot: PurchaseSnapshot) -> np.ndarray: ...
+
+
+def f1_threshold(y_true: np.ndarray, *, y_score: np.ndarray) -> float:
+    """The score threshold (predict 1 when ``score >= threshold``) with the highest F1 on these labels.
+
+    The best F1 is always reached at the score of some positive, so only those are tried; ties go to
+    the higher threshold.
+    """
+    y_true, y_score = np.asarray(y_true), np.asarray(y_score, dtype=np.float64)
+    candidates = np.unique(y_score[y_true == 1])[::-1]
+    if len(candidates) == 0:
+        raise ValueError("f1_threshold needs at least one positive")
+    f1s = [f1_score(y_true, y_pred=threshold_scores(y_score, threshold=c)) for c in candidates]
+    return float(candidates[int(np.argmax(f1s))])
+
+
+def purchase_metrics(y_true: np.ndarray, *, y_score: np.ndarray, threshold: float) -> dict[str, float]:
+    """ROC-AUC, PR-AUC and the thresholded accuracy, precision, recall and F1."""
+    y_pred = threshold_scores(y_score, threshold=threshold)
+    return {
+        "roc_auc": roc_auc(y_true, y_score=y_score),
+        "pr_auc": average_precision(y_true, y_score=y_score),
+        "f1": f1_score(y_true, y_pred=y_pred),
+        "accuracy": accuracy(y_true, y_pred=y_pred),
+        "precision": precision(y_true, y_pred=y_pred),
+        "recall": recall(y_true, y_pred=y_pred),
+    }
+
+
+def purchase_protocol(
+    *, train: list[PurchaseSnapshot], valid: list[PurchaseSnapshot], test: list[PurchaseSnapshot]
+) -> dict[str, Any]:
+    """What was measured, as a record's ``protocol``: cutoffs, window, pair and positive counts."""
+
+    def describe(snapshots: list[PurchaseSnapshot]) -> dict[str, Any]:
+        return {
+            "cutoffs": [s.cutoff for s in snapshots],
+            "pairs": int(sum(s.n_pairs for s in snapshots)),
+            "positives": int(sum(s.n_positives for s in snapshots)),
+        }
+
+    window = {s.window_seconds for s in train + valid + test}
+    return {
+        "task": "purchase prediction (link prediction on the purchase relation)",
+        "candidates": f"(user, item) pairs with a {'/'.join(INTENT_TYPES)} event before the cutoff",
+        "label": f"{PURCHASE_TYPE} of the item by the user in [cutoff, cutoff + window)",
+        "features": "graph and features from events strictly before the cutoff only",
+        "window_seconds": window.pop() if len(window) == 1 else sorted(window),
+        "threshold": "maximises F1 on the validation pairs",
+        "tuning": "hyperparameters and early stopping on the validation cutoffs only",
+        "train": describe(train),
+        "valid": describe(valid),
+        "test": describe(test),
+    }
+
+
+@dataclass
+class PurchaseResult:
+    """One model's test metrics (at the validation-chosen threshold), its validation metrics and scores."""
+
+    name: str
+    metrics: dict[str, float]
+    valid_metrics: dict[str, float]
+    threshold: float
+    train_seconds: float
+    test_scores: np.ndarray = field(repr=False)
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def evaluate_purchase_model(
+    model: PurchaseModel,
+    *,
+    train: list[PurchaseSnapshot],
+    valid: list[PurchaseSnapshot],
+    test: list[PurchaseSnapshot],
+) -> PurchaseResult:
+    """Fit ``model`` on ``train`` (tuning on ``valid``), choose the F1 threshold on ``valid``, score ``test``."""
+    started = time.perf_counter()
+    model.fit(train, valid=valid)
+    seconds = time.perf_counter() - started
+    valid_y = np.concatenate([s.labels for s in valid])
+    valid_scores = np.concatenate([model.predict_proba(s) for s in valid])
+    threshold = f1_threshold(valid_y, y_score=valid_scores)
+    test_y = np.concatenate([s.labels for s in test])
+    test_scores = np.concatenate([model.predict_proba(s) for s in test])
+    return PurchaseResult(
+        name=model.name,
+        metrics=purchase_metrics(test_y, y_score=test_scores, threshold=threshold),
+        valid_metrics=purchase_metrics(valid_y, y_score=valid_scores, threshold=threshold),
+        threshold=threshold,
+        train_seconds=seconds,
+        test_scores=test_scores,
+    )
+
+
+def paired_bootstrap_auc(
+    y_true: np.ndarray, *, scores_a: np.ndarray, scores_b: np.ndarray, n_boot: int = 1000, seed: int = 0
+) -> dict[str, float]:
+    """ROC-AUC(a) - ROC-AUC(b) on the same pairs, with a 95% percentile interval from resampling the
+    positives and the negatives separately (stratified, so every resample has both classes)."""
+    y_true = np.asarray(y_true)
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(y_true == 1), np.flatnonzero(y_true == 0)
+    observed = roc_auc(y_true, y_score=scores_a) - roc_auc(y_true, y_score=scores_b)
+    diffs = np.empty(n_boot)
+    for b in range(n_boot):
+        rows = np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))])
+        y = y_true[rows]
+        diffs[b] = roc_auc(y, y_score=scores_a[rows]) - roc_auc(y, y_score=scores_b[rows])
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    return {"difference": float(observed), "low": float(low), "high": float(high)}
