@@ -222,3 +222,26 @@ def test_ingest_with_spark_counts_events_already_stored(tmp_path) -> None:
         assert (again.stored, again.duplicates_in_store, again.duplicates) == (0, 6, 7)
         assert store.count("events") == 6 and store.count("quarantine") == 2
         assert store.scalar("SELECT count(DISTINCT ingest_seq) FROM events") == 6
+
+
+def test_cli_prepare_and_ingest_with_spark(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from behaviorlm.cli.main import app
+
+    src = tmp_path / "UserBehavior.csv"
+    src.write_text(TAOBAO)
+    runner = CliRunner()
+    out = runner.invoke(app, ["prepare", str(src), "-f", "taobao", "--out", str(tmp_path / "p"), "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)["stored"] == 6
+    assert (tmp_path / "p" / "sequences.parquet").exists()
+    store = tmp_path / "s.duckdb"
+    args = ["ingest", str(src), "-f", "taobao", "--store", str(store), "--engine", "spark", "--json"]
+    out = runner.invoke(app, args)
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)["quarantined"] == 2
+    bad = runner.invoke(
+        app, ["prepare", str(src), "-f", "reviews", "--out", str(tmp_path / "q"), "--engine", "spark"]
+    )
+    assert bad.exit_code != 0 and "--engine spark reads" in bad.output

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import typer
@@ -76,6 +76,15 @@ def _parse_pairs(pairs: list[str], *, flag: str) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------------------------------- ingest
+EngineOption = Annotated[
+    Literal["duckdb", "spark"],
+    typer.Option(help="duckdb (embedded, one machine) or spark (PySpark; local[N] or a cluster)."),
+]
+SparkMasterOption = Annotated[
+    str, typer.Option(help="Spark master with --engine spark: local[N], spark://host:7077, yarn, k8s://…")
+]
+
+
 @app.command()
 @_user_errors
 def ingest(
@@ -113,9 +122,46 @@ def ingest(
     config: Annotated[
         Path | None, typer.Option(help="IngestConfig as .toml or .json (flags override it).")
     ] = None,
+    engine: EngineOption = "duckdb",
+    spark_master: SparkMasterOption = "local[2]",
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Validate and load a behaviour log into the event store; bad rows go to quarantine with a reason."""
+    cfg = _ingest_config(
+        config,
+        format=format,
+        session_gap=session_gap,
+        map_=map_,
+        event_type=event_type,
+        no_header=no_header,
+        delimiter=delimiter,
+        pseudonymize=pseudonymize,
+    )
+    with EventStore(store) as st, console.status(f"ingesting {path} with {engine} …", spinner="dots"):
+        if engine == "spark":
+            from behaviorlm.data.prepare import ingest_with_spark
+
+            summary = ingest_with_spark(st, path, config=cfg, spark_master=spark_master)
+        else:
+            summary = ingest_file(st, path, config=cfg)
+    if json_out:
+        console.print_json(json.dumps(summary.to_dict()))
+    else:
+        _print_ingest(summary)
+
+
+def _ingest_config(
+    config: Path | None,
+    *,
+    format: SourceFormat | None,
+    session_gap: int | None,
+    map_: list[str] | None,
+    event_type: str | None,
+    no_header: bool,
+    delimiter: str | None,
+    pseudonymize: bool,
+) -> IngestConfig:
+    """The ingest config from an optional file, overridden by the command-line flags."""
     base = load_config(IngestConfig, config).model_dump(exclude_unset=True) if config else {}
     overrides: dict[str, Any] = {}
     if format is not None:
@@ -132,13 +178,7 @@ def ingest(
         overrides["delimiter"] = delimiter
     if pseudonymize:
         overrides["pseudonymize_users"] = True
-    cfg = load_config(IngestConfig, {**base, **overrides})
-    with EventStore(store) as st, console.status(f"ingesting {path} …", spinner="dots"):
-        summary = ingest_file(st, path, config=cfg)
-    if json_out:
-        console.print_json(json.dumps(summary.to_dict()))
-    else:
-        _print_ingest(summary)
+    return load_config(IngestConfig, {**base, **overrides})
 
 
 def _print_ingest(summary: IngestSummary) -> None:
@@ -162,6 +202,71 @@ def _print_ingest(summary: IngestSummary) -> None:
         console.print(reasons)
     for warning in summary.warnings:
         console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+
+
+@app.command()
+@_user_errors
+def prepare(
+    path: Annotated[
+        Path, typer.Argument(help="Source file (CSV/TSV, Taobao UserBehavior; with duckdb any format).")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the Parquet outputs.")],
+    format: Annotated[
+        SourceFormat | None,
+        typer.Option("--format", "-f", help="Source format (default: the config's, else csv)."),
+    ] = None,
+    map_: Annotated[
+        list[str] | None, typer.Option("--map", "-m", help="Column mapping field=source_column (repeatable).")
+    ] = None,
+    event_type: Annotated[
+        str | None, typer.Option(help="Constant event type when the source has none.")
+    ] = None,
+    no_header: Annotated[
+        bool, typer.Option("--no-header", help="CSV has no header (columns are column0..).")
+    ] = False,
+    delimiter: Annotated[
+        str | None, typer.Option(help="Field delimiter (default: tab for .tsv, else comma).")
+    ] = None,
+    session_gap: Annotated[
+        int | None, typer.Option(help="Start a new session after this many idle seconds; 0 turns it off.")
+    ] = None,
+    pseudonymize: Annotated[
+        bool,
+        typer.Option(help="Replace user ids by keyed HMAC pseudonyms (key from $BEHAVIORLM_PSEUDONYM_KEY)."),
+    ] = False,
+    config: Annotated[
+        Path | None, typer.Option(help="IngestConfig as .toml or .json (flags override it).")
+    ] = None,
+    engine: EngineOption = "duckdb",
+    spark_master: SparkMasterOption = "local[2]",
+    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Validate, quarantine, dedup and sequence a log into Parquet files (no store): events, quarantine,
+    items, sequences. Same outputs with --engine duckdb and --engine spark."""
+    from behaviorlm.data.prepare import prepare as run_prepare
+
+    cfg = _ingest_config(
+        config,
+        format=format,
+        session_gap=session_gap,
+        map_=map_,
+        event_type=event_type,
+        no_header=no_header,
+        delimiter=delimiter,
+        pseudonymize=pseudonymize,
+    )
+    with console.status(f"preparing {path} with {engine} …", spinner="dots"):
+        summary = run_prepare(path, out, config=cfg, engine=engine, spark_master=spark_master)
+    if json_out:
+        console.print_json(json.dumps(summary.to_dict()))
+    else:
+        _print_ingest(summary)
+        console.print(
+            f"Parquet outputs in {out}: events, quarantine, items, users, kg_triples, item_entities, ingest_log "
+            "(the store's export layout, see EventStore.import_parquet) and sequences",
+            markup=False,
+            highlight=False,
+        )
 
 
 # ---------------------------------------------------------------------------------------------- stats
@@ -919,6 +1024,179 @@ def graph_build(
     files = graph.to_parquet(out)
     _print_graph_stats(graph.stats())
     console.print(f"[green]wrote[/] {len(files)} Parquet files to {out}")
+
+
+@graph_app.command("train")
+@_user_errors
+def graph_train(
+    out: Annotated[Path, typer.Option(help="Directory for the trained model.")],
+    store: StoreOption = Path("behaviorlm.duckdb"),
+    task: Annotated[
+        str, typer.Option(help="purchase (hetero GNN, purchase prediction) or recommend (LightGCN).")
+    ] = "purchase",
+    window_minutes: Annotated[int, typer.Option(help="purchase: label window after each cutoff.")] = 20,
+    step_minutes: Annotated[int, typer.Option(help="purchase: minutes between cutoffs.")] = 10,
+    warmup_minutes: Annotated[int, typer.Option(help="purchase: history before the first cutoff.")] = 20,
+    exclude_purchased: Annotated[
+        bool, typer.Option(help="purchase: leave out pairs already bought before the cutoff.")
+    ] = False,
+    epochs: Annotated[int, typer.Option(help="Maximum training epochs.")] = 60,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    protocol: ProtocolOption = "temporal",
+    valid_fraction: ValidFraction = 0.1,
+    test_fraction: TestFraction = 0.1,
+) -> None:
+    """Train a graph model on the store, save it to --out and print its test metrics.
+
+    purchase: snapshots every --step-minutes (graph and features from events before the cutoff, label =
+    purchase within --window-minutes after it); the last two cutoffs are tested, the two before tune.
+    recommend: LightGCN on a split of the store (temporal by default), full-ranking test metrics.
+    """
+    _require_store(store)
+    if task == "recommend":
+        _graph_train_recommend(
+            out,
+            store=store,
+            epochs=epochs,
+            seed=seed,
+            split_spec={
+                "protocol": protocol,
+                "valid_fraction": valid_fraction,
+                "test_fraction": test_fraction,
+            },
+        )
+    elif task == "purchase":
+        _graph_train_purchase(
+            out,
+            store=store,
+            window_seconds=60 * window_minutes,
+            step_seconds=60 * step_minutes,
+            warmup_seconds=60 * warmup_minutes,
+            exclude_purchased=exclude_purchased,
+            epochs=epochs,
+            seed=seed,
+        )
+    else:
+        raise ValueError(f"--task must be 'purchase' or 'recommend', got {task!r}")
+
+
+def _graph_train_recommend(out: Path, *, store: Path, epochs: int, seed: int, split_spec: dict) -> None:
+    from behaviorlm.evaluation.ranking import evaluate_ranking
+    from behaviorlm.models.lightgcn import LightGCN
+
+    sp = _make_split(store, **split_spec)
+    model = LightGCN(epochs=epochs, seed=seed, show_progress=True)
+    started = time.perf_counter()
+    model.fit(sp.train, valid=sp.valid)
+    seconds = time.perf_counter() - started
+    model.save(out)
+    (out / SPLIT_FILE).write_text(json.dumps({"split": split_spec, "train_seconds": seconds}, indent=2))
+    result = evaluate_ranking(
+        model, history=sp.test_history, targets=sp.test, split_name=str(sp.protocol.get("split"))
+    )
+    console.print_json(json.dumps({"test": result.metrics, "protocol": result.protocol}))
+    console.print(f"[green]trained[/] lightgcn in {seconds:.1f} s → {out}")
+
+
+def _graph_train_purchase(
+    out: Path,
+    *,
+    store: Path,
+    window_seconds: int,
+    step_seconds: int,
+    warmup_seconds: int,
+    exclude_purchased: bool,
+    epochs: int,
+    seed: int,
+) -> None:
+    from behaviorlm.data.purchase import purchase_cutoffs, purchase_snapshot, store_time_range
+    from behaviorlm.evaluation.purchase import evaluate_purchase_model, purchase_protocol
+    from behaviorlm.models.hetero_gnn import PurchaseGNN, PurchaseGNNConfig
+    from behaviorlm.models.purchase_baseline import PurchaseFeatureBaseline
+
+    with EventStore(store, read_only=True) as es:
+        first, last = store_time_range(es)
+        cutoffs = purchase_cutoffs(
+            first,
+            last,
+            window_seconds=window_seconds,
+            step_seconds=step_seconds,
+            warmup_seconds=warmup_seconds,
+        )
+        snapshots: dict[str, list] = {}
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        ) as progress:
+            bar = progress.add_task("graph snapshots", total=sum(len(c) for c in cutoffs.values()))
+            for group, group_cutoffs in cutoffs.items():
+                for cutoff in group_cutoffs:
+                    snapshots.setdefault(group, []).append(
+                        purchase_snapshot(
+                            es,
+                            cutoff=cutoff,
+                            window_seconds=window_seconds,
+                            exclude_purchased=exclude_purchased,
+                        )
+                    )
+                    progress.advance(bar)
+    protocol = purchase_protocol(**snapshots)
+    for group in ("train", "valid", "test"):
+        if protocol[group]["positives"] == 0:
+            raise ValueError(
+                f"the {group} cutoffs have no purchase among their candidate pairs; use longer "
+                "--window-minutes or a store with more purchases"
+            )
+    gnn = PurchaseGNN(config=PurchaseGNNConfig(epochs=epochs, seed=seed), show_progress=True)
+    results = [
+        evaluate_purchase_model(gnn, **snapshots),
+        evaluate_purchase_model(PurchaseFeatureBaseline(kind="logistic", seed=seed), **snapshots),
+    ]
+    gnn.save(out)
+    metrics = {
+        r.name: {"test": r.metrics, "valid": r.valid_metrics, "threshold": r.threshold} for r in results
+    }
+    (out / "purchase.json").write_text(json.dumps({"protocol": protocol, "results": metrics}, indent=2))
+    table = Table(
+        "model", *metrics[gnn.name]["test"], title="purchase prediction, test cutoffs", title_justify="left"
+    )
+    for r in results:
+        table.add_row(r.name, *(f"{v:.4f}" for v in r.metrics.values()))
+    console.print(table)
+    console.print(
+        f"test: {protocol['test']['pairs']:,} candidate pairs, {protocol['test']['positives']:,} bought; "
+        f"[green]saved[/] {gnn.name} (best epoch {gnn.best_epoch_}) → {out}",
+        highlight=False,
+    )
+
+
+@graph_app.command("paths")
+@_user_errors
+def graph_paths(
+    user: Annotated[str, typer.Argument(help="User id as stored.")],
+    item: Annotated[str, typer.Argument(help="Item id as stored.")],
+    store: StoreOption = Path("behaviorlm.duckdb"),
+    k: Annotated[int, typer.Option("-k", help="How many paths.")] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the facts as JSON.")] = False,
+) -> None:
+    """Why the graph links USER to ITEM: the top-k scored user → item → attribute ← item paths."""
+    from behaviorlm.data.graph import build_graph
+    from behaviorlm.models.graph_paths import explanation_paths
+
+    _require_store(store)
+    with EventStore(store, read_only=True) as es, console.status("building the graph …", spinner="dots"):
+        graph = build_graph(es, with_knowledge_graph=False)
+    facts = explanation_paths(graph, user_id=user, item_id=item, k=k)
+    if as_json:
+        console.print_json(json.dumps([f.to_dict() for f in facts]))
+        return
+    if not facts:
+        console.print(f"no user → item → attribute ← item path links {user} to {item}")
+    for rank, fact in enumerate(facts, 1):
+        console.print(f"{rank}. [{fact.score:.3f}] {fact.text}", highlight=False)
 
 
 # ---------------------------------------------------------------------------------------------- service

@@ -501,7 +501,7 @@ def _validate(parsed: DataFrame, layout: _Layout, config: IngestConfig) -> DataF
     )
 
 
-@F.udf(returnType=T.StringType())
+@F.udf(returnType=T.StringType(), useArrow=True)
 def _repr_udf(value: float | None) -> str | None:
     return None if value is None else repr(value)
 
@@ -527,7 +527,7 @@ def _pseudonymize(checked: DataFrame, config: IngestConfig) -> DataFrame:
     event ids are derived (content keys hash the pseudonym)."""
     key = _pseudonym_key_from(config)
 
-    @F.udf(returnType=T.StringType())
+    @F.udf(returnType=T.StringType(), useArrow=True)
     def pseudonym(raw_id: str | None) -> str | None:
         return None if raw_id is None else _pseudonym(key, raw_id)
 
