@@ -19,10 +19,12 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 from torch.utils._python_dispatch import TorchDispatchMode
+from typer.testing import CliRunner
 
+from behaviorlm.cli.main import app
 from behaviorlm.data.sequences import Interactions
 from behaviorlm.data.splits import leave_one_out
-from behaviorlm.models.base import ScoringBatch
+from behaviorlm.models.base import ScoringBatch, load_model
 from behaviorlm.models.sequential import SequenceTensors
 from behaviorlm.models.transformer import BehaviorTransformer
 from behaviorlm.training import distributed
@@ -90,6 +92,15 @@ def test_single_process_helpers_are_identities(monkeypatch: pytest.MonkeyPatch) 
 
 
 # ---------------------------------------------------------------------------------------------- 2 processes vs 1
+
+TORCHRUN_2 = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+"""torchrun with two processes on this machine (a free port is chosen by ``--standalone``)."""
+
+
+def _env_without_torchrun() -> dict[str, str]:
+    """This process's environment minus any torchrun variables (when pytest itself runs under one)."""
+    return {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+
 
 PLANTED = {"n_users": 400, "n_items": 50, "length": 16, "follow": 0.7}
 TRANSFORMER = {
@@ -168,11 +179,14 @@ def test_two_cpu_processes_match_one_process(tmp_path: Path) -> None:
     one, two = tmp_path / "one", tmp_path / "two"
     one.mkdir()
     two.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
-    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     started = time.perf_counter()
     run = subprocess.run(
-        [*launch, __file__, str(two)], env=env, capture_output=True, text=True, timeout=300, check=False
+        [*TORCHRUN_2, __file__, str(two)],
+        env=_env_without_torchrun(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert run.returncode == 0, run.stderr[-4000:]
     two_seconds = time.perf_counter() - started
@@ -225,6 +239,71 @@ def test_two_cpu_processes_match_one_process(tmp_path: Path) -> None:
     print(
         f"2 processes: {two_seconds:.1f} s with start-up; NDCG@10 1 process {ndcg_one:.4f}, 2 processes {ndcg_two:.4f}"
     )
+
+
+# ---------------------------------------------------------------------------------------------- the CLI
+
+
+def _planted_store(tmp_path: Path) -> Path:
+    walks = planted_walks(n_users=120, n_items=30, length=10, follow=0.9)
+    users = walks.event_users()
+    lines = ["user_id,item_id,event_type,timestamp"] + [
+        f"{walks.user_ids[u]},{walks.item_ids[i]},view,{1_700_000_000 + t}"
+        for u, i, t in zip(users, walks.items, walks.timestamps, strict=True)
+    ]
+    (tmp_path / "events.csv").write_text("\n".join(lines) + "\n")
+    store = tmp_path / "events.duckdb"
+    mapping = [f"--map={field}={field}" for field in ("user_id", "item_id", "event_type", "timestamp")]
+    result = CliRunner().invoke(
+        app, ["ingest", str(tmp_path / "events.csv"), "--store", str(store), *mapping]
+    )
+    assert result.exit_code == 0, result.output
+    return store
+
+
+def test_cli_train_under_torchrun_saves_once_from_rank_0(tmp_path: Path) -> None:
+    store = _planted_store(tmp_path)
+    out = tmp_path / "model"
+    params = [
+        "-p",
+        "epochs=3",
+        "-p",
+        "d_model=16",
+        "-p",
+        "n_layers=1",
+        "-p",
+        "max_len=10",
+        "-p",
+        "batch_size=32",
+    ]
+    train = ["train", "--model", "transformer", "--store", str(store), "--out", str(out), *params]
+    run = subprocess.run(
+        [*TORCHRUN_2, "-m", "behaviorlm.cli.main", *train],
+        env=_env_without_torchrun(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-4000:]
+    # Both processes read the store at once (read-only); only rank 0 reported and saved.
+    assert run.stdout.count("trained transformer on 2 processes") == 1, run.stdout
+    summary = json.loads(run.stdout[run.stdout.index("{") : run.stdout.index("}") + 1])
+    assert summary["epochs_run"] == 3 and summary["best_valid_ndcg@10"] > 0
+    assert json.loads((out / "split.json").read_text())["split"]["protocol"] == "loo"
+    recs = load_model(out).recommend(np.arange(3), k=5)
+    assert recs.items.shape == (3, 5)
+
+
+def test_cli_train_under_torchrun_refuses_models_that_do_not_shard(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    result = CliRunner().invoke(
+        app, ["train", "--model", "ease", "--out", "unused", "--store", "unused.duckdb"]
+    )
+    assert result.exit_code == 2
+    assert "--model ease does not train data-parallel" in result.output
 
 
 # ---------------------------------------------------------------------------------------------- 1M items
