@@ -84,6 +84,7 @@ def spark_session(master: str = "local[2]", *, app_name: str = "behaviorlm", **c
         SparkSession.builder.master(master)
         .appName(app_name)
         .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
         .config("spark.sql.shuffle.partitions", "8")
@@ -111,6 +112,12 @@ def prepare_spark(
     ``sequences.parquet``. Returns the run's summary (``duplicates_in_store`` is 0: there is no store).
     """
     config = config or IngestConfig()
+    for given in (path, out_dir):
+        if "://" in str(given):
+            raise IngestError(
+                f"{given}: URLs are not supported yet; use a path that the driver and every executor see "
+                "(a shared or mounted file system)"
+            )
     path, out_dir = Path(path), Path(out_dir)
     if config.format not in SPARK_FORMATS:
         raise IngestError(
