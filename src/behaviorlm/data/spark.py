@@ -51,6 +51,7 @@ from behaviorlm.data.ingest import (
 from behaviorlm.data.schema import EVENT_COLUMNS
 
 try:  # pragma: no cover - exercised only where pyspark is missing
+    from pyspark import StorageLevel
     from pyspark.sql import Column, DataFrame, SparkSession, Window
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
@@ -131,9 +132,11 @@ def prepare_spark(
     spark = spark or spark_session(master)
     source = config.source_name or str(path.resolve())
     layout = _layout(path, config)
-    lines = _numbered_lines(spark, path, header=layout.header)
+    # The numbered lines are read by several jobs (counts, rejects, the second numbering): keep them
+    # rather than re-reading and re-numbering the text file each time.
+    lines = _numbered_lines(spark, path, header=layout.header).persist(StorageLevel.MEMORY_AND_DISK)
     parsed, rejects = _parse(lines, layout)
-    checked = _validate(parsed, layout, config).persist()
+    checked = _validate(parsed, layout, config).persist(StorageLevel.MEMORY_AND_DISK)
     n_parsed = checked.count()
     if n_parsed == 0 and rejects.count() == 0:
         what = "a header but no data rows" if layout.header else "no data rows"
@@ -184,6 +187,7 @@ def prepare_spark(
         .collect()
     }
     checked.unpersist()
+    lines.unpersist()
     summary = IngestSummary(
         source=source,
         format=config.format,
