@@ -138,3 +138,89 @@ def test_cli_builds_an_audience_from_a_campaign_file(campaign, tmp_path) -> None
     campaign_frame(campaign.table.rows(np.arange(50))).assign(treatment=2).to_csv(bad, index=False)
     result = CliRunner().invoke(app, ["audience", "--campaign", str(bad), "--out", str(out)])
     assert result.exit_code == 2 and "row 1: treatment must be 0 or 1" in result.output
+
+
+def test_cli_builds_an_audience_from_an_event_store(tmp_path) -> None:
+    """Treatment and goal read from a store: a planted contact that works only for users who carted."""
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from behaviorlm.cli.main import app
+    from behaviorlm.data.ingest import ingest_records
+    from behaviorlm.data.store import EventStore
+
+    rng = np.random.default_rng(0)
+    day, start = 86_400, 1_700_000_000
+    events, carted = [], {}
+    for u in range(1500):
+        user = f"u{u}"
+        for k in range(int(rng.integers(2, 8))):
+            events.append(
+                {
+                    "user_id": user,
+                    "item_id": f"i{rng.integers(50)}",
+                    "event_type": "view",
+                    "timestamp": start + int(rng.integers(0, 6 * day)) + k,
+                }
+            )
+        carted[user] = bool(rng.random() < 0.3)
+        if carted[user]:
+            events.append(
+                {
+                    "user_id": user,
+                    "item_id": "i1",
+                    "event_type": "cart",
+                    "timestamp": start + int(rng.integers(0, 6 * day)),
+                }
+            )
+        treated = rng.random() < 0.5
+        if treated:  # the contact, recorded as an event of its own type
+            events.append(
+                {
+                    "user_id": user,
+                    "item_id": "i1",
+                    "event_type": "fav",
+                    "timestamp": start + 6 * day + int(rng.integers(0, day)),
+                }
+            )
+        if rng.random() < 0.05 + 0.6 * (treated and carted[user]):
+            events.append(
+                {
+                    "user_id": user,
+                    "item_id": "i1",
+                    "event_type": "purchase",
+                    "timestamp": start + 7 * day + int(rng.integers(0, day)),
+                }
+            )
+    store = tmp_path / "s.duckdb"
+    with EventStore(store) as es:
+        ingest_records(es, events, source="campaign")
+    out = tmp_path / "audience.parquet"
+    args = [
+        "audience",
+        "--store",
+        str(store),
+        "--treatment",
+        "fav",
+        "--goal",
+        "purchase",
+        "--split-time",
+        "2023-11-21T22:13:20Z",
+        "--window-hours",
+        "24",
+        "--budget",
+        "0.2",
+        "--folds",
+        "2",
+        "--out",
+        str(out),
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "users did 'fav' in the treatment window" in result.output
+    frame = pd.read_parquet(out)
+    chosen = frame.loc[frame["selected"].astype(bool), "user_id"]
+    assert 0 < len(chosen) <= 300
+    assert np.mean([carted[u] for u in chosen]) > 0.8  # 30% of users carted; the contact only works for them
+    missing = CliRunner().invoke(app, ["audience", "--store", str(store), "--out", str(out)])
+    assert missing.exit_code == 2 and "--store needs --treatment" in missing.output

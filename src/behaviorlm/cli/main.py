@@ -1264,6 +1264,27 @@ def audience(
     synthetic: Annotated[
         bool, typer.Option("--synthetic", help="Use the synthetic campaign (on the Taobao slice if present).")
     ] = False,
+    store: Annotated[
+        Path | None,
+        typer.Option(help="Past campaign from an event store: who did --treatment, who then did --goal."),
+    ] = None,
+    treatment: Annotated[
+        str | None, typer.Option(help="With --store: the treatment event type (e.g. coupon, push, email).")
+    ] = None,
+    goal: Annotated[
+        str, typer.Option(help="With --store: the goal event type (e.g. purchase).")
+    ] = "purchase",
+    split_time: Annotated[
+        str | None,
+        typer.Option(
+            "--split-time",
+            help="With --store: start of the goal window (ISO-8601; default: the middle of the log, or --window-hours before its end).",
+        ),
+    ] = None,
+    window_hours: Annotated[
+        float | None,
+        typer.Option("--window-hours", help="With --store: length of the treatment and goal windows."),
+    ] = None,
     segment_column: Annotated[
         str | None,
         typer.Option("--segment-column", help="Column with segment labels (default: activity tertiles)."),
@@ -1292,8 +1313,12 @@ def audience(
     from behaviorlm.marketing.audience import AudienceConfig, build_audience, compare_targeting, read_campaign
     from behaviorlm.testing.campaign import default_campaign
 
-    if (campaign is None) == (not synthetic):
-        raise ValueError("give exactly one of --campaign FILE and --synthetic")
+    if sum([campaign is not None, synthetic, store is not None]) != 1:
+        raise ValueError(
+            "give exactly one of --campaign FILE, --store STORE (with --treatment) and --synthetic"
+        )
+    if store is not None and treatment is None:
+        raise ValueError("--store needs --treatment: the event type that marks a contacted user")
     effects_config = EffectConfig(n_folds=folds, seed=seed)
     config = AudienceConfig(
         learner=learner,  # type: ignore[arg-type]
@@ -1305,6 +1330,31 @@ def audience(
     true_uplift = None
     if campaign is not None:
         table = read_campaign(campaign, segment_column=segment_column)
+    elif store is not None:
+        from behaviorlm.causal.effects import (
+            activity_segments,
+            build_effect_table,
+            effect_windows,
+            utc_seconds,
+        )
+
+        _require_store(store)
+        with EventStore(store, read_only=True) as es:
+            data = es.interactions()
+        split = utc_seconds(split_time) if split_time is not None else None
+        windows = effect_windows(data, split_time=split, window_hours=window_hours)
+        table = activity_segments(
+            build_effect_table(data, treatment=str(treatment), outcome=goal, windows=windows)
+        )
+        for name, span in windows.describe().items():
+            console.print(f"{name} window: {span}", highlight=False, soft_wrap=True)
+        console.print(
+            f"{int(table.treatment.sum()):,} of {table.n_users:,} users did {treatment!r} in the treatment window; "
+            "unless that contact was randomised, the uplift estimates assume that the behaviour features "
+            "capture why users were contacted",
+            highlight=False,
+            soft_wrap=True,
+        )
     else:
         drawn, source = default_campaign(seed=seed)
         table, true_uplift = drawn.table, drawn.true_uplift
