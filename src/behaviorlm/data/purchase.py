@@ -63,15 +63,22 @@ class PurchaseSnapshot:
         return self.graph.node_ids["user"][self.users], self.graph.node_ids["item"][self.items]
 
 
-def candidate_pairs(graph: BehaviorGraph, *, intent_types: tuple[str, ...] = INTENT_TYPES) -> np.ndarray:
-    """Sorted unique pair keys ``user * n_items + item`` of the pairs with an intent edge in ``graph``."""
+def candidate_pairs(
+    graph: BehaviorGraph, *, intent_types: tuple[str, ...] = INTENT_TYPES, exclude_purchased: bool = False
+) -> np.ndarray:
+    """Sorted unique pair keys ``user * n_items + item`` of the pairs with an intent edge in ``graph``
+    (without those that already have a purchase edge when ``exclude_purchased``)."""
     n_items = len(graph.node_ids["item"])
     keys = [
         graph.edges[("user", t, "item")]["source"] * n_items + graph.edges[("user", t, "item")]["target"]
         for t in intent_types
         if ("user", t, "item") in graph.edges
     ]
-    return np.unique(np.concatenate(keys)) if keys else np.zeros(0, dtype=np.int64)
+    candidates = np.unique(np.concatenate(keys)) if keys else np.zeros(0, dtype=np.int64)
+    bought = graph.edges.get(("user", PURCHASE_TYPE, "item"))
+    if exclude_purchased and bought is not None:
+        candidates = candidates[~np.isin(candidates, bought["source"] * n_items + bought["target"])]
+    return candidates
 
 
 def _find(sorted_keys: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -176,13 +183,15 @@ def purchase_snapshot(
     cutoff: int,
     window_seconds: int,
     intent_types: tuple[str, ...] = INTENT_TYPES,
+    exclude_purchased: bool = False,
 ) -> PurchaseSnapshot:
     """The snapshot at ``cutoff`` (see the module docstring): graph and features from events before
-    ``cutoff``, labels from purchases in ``[cutoff, cutoff + window_seconds)``."""
+    ``cutoff``, labels from purchases in ``[cutoff, cutoff + window_seconds)``. With
+    ``exclude_purchased``, pairs already bought before ``cutoff`` are no candidates (first purchases only)."""
     if window_seconds <= 0:
         raise ValueError(f"window_seconds must be positive, got {window_seconds}")
     graph = build_graph(store, before=cutoff, with_knowledge_graph=False)
-    keys = candidate_pairs(graph, intent_types=intent_types)
+    keys = candidate_pairs(graph, intent_types=intent_types, exclude_purchased=exclude_purchased)
     n_items = len(graph.node_ids["item"])
     users, items = keys // max(n_items, 1), keys % max(n_items, 1)
     features, names = pair_features(graph, users, items, cutoff=cutoff)
