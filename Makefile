@@ -7,12 +7,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install demo test bench lint clean
 
-$(STAMP): pyproject.toml requirements/llm.txt
+$(STAMP): pyproject.toml requirements/llm.txt requirements/dowhy.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[test,bench,text,serve,causal,graph,llm,spark]'
 	$(BIN)/pip install --quiet --no-deps --require-hashes -r requirements/llm.txt
+	$(BIN)/pip install --quiet --no-deps --require-hashes -r requirements/dowhy.txt
 	touch $(STAMP)
 
 install: $(STAMP)

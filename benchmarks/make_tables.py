@@ -484,9 +484,11 @@ def effects_section(path: Path) -> list[str]:
     if not synthetic:
         return []
     sizes = sorted({r["params"]["n_users"] for r in synthetic})
+    # A rerun of the same (estimator, size, seed) replaces the earlier record.
+    runs_by_key = {(r["model"], r["params"]["n_users"], r["params"]["seed"]): r for r in synthetic}
     groups: dict[str, dict[int, list[dict]]] = {}
-    for r in synthetic:
-        groups.setdefault(r["model"], {}).setdefault(r["params"]["n_users"], []).append(r)
+    for (model, n_users, _), r in runs_by_key.items():
+        groups.setdefault(model, {}).setdefault(n_users, []).append(r)
     lines = [
         "## Population effects: planted confounding",
         "",
@@ -500,15 +502,22 @@ def effects_section(path: Path) -> list[str]:
         + " |",
         "|---|" + "---:|---:|" * len(sizes),
     ]
-    for model in sorted(
-        groups, key=lambda m: np.mean([abs(r["metrics"]["relative_error"]) for r in groups[m][sizes[-1]]])
-    ):
+
+    def largest_error(model: str) -> float:
+        runs = groups[model][max(groups[model])]
+        return float(np.mean([abs(r["metrics"]["relative_error"]) for r in runs]))
+
+    for model in sorted(groups, key=largest_error):
         cells = []
         for n in sizes:
             runs = groups[model].get(n, [])
-            err = np.mean([abs(r["metrics"]["relative_error"]) for r in runs]) if runs else float("nan")
-            cov = sum(bool(r["metrics"]["covered"]) for r in runs)
-            cells += [f"{100 * err:.1f}%", f"{cov}/{len(runs)}"]
+            if not runs:
+                cells += ["—", "—"]
+                continue
+            err = np.mean([abs(r["metrics"]["relative_error"]) for r in runs])
+            with_ci = [r for r in runs if r["metrics"]["covered"] is not None]
+            cov = sum(bool(r["metrics"]["covered"]) for r in with_ci)
+            cells += [f"{100 * err:.1f}%", f"{cov}/{len(with_ci)}" if with_ci else "no interval"]
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
     if taobao:
         n_treated = next(iter(taobao.values()))["metrics"].get("n_treated")

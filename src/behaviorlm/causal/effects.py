@@ -43,10 +43,12 @@ Refutations (:func:`refute_effects`), after DoWhy's refuters: a placebo treatmen
 effect should vanish), a random common cause (an extra noise feature: the estimate should not move),
 and data subsets (random 80% of users: the estimate should move no more than sampling noise).
 
-Libraries: DoWhy was the intended home of the graph and the refuters, but it cannot be installed
-next to this project's pins (DoWhy 0.13 and 0.14 require scipy <= 1.15.3; DoWhy 0.12 calls
-``networkx.algorithms.d_separated``, removed in networkx 3.5), so both are implemented here on
-numpy and scikit-learn. EconML is optional and used as an independent cross-check.
+Libraries: the estimators, graph and refuters are implemented here on numpy and scikit-learn. DoWhy
+0.14 declares scipy <= 1.15.3, so it is installed without its declared dependencies
+(``requirements/dowhy.txt``) and used as a cross-check (``analyze_effects(..., dowhy=True)``, ``behaviorlm
+effects --dowhy``, :mod:`behaviorlm.causal.dowhy_graph`): the same graph, DoWhy's backdoor identification,
+its linear-regression and propensity-weighting estimators and its refuters. EconML is optional and used as
+an independent cross-check of the DML and DR estimates.
 """
 
 from __future__ import annotations
@@ -1032,6 +1034,8 @@ class EffectReport:
     graph: CausalGraph
     protocol: dict[str, Any] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    dowhy: Any = None
+    """The DoWhy cross-check (:class:`behaviorlm.causal.dowhy_graph.DoWhyCheck`) when asked for."""
 
     def estimate(self, method: str) -> EffectEstimate:
         for estimate in self.estimates:
@@ -1102,6 +1106,14 @@ class EffectReport:
                 + ", ".join(self.segments_left_out())
                 + ".",
             ]
+        if self.dowhy is not None:
+            header, rows = self.dowhy.rows()
+            lines += [
+                "",
+                f"DoWhy cross-check (backdoor set identified from the graph: {', '.join(self.dowhy.backdoor_variables)}):",
+                "",
+                *_markdown_table(header, rows, right=(1,)),
+            ]
         return "\n".join(lines)
 
 
@@ -1142,9 +1154,11 @@ def analyze_effects(
     segment_methods: tuple[SegmentMethod, ...] = SEGMENT_METHODS,
     refute: bool = True,
     config: EffectConfig | None = None,
+    dowhy: bool = False,
 ) -> EffectReport:
     """Estimates by every method (with refutations unless ``refute`` is false) and, when the table has
-    segments, per-segment effects by ``segment_methods``."""
+    segments, per-segment effects by ``segment_methods``. With ``dowhy``, also the DoWhy cross-check on the
+    same graph (:func:`behaviorlm.causal.dowhy_graph.dowhy_check`)."""
     config = config or EffectConfig()
     estimates, nuisances, x = _estimate_from(table, tuple(methods), config)
     if refute:
@@ -1173,7 +1187,19 @@ def analyze_effects(
     }
     if table.windows is not None:
         protocol["windows"] = table.windows.describe()
+    graph = CausalGraph(
+        treatment=table.treatment_name,
+        outcome=table.outcome_name,
+        confounders=table.feature_names,
+        effect_modifiers=("segment",) if table.segment is not None else (),
+    )
+    check = None
+    if dowhy:
+        from behaviorlm.causal.dowhy_graph import dowhy_check
+
+        check = dowhy_check(table, graph, refute=refute, seed=config.seed)
     return EffectReport(
+        dowhy=check,
         warnings=_sparse_outcome_warnings(table),
         treatment=table.treatment_name,
         outcome=table.outcome_name,
@@ -1183,12 +1209,7 @@ def analyze_effects(
         outcome_rate_untreated=float(table.outcome[~treated].mean()),
         estimates=tuple(estimates),
         segments=tuple(segments),
-        graph=CausalGraph(
-            treatment=table.treatment_name,
-            outcome=table.outcome_name,
-            confounders=table.feature_names,
-            effect_modifiers=("segment",) if table.segment is not None else (),
-        ),
+        graph=graph,
         protocol=protocol,
     )
 

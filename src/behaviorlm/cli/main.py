@@ -917,6 +917,9 @@ def effects(
     learner: Annotated[str, typer.Option(help="Nuisance models: boosting or linear.")] = "boosting",
     folds: Annotated[int, typer.Option(help="Cross-fitting folds.")] = 5,
     refute: Annotated[bool, typer.Option("--refute/--no-refute", help="Run the refutations.")] = True,
+    dowhy: Annotated[
+        bool, typer.Option("--dowhy", help="Also cross-check with DoWhy (graph, identification, refuters).")
+    ] = False,
     seed: Annotated[int, typer.Option(help="Seed of folds, learners and refutations.")] = 0,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also write the report as JSON here.")
@@ -943,7 +946,7 @@ def effects(
     table = activity_segments(build_effect_table(data, treatment=treatment, outcome=outcome, windows=windows))
     config = EffectConfig(learner=learner, n_folds=folds, seed=seed)
     with console.status(f"estimating on {table.n_users:,} users …", spinner="dots"):
-        report = analyze_effects(table, refute=refute, config=config)
+        report = analyze_effects(table, refute=refute, config=config, dowhy=dowhy)
     for name, span in windows.describe().items():
         console.print(f"{name} window: {span}", highlight=False, soft_wrap=True)
     console.print(report.summary().replace("`", ""), highlight=False, soft_wrap=True)
@@ -962,6 +965,13 @@ def effects(
         console.print(
             f"segments left out (too few treated or untreated): {', '.join(report.segments_left_out())}"
         )
+    if report.dowhy is not None:
+        header, rows = report.dowhy.rows()
+        title = f"DoWhy cross-check (backdoor set from the graph: {len(report.dowhy.backdoor_variables)} features)"
+        grid = Table(*header, title=title, title_justify="left")
+        for row in rows:
+            grid.add_row(*row)
+        console.print(grid)
     if json_out is not None:
         json_out.write_text(json.dumps(report.to_dict(), indent=2))
     if plot is not None:
