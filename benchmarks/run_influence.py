@@ -1,11 +1,11 @@
-"""Per-user influence on ML-100k: how faithful each event ordering is, by the deletion curve.
+"""Per-user influence on ML-100k or Beauty: how faithful each event ordering is, by the deletion curve.
 
-Protocol: the Behaviour Transformer with the ML-100k settings of benchmarks/run_sequential.py is fitted
+Protocol: the Behaviour Transformer with the dataset's settings of benchmarks/run_sequential.py is fitted
 on the leave-one-out training split (early stopping on validation NDCG@10, training capped at
 ``--max-train-seconds``). For ``--users`` test users drawn at random (seeded), the explained prediction
 is the model's top-1 unseen next item after the test history (train + validation events, the last 200
 read). Each ordering removes the user's events cumulatively, first 1, then 2, ..., ``--steps``, and the
-target's log-probability (log-softmax over all 1,682 items) is recomputed each time, re-reading the
+target's log-probability (log-softmax over all items: 1,682 in ML-100k, 54,542 in Beauty) is recomputed each time, re-reading the
 history as the model would (gaps recomputed, older events entering the 200-event window). Orderings:
 
 * ``influence-deletion``: largest exact leave-one-out deletion influence first;
@@ -18,10 +18,12 @@ Metrics (means over users): ``deletion_auc`` (area under the log-probability cha
 share 0..1, nats; lower = more faithful), ``drop_at_k`` (fall of log p after removing k events),
 ``rank_at_k`` (rank of the target among all items) and ``top1_share_at_k`` (share still ranked first),
 and ``seconds`` (ordering + curve for all users, one torch thread). One JSON line per ordering is
-appended to benchmarks/results.jsonl with dataset "ml-100k". The random and recency orderings are named
+appended to benchmarks/results.jsonl with the dataset's name. The random and recency orderings are named
 ``influence-random`` / ``influence-recency`` so they never replace the ``random`` recommender's record.
 
     .venv/bin/python benchmarks/run_influence.py
+    BEHAVIORLM_DATA_DIR=../shared/data .venv/bin/python benchmarks/run_influence.py --dataset beauty \
+        --max-train-seconds 900 --steps 5
 """
 
 from __future__ import annotations
@@ -41,8 +43,12 @@ from behaviorlm.evaluation.benchmark import append_jsonl, git_commit, machine_de
 from behaviorlm.models.transformer import BehaviorTransformer
 
 RESULTS = Path(__file__).resolve().parent / "results.jsonl"
-ML100K_TRANSFORMER = {"max_len": 200, "batch_size": 32, "dropout": 0.2, "d_model": 128}
-"""The ML-100k Transformer settings of benchmarks/run_sequential.py (chosen on validation NDCG@10)."""
+TRANSFORMER_SETTINGS = {
+    "ml-100k": {"max_len": 200, "batch_size": 32, "dropout": 0.2, "d_model": 128},
+    "beauty": {},
+}
+"""The Transformer settings of benchmarks/run_sequential.py per dataset (ML-100k's chosen on validation NDCG@10;
+Beauty uses the defaults)."""
 MODEL_NAMES = {
     "greedy": "influence-greedy",
     "influence": "influence-deletion",
@@ -56,6 +62,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--dataset", default="ml-100k", choices=list(TRANSFORMER_SETTINGS))
     parser.add_argument("--users", type=int, default=200)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--max-train-seconds", type=float, default=150.0)
@@ -66,10 +73,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    split = leave_one_out(load_interactions("ml-100k"))
-    model = BehaviorTransformer(
-        **ML100K_TRANSFORMER, max_train_seconds=args.max_train_seconds, seed=args.seed
-    )
+    settings = TRANSFORMER_SETTINGS[args.dataset]
+    split = leave_one_out(load_interactions(args.dataset))
+    model = BehaviorTransformer(**settings, max_train_seconds=args.max_train_seconds, seed=args.seed)
     started = time.perf_counter()
     model.fit(split.train, valid=split.valid)
     train_seconds = time.perf_counter() - started
@@ -81,7 +87,8 @@ def main() -> None:
     )
 
     history = split.test_history
-    candidates = np.flatnonzero(split.test.lengths() > 0)
+    # Users with at least steps + 1 events in their history, so that every sampled user has a full curve.
+    candidates = np.flatnonzero((split.test.lengths() > 0) & (history.lengths() > args.steps))
     rng = np.random.default_rng(args.seed)
     users = np.sort(rng.choice(candidates, size=min(args.users, len(candidates)), replace=False))
     window = np.minimum(history.lengths()[users], model.max_len)
@@ -93,14 +100,15 @@ def main() -> None:
         append_jsonl(
             args.out,
             {
-                "dataset": "ml-100k",
+                "dataset": args.dataset,
                 "model": MODEL_NAMES[order],
                 "params": {"order": order, "steps": args.steps, "seed": args.seed, "gradient_steps": 8},
                 "protocol": {
                     "split": "leave_one_out",
-                    "explained_model": {"name": model.name, **ML100K_TRANSFORMER},
-                    "history": "train+valid (test history), last max_len=200 events",
+                    "explained_model": {"name": model.name, **settings},
+                    "history": f"train+valid (test history), last max_len={model.max_len} events",
                     "users": int(curve.n_users),
+                    "user_sample": f"seeded random test users with more than {args.steps} history events",
                     "skipped_users": curve.skipped_users,
                     "mean_window_events": float(window.mean()),
                     "target": "model's top-1 unseen next item for the full history",
