@@ -8,7 +8,7 @@ whose peak memory (the whole process tree: the Spark JVM and its Python workers 
 * ``prepare-spark``: the same job on PySpark ``local[2]`` to Parquet (``--engine spark``);
 * ``sequences``: the store's events to the in-memory :class:`Interactions` every model trains on;
 * ``train-epoch``: one epoch of the behaviour Transformer (sampled softmax, 1,024 negatives, d = 64,
-  max_len 50) over the first 20,000 users, with the item table sized to the full catalogue.
+  max_len 50) over the first 5,000 users, with the item table sized to the full catalogue.
 
     .venv/bin/python benchmarks/run_scale.py                    # 1e5, 1e6, 1e7
     .venv/bin/python benchmarks/run_scale.py --sizes 100000 --stages ingest-duckdb,sequences
@@ -39,7 +39,7 @@ from behaviorlm.evaluation.benchmark import append_jsonl, git_commit, machine_de
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results.jsonl"
 STAGES = ("ingest-duckdb", "prepare-spark", "sequences", "train-epoch")
-TRAIN_USERS = 20_000
+TRAIN_USERS = 5_000
 
 
 def generate(path: Path, *, events: int, seed: int = 0) -> dict[str, int]:
