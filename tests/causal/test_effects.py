@@ -274,3 +274,45 @@ def test_report_renders_markdown_and_a_segment_plot(large, large_report, tmp_pat
         large_report, path=tmp_path / "segments.png", true_effects=large.segment_effects
     )
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_category_and_price_confounders_on_a_hand_checked_log():
+    log = _toy_log()  # items i1, i2, i3
+    windows = effect_windows(log)
+    category = np.array(["shoes", "shoes", None], dtype=object)
+    price = np.array([10.0, 30.0, np.nan])
+    table = build_effect_table(
+        log, treatment="cart", outcome="purchase", windows=windows, item_category=category, item_price=price
+    )
+    features = dict(zip(table.feature_names, table.features.T, strict=True))
+    # a viewed i1 and i2 (both shoes, 10 and 30); b viewed and bought i1; c carted i3 (no category, no price)
+    assert features["pre_distinct_categories"].tolist() == [1, 1, 0]
+    assert features["pre_top_category_share"].tolist() == [1.0, 1.0, 0.0]
+    assert features["pre_mean_price"].tolist() == [20.0, 10.0, 0.0]
+    assert features["pre_price_known"].tolist() == [1.0, 1.0, 0.0]
+
+
+def test_store_reads_item_categories_and_prices(tmp_path):
+    from behaviorlm.data.ingest import ingest_records
+    from behaviorlm.data.store import EventStore
+
+    events = [
+        {
+            "user_id": "u",
+            "item_id": "i1",
+            "event_type": "purchase",
+            "timestamp": 1_700_000_000,
+            "value": 12.5,
+        },
+        {"user_id": "u", "item_id": "i1", "event_type": "purchase", "timestamp": 1_700_000_100, "value": 7.5},
+        {"user_id": "u", "item_id": "i2", "event_type": "view", "timestamp": 1_700_000_200, "value": 99},
+    ]
+    with EventStore(tmp_path / "s.duckdb") as store:
+        ingest_records(store, events, source="t")
+        category, price = store.item_confounders(np.array(["i2", "i1"]))
+        assert category is None  # no item has a category
+        assert np.isnan(price[0]) and price[1] == 10.0  # views do not set a price
+        store.execute("INSERT INTO items VALUES ('i2', NULL, 'toys', NULL, '{\"price\": 3}', NULL)")
+        category, price = store.item_confounders(np.array(["i2", "i1", "i9"]))
+        assert category.tolist() == ["toys", None, None]
+        assert price[0] == 3.0 and price[1] == 10.0 and np.isnan(price[2])

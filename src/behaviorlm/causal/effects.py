@@ -92,6 +92,10 @@ FEATURE_DESCRIPTIONS: dict[str, str] = {
     "pre_active_hours": "distinct clock hours (UTC) with at least one event in the feature window",
     "pre_span_hours": "hours between the user's first and last event in the feature window",
     "pre_recency_hours": "hours from the user's last feature-window event to the treatment window",
+    "pre_distinct_categories": "distinct item categories among the feature-window events (with item categories)",
+    "pre_top_category_share": "share of the user's categorised events in their most frequent category",
+    "pre_mean_price": "mean price of the items behind the feature-window events whose price is known (else 0)",
+    "pre_price_known": "share of the feature-window events whose item has a known price",
 }
 """The confounders :func:`build_effect_table` computes, all from the feature window only."""
 
@@ -241,9 +245,20 @@ class EffectTable:
 
 
 def build_effect_table(
-    interactions: Interactions, *, treatment: str, outcome: str, windows: EffectWindows
+    interactions: Interactions,
+    *,
+    treatment: str,
+    outcome: str,
+    windows: EffectWindows,
+    item_category: np.ndarray | None = None,
+    item_price: np.ndarray | None = None,
 ) -> EffectTable:
     """Per-user analysis table from an event log (see :data:`FEATURE_DESCRIPTIONS` for the features).
+
+    ``item_category`` (a label per item index, ``None``/empty where unknown) adds the category confounders
+    ``pre_distinct_categories`` and ``pre_top_category_share``; ``item_price`` (a number per item index,
+    NaN where unknown) adds ``pre_mean_price`` and ``pre_price_known`` (see :data:`FEATURE_DESCRIPTIONS`).
+    :meth:`behaviorlm.data.store.EventStore.item_confounders` reads both from a store.
 
     Treatment: the user did ``treatment`` (an event type) in the treatment window. Outcome: the user did
     ``outcome`` in the outcome window. Population: users with at least one event in the feature window.
@@ -286,6 +301,14 @@ def build_effect_table(
     np.minimum.at(first, pre_users, pre_ts)
     columns["pre_span_hours"] = np.where(first <= last, last - first, 0) / HOUR_SECONDS
     columns["pre_recency_hours"] = np.where(first <= last, windows.treatment_start - last, 0) / HOUR_SECONDS
+    if item_category is not None:
+        columns.update(
+            _category_columns(np.asarray(item_category, dtype=object), pre_users, pre_items, n_users)
+        )
+    if item_price is not None:
+        columns.update(
+            _price_columns(np.asarray(item_price, dtype=np.float64), pre_users, pre_items, n_users)
+        )
 
     names = tuple(columns)
     features = np.stack([np.asarray(columns[c], dtype=np.float64)[population] for c in names], axis=1)
@@ -299,6 +322,44 @@ def build_effect_table(
         outcome_name=outcome,
         windows=windows,
     )
+
+
+def _category_columns(
+    item_category: np.ndarray, users: np.ndarray, items: np.ndarray, n_users: int
+) -> dict[str, np.ndarray]:
+    """Distinct categories per user and the share of the user's categorised events in their top category."""
+    known = np.array([c is not None and c == c and str(c) != "" for c in item_category], dtype=bool)
+    labels = np.unique(item_category[known].astype(str)) if known.any() else np.array([], dtype=str)
+    code = np.full(len(item_category), -1, dtype=np.int64)
+    code[known] = np.searchsorted(labels, item_category[known].astype(str))
+    event_code = code[items]
+    has = event_code >= 0
+    pairs = np.unique(np.stack([users[has], event_code[has]]), axis=1)
+    distinct = np.bincount(pairs[0], minlength=n_users) if pairs.size else np.zeros(n_users, dtype=np.int64)
+    top_share = np.zeros(n_users)
+    if has.any():
+        counts = np.unique(np.stack([users[has], event_code[has]]), axis=1, return_counts=True)
+        (pair_users, _), pair_counts = counts
+        top = np.zeros(n_users, dtype=np.int64)
+        np.maximum.at(top, pair_users, pair_counts)
+        total = np.bincount(users[has], minlength=n_users)
+        top_share = np.divide(top, total, out=np.zeros(n_users), where=total > 0)
+    return {"pre_distinct_categories": distinct, "pre_top_category_share": top_share}
+
+
+def _price_columns(
+    item_price: np.ndarray, users: np.ndarray, items: np.ndarray, n_users: int
+) -> dict[str, np.ndarray]:
+    """Mean price of the items behind a user's events (0 when none is known) and the share of events with a
+    known price, so that "no price" is not read as "price 0"."""
+    price = item_price[items]
+    known = np.isfinite(price)
+    total = np.bincount(users, minlength=n_users)
+    n_known = np.bincount(users[known], minlength=n_users)
+    price_sum = np.bincount(users[known], weights=price[known], minlength=n_users)
+    mean = np.divide(price_sum, n_known, out=np.zeros(n_users), where=n_known > 0)
+    share = np.divide(n_known, total, out=np.zeros(n_users), where=total > 0)
+    return {"pre_mean_price": mean, "pre_price_known": share}
 
 
 def activity_segments(table: EffectTable, *, n_groups: int = 3) -> EffectTable:

@@ -941,9 +941,20 @@ def effects(
     _require_store(store)
     with EventStore(store, read_only=True) as es:
         data = es.interactions()
+        category, price = es.item_confounders(data.item_ids)
     split = utc_seconds(split_time) if split_time is not None else None
     windows = effect_windows(data, split_time=split, window_hours=window_hours)
-    table = activity_segments(build_effect_table(data, treatment=treatment, outcome=outcome, windows=windows))
+    table = activity_segments(
+        build_effect_table(
+            data,
+            treatment=treatment,
+            outcome=outcome,
+            windows=windows,
+            item_category=category,
+            item_price=price,
+        )
+    )
+    console.print(f"confounders: {', '.join(table.feature_names)}", highlight=False, soft_wrap=True)
     config = EffectConfig(learner=learner, n_folds=folds, seed=seed)
     with console.status(f"estimating on {table.n_users:,} users …", spinner="dots"):
         report = analyze_effects(table, refute=refute, config=config, dowhy=dowhy)
@@ -1351,10 +1362,18 @@ def audience(
         _require_store(store)
         with EventStore(store, read_only=True) as es:
             data = es.interactions()
+            category, price = es.item_confounders(data.item_ids)
         split = utc_seconds(split_time) if split_time is not None else None
         windows = effect_windows(data, split_time=split, window_hours=window_hours)
         table = activity_segments(
-            build_effect_table(data, treatment=str(treatment), outcome=goal, windows=windows)
+            build_effect_table(
+                data,
+                treatment=str(treatment),
+                outcome=goal,
+                windows=windows,
+                item_category=category,
+                item_price=price,
+            )
         )
         for name, span in windows.describe().items():
             console.print(f"{name} window: {span}", highlight=False, soft_wrap=True)

@@ -271,6 +271,34 @@ class EventStore:
             order=table.column("ingest_seq").to_numpy(),
         )
 
+    def item_confounders(self, item_ids: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Category and price of each item in ``item_ids`` (aligned), for population-effect confounders.
+
+        Category: ``items.category``. Price: a numeric ``price`` in ``items.attributes``, else the mean
+        positive event ``value`` of the item's ``purchase``/``cart`` events (Tianchi-style logs carry the
+        price there). Either is ``None`` when no item has one; unknown entries are ``None`` / NaN.
+        """
+        ids = arrow_strings([str(i) for i in item_ids])
+        self.register("_wanted_items", pa.table({"item_id": ids}))
+        try:
+            table = self.arrow(
+                """SELECT w.item_id, i.category,
+                          coalesce(TRY_CAST(json_extract_string(i.attributes, '$.price') AS DOUBLE), e.price) AS price
+                   FROM _wanted_items w
+                   LEFT JOIN (SELECT item_id, any_value(category) AS category, any_value(attributes) AS attributes
+                              FROM items GROUP BY item_id) i USING (item_id)
+                   LEFT JOIN (SELECT item_id, avg(value) AS price FROM events
+                              WHERE value > 0 AND event_type IN ('purchase', 'cart') GROUP BY item_id) e USING (item_id)"""
+            )
+        finally:
+            self.unregister("_wanted_items")
+        order = {item: k for k, item in enumerate(table.column("item_id").to_pylist())}
+        index = np.array([order[str(i)] for i in item_ids], dtype=np.int64)
+        category = np.array(table.column("category").to_pylist(), dtype=object)[index]
+        price = np.array([np.nan if p is None else p for p in table.column("price").to_pylist()])[index]
+        has_category = any(c not in (None, "") for c in category)
+        return (category if has_category else None), (price if np.isfinite(price).any() else None)
+
     def user_events(
         self, user_id: str, *, limit: int | None = None, details: bool = False
     ) -> dict[str, list[Any]]:
