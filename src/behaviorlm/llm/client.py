@@ -58,6 +58,8 @@ class ChatResponse:
     """Wall time of this call (near 0 for a cache hit)."""
     cached: bool
     attempts: int
+    top_logprobs: tuple[tuple[str, float], ...] = ()
+    """The first generated token's alternatives with their log-probabilities, when asked for."""
 
 
 @dataclass
@@ -175,6 +177,17 @@ def _start_embedded(config: LLMConfig) -> Any:
     return xllamacpp.Server(params)
 
 
+def _first_token_alternatives(reply: dict[str, Any]) -> tuple[tuple[str, float], ...]:
+    try:
+        first = reply["choices"][0]["logprobs"]["content"][0]
+        return tuple((str(alt["token"]), float(alt["logprob"])) for alt in first["top_logprobs"])
+    except (KeyError, IndexError, TypeError) as e:
+        raise LLMError(
+            "the reply has no choices[0].logprobs.content[0].top_logprobs: the server does not return "
+            "token log-probabilities"
+        ) from e
+
+
 class LLMClient:
     """Chat with the configured model; see the module docstring for retries, cache and accounting."""
 
@@ -216,11 +229,14 @@ class LLMClient:
         json_schema: dict[str, Any] | None = None,
         max_tokens: int | None = None,
         use_cache: bool = True,
+        top_logprobs: int | None = None,
     ) -> ChatResponse:
         """The model's reply to ``messages`` (OpenAI chat format).
 
         ``json_schema`` asks for JSON matching it (constrained decoding where supported); the caller
-        still validates the text. Raises :class:`LLMError` when the model cannot answer.
+        still validates the text. ``top_logprobs`` asks for the first token's ``top_logprobs`` most likely
+        alternatives (``ChatResponse.top_logprobs``; OpenAI ``logprobs`` format, which llama.cpp, vLLM and
+        hosted APIs speak). Raises :class:`LLMError` when the model cannot answer.
         """
         if self.remote and self.config.scrub_remote:
             messages = [{**m, "content": scrub_pii(m["content"]).text} for m in messages]
@@ -230,6 +246,9 @@ class LLMClient:
             "temperature": self.config.temperature,
             "max_tokens": max_tokens or self.config.max_tokens,
         }
+        if top_logprobs is not None:
+            payload["logprobs"] = True
+            payload["top_logprobs"] = int(top_logprobs)
         if json_schema is not None and self._schema_supported:
             payload["response_format"] = {
                 "type": "json_schema",
@@ -242,6 +261,7 @@ class LLMClient:
             with self._usage_lock:
                 self.usage.requests += 1
                 self.usage.cache_hits += 1
+            hit["top_logprobs"] = tuple((str(t), float(lp)) for t, lp in hit.get("top_logprobs", ()))
             return ChatResponse(**{**hit, "cached": True, "latency_s": 0.0, "attempts": 0})
         start = time.perf_counter()
         with self._slots:
@@ -262,6 +282,7 @@ class LLMClient:
             latency_s=latency,
             cached=False,
             attempts=attempts,
+            top_logprobs=_first_token_alternatives(reply) if top_logprobs is not None else (),
         )
         with self._usage_lock:
             self.usage.requests += 1

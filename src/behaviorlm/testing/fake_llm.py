@@ -25,6 +25,8 @@ class Step:
     """Raw body for a non-200 status (or a malformed 200)."""
     delay_s: float = 0.0
     headers: tuple[tuple[str, str], ...] = ()
+    top_logprobs: tuple[tuple[str, float], ...] = ()
+    """First-token alternatives returned as ``choices[0].logprobs`` (OpenAI format) when asked for."""
 
 
 class FakeLLMServer:
@@ -76,11 +78,15 @@ class FakeLLMServer:
                     "object": "chat.completion",
                     "model": "fake",
                     "choices": [{"index": 0, "message": {"role": "assistant", "content": step.text}}],
+                    **({"_logprobs": True} if step.top_logprobs else {}),
                     "usage": {
                         "prompt_tokens": len(body) // 4,
                         "completion_tokens": len(step.text or "") // 4,
                     },
                 }
+                if reply.pop("_logprobs", False):
+                    first = [{"token": t, "logprob": lp} for t, lp in step.top_logprobs]
+                    reply["choices"][0]["logprobs"] = {"content": [{**first[0], "top_logprobs": first}]}
                 self._send(200, json.dumps(reply), (("content-type", "application/json"),))
 
             def _send(self, status: int, body: str, headers: tuple[tuple[str, str], ...] = ()) -> None:
