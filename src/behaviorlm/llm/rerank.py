@@ -38,7 +38,7 @@ class Reranked:
 
     order: tuple[int, ...]
     label_logprobs: dict[str, float]
-    """Log-probability of each label the model scored."""
+    """Log-probability of each label the model scored (before any calibration)."""
     scored: int
     """How many candidates got a probability from the model (the rest kept the retriever's order)."""
     latency_s: float
@@ -79,15 +79,23 @@ def llm_rerank(
     """
     started = time.perf_counter()
     scores = _label_logprobs(client, rerank_messages(history, candidates), len(candidates), top_logprobs)
-    if prior is not None:
-        scores = {label: lp - prior.get(label, 0.0) for label, lp in scores.items()}
-    order = sorted(range(len(candidates)), key=lambda i: (-scores.get(LABELS[i], -math.inf), i))
     return Reranked(
-        order=tuple(order),
+        order=order_by_labels(scores, len(candidates), prior=prior),
         label_logprobs=scores,
         scored=len(scores),
         latency_s=time.perf_counter() - started,
     )
+
+
+def order_by_labels(
+    label_logprobs: dict[str, float], n_candidates: int, *, prior: dict[str, float] | None = None
+) -> tuple[int, ...]:
+    """Candidate positions ordered by label log-probability (minus ``prior`` when given), best first;
+    unscored labels follow in the retriever's order."""
+    scores = dict(label_logprobs)
+    if prior is not None:
+        scores = {label: lp - prior.get(label, 0.0) for label, lp in scores.items()}
+    return tuple(sorted(range(n_candidates), key=lambda i: (-scores.get(LABELS[i], -math.inf), i)))
 
 
 def label_prior(client: LLMClient, n_candidates: int, *, top_logprobs: int = 40) -> dict[str, float]:
