@@ -154,3 +154,31 @@ def test_nothing_personal_leaves_the_process(shop_store, tmp_path):
 def test_fact_ids_are_unique():
     with pytest.raises(ValueError, match="duplicate"):
         FactSet("x", [Fact("E1", "event", "a"), Fact("E1", "event", "b")])
+
+
+def test_graph_paths_become_facts_about_the_top_guess(shop_store):
+    pytest.importorskip("torch_geometric")
+    from behaviorlm.config import IngestConfig
+    from behaviorlm.data.graph import build_graph
+    from behaviorlm.data.ingest import pseudonymize_user_id
+    from behaviorlm.llm.facts import _path_facts
+    from behaviorlm.llm.grounding import check_grounding
+
+    with EventStore(shop_store) as store:
+        store.execute(
+            "INSERT INTO items (item_id, title, category) VALUES ('sku-103', 'Rain boots', 'shoes')"
+        )
+        graph = build_graph(store)
+        user = pseudonymize_user_id(RAW_USER, config=IngestConfig())
+        guess = Fact("N1", "next_item", "the recommender's #1 guess: item sku-103", {"item_id": "sku-103"})
+        paths = _path_facts(graph, user, [guess], k=3)
+        # the user reviewed and viewed sku-101 (shoes); a review says more about taste than a view
+        assert [(p.id, p.values["relation"]) for p in paths] == [("K1", "review"), ("K2", "view")]
+        assert "item sku-101" in paths[0].text and "category=shoes" in paths[0].text
+        assert paths[0].values["via_item_id"] == "sku-101" and "user_id" not in paths[0].values
+        assert _path_facts(graph, user, [], k=3) == []  # no guess, no paths
+        facts = FactSet("user-test", [guess, *paths])
+        report = check_grounding(
+            facts, "Item sku-103 shares category=shoes with item sku-101.", evidence=["K1"]
+        )
+        assert report.grounded, report.problems

@@ -756,6 +756,12 @@ def explain(
     why: Annotated[
         bool, typer.Option("--why", help="Also show the past events the top prediction depends on most.")
     ] = False,
+    paths: Annotated[
+        bool,
+        typer.Option(
+            "--paths", help="With --model: give the LLM knowledge-graph paths from the user to the top guess."
+        ),
+    ] = False,
     words: Annotated[
         bool, typer.Option("--words/--no-words", help="Explain the user's intent in words with the LLM.")
     ] = True,
@@ -783,11 +789,17 @@ def explain(
     from behaviorlm.models.base import load_model
 
     with EventStore(store, read_only=True) as es, console.status("collecting the facts …", spinner="dots"):
+        graph = None
+        if paths and estimator is not None:
+            from behaviorlm.data.graph import build_graph
+
+            graph = build_graph(es)
         facts = user_facts(
             es,
             user_id,
             model=estimator,
             intent_model=load_model(intent_model) if intent_model is not None else None,
+            graph=graph,
         )
     with (
         _llm_client(llm_url, llm_model) as client,

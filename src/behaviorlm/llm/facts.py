@@ -137,8 +137,14 @@ def user_facts(
     detector: Any | None = None,
     topics: Any | None = None,
     segments: Any | None = None,
+    graph: Any | None = None,
+    paths: int = 3,
 ) -> FactSet:
     """The :class:`FactSet` of stored user ``user_id`` (a pseudonym, if the store pseudonymizes users).
+
+    ``graph``: the behaviour knowledge graph (:func:`behaviorlm.data.graph.build_graph`); with it and a
+    ``model``, up to ``paths`` explanation paths from the user to the top guess N1 become facts ``K1``..
+    (user → item → shared attribute ← N1, :func:`behaviorlm.models.graph_paths.explanation_paths`).
 
     ``model``: a fitted sequence model (likely next items, and with ``with_influence`` the events behind
     the top one); ``intent_model``: a fitted sequence classifier whose classes are intent labels.
@@ -260,9 +266,29 @@ def user_facts(
                 event_facts=n,
             )
         )
+        if graph is not None:
+            facts.extend(_path_facts(graph, user_id, facts, k=paths))
     intent_events = _last(latest, intent_model.max_len) if intent_model is not None else latest
     intents, from_model = _intent_facts(store, intent_events, intent_model, facts)
     return FactSet(user_alias(user_id), facts, intents=intents, intent_from_model=from_model)
+
+
+def _path_facts(graph: Any, user_id: str, facts: list[Fact], *, k: int) -> list[Fact]:
+    """Explanation paths from the user to guess N1 as facts K1..Kk; the user appears as "the user"."""
+    from behaviorlm.models.graph_paths import explanation_paths
+
+    top = next((f for f in facts if f.id == "N1"), None)
+    if top is None or k < 1:
+        return []
+    try:
+        found = explanation_paths(graph, user_id=user_id, item_id=str(top.values["item_id"]), k=k)
+    except KeyError:  # the user or the item is not in the graph (e.g. built before their events)
+        return []
+    out = []
+    for i, path in enumerate(found, start=1):
+        values = {key: v for key, v in path.to_dict().items() if key not in ("user_id", "path", "text")}
+        out.append(Fact(f"K{i}", "path", f"graph path for guess N1: {path.text}", values))
+    return out
 
 
 def _titles(store: EventStore, items: set[str]) -> dict[str, tuple[str, str]]:
