@@ -100,7 +100,10 @@ def check_grounding(
         if require_evidence and not evidence:
             problems.append("no evidence cited")
         problems += [f"evidence {e!r} is not a fact id" for e in evidence if e not in by_id]
-    fact_items = {str(f.values["item_id"]) for f in facts.facts if "item_id" in f.values}
+    # Items a fact names: its ``item_id`` and any ``*_item_id`` (a path fact's ``via_item_id``).
+    fact_items = {
+        str(v) for f in facts.facts for k, v in f.values.items() if k == "item_id" or k.endswith("_item_id")
+    }
     prefixes = {f.id[0] for f in facts.facts}
     for m in _FACT_REF.finditer(text):
         ref = m.group(1)
