@@ -33,6 +33,8 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     # Explanations in words from the embedded model, every one grounded (or refused when not covered).
     assert "intent: " in output and "grounded=True" in output and "grounded=False" not in output
     assert "Q: What is the user's email address?\nA: I don't know" in output
+    # The knowledge graph adds paths from the user to the top guess as facts.
+    assert "K1: graph path for guess N1: the user's rate of item" in output
     # Acting on it: uplift vs propensity targeting, and a bias audit with attributes used for grouping only.
     assert "uplift-x-learner" in output and "bias audit of ease" in output and "gender" in output
     # The service the demo points to starts on its files and answers with the demo's key.

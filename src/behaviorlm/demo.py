@@ -258,8 +258,15 @@ def _explain_in_words(console: Console, *, store_path: Path, model, user: str, d
     from behaviorlm.llm.facts import user_facts
 
     console.rule("[bold]6. Explanations in words: an embedded LLM, grounded in the facts")
+    from behaviorlm.data.graph import build_graph
+
     with EventStore(store_path, read_only=True) as store:
-        facts = user_facts(store, user, model=model, detector=detector)
+        # The knowledge graph (users, movies, genres, years) adds paths to the top guess as facts K1..
+        graph = build_graph(store, with_knowledge_graph=False)
+        facts = user_facts(store, user, model=model, detector=detector, graph=graph)
+    for fact in facts.facts:
+        if fact.kind == "path":
+            console.print(f"  {fact.id}: {fact.text}", highlight=False, markup=False, soft_wrap=True)
 
     client = LLMClient(LLMConfig(cache_dir=""))  # fresh answers: the demo shows real latency
     console.print(
