@@ -44,8 +44,9 @@ def fmt(value: float | None, digits: int = 4) -> str:
 
 
 def _is_ranking(record: dict) -> bool:
+    # LLM re-ranking rows cover a sample of users, not the whole test set: docs/llm.md has their table.
     return "ndcg@10" in record["metrics"] and not record["model"].startswith(
-        ("ingest-", "transformer-inference", "fusion-")
+        ("ingest-", "transformer-inference", "fusion-", "llm-", "transformer-top20")
     )
 
 
@@ -595,17 +596,18 @@ def audit_section(records: dict[tuple[str, str], dict]) -> list[str]:
     lines = [
         "## Bias audit: quality by user group and popularity bias",
         "",
-        f"`benchmarks/run_audit.py` ({rows[0]['dataset'].removesuffix('-audit')}, {p['split']}, full ranking, "
+        f"`benchmarks/run_audit.py` ({', '.join(sorted({r['dataset'].removesuffix('-audit') for r in rows}))}; "
+        f"{p['split']} (ML-1M: random leave-one-out, no timestamps), full ranking, "
         f"seen items masked; docs/audit.md). NDCG@10 gap = best group minus worst group (groups with >= "
         f"{p['min_group_users']} users) with its {p['confidence']:.0%} bootstrap interval "
         f"({p['bootstrap_resamples']} resamples of users) and the permutation p-value of the spread "
         "(which, unlike the interval, accounts for picking the best and worst group). Attributes used for "
         f"grouping only: {', '.join(rows[0]['attributes_used'])}; activity = history-length tertile.",
         "",
-        "| model | NDCG@10 | "
+        "| dataset | model | NDCG@10 | "
         + " | ".join(f"{a} gap [CI], p" for a in attributes)
         + " | rec./history popularity | Gini exposure | long-tail share | coverage@10 | commit |",
-        "|---|---:|" + "---|" * len(attributes) + "---:|---:|---:|---:|---|",
+        "|---|---|---:|" + "---|" * len(attributes) + "---:|---:|---:|---:|---|",
     ]
     for r in rows:
         m = r["metrics"]
@@ -620,7 +622,7 @@ def audit_section(records: dict[tuple[str, str], dict]) -> list[str]:
                 f"({g['best']['ndcg@10']} > {g['worst']['ndcg@10']})"
             )
         lines.append(
-            f"| {r['model']} | {m['overall_ndcg@10']:.4f} | "
+            f"| {r['dataset'].removesuffix('-audit')} | {r['model']} | {m['overall_ndcg@10']:.4f} | "
             + " | ".join(gaps)
             + f" | {m['popularity_ratio']:.2f} | "
             f"{m['gini_exposure']:.3f} | {m['longtail_share']:.3f} | {m['coverage@10']:.3f} | {r['git_commit']} |"
@@ -630,10 +632,9 @@ def audit_section(records: dict[tuple[str, str], dict]) -> list[str]:
         "Popularity-penalized re-ranking (`PopularityPenalized`: per-user standardized score minus penalty x "
         "standardized log popularity; penalty 0 = the model):",
         "",
-        "| model | penalty | NDCG@10 | HR@10 | long-tail share | Gini exposure | rec./history popularity | coverage@10 | "
-        + " | ".join(f"{a} gap" for a in attributes)
-        + " |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(attributes),
+        "| dataset | model | penalty | NDCG@10 | HR@10 | long-tail share | Gini exposure | rec./history popularity | "
+        "coverage@10 | " + " | ".join(f"{a} gap" for a in attributes) + " |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(attributes),
     ]
     for r in rows:
         for point in r["mitigation"]:
@@ -643,7 +644,8 @@ def audit_section(records: dict[tuple[str, str], dict]) -> list[str]:
                 for a in attributes
             ]
             lines.append(
-                f"| {r['model']} | {point['penalty']:g} | {pm['ndcg@10']:.4f} | {pm['hr@10']:.4f} | "
+                f"| {r['dataset'].removesuffix('-audit')} | {r['model']} | {point['penalty']:g} | {pm['ndcg@10']:.4f} | "
+                f"{pm['hr@10']:.4f} | "
                 f"{pop['longtail_share']:.3f} | {pop['gini_exposure']:.3f} | {pop['popularity_ratio']:.2f} | "
                 f"{pop['coverage']:.3f} | " + " | ".join(gaps) + " |"
             )
