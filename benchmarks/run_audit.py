@@ -1,4 +1,5 @@
-"""Bias audit of pop, ItemKNN, EASE and the Behaviour Transformer on ML-100k (leave-one-out, full ranking).
+"""Bias audit of pop, ItemKNN, EASE and the Behaviour Transformer on ML-100k (leave-one-out, full ranking),
+and of pop, ItemKNN and EASE on ML-1M (random hold-out: that copy has no timestamps).
 
 For each model: NDCG@10 / HR@10 per user group (gender, age band, occupation from ML-100k's user file;
 activity = history-length tertile) with 1,000-resample bootstrap intervals, the best-minus-worst gap with
@@ -10,8 +11,13 @@ docs/img/audit-ml-100k.png. Then run benchmarks/make_tables.py.
     .venv/bin/python benchmarks/run_audit.py                  # all four, the transformer capped at 300 s
     .venv/bin/python benchmarks/run_audit.py --models pop ease --no-plot
 
-ML-1M is not audited: its copy in shared/data has no timestamps (no chronological leave-one-out split)
-and is not a dataset the package ingests.
+``--dataset ml-1m`` audits ML-1M from ../shared/data (``$BEHAVIORLM_DATA_DIR``): ratings.parquet has no
+rating and no timestamp columns, so the split is a *random* leave-one-out (each user's events shuffled with
+a fixed seed, the last one held out as test, the one before as validation) and only the non-sequential
+models are audited; groups from users.dat (gender, ML-1M's age codes, which are band lower bounds, and
+occupation codes 0-20). Records go to dataset "ml-1m-audit".
+
+    BEHAVIORLM_DATA_DIR=../shared/data .venv/bin/python benchmarks/run_audit.py --dataset ml-1m --no-plot
 """
 
 from __future__ import annotations
@@ -45,11 +51,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--dataset", default="ml-100k", choices=["ml-100k", "ml-1m"])
+    parser.add_argument("--models", nargs="+", default=None, choices=list(MODELS))
     parser.add_argument("--max-train-seconds", type=float, default=None, help="override the transformer cap")
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--plot", type=Path, default=PLOT)
+    parser.add_argument("--plot", type=Path, default=None, help="default: docs/img/audit-<dataset>.png")
     parser.add_argument("--no-plot", action="store_true")
     args = parser.parse_args()
 
@@ -63,13 +70,20 @@ def main() -> None:
     from behaviorlm.evaluation.benchmark import append_jsonl, git_commit, machine_description, peak_rss_mb
     from behaviorlm.models.base import model_registry
 
-    with open_dataset_store("ml-100k", read_only=True) as store:
-        interactions = store.interactions()
-        attributes = read_user_attributes(store)
+    if args.dataset == "ml-1m":
+        interactions, attributes = _ml1m(seed=0)
+        models = args.models or ["pop", "itemknn", "ease"]
+        if "transformer" in models:
+            parser.error("--dataset ml-1m: the transformer needs event order, which this copy of ML-1M lacks")
+    else:
+        with open_dataset_store("ml-100k", read_only=True) as store:
+            interactions = store.interactions()
+            attributes = read_user_attributes(store)
+        models = args.models or list(MODELS)
     split = leave_one_out(interactions)
     registry = model_registry()
     reports = []
-    for key in args.models:
+    for key in models:
         name, params = MODELS[key]
         if key == "transformer" and args.max_train_seconds is not None:
             params = {**params, "max_train_seconds": args.max_train_seconds}
@@ -107,10 +121,15 @@ def main() -> None:
                 headline[f"ndcg@10_gap_high:{attribute}"] = interval.high
                 headline[f"ndcg@10_gap_p:{attribute}"] = gap.p_value["ndcg@10"]
         record = {
-            "dataset": "ml-100k-audit",
+            "dataset": f"{args.dataset}-audit",
             "model": key,
             "params": params,
-            "protocol": {**audit["protocol"], "split_params": split.protocol, "torch_threads": 1},
+            "protocol": {
+                **audit["protocol"],
+                "split_params": split.protocol,
+                "torch_threads": 1,
+                **({"order": "random per user (seed 0): no timestamps"} if args.dataset == "ml-1m" else {}),
+            },
             "metrics": headline,
             "n_users": int((split.test.lengths() > 0).sum()),
             "attributes_used": audit["attributes_used"],
@@ -147,7 +166,64 @@ def main() -> None:
                 flush=True,
             )
     if not args.no_plot:
-        print(f"wrote {plot_group_quality(reports, args.plot)}")
+        plot = args.plot or PLOT.with_name(f"audit-{args.dataset}.png")
+        print(f"wrote {plot_group_quality(reports, plot)}")
+
+
+ML1M_OCCUPATIONS = (
+    "other",
+    "academic/educator",
+    "artist",
+    "clerical/admin",
+    "college/grad student",
+    "customer service",
+    "doctor/health care",
+    "executive/managerial",
+    "farmer",
+    "homemaker",
+    "K-12 student",
+    "lawyer",
+    "programmer",
+    "retired",
+    "sales/marketing",
+    "scientist",
+    "self-employed",
+    "technician/engineer",
+    "tradesman/craftsman",
+    "unemployed",
+    "writer",
+)
+"""ML-1M's occupation codes 0-20 (its README)."""
+
+
+def _ml1m(*, seed: int):
+    """ML-1M from the shared data: Interactions with a seeded random order per user, and user attributes."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from behaviorlm.data.datasets import shared_data_dir
+    from behaviorlm.data.sequences import Interactions
+
+    root = shared_data_dir()
+    if root is None or not (root / "ml-1m" / "ratings.parquet").exists():
+        raise SystemExit("ml-1m/ratings.parquet not found: set BEHAVIORLM_DATA_DIR to the shared data folder")
+    ratings = pq.read_table(root / "ml-1m" / "ratings.parquet")
+    users = np.asarray(ratings.column("userID").to_pylist(), dtype=object).astype(str)
+    items = np.asarray(ratings.column("movieID").to_pylist(), dtype=object).astype(str)
+    # Ordinal times from a seeded shuffle: leave-one-out then holds out a random event per user.
+    order = np.random.default_rng(seed).permutation(len(users))
+    interactions = Interactions.from_events(
+        user_ids=users, item_ids=items, timestamps=order, event_type_vocab=("rate",)
+    )
+    attributes = {}
+    for line in (root / "ml-1m" / "users.dat").read_text(encoding="latin-1").splitlines():
+        user, gender, age, occupation, _zip = line.split("::")
+        attributes[user] = {
+            "gender": gender,
+            "age": int(age),
+            "occupation": ML1M_OCCUPATIONS[int(occupation)],
+        }
+    return interactions, attributes
 
 
 if __name__ == "__main__":
