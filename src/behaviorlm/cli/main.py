@@ -942,29 +942,12 @@ def effects(
     refutations and per-activity-segment effects; see docs/causal-effects.md."""
     from behaviorlm.causal.effects import (
         EffectConfig,
-        activity_segments,
         analyze_effects,
-        build_effect_table,
-        effect_windows,
         plot_segment_effects,
-        utc_seconds,
     )
 
-    _require_store(store)
-    with EventStore(store, read_only=True) as es:
-        data = es.interactions()
-        category, price = es.item_confounders(data.item_ids)
-    split = utc_seconds(split_time) if split_time is not None else None
-    windows = effect_windows(data, split_time=split, window_hours=window_hours)
-    table = activity_segments(
-        build_effect_table(
-            data,
-            treatment=treatment,
-            outcome=outcome,
-            windows=windows,
-            item_category=category,
-            item_price=price,
-        )
+    table, windows = _effect_table_from_store(
+        store, treatment=treatment, outcome=outcome, split_time=split_time, window_hours=window_hours
     )
     console.print(f"confounders: {', '.join(table.feature_names)}", highlight=False, soft_wrap=True)
     config = EffectConfig(learner=learner, n_folds=folds, seed=seed)
@@ -999,6 +982,25 @@ def effects(
         json_out.write_text(json.dumps(report.to_dict(), indent=2))
     if plot is not None:
         plot_segment_effects(report, path=plot)
+
+
+def _effect_table_from_store(
+    store: Path, *, treatment: str, outcome: str, split_time: str | None, window_hours: float | None
+) -> tuple[Any, Any]:
+    """The per-user effect table (activity segments; category and price confounders when the store has
+    them) and its windows, for ``effects`` and ``audience --store``."""
+    from behaviorlm.causal.effects import activity_segments, build_effect_table, effect_windows, utc_seconds
+
+    _require_store(store)
+    with EventStore(store, read_only=True) as es:
+        data = es.interactions()
+        category, price = es.item_confounders(data.item_ids)
+    split = utc_seconds(split_time) if split_time is not None else None
+    windows = effect_windows(data, split_time=split, window_hours=window_hours)
+    table = build_effect_table(
+        data, treatment=treatment, outcome=outcome, windows=windows, item_category=category, item_price=price
+    )
+    return activity_segments(table), windows
 
 
 # ---------------------------------------------------------------------------------------------- graph
@@ -1364,28 +1366,8 @@ def audience(
     if campaign is not None:
         table = read_campaign(campaign, segment_column=segment_column)
     elif store is not None:
-        from behaviorlm.causal.effects import (
-            activity_segments,
-            build_effect_table,
-            effect_windows,
-            utc_seconds,
-        )
-
-        _require_store(store)
-        with EventStore(store, read_only=True) as es:
-            data = es.interactions()
-            category, price = es.item_confounders(data.item_ids)
-        split = utc_seconds(split_time) if split_time is not None else None
-        windows = effect_windows(data, split_time=split, window_hours=window_hours)
-        table = activity_segments(
-            build_effect_table(
-                data,
-                treatment=str(treatment),
-                outcome=goal,
-                windows=windows,
-                item_category=category,
-                item_price=price,
-            )
+        table, windows = _effect_table_from_store(
+            store, treatment=str(treatment), outcome=goal, split_time=split_time, window_hours=window_hours
         )
         for name, span in windows.describe().items():
             console.print(f"{name} window: {span}", highlight=False, soft_wrap=True)
