@@ -404,27 +404,38 @@ def influence_section(records: dict[tuple[str, str], dict]) -> list[str]:
     rows = [r for (d, m), r in records.items() if m.startswith("influence-")]
     if not rows:
         return []
-    p = rows[0]["protocol"]
     lines = [
         "## Per-user influence: deletion curves",
         "",
-        f"`benchmarks/run_influence.py` on {rows[0]['dataset']}: for {p['users']} test users, the Transformer's "
-        "top-1 next item; events are removed one by one in each method's order and the target's log-probability "
-        "is recomputed. deletion AUC = area under the mean log-probability change over the removed share "
-        "(lower = the method found the events the prediction rests on sooner). Target of the causal issue: "
-        "influence beats both random and recency.",
+        "`benchmarks/run_influence.py`: for seeded test users, the Transformer's top-1 next item; events are "
+        "removed one by one in each method's order and the target's log-probability is recomputed. deletion "
+        "AUC = area under the mean log-probability change over the removed share (lower = the method found the "
+        "events the prediction rests on sooner). Target of the causal issue: influence beats both random and "
+        "recency.",
         "",
-        "| order | deletion AUC | drop@1 (nats) | drop@5 | drop@10 | mean rank after 1 / 10 removals | seconds | commit |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for r in sorted(rows, key=lambda r: r["metrics"]["deletion_auc"]):
-        m = r["metrics"]
-        lines.append(
-            f"| {r['model'].removeprefix('influence-')} | {m['deletion_auc']:.3f} | {m['drop_at_1']:.3f} | "
-            f"{m['drop_at_5']:.3f} | {m['drop_at_10']:.3f} | {m['rank_at_1']:.1f} / {m['rank_at_10']:.1f} | "
-            f"{m['seconds']:.0f} | {r['git_commit']} |"
+    for dataset in sorted({r["dataset"] for r in rows}):
+        group = sorted(
+            (r for r in rows if r["dataset"] == dataset), key=lambda r: r["metrics"]["deletion_auc"]
         )
-    lines += ["", f"Machine: {rows[0]['machine']}.", ""]
+        p, steps = group[0]["protocol"], group[0]["params"]["steps"]
+        training = group[0].get("training") or {}
+        lines += [
+            f"### {dataset}: {p['users']} users, {steps} removals; explained model "
+            f"{training.get('epochs_run', '?')} epochs, validation NDCG@10 {training.get('best_valid_ndcg@10', 0):.4f}",
+            "",
+            f"| order | deletion AUC | drop@1 (nats) | drop@{steps} | mean rank after 1 / {steps} removals | seconds | commit |",
+            "|---|---:|---:|---:|---:|---:|---|",
+        ]
+        for r in group:
+            m = r["metrics"]
+            lines.append(
+                f"| {r['model'].removeprefix('influence-')} | {m['deletion_auc']:.3f} | {m['drop_at_1']:.3f} | "
+                f"{m[f'drop_at_{steps}']:.3f} | {m['rank_at_1']:.1f} / {m[f'rank_at_{steps}']:.1f} | "
+                f"{m['seconds']:.0f} | {r['git_commit']} |"
+            )
+        lines.append("")
+    lines += [f"Machine: {rows[0]['machine']}.", ""]
     return lines
 
 
