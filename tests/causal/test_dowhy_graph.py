@@ -10,7 +10,7 @@ from behaviorlm.testing.causal_synthetic import causal_synthetic
 
 pytest.importorskip("dowhy")
 
-from behaviorlm.causal.dowhy_graph import dowhy_check  # noqa: E402
+from behaviorlm.causal.dowhy_graph import dowhy_check
 
 
 def _graph(table) -> CausalGraph:
