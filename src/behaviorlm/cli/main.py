@@ -85,6 +85,35 @@ SparkMasterOption = Annotated[
 ]
 
 
+# The source-reading flags `ingest` and `prepare` share.
+FormatOption = Annotated[
+    SourceFormat | None,
+    typer.Option("--format", "-f", help="Source format (default: the config's, else csv)."),
+]
+MapOption = Annotated[
+    list[str] | None,
+    typer.Option("--map", "-m", help="Column mapping field=source_column (repeatable), e.g. -m user_id=uid."),
+]
+EventTypeOption = Annotated[str | None, typer.Option(help="Constant event type when the source has none.")]
+NoHeaderOption = Annotated[
+    bool, typer.Option("--no-header", help="CSV has no header (columns are column0..).")
+]
+DelimiterOption = Annotated[
+    str | None, typer.Option(help="Field delimiter (default: tab for .tsv, else comma).")
+]
+SessionGapOption = Annotated[
+    int | None,
+    typer.Option(help="Start a new session after this many idle seconds; 0 turns sessionization off."),
+]
+PseudonymizeOption = Annotated[
+    bool, typer.Option(help="Replace user ids by keyed HMAC pseudonyms (key from $BEHAVIORLM_PSEUDONYM_KEY).")
+]
+IngestConfigOption = Annotated[
+    Path | None, typer.Option(help="IngestConfig as .toml or .json (flags override it).")
+]
+JsonSummaryOption = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
+
+
 @app.command()
 @_user_errors
 def ingest(
@@ -92,39 +121,17 @@ def ingest(
         Path, typer.Argument(help="Source file (CSV/TSV/Parquet/JSONL/RecBole .inter/sequence/reviews).")
     ],
     store: StoreOption = Path("behaviorlm.duckdb"),
-    format: Annotated[
-        SourceFormat | None,
-        typer.Option("--format", "-f", help="Source format (default: the config's, else csv)."),
-    ] = None,
-    map_: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--map", "-m", help="Column mapping field=source_column (repeatable), e.g. -m user_id=uid."
-        ),
-    ] = None,
-    event_type: Annotated[
-        str | None, typer.Option(help="Constant event type when the source has none.")
-    ] = None,
-    no_header: Annotated[
-        bool, typer.Option("--no-header", help="CSV has no header (columns are column0..).")
-    ] = False,
-    delimiter: Annotated[
-        str | None, typer.Option(help="Field delimiter (default: tab for .tsv, else comma).")
-    ] = None,
-    session_gap: Annotated[
-        int | None,
-        typer.Option(help="Start a new session after this many idle seconds; 0 turns sessionization off."),
-    ] = None,
-    pseudonymize: Annotated[
-        bool,
-        typer.Option(help="Replace user ids by keyed HMAC pseudonyms (key from $BEHAVIORLM_PSEUDONYM_KEY)."),
-    ] = False,
-    config: Annotated[
-        Path | None, typer.Option(help="IngestConfig as .toml or .json (flags override it).")
-    ] = None,
+    format: FormatOption = None,
+    map_: MapOption = None,
+    event_type: EventTypeOption = None,
+    no_header: NoHeaderOption = False,
+    delimiter: DelimiterOption = None,
+    session_gap: SessionGapOption = None,
+    pseudonymize: PseudonymizeOption = False,
+    config: IngestConfigOption = None,
     engine: EngineOption = "duckdb",
     spark_master: SparkMasterOption = "local[2]",
-    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    json_out: JsonSummaryOption = False,
 ) -> None:
     """Validate and load a behaviour log into the event store; bad rows go to quarantine with a reason."""
     cfg = _ingest_config(
@@ -211,35 +218,17 @@ def prepare(
         Path, typer.Argument(help="Source file (CSV/TSV, Taobao UserBehavior; with duckdb any format).")
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the Parquet outputs.")],
-    format: Annotated[
-        SourceFormat | None,
-        typer.Option("--format", "-f", help="Source format (default: the config's, else csv)."),
-    ] = None,
-    map_: Annotated[
-        list[str] | None, typer.Option("--map", "-m", help="Column mapping field=source_column (repeatable).")
-    ] = None,
-    event_type: Annotated[
-        str | None, typer.Option(help="Constant event type when the source has none.")
-    ] = None,
-    no_header: Annotated[
-        bool, typer.Option("--no-header", help="CSV has no header (columns are column0..).")
-    ] = False,
-    delimiter: Annotated[
-        str | None, typer.Option(help="Field delimiter (default: tab for .tsv, else comma).")
-    ] = None,
-    session_gap: Annotated[
-        int | None, typer.Option(help="Start a new session after this many idle seconds; 0 turns it off.")
-    ] = None,
-    pseudonymize: Annotated[
-        bool,
-        typer.Option(help="Replace user ids by keyed HMAC pseudonyms (key from $BEHAVIORLM_PSEUDONYM_KEY)."),
-    ] = False,
-    config: Annotated[
-        Path | None, typer.Option(help="IngestConfig as .toml or .json (flags override it).")
-    ] = None,
+    format: FormatOption = None,
+    map_: MapOption = None,
+    event_type: EventTypeOption = None,
+    no_header: NoHeaderOption = False,
+    delimiter: DelimiterOption = None,
+    session_gap: SessionGapOption = None,
+    pseudonymize: PseudonymizeOption = False,
+    config: IngestConfigOption = None,
     engine: EngineOption = "duckdb",
     spark_master: SparkMasterOption = "local[2]",
-    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    json_out: JsonSummaryOption = False,
 ) -> None:
     """Validate, quarantine, dedup and sequence a log into Parquet files (no store): events, quarantine,
     items, sequences. Same outputs with --engine duckdb and --engine spark."""
