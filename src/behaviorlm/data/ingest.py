@@ -288,6 +288,22 @@ def _scan_lines(path: Path) -> tuple[int, list[int]]:
     return n_lines, blanks
 
 
+def source_columns(path: Path, *, delimiter: str, header: bool, wanted: dict[str, str]) -> list[str]:
+    """The file's column names (``column0``.. without a header), checked: no repeated name, and every
+    source column of ``wanted`` (canonical field -> source column) present."""
+    first = _read_header(path, delimiter)
+    columns = first if header else [f"column{i}" for i in range(len(first))]
+    if len(set(columns)) != len(columns):
+        dupes = sorted({c for c in columns if columns.count(c) > 1})
+        raise IngestError(f"{path}: header repeats column name(s) {dupes}")
+    for canonical, source_col in wanted.items():
+        if source_col not in columns:
+            raise IngestError(
+                f"{path}: column {source_col!r} (mapped to {canonical!r}) is not in the file; columns are {columns}"
+            )
+    return columns
+
+
 def stage_delimited(
     run: _Run,
     *,
@@ -303,20 +319,8 @@ def stage_delimited(
     additional stage columns (e.g. ``item_category``) to source columns. Returns the source columns.
     """
     path, store = run.path, run.store
-    if header:
-        columns = _read_header(path, delimiter)
-    else:
-        n_cols = len(_read_header(path, delimiter))
-        columns = [f"column{i}" for i in range(n_cols)]
-    if len(set(columns)) != len(columns):
-        dupes = sorted({c for c in columns if columns.count(c) > 1})
-        raise IngestError(f"{path}: header repeats column name(s) {dupes}")
     wanted = {**mapping, **(extra_columns or {})}
-    for canonical, source_col in wanted.items():
-        if source_col not in columns:
-            raise IngestError(
-                f"{path}: column {source_col!r} (mapped to {canonical!r}) is not in the file; columns are {columns}"
-            )
+    columns = source_columns(path, delimiter=delimiter, header=header, wanted=wanted)
     col_types = "{" + ", ".join(f"{sql_literal(c)}: 'VARCHAR'" for c in columns) + "}"
     rej_table, rej_scan = f"_rej_{run.tag}", f"_rejscan_{run.tag}"
     run.temp_tables += [rej_table, rej_scan]
@@ -427,11 +431,16 @@ def _read_csv_source(run: _Run) -> None:
 
 
 def _require_mapping(run: _Run, mapping: dict[str, str]) -> None:
-    needed = ["user_id", "item_id", "timestamp"] + ([] if run.config.event_type else ["event_type"])
+    require_mapping(run.path, run.config, mapping)
+
+
+def require_mapping(path: Path, config: IngestConfig, mapping: dict[str, str]) -> None:
+    """Every required event field has a source column (``event_type`` may be a constant instead)."""
+    needed = ["user_id", "item_id", "timestamp"] + ([] if config.event_type else ["event_type"])
     absent = [f for f in needed if f not in mapping]
     if absent:
         raise IngestError(
-            f"{run.path}: no source column mapped to {absent}; pass columns={{field: source_column}}"
+            f"{path}: no source column mapped to {absent}; pass columns={{field: source_column}}"
             + (" or a constant event_type" if "event_type" in absent else "")
         )
 
@@ -664,11 +673,21 @@ def _read_reviews_source(run: _Run) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- presets
+TAOBAO_COLUMNS = {"user_id": "column0", "item_id": "column1", "event_type": "column3", "timestamp": "column4"}
+"""Where the event fields are in a headerless Taobao UserBehavior line (``user,item,category,behavior,time``)."""
+TAOBAO_EXTRA = {"item_category": "column2"}
+
+
+def is_tianchi_header(header: list[str]) -> bool:
+    """Whether a Taobao file's first line is the Tianchi 216549 variant's header (Chinese or English)."""
+    return bool(header) and header[0] in ("用户ID", "user_id", "userid")
+
+
 def _read_taobao_source(run: _Run) -> None:
     """Taobao UserBehavior CSV (``user,item,category,behavior,unix_seconds``, no header), or the Tianchi
     216549 variant with a Chinese header (adds brand, item name, category name and price)."""
     header = _read_header(run.path, ",")
-    if header and header[0] in ("用户ID", "user_id", "userid"):
+    if is_tianchi_header(header):
         if len(header) < 10:
             raise IngestError(
                 f"{run.path}: Tianchi-style header has {len(header)} columns, expected 10: {header}"
@@ -688,14 +707,8 @@ def _read_taobao_source(run: _Run) -> None:
             "any_value(item_brand) AS brand, NULL AS attributes, NULL AS text FROM {ok} GROUP BY item_id"
         )
     else:
-        mapping = {
-            "user_id": "column0",
-            "item_id": "column1",
-            "event_type": "column3",
-            "timestamp": "column4",
-        }
         stage_delimited(
-            run, mapping=mapping, delimiter=",", header=False, extra_columns={"item_category": "column2"}
+            run, mapping=dict(TAOBAO_COLUMNS), delimiter=",", header=False, extra_columns=dict(TAOBAO_EXTRA)
         )
         run.items_sql = (
             "SELECT item_id, NULL AS title, any_value(item_category) AS category, NULL AS brand, "

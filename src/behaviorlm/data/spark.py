@@ -41,12 +41,17 @@ import pyarrow.parquet as pq
 from behaviorlm.config import IngestConfig
 from behaviorlm.data.ingest import (
     MAX_RAW_CHARS,
+    TAOBAO_COLUMNS,
+    TAOBAO_EXTRA,
     IngestError,
     IngestSummary,
     _pseudonym,
     _pseudonym_key_from,
     _read_header,
     _sniff_delimiter,
+    is_tianchi_header,
+    require_mapping,
+    source_columns,
 )
 from behaviorlm.data.schema import EVENT_COLUMNS
 
@@ -226,36 +231,14 @@ class _Layout:
 def _layout(path: Path, config: IngestConfig) -> _Layout:
     extra: dict[str, str] = {}
     if config.format == "taobao":
-        header = _read_header(path, ",")
-        if header and header[0] in ("用户ID", "user_id", "userid"):
+        if is_tianchi_header(_read_header(path, ",")):
             raise IngestError(f"{path}: the Tianchi Taobao variant is read by --engine duckdb only")
         delimiter, has_header = ",", False
-        mapping = {
-            "user_id": "column0",
-            "item_id": "column1",
-            "event_type": "column3",
-            "timestamp": "column4",
-        }
-        extra = {"item_category": "column2"}
+        mapping, extra = dict(TAOBAO_COLUMNS), dict(TAOBAO_EXTRA)
     else:
         delimiter, has_header, mapping = _sniff_delimiter(path, config), config.header, dict(config.columns)
-        needed = ["user_id", "item_id", "timestamp"] + ([] if config.event_type else ["event_type"])
-        absent = [f for f in needed if f not in mapping]
-        if absent:
-            raise IngestError(
-                f"{path}: no source column mapped to {absent}; pass columns={{field: source_column}}"
-            )
-    first = _read_header(path, delimiter)
-    columns = first if has_header else [f"column{i}" for i in range(len(first))]
-    if len(set(columns)) != len(columns):
-        raise IngestError(
-            f"{path}: header repeats column name(s) {sorted({c for c in columns if columns.count(c) > 1})}"
-        )
-    for canonical, src in {**mapping, **extra}.items():
-        if src not in columns:
-            raise IngestError(
-                f"{path}: column {src!r} (mapped to {canonical!r}) is not in the file; columns are {columns}"
-            )
+        require_mapping(path, config, mapping)
+    columns = source_columns(path, delimiter=delimiter, header=has_header, wanted={**mapping, **extra})
     return _Layout(columns=columns, mapping=mapping, extra=extra, delimiter=delimiter, header=has_header)
 
 
