@@ -41,12 +41,10 @@ from behaviorlm.data.datasets import load_interactions
 from behaviorlm.data.splits import leave_one_out
 from behaviorlm.evaluation.benchmark import append_jsonl, git_commit, machine_description, peak_rss_mb
 from behaviorlm.models.transformer import BehaviorTransformer
+from run_sequential import MODELS
 
 RESULTS = Path(__file__).resolve().parent / "results.jsonl"
-TRANSFORMER_SETTINGS = {
-    "ml-100k": {"max_len": 200, "batch_size": 32, "dropout": 0.2, "d_model": 128},
-    "beauty": {},
-}
+TRANSFORMER_SETTINGS = {d: MODELS[d]["transformer"][1] for d in ("ml-100k", "beauty")}
 """The Transformer settings of benchmarks/run_sequential.py per dataset (ML-100k's chosen on validation NDCG@10;
 Beauty uses the defaults)."""
 MODEL_NAMES = {

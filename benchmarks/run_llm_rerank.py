@@ -33,9 +33,9 @@ from behaviorlm.llm.client import LLMClient
 from behaviorlm.llm.rerank import MAX_HISTORY, label_prior, llm_rerank, order_by_labels
 from behaviorlm.models.base import ScoringBatch, mask_seen_
 from behaviorlm.models.transformer import BehaviorTransformer
+from run_influence import TRANSFORMER_SETTINGS
 
 RESULTS = Path(__file__).resolve().parent / "results.jsonl"
-SETTINGS = {"ml-100k": {"max_len": 200, "batch_size": 32, "dropout": 0.2, "d_model": 128}, "beauty": {}}
 
 
 def _ndcg_hr(rank: int, k: int = 10) -> tuple[float, float]:
@@ -46,7 +46,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--dataset", default="ml-100k", choices=list(SETTINGS))
+    parser.add_argument("--dataset", default="ml-100k", choices=list(TRANSFORMER_SETTINGS))
     parser.add_argument("--users", type=int, default=100)
     parser.add_argument("--k", type=int, default=20)
     parser.add_argument("--max-train-seconds", type=float, default=150.0)
@@ -62,7 +62,7 @@ def main() -> None:
     split = leave_one_out(load_interactions(args.dataset))
     torch.set_num_threads(2)
     model = BehaviorTransformer(
-        **SETTINGS[args.dataset], max_train_seconds=args.max_train_seconds, seed=args.seed
+        **TRANSFORMER_SETTINGS[args.dataset], max_train_seconds=args.max_train_seconds, seed=args.seed
     )
     started = time.perf_counter()
     model.fit(split.train, valid=split.valid)
@@ -135,7 +135,7 @@ def main() -> None:
                 "protocol": {
                     "split": "leave_one_out",
                     "ranking": "full ranking, seen items masked, target rankable; the LLM re-orders the top k",
-                    "retriever": {"name": model.name, **SETTINGS[args.dataset]},
+                    "retriever": {"name": model.name, **TRANSFORMER_SETTINGS[args.dataset]},
                     "prompt": f"titles of the last {MAX_HISTORY} history items + {args.k} labelled candidates",
                     "scores": "first-token log-probability of each label"
                     + ("; minus the content-free prior" if name == "llm-calibrated" else ""),
