@@ -12,6 +12,7 @@ import pytest
 
 from behaviorlm.config import IngestConfig
 from behaviorlm.data.prepare import ingest_with_spark, prepare
+from behaviorlm.data.schema import EVENT_COLUMNS
 from behaviorlm.data.store import EventStore
 
 pytest.importorskip("pyspark")
@@ -56,6 +57,10 @@ SAMPLE = (
     )
     + "\n"
 )
+
+
+STORED_EVENT_COLUMNS = [*EVENT_COLUMNS, "source", "source_row", "ingest_seq"]
+"""Every column of the store's events table."""
 
 
 def _table(path: Path) -> pa.Table:
@@ -105,19 +110,7 @@ def test_summaries_reconcile_identically(both) -> None:
 
 def test_events_are_identical(both) -> None:
     duck, spark, _, _ = both
-    cols = [
-        "event_id",
-        "user_id",
-        "item_id",
-        "event_type",
-        "timestamp",
-        "session_id",
-        "value",
-        "text",
-        "source",
-        "source_row",
-        "ingest_seq",
-    ]
+    cols = STORED_EVENT_COLUMNS
     assert _rows(spark / "events.parquet", cols, ["event_id"]) == _rows(
         duck / "events.parquet", cols, ["event_id"]
     )
@@ -184,16 +177,7 @@ def test_taobao_with_pseudonyms_matches_duckdb(tmp_path, monkeypatch) -> None:
         duck.quarantined,
         duck.duplicates,
     )
-    cols = [
-        "event_id",
-        "user_id",
-        "item_id",
-        "event_type",
-        "timestamp",
-        "session_id",
-        "source_row",
-        "ingest_seq",
-    ]
+    cols = STORED_EVENT_COLUMNS
     got = _rows(tmp_path / "spark" / "events.parquet", cols, ["event_id"])
     assert got == _rows(tmp_path / "duckdb" / "events.parquet", cols, ["event_id"])
     assert all(r["user_id"].startswith("u_") and r["session_id"] is None for r in got)
