@@ -97,6 +97,20 @@ TORCHRUN_2 = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--
 """torchrun with two processes on this machine (a free port is chosen by ``--standalone``)."""
 
 
+def _torchrun_2(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``args`` under :data:`TORCHRUN_2` (5-minute limit) and assert that it succeeded."""
+    run = subprocess.run(
+        [*TORCHRUN_2, *args],
+        env=_env_without_torchrun(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-4000:]
+    return run
+
+
 def _env_without_torchrun() -> dict[str, str]:
     """This process's environment minus any torchrun variables (when pytest itself runs under one)."""
     return {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
@@ -180,15 +194,7 @@ def test_two_cpu_processes_match_one_process(tmp_path: Path) -> None:
     one.mkdir()
     two.mkdir()
     started = time.perf_counter()
-    run = subprocess.run(
-        [*TORCHRUN_2, __file__, str(two)],
-        env=_env_without_torchrun(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert run.returncode == 0, run.stderr[-4000:]
+    _torchrun_2(__file__, str(two))
     two_seconds = time.perf_counter() - started
     # One thread, as torchrun gives each of its processes: tiny models on shared cores run far slower
     # with two threads fighting over them.
@@ -277,15 +283,7 @@ def test_cli_train_under_torchrun_saves_once_from_rank_0(tmp_path: Path) -> None
         "batch_size=32",
     ]
     train = ["train", "--model", "transformer", "--store", str(store), "--out", str(out), *params]
-    run = subprocess.run(
-        [*TORCHRUN_2, "-m", "behaviorlm.cli.main", *train],
-        env=_env_without_torchrun(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert run.returncode == 0, run.stderr[-4000:]
+    run = _torchrun_2("-m", "behaviorlm.cli.main", *train)
     # Both processes read the store at once (read-only); only rank 0 reported and saved.
     assert run.stdout.count("trained transformer on 2 processes") == 1, run.stdout
     summary = json.loads(run.stdout[run.stdout.index("{") : run.stdout.index("}") + 1])
