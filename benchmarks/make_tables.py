@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -29,13 +30,20 @@ RANKING_COLUMNS = ["hr@10", "ndcg@10", "hr@20", "ndcg@20", "mrr", "coverage@10"]
 
 
 def load_latest(path: Path) -> dict[tuple[str, str], dict]:
-    latest: dict[tuple[str, str], dict] = {}
+    return latest_runs(path, dataset=None, key=lambda r: (r["dataset"], r["model"]))
+
+
+def latest_runs(path: Path, *, dataset: str | None, key: Callable[[dict], tuple]) -> dict[tuple, dict]:
+    """The latest record of each ``key(record)`` among the records of ``dataset`` (all when ``None``):
+    a rerun replaces the earlier record."""
+    latest: dict[tuple, dict] = {}
     if not path.exists():
         return latest
     for line in path.read_text().splitlines():
         if line.strip():
             record = json.loads(line)
-            latest[(record["dataset"], record["model"])] = record
+            if dataset is None or record["dataset"] == dataset:
+                latest[key(record)] = record
     return latest
 
 
@@ -667,14 +675,7 @@ def audit_section(records: dict[tuple[str, str], dict]) -> list[str]:
 
 def campaign_section(path: Path) -> list[str]:
     """Campaign targeting on the synthetic campaign: mean over seeds of the latest run of each seed."""
-    if not path.exists():
-        return []
-    latest: dict[tuple[str, int], dict] = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            r = json.loads(line)
-            if r["dataset"] == "campaign-synthetic":
-                latest[(r["model"], r["params"]["seed"])] = r
+    latest = latest_runs(path, dataset="campaign-synthetic", key=lambda r: (r["model"], r["params"]["seed"]))
     if not latest:
         return []
     models: dict[str, list[dict]] = {}
@@ -712,14 +713,7 @@ def campaign_section(path: Path) -> list[str]:
 
 def purchase_section(path: Path) -> list[str]:
     """Purchase prediction on the Taobao slice: the latest run of each (model, seed), GNN mean over seeds."""
-    if not path.exists():
-        return []
-    latest: dict[tuple[str, int], dict] = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            r = json.loads(line)
-            if r["dataset"] == "taobao-userbehavior":
-                latest[(r["model"], r["params"]["seed"])] = r
+    latest = latest_runs(path, dataset="taobao-userbehavior", key=lambda r: (r["model"], r["params"]["seed"]))
     if not latest:
         return []
     first = next(iter(latest.values()))
