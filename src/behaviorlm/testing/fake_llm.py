@@ -58,9 +58,17 @@ class FakeLLMServer:
                     except ValueError:
                         fake.requests.append({})
                     step = fake.steps.pop(0) if fake.steps else fake.default
+                self._in_flight = True
                 try:
                     self._answer(step, body)
                 finally:
+                    self._done()
+
+            def _done(self) -> None:
+                # A request stops being in flight when its answer starts to go out: once the client has
+                # the answer it may send the next request, which must not overlap this one in the count.
+                if self._in_flight:
+                    self._in_flight = False
                     with fake._lock:
                         fake.in_flight -= 1
 
@@ -91,6 +99,7 @@ class FakeLLMServer:
 
             def _send(self, status: int, body: str, headers: tuple[tuple[str, str], ...] = ()) -> None:
                 data = body.encode()
+                self._done()
                 try:
                     self.send_response(status)
                     for k, v in headers:
