@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import subprocess
 import sys
 import time
@@ -480,6 +481,32 @@ def test_hundred_megabyte_field_is_quarantined_quickly(tmp_path: Path, store: Ev
     assert len(store.scalar("SELECT raw FROM quarantine")) == 1000  # raw is truncated for diagnosis
     assert sorted(store.rows("SELECT source_row FROM events")) == [(2,), (4,)]
     assert (summary.rows_read, summary.stored, summary.quarantined) == (3, 2, 1)
+
+
+def test_line_just_over_the_reader_default_is_quarantined_not_lost(tmp_path: Path, store: EventStore) -> None:
+    # The reader's default line limit is 2 MiB; a longer line switches it to the file size, otherwise the
+    # line would vanish without a quarantine record.
+    lines = ["user_id,item_id,event_type,timestamp,text"] + [f"u{k},i{k},view,{k + 1},t" for k in range(2000)]
+    lines[1000] = "u,i,view,1," + "y" * (3 << 20)
+    path = write_lines(tmp_path / "long.csv", lines)
+    summary = ingest_file(store, path, config=cfg(("user_id", "item_id", "event_type", "timestamp", "text")))
+    assert quarantine_by_row(store) == {1001: f"text is {3 << 20} bytes, over the limit of 65536"}
+    assert (summary.rows_read, summary.stored, summary.quarantined) == (2000, 1999, 1)
+    assert store.scalar("SELECT source_row FROM events WHERE user_id = 'u1000'") == 1002
+
+
+def test_long_line_probe_agrees_with_splitting_every_line(tmp_path: Path) -> None:
+    from behaviorlm.data.ingest import _has_line_longer_than
+
+    path = tmp_path / "probe.txt"
+    rng = random.Random(0)
+    for _ in range(500):
+        body = b"\n".join(b"x" * rng.choice([0, 1, 4, 5, 6, 11, 40]) for _ in range(rng.randint(0, 9)))
+        data = body + (b"\n" if rng.random() < 0.5 else b"")
+        path.write_bytes(data)
+        for limit in (1, 4, 5, 6, 10, 39):
+            expected = any(len(line) > limit for line in data.split(b"\n"))
+            assert _has_line_longer_than(path, limit) is expected, (data, limit)
 
 
 # ---------------------------------------------------------------------------------------------- property test

@@ -237,3 +237,15 @@ def test_failed_transaction_rolls_back() -> None:
             store.execute("INSERT INTO users VALUES ('u', NULL)")
             raise RuntimeError("boom")
         assert store.count("users") == 0
+
+
+def test_unordered_writes_restores_the_insertion_order_setting(tmp_path: Path) -> None:
+    with EventStore(tmp_path / "s.duckdb") as store:
+        setting = "SELECT current_setting('preserve_insertion_order')"
+        assert store.scalar(setting) is True
+        with store.unordered_writes():
+            assert store.scalar(setting) is False
+        assert store.scalar(setting) is True
+        with pytest.raises(ZeroDivisionError), store.unordered_writes():
+            1 / 0
+        assert store.scalar(setting) is True
