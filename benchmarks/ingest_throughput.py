@@ -63,6 +63,7 @@ def run_behaviorlm(csv_path: Path, store_path: Path) -> dict:
         "quarantined": summary.quarantined,
         "duplicates": summary.duplicates,
         "rows_read": summary.rows_read,
+        "stage_seconds": summary.stage_seconds,
     }
 
 
@@ -134,6 +135,7 @@ def main() -> None:
                 "stored": out["stored"],
                 "quarantined": out["quarantined"],
                 "duplicates": out["duplicates"],
+                **({"stage_seconds": out["stage_seconds"]} if "stage_seconds" in out else {}),
             },
             "train_seconds": out["seconds"],
             "eval_seconds": 0.0,

@@ -1027,3 +1027,12 @@ def test_reviewer_names_are_not_kept_in_quarantined_raw_json(tmp_path: Path, sto
     )
     assert "Smith" not in dump and "Jane Roe" not in dump
     assert store.scalar("SELECT raw FROM quarantine").startswith('{"reviewerID": "A3", "reviewerName": null')
+
+
+def test_summary_times_each_step(tmp_path: Path, store: EventStore) -> None:
+    path = write_lines(tmp_path / "t.csv", [HEADER5, "u,i,view,1,1", "u,i,view,1,1", "u,i2,jump,2,1"])
+    summary = ingest_file(store, path, config=cfg())
+    assert list(summary.stage_seconds) == ["read", "validate", "dedup", "store"]
+    assert all(seconds >= 0 for seconds in summary.stage_seconds.values())
+    assert sum(summary.stage_seconds.values()) <= summary.seconds
+    assert (summary.stored, summary.quarantined, summary.duplicates) == (1, 1, 1)

@@ -201,6 +201,10 @@ def _print_ingest(summary: IngestSummary) -> None:
     if summary.items_upserted or summary.users_upserted:
         table.add_row("items / users", f"{summary.items_upserted:,} / {summary.users_upserted:,}")
     table.add_row("time", f"{summary.seconds:.2f} s ({summary.rows_per_second:,.0f} rows/s)")
+    if summary.stage_seconds:
+        table.add_row(
+            "time by step", ", ".join(f"{step} {seconds:.2f} s" for step, seconds in summary.stage_seconds.items())
+        )
     console.print(table)
     if summary.quarantine_reasons:
         reasons = Table("quarantine reason", "rows", title="quarantined rows by reason", title_justify="left")

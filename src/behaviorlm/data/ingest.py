@@ -62,6 +62,8 @@ class IngestSummary:
     items_upserted: int = 0
     users_upserted: int = 0
     seconds: float = 0.0
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    """Where ``seconds`` went: ``read`` (parse/stage), ``validate``, ``dedup``, ``store`` (the commit)."""
     warnings: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -96,7 +98,8 @@ def ingest_file(
     reader = _READERS[config.format]
     run = _Run(store=store, path=path, config=config, source=config.source_name or str(path.resolve()))
     try:
-        reader(run)
+        with run.timed("read"):
+            reader(run)
         summary = _commit(run)
     except StoreError as exc:
         raise IngestError(f"{path}: {exc}") from None
@@ -139,7 +142,8 @@ def ingest_records(
             row[name] = json.dumps(value) if isinstance(value, dict | list) else value
         staged.append(row)
     try:
-        _stage_records(run, staged, [])
+        with run.timed("read"):
+            _stage_records(run, staged, [])
         summary = _commit(run)
     except StoreError as exc:
         raise IngestError(f"{source}: {exc}") from None
@@ -192,6 +196,16 @@ class _Run:
     """Called with the validated table's name once the (lazy) stage has been scanned."""
     temp_tables: list[str] = field(default_factory=list)
     registered: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def timed(self, step: str) -> Iterator[None]:
+        """Add the block's wall time to ``timings[step]``."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[step] = self.timings.get(step, 0.0) + time.perf_counter() - started
 
     @property
     def stage(self) -> str:
@@ -1036,32 +1050,34 @@ def _commit(run: _Run) -> IngestSummary:
     store, config, source = run.store, run.config, run.source
     store.execute("CREATE OR REPLACE TEMP MACRO quote_text(x) AS '''' || left(x, 100) || ''''")
     checked = run.temp("checked")
-    store.execute(f"CREATE OR REPLACE TEMP TABLE {checked} AS {_validation_sql(run)}")
-    if run.after_scan is not None:
-        run.after_scan(checked)
-    if config.pseudonymize_users:
-        _pseudonymize(run, checked)
-    n_staged, n_valid = store.rows(f"SELECT count(*), count(event_id) FROM {checked}")[0]
-    n_rejected = store.scalar(f"SELECT count(*) FROM {run.rejects}")
-    # Positions of the repeats of an event within this source (every occurrence after the first). They
-    # are usually few, so candidates are found by grouping 64-bit hashes of the ids (cheaper than grouping
-    # the strings), the window runs over candidates only, and the insert drops the repeats with an integer
-    # anti-join (a string join or a window over all rows cost 0.5 s more for 5M rows).
-    repeats = run.temp("repeats")
-    store.execute(
-        f"""CREATE OR REPLACE TEMP TABLE {repeats} AS
-            SELECT _ord FROM (
-                SELECT _ord, row_number() OVER (PARTITION BY event_id ORDER BY _ord) AS occurrence
-                FROM {checked}
-                WHERE event_id IS NOT NULL AND hash(event_id) IN (
-                    SELECT hash(event_id) AS h FROM {checked} WHERE event_id IS NOT NULL
-                    GROUP BY h HAVING count(*) > 1))
-            WHERE occurrence > 1"""
-    )
-    dup_in_file = int(store.scalar(f"SELECT count(*) FROM {repeats}"))
+    with run.timed("validate"):
+        store.execute(f"CREATE OR REPLACE TEMP TABLE {checked} AS {_validation_sql(run)}")
+        if run.after_scan is not None:
+            run.after_scan(checked)
+        if config.pseudonymize_users:
+            _pseudonymize(run, checked)
+    with run.timed("dedup"):
+        n_staged, n_valid = store.rows(f"SELECT count(*), count(event_id) FROM {checked}")[0]
+        n_rejected = store.scalar(f"SELECT count(*) FROM {run.rejects}")
+        # Positions of the repeats of an event within this source (every occurrence after the first). They
+        # are usually few, so candidates are found by grouping 64-bit hashes of the ids (cheaper than grouping
+        # the strings), the window runs over candidates only, and the insert drops the repeats with an integer
+        # anti-join (a string join or a window over all rows cost 0.5 s more for 5M rows).
+        repeats = run.temp("repeats")
+        store.execute(
+            f"""CREATE OR REPLACE TEMP TABLE {repeats} AS
+                SELECT _ord FROM (
+                    SELECT _ord, row_number() OVER (PARTITION BY event_id ORDER BY _ord) AS occurrence
+                    FROM {checked}
+                    WHERE event_id IS NOT NULL AND hash(event_id) IN (
+                        SELECT hash(event_id) AS h FROM {checked} WHERE event_id IS NOT NULL
+                        GROUP BY h HAVING count(*) > 1))
+                WHERE occurrence > 1"""
+        )
+        dup_in_file = int(store.scalar(f"SELECT count(*) FROM {repeats}"))
     src = sql_literal(source)
 
-    with store.transaction():
+    with run.timed("store"), store.transaction():
         store.execute(
             f"""INSERT INTO quarantine (source, source_row, reason, raw)
                 SELECT {src}, _row, reason, raw FROM (
@@ -1133,6 +1149,7 @@ def _commit(run: _Run) -> IngestSummary:
             "VALUES (?, ?, ?, ?, ?, ?, 0)",
             [source, config.format, summary.rows_read, stored, n_quarantined, duplicates],
         )
+    summary.stage_seconds = {step: round(seconds, 4) for step, seconds in run.timings.items()}
     return summary
 
 
