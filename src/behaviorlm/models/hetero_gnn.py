@@ -19,14 +19,15 @@ the candidate (user, item) pairs. The model
 
 Training is binary cross-entropy on each training snapshot's positives and a fresh uniform sample of
 its negatives every epoch (``negatives_per_positive``; the positives are rare: about 1 in 4,000 on the
-Taobao slice), full-graph message passing, Adam, and early stopping on the validation snapshots'
-ROC-AUC with the best epoch's weights kept.
+Taobao slice), full-graph message passing, one step per snapshot, through the shared trainer
+(:mod:`behaviorlm.training.loop`: AdamW, warmup + cosine, gradient clipping, checkpoints) with early
+stopping on the validation snapshots' ROC-AUC and the best epoch's weights kept.
 """
 
 from __future__ import annotations
 
-import copy
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Self
@@ -40,6 +41,8 @@ from torch_geometric.nn import HeteroConv, SAGEConv
 
 from behaviorlm.data.graph import BehaviorGraph, EdgeType
 from behaviorlm.data.purchase import PurchaseSnapshot
+from behaviorlm.training import loop
+from behaviorlm.training.loop import TrainerConfig
 
 CONFIG_JSON = "gnn.json"
 WEIGHTS_FILE = "weights.safetensors"
@@ -221,7 +224,6 @@ class PurchaseGNN:
             raise ValueError("PurchaseGNN.fit: the training snapshots have no purchased candidate pair")
         config = self.config
         torch.manual_seed(config.seed)
-        rng = np.random.default_rng(config.seed)
         self.feature_names_ = train[0].feature_names
         per_type = [node_features(s.graph, cutoff=s.cutoff) for s in train]
         self.input_dims_ = {t: f.shape[1] for t, f in per_type[0].items()}
@@ -239,56 +241,51 @@ class PurchaseGNN:
         self.net_ = self._new_net()
         train_tensors = [self._tensors(s) for s in train]
         valid_data = [(self._tensors(s), s.labels) for s in valid or [] if 0 < s.n_positives < s.n_pairs]
-        optimizer = torch.optim.Adam(self.net_.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        best_auc, best_state, best_epoch, stale = -np.inf, None, 0, 0
-        self.history_: list[dict[str, float]] = []
-        progress = _progress(config.epochs) if self.show_progress else None
-        for epoch in range(config.epochs):
-            self.net_.train()
-            losses = []
-            for snapshot, t in zip(train, train_tensors, strict=True):
+
+        def batches(epoch: int) -> Iterator[dict[str, torch.Tensor]]:
+            # One full-graph step per training snapshot: its positives and a fresh uniform sample of its
+            # negatives, drawn from (seed, epoch) so that a resumed run sees the same samples.
+            rng = np.random.default_rng([config.seed, epoch])
+            for index, snapshot in enumerate(train):
                 positives = np.flatnonzero(snapshot.labels)
                 negatives = np.flatnonzero(snapshot.labels == 0)
                 n_neg = min(
                     len(negatives), max(config.min_negatives, config.negatives_per_positive * len(positives))
                 )
-                rows = torch.from_numpy(
-                    np.concatenate([positives, rng.choice(negatives, n_neg, replace=False)])
-                )
-                h = self.net_.encode(t["x"], t["edge_index"], t["attribute_names"])
-                logits = self.net_.score(h, t["users"][rows], t["items"][rows], t["pair"][rows])
-                loss = F.binary_cross_entropy_with_logits(logits, t["labels"][rows])
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                losses.append(loss.item())
-            record = {"epoch": epoch + 1, "loss": float(np.mean(losses))}
-            if valid_data:
-                scores = np.concatenate([self._predict(t) for t, _ in valid_data])
-                record["valid_roc_auc"] = roc_auc(np.concatenate([y for _, y in valid_data]), y_score=scores)
-                if record["valid_roc_auc"] > best_auc:
-                    best_auc, best_state, best_epoch, stale = (
-                        record["valid_roc_auc"],
-                        copy.deepcopy(self.net_.state_dict()),
-                        epoch + 1,
-                        0,
-                    )
-                else:
-                    stale += 1
-            self.history_.append(record)
-            if progress is not None:
-                progress.update(
-                    progress.task_ids[0],
-                    advance=1,
-                    description=f"epoch {epoch + 1} loss {record['loss']:.4f}",
-                )
-            if valid_data and stale >= config.patience:
-                break
-        if progress is not None:
-            progress.stop()
-        if best_state is not None:
-            self.net_.load_state_dict(best_state)
-        self.best_epoch_ = best_epoch or len(self.history_)
+                rows = np.concatenate([positives, rng.choice(negatives, n_neg, replace=False)])
+                yield {"snapshot": torch.tensor(index), "rows": torch.from_numpy(rows)}
+
+        def loss_fn(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+            t, rows = train_tensors[int(batch["snapshot"])], batch["rows"]
+            h = self.net_.encode(t["x"], t["edge_index"], t["attribute_names"])
+            logits = self.net_.score(h, t["users"][rows], t["items"][rows], t["pair"][rows])
+            return F.binary_cross_entropy_with_logits(logits, t["labels"][rows])
+
+        def validate() -> float:
+            scores = np.concatenate([self._predict(t) for t, _ in valid_data])
+            return roc_auc(np.concatenate([y for _, y in valid_data]), y_score=scores)
+
+        history = loop.train(
+            self.net_,
+            batches=batches,
+            steps_per_epoch=len(train),
+            loss_fn=loss_fn,
+            validate=validate if valid_data else None,
+            config=TrainerConfig(
+                epochs=config.epochs,
+                lr=config.lr,
+                weight_decay=config.weight_decay,
+                patience=config.patience,
+                seed=config.seed,
+                show_progress=self.show_progress,
+            ),
+        )
+        self.net_.eval()
+        self.history_: list[dict[str, float]] = [
+            {"epoch": epoch, "loss": loss, **({"valid_roc_auc": metric} if metric is not None else {})}
+            for epoch, (loss, metric) in enumerate(zip(history.losses, history.metrics, strict=True), start=1)
+        ]
+        self.best_epoch_ = history.best_epoch if history.best_epoch > 0 else history.epochs_run
         return self
 
     def _new_net(self) -> HeteroSAGE:
@@ -366,14 +363,3 @@ class PurchaseGNN:
         model.net_ = model._new_net()
         model.net_.load_state_dict(load_file(str(path / WEIGHTS_FILE)))
         return model
-
-
-def _progress(total: int):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    progress = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
-    )
-    progress.add_task("training the purchase GNN", total=total)
-    progress.start()
-    return progress
