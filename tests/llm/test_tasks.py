@@ -95,6 +95,31 @@ def test_ungrounded_answer_is_regenerated(facts, tmp_path):
     assert "the number 7 is not in the facts" in server.requests[1]["messages"][-1]["content"]
 
 
+def test_looping_answer_is_asked_afresh_without_the_loop(facts, tmp_path):
+    loop = "The user carted socks, socks, socks, carted socks, socks, socks, carted socks, socks, socks."
+    steps = [Step(text=intent_json(text=loop, confidence=0.5)), Step(text=intent_json())]
+    with FakeLLMServer(steps) as server, client_for(server, tmp_path) as client:
+        result = explain_intent(client, facts)
+    assert result.source == "llm" and result.grounded and not result.first_try_grounded
+    retry = server.requests[1]["messages"]
+    # The same system prompt and facts, no assistant turn carrying the loop, and the reason stated.
+    assert [m["role"] for m in retry] == ["system", "user"]
+    assert retry[0] == server.requests[0]["messages"][0]
+    assert retry[1]["content"].startswith(server.requests[0]["messages"][1]["content"])
+    assert "went into a loop" in retry[1]["content"]
+    assert all(loop not in m["content"] for m in retry)
+
+
+def test_looping_answer_with_another_problem_names_both(facts, tmp_path):
+    loop = "The user bought 7 socks, socks, socks, bought 7 socks, socks, socks, bought 7 socks, socks, socks."
+    steps = [Step(text=intent_json(text=loop)), Step(text=intent_json())]
+    with FakeLLMServer(steps) as server, client_for(server, tmp_path) as client:
+        result = explain_intent(client, facts)
+    assert result.source == "llm"
+    content = server.requests[1]["messages"][-1]["content"]
+    assert "went into a loop" in content and "Also: the number 7 is not in the facts." in content
+
+
 def test_still_ungrounded_falls_back_to_the_facts(facts, tmp_path):
     bad = intent_json(text='They adore "Hiking poles".')
     with FakeLLMServer([Step(text=bad), Step(text=bad)]) as server, client_for(server, tmp_path) as client:

@@ -24,6 +24,8 @@ from behaviorlm.llm.facts import FactSet
 _NUMBER = re.compile(r"(?<![\w.])\d+(?:,\d{3})*(?:\.\d+)?(?![\w])(?:\s?%)?")
 _FACT_REF = re.compile(r"\[?\b([A-Z]\d{1,3})\b\]?")
 _ITEM_REF = re.compile(r"\bitems?\s+(?:id\s+)?#?([\w-]+)", re.IGNORECASE)
+REPETITION_PROBLEM = "the text repeats itself; say it once"
+"""The problem reported for looping text (a three-word sequence three times or more)."""
 _QUOTED = re.compile(r"[\"“”]([^\"“”]{3,200})[\"“”]")
 
 
@@ -129,7 +131,7 @@ def check_grounding(
     trigrams = Counter(zip(tokens, tokens[1:], tokens[2:], strict=False))
     if trigrams and max(trigrams.values()) >= 3:
         # A small model that loops lists true words again and again: nothing false, nothing said.
-        problems.append("the text repeats itself; say it once")
+        problems.append(REPETITION_PROBLEM)
     words = set(re.findall(r"[a-z]+", text.casefold()))
     for term in forbidden_terms:
         if term in words and term not in corpus:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from behaviorlm.llm.client import LLMClient, LLMError
 from behaviorlm.llm.facts import FactSet
-from behaviorlm.llm.grounding import GroundingReport, check_grounding
+from behaviorlm.llm.grounding import REPETITION_PROBLEM, GroundingReport, check_grounding
 
 IDK = "I don't know: the data about this user does not cover that."
 
@@ -174,16 +174,30 @@ def _run(
     report = check(answer)
     first = report.grounded
     if not report.grounded:
-        messages = [
-            *messages,
-            {"role": "assistant", "content": answer.model_dump_json()},
-            {
-                "role": "user",
-                "content": "Your answer is not supported by the facts: "
-                + "; ".join(report.problems)
-                + ". Answer again, using only what the facts say.",
-            },
-        ]
+        if REPETITION_PROBLEM in report.problems:
+            # A looping answer is not shown back: with the loop in its context the small embedded model
+            # looped again on every retry (ML-100k). It is asked afresh, told what went wrong.
+            others = "".join(f" Also: {p}." for p in report.problems if p != REPETITION_PROBLEM)
+            messages = [
+                messages[0],
+                {
+                    "role": "user",
+                    "content": f"{prompt}\n\nAn earlier answer went into a loop, repeating the same words. "
+                    "Write two short sentences, name at most three titles or genres, and never list "
+                    f"anything twice.{others}",
+                },
+            ]
+        else:
+            messages = [
+                *messages,
+                {"role": "assistant", "content": answer.model_dump_json()},
+                {
+                    "role": "user",
+                    "content": "Your answer is not supported by the facts: "
+                    + "; ".join(report.problems)
+                    + ". Answer again, using only what the facts say.",
+                },
+            ]
         answer, more = _ask_json(client, messages, model, schema)
         calls += more
         report = check(answer)
