@@ -246,6 +246,6 @@ def test_unordered_writes_restores_the_insertion_order_setting(tmp_path: Path) -
         with store.unordered_writes():
             assert store.scalar(setting) is False
         assert store.scalar(setting) is True
-        with pytest.raises(ZeroDivisionError), store.unordered_writes():
-            1 / 0
+        with pytest.raises(RuntimeError, match="inside"), store.unordered_writes():
+            raise RuntimeError("failed inside the block")
         assert store.scalar(setting) is True
