@@ -111,7 +111,9 @@ def test_looping_answer_is_asked_afresh_without_the_loop(facts, tmp_path):
 
 
 def test_looping_answer_with_another_problem_names_both(facts, tmp_path):
-    loop = "The user bought 7 socks, socks, socks, bought 7 socks, socks, socks, bought 7 socks, socks, socks."
+    loop = (
+        "The user bought 7 socks, socks, socks, bought 7 socks, socks, socks, bought 7 socks, socks, socks."
+    )
     steps = [Step(text=intent_json(text=loop)), Step(text=intent_json())]
     with FakeLLMServer(steps) as server, client_for(server, tmp_path) as client:
         result = explain_intent(client, facts)

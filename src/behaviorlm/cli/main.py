@@ -203,7 +203,8 @@ def _print_ingest(summary: IngestSummary) -> None:
     table.add_row("time", f"{summary.seconds:.2f} s ({summary.rows_per_second:,.0f} rows/s)")
     if summary.stage_seconds:
         table.add_row(
-            "time by step", ", ".join(f"{step} {seconds:.2f} s" for step, seconds in summary.stage_seconds.items())
+            "time by step",
+            ", ".join(f"{step} {seconds:.2f} s" for step, seconds in summary.stage_seconds.items()),
         )
     console.print(table)
     if summary.quarantine_reasons:
