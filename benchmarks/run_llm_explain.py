@@ -27,6 +27,7 @@ One JSON line per dataset is appended to benchmarks/results.jsonl with model
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -62,12 +63,19 @@ def main() -> None:
     parser.add_argument("--questions", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-record", action="store_true")
+    parser.add_argument(
+        "--log",
+        type=Path,
+        default=None,
+        help="write one JSON line per user: the answer handed out and every rejected model answer",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
 
     client = LLMClient(LLMConfig(model=args.llm_model, threads=args.threads, cache_dir=""))
     model = load_model(args.model) if args.model is not None else None
     rows = []
+    log = args.log.open("w", encoding="utf-8") if args.log is not None else None
     with open_dataset_store(args.dataset, read_only=True) as store:
         start = time.perf_counter()
         detector = AnomalyDetector().fit(store.interactions())
@@ -106,12 +114,18 @@ def main() -> None:
                 except LLMError:
                     row["refused"] = False
             rows.append(row)
+            if log is not None:
+                entry = {"user": user, **result.to_dict(), "rejected": result.rejected}
+                log.write(json.dumps(entry) + "\n")
+                log.flush()
             print(
                 f"{n:4d} {user:>12s} first={row['first']!s:5s} llm={row['llm']!s:5s} {result.latency_s:5.1f}s "
                 f"{result.answer.intent!r}: {result.answer.text[:90]!r}"
                 + (f" | problems: {result.problems[:2]}" if result.problems else ""),
                 flush=True,
             )
+    if log is not None:
+        log.close()
     failed = [r for r in rows if r.get("failed")]
     done = [r for r in rows if not r.get("failed")]
     lat = np.array([r["latency_s"] for r in done])

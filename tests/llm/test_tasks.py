@@ -108,6 +108,10 @@ def test_looping_answer_is_asked_afresh_without_the_loop(facts, tmp_path):
     assert retry[1]["content"].startswith(server.requests[0]["messages"][1]["content"])
     assert "went into a loop" in retry[1]["content"]
     assert all(loop not in m["content"] for m in retry)
+    # The rejected answer is kept for diagnosis, but never in what is handed out.
+    assert [json.loads(r["text"])["text"] for r in result.rejected] == [loop]
+    assert result.rejected[0]["problems"] == ["the text repeats itself; say it once"]
+    assert "rejected" not in result.to_dict() and loop not in json.dumps(result.to_dict())
 
 
 def test_looping_answer_with_another_problem_names_both(facts, tmp_path):

@@ -71,6 +71,9 @@ class TaskResult(Generic[T]):
     problems: list[str] = field(default_factory=list)
     """Grounding problems of the last model answer (empty when it was grounded)."""
     model: str = ""
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+    """Model answers that failed the grounding check, ``{"text", "problems"}`` each: for diagnosing
+    fallbacks (``run_llm_explain.py --log``). Never handed out, and not part of :meth:`to_dict`."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -162,7 +165,7 @@ def _run(
     check: Any,
     *,
     question: str | None = None,
-) -> tuple[T, GroundingReport, bool, int]:
+) -> tuple[T, GroundingReport, bool, int, list[dict[str, Any]]]:
     prompt = f"Facts about {facts.subject}:\n{facts.render()}"
     if question is not None:
         prompt += f"\n\nQuestion: {question}"
@@ -173,7 +176,9 @@ def _run(
     answer, calls = _ask_json(client, messages, model, schema)
     report = check(answer)
     first = report.grounded
+    rejected: list[dict[str, Any]] = []
     if not report.grounded:
+        rejected.append({"text": answer.model_dump_json(), "problems": report.problems})
         if REPETITION_PROBLEM in report.problems:
             # A looping answer is not shown back: with the loop in its context the small embedded model
             # looped again on every retry (ML-100k). It is asked afresh, told what went wrong.
@@ -201,7 +206,9 @@ def _run(
         answer, more = _ask_json(client, messages, model, schema)
         calls += more
         report = check(answer)
-    return answer, report, first, calls
+        if not report.grounded:
+            rejected.append({"text": answer.model_dump_json(), "problems": report.problems})
+    return answer, report, first, calls, rejected
 
 
 def explain_intent(client: LLMClient, facts: FactSet) -> TaskResult[IntentExplanation]:
@@ -231,7 +238,9 @@ def explain_intent(client: LLMClient, facts: FactSet) -> TaskResult[IntentExplan
             confidence=a.confidence,
         )
 
-    answer, report, first, calls = _run(client, facts, instruction, IntentExplanation, schema, check)
+    answer, report, first, calls, rejected = _run(
+        client, facts, instruction, IntentExplanation, schema, check
+    )
     source = "llm"
     if not report.grounded:
         source = "fallback"
@@ -245,6 +254,7 @@ def explain_intent(client: LLMClient, facts: FactSet) -> TaskResult[IntentExplan
         latency_s=time.perf_counter() - start,
         problems=report.problems,
         model=client.name,
+        rejected=rejected,
     )
 
 
@@ -274,7 +284,9 @@ def describe_segment(client: LLMClient, facts: FactSet) -> TaskResult[SegmentDes
     def check(a: SegmentDescription) -> GroundingReport:
         return check_grounding(facts, f"{a.name}. {a.text}", evidence=a.evidence)
 
-    answer, report, first, calls = _run(client, facts, instruction, SegmentDescription, schema, check)
+    answer, report, first, calls, rejected = _run(
+        client, facts, instruction, SegmentDescription, schema, check
+    )
     source = "llm"
     if not report.grounded:
         source = "fallback"
@@ -283,7 +295,15 @@ def describe_segment(client: LLMClient, facts: FactSet) -> TaskResult[SegmentDes
             name=facts.subject, text="; ".join(f.text for f in facts.facts[:3]) + ".", evidence=cited
         )
     return TaskResult(
-        answer, True, first, source, calls, time.perf_counter() - start, report.problems, client.name
+        answer,
+        True,
+        first,
+        source,
+        calls,
+        time.perf_counter() - start,
+        report.problems,
+        client.name,
+        rejected,
     )
 
 
@@ -302,7 +322,9 @@ def ask(client: LLMClient, facts: FactSet, question: str) -> TaskResult[Answer]:
             return GroundingReport(True)
         return check_grounding(facts, a.text, evidence=a.evidence)
 
-    answer, report, first, calls = _run(client, facts, instruction, Answer, schema, check, question=question)
+    answer, report, first, calls, rejected = _run(
+        client, facts, instruction, Answer, schema, check, question=question
+    )
     source = "llm"
     refusal = "don't know" in answer.text.casefold() or "do not know" in answer.text.casefold()
     if not answer.known or not answer.evidence or refusal or not report.grounded:
@@ -310,5 +332,13 @@ def ask(client: LLMClient, facts: FactSet, question: str) -> TaskResult[Answer]:
         answer = Answer(known=False, text=IDK, evidence=[])
         source = "refused"
     return TaskResult(
-        answer, True, first, source, calls, time.perf_counter() - start, report.problems, client.name
+        answer,
+        True,
+        first,
+        source,
+        calls,
+        time.perf_counter() - start,
+        report.problems,
+        client.name,
+        rejected,
     )
