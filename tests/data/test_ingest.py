@@ -495,6 +495,19 @@ def test_line_just_over_the_reader_default_is_quarantined_not_lost(tmp_path: Pat
     assert store.scalar("SELECT source_row FROM events WHERE user_id = 'u1000'") == 1002
 
 
+def test_quoted_text_spanning_lines_within_a_raised_text_limit_is_stored(tmp_path: Path) -> None:
+    # The long-line probe sees physical lines only; a 3 MB quoted text made of short lines must still
+    # fit the reader's line limit when the configured text limit allows it.
+    text = ("y" * 999 + "\n") * 3000
+    path = tmp_path / "multiline.csv"
+    path.write_text(f'user_id,item_id,event_type,timestamp,text\nu1,i1,view,1,a\nu2,i2,view,2,"{text}"\n')
+    fields = ("user_id", "item_id", "event_type", "timestamp", "text")
+    with EventStore(tmp_path / "s.duckdb") as store:
+        summary = ingest_file(store, path, config=cfg(fields, max_text_bytes=4_000_000))
+        assert (summary.stored, summary.quarantined) == (2, 0)
+        assert store.scalar("SELECT length(text) FROM events WHERE user_id = 'u2'") == len(text.strip())
+
+
 def test_long_line_probe_agrees_with_splitting_every_line(tmp_path: Path) -> None:
     from behaviorlm.data.ingest import _has_line_longer_than
 
