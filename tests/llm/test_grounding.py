@@ -106,3 +106,23 @@ def test_looping_text_fails():
     looping = "They rated Comedy, Drama, Thriller, then Comedy, Drama, Thriller, and Comedy, Drama, Thriller."
     assert "the text repeats itself; say it once" in check(looping).problems
     assert check("They rated Comedy, Drama and Thriller titles.").grounded
+
+
+def test_repeated_dates_and_enumerations_are_not_loops():
+    from behaviorlm.llm.grounding import looping_share
+
+    # Shapes of answers the trigram-count rule used to reject on ML-100k: a date said three times, and a
+    # list of "x vs typical y" comparisons. Neither says anything twice.
+    dates = (
+        "The user rated three films from 1997-11-17 to 1997-11-17; the most unusual was item 215 "
+        "(1997-11-17 17:43 UTC)."
+    )
+    comparisons = (
+        "Unusual: median_gap_seconds 27 vs typical 0, burst_share 0.37 vs typical 0.54, "
+        "gap_regularity 0.34 vs typical 0.33."
+    )
+    assert looping_share(dates) == 0.0 and looping_share(comparisons) < 0.3
+    # A loop to the length bound, as the 0.5B model writes it, is far above the threshold.
+    loop = "They rated items in these genres: Drama, War, " + "Horror, Action, Adventure, Drama, War, " * 12
+    assert looping_share(loop) > 0.8
+    assert looping_share("") == 0.0

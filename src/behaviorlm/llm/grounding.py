@@ -10,7 +10,7 @@ is deliberately literal, so that a failure is a specific, fixable complaint the 
   the facts' text (titles, review quotes);
 * the intent is one of the allowed labels and, when an intent model produced the probabilities, the
   stated confidence is that model's probability for the stated intent;
-* the text does not loop (no three-word sequence three times or more).
+* the text does not loop (at least 30% of its words in word trigrams that occur three times or more).
 """
 
 from __future__ import annotations
@@ -25,7 +25,13 @@ _NUMBER = re.compile(r"(?<![\w.])\d+(?:,\d{3})*(?:\.\d+)?(?![\w])(?:\s?%)?")
 _FACT_REF = re.compile(r"\[?\b([A-Z]\d{1,3})\b\]?")
 _ITEM_REF = re.compile(r"\bitems?\s+(?:id\s+)?#?([\w-]+)", re.IGNORECASE)
 REPETITION_PROBLEM = "the text repeats itself; say it once"
-"""The problem reported for looping text (a three-word sequence three times or more)."""
+"""The problem reported for looping text (see :func:`looping_share`)."""
+LOOP_SHARE = 0.3
+"""Share of a text's words inside thrice-repeated word trigrams from which it counts as looping. On 200
+ML-100k explanations by the 0.5B model, the ten answers that looped to the length bound ("Action,
+Comedy, Action, Comedy, ...") had shares 0.46-0.71; enumerations and repeated dates ("from 1997-11-17
+to 1997-11-17", "27 vs typical 0, 0.37 vs typical 0.54") had at most 0.17."""
+_WORD = re.compile(r"\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2})?)?|\d+(?:\.\d+)?|\w+")
 _QUOTED = re.compile(r"[\"“”]([^\"“”]{3,200})[\"“”]")
 
 
@@ -81,6 +87,20 @@ def allowed_numbers(facts: FactSet) -> AllowedNumbers:
     return AllowedNumbers(frozenset(plain), frozenset(percent))
 
 
+def looping_share(text: str) -> float:
+    """Share of the words of ``text`` that lie in a word trigram occurring three times or more.
+
+    Dates, times and numbers count as one word each, so a date mentioned three times is not a loop.
+    """
+    words = _WORD.findall(text.casefold())
+    trigrams = Counter(zip(words, words[1:], words[2:], strict=False))
+    covered: set[int] = set()
+    for start in range(len(words) - 2):
+        if trigrams[tuple(words[start : start + 3])] >= 3:
+            covered.update(range(start, start + 3))
+    return len(covered) / len(words) if words else 0.0
+
+
 def check_grounding(
     facts: FactSet,
     text: str,
@@ -127,9 +147,7 @@ def check_grounding(
     for quote in _QUOTED.findall(text):
         if quote.strip().casefold().rstrip(".…") not in corpus:
             problems.append(f'"{quote}" is not in the facts')
-    tokens = re.findall(r"\w+", text.casefold())
-    trigrams = Counter(zip(tokens, tokens[1:], tokens[2:], strict=False))
-    if trigrams and max(trigrams.values()) >= 3:
+    if looping_share(text) >= LOOP_SHARE:
         # A small model that loops lists true words again and again: nothing false, nothing said.
         problems.append(REPETITION_PROBLEM)
     words = set(re.findall(r"[a-z]+", text.casefold()))
