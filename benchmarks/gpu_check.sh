@@ -33,11 +33,15 @@ run() {
 python3 -m pytest tests/models/test_cuda.py -x -q -p no:cacheprovider -k "not compiled" >"$OUT/cuda-tests.log" 2>&1 \
   || { tail -n 30 "$OUT/cuda-tests.log"; exit 1; }
 tail -n 1 "$OUT/cuda-tests.log"
-# Runs of the second GPU session (the first also ran dropout 0.5, GRU4Rec on Beauty and Sports, but all of
-# them were capped by evaluation on the CPU): the default config to convergence, and its best validation
-# neighbour d_model=128.
+# The default config to convergence (sessions 2 and 3 swept d_model 64/128/256 and dropout 0.3/0.5;
+# d_model 128, dropout 0.3 won on validation and became the default).
 run beauty-default --datasets beauty --models transformer
-run beauty-d128 --datasets beauty --models transformer --params '{"d_model": 128}'
+# Validation sweep around the default (the Beauty target is not met by it: test NDCG@10 0.0344 vs
+# 0.036). Configurations are compared on validation NDCG@10 only; test is read for the table.
+run beauty-l3 --datasets beauty --models transformer --params '{"n_layers": 3}'
+run beauty-h4 --datasets beauty --models transformer --params '{"n_heads": 4}'
+run beauty-lr2e3 --datasets beauty --models transformer --params '{"lr": 0.002}'
+run beauty-b256 --datasets beauty --models transformer --params '{"batch_size": 256, "lr": 0.002}'
 python3 -m pytest tests/models/test_cuda.py -q -p no:cacheprovider -k compiled >>"$OUT/cuda-tests.log" 2>&1
 tail -n 1 "$OUT/cuda-tests.log"
 wait
