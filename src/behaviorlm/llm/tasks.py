@@ -156,6 +156,32 @@ def _loads(text: str) -> Any:
     return json.loads(text[start : end + 1])
 
 
+@dataclass
+class _Outcome(Generic[T]):
+    """The model's last answer after at most one regeneration, and what happened on the way."""
+
+    answer: T
+    report: GroundingReport
+    first: bool
+    calls: int
+    rejected: list[dict[str, Any]]
+    model: str
+
+    def handed_out(self, answer: T, *, source: str, started: float) -> TaskResult[T]:
+        """The task's result when ``answer`` (the model's, a fallback or a refusal) is handed out."""
+        return TaskResult(
+            answer=answer,
+            grounded=True,  # the model's answer passed the check, or a grounded-by-construction stand-in
+            first_try_grounded=self.first,
+            source=source,
+            attempts=self.calls,
+            latency_s=time.perf_counter() - started,
+            problems=self.report.problems,
+            model=self.model,
+            rejected=self.rejected,
+        )
+
+
 def _run(
     client: LLMClient,
     facts: FactSet,
@@ -165,7 +191,7 @@ def _run(
     check: Any,
     *,
     question: str | None = None,
-) -> tuple[T, GroundingReport, bool, int, list[dict[str, Any]]]:
+) -> _Outcome[T]:
     prompt = f"Facts about {facts.subject}:\n{facts.render()}"
     if question is not None:
         prompt += f"\n\nQuestion: {question}"
@@ -208,7 +234,7 @@ def _run(
         report = check(answer)
         if not report.grounded:
             rejected.append({"text": answer.model_dump_json(), "problems": report.problems})
-    return answer, report, first, calls, rejected
+    return _Outcome(answer, report, first, calls, rejected, client.name)
 
 
 def explain_intent(client: LLMClient, facts: FactSet) -> TaskResult[IntentExplanation]:
@@ -238,24 +264,10 @@ def explain_intent(client: LLMClient, facts: FactSet) -> TaskResult[IntentExplan
             confidence=a.confidence,
         )
 
-    answer, report, first, calls, rejected = _run(
-        client, facts, instruction, IntentExplanation, schema, check
-    )
-    source = "llm"
-    if not report.grounded:
-        source = "fallback"
-        answer = _fallback_explanation(facts, answer)
-    return TaskResult(
-        answer=answer,
-        grounded=report.grounded or source == "fallback",
-        first_try_grounded=first,
-        source=source,
-        attempts=calls,
-        latency_s=time.perf_counter() - start,
-        problems=report.problems,
-        model=client.name,
-        rejected=rejected,
-    )
+    outcome = _run(client, facts, instruction, IntentExplanation, schema, check)
+    if outcome.report.grounded:
+        return outcome.handed_out(outcome.answer, source="llm", started=start)
+    return outcome.handed_out(_fallback_explanation(facts, outcome.answer), source="fallback", started=start)
 
 
 def _fallback_explanation(facts: FactSet, answer: IntentExplanation) -> IntentExplanation:
@@ -284,27 +296,14 @@ def describe_segment(client: LLMClient, facts: FactSet) -> TaskResult[SegmentDes
     def check(a: SegmentDescription) -> GroundingReport:
         return check_grounding(facts, f"{a.name}. {a.text}", evidence=a.evidence)
 
-    answer, report, first, calls, rejected = _run(
-        client, facts, instruction, SegmentDescription, schema, check
+    outcome = _run(client, facts, instruction, SegmentDescription, schema, check)
+    if outcome.report.grounded:
+        return outcome.handed_out(outcome.answer, source="llm", started=start)
+    cited = [f.id for f in facts.facts[:3]]
+    fallback = SegmentDescription(
+        name=facts.subject, text="; ".join(f.text for f in facts.facts[:3]) + ".", evidence=cited
     )
-    source = "llm"
-    if not report.grounded:
-        source = "fallback"
-        cited = [f.id for f in facts.facts[:3]]
-        answer = SegmentDescription(
-            name=facts.subject, text="; ".join(f.text for f in facts.facts[:3]) + ".", evidence=cited
-        )
-    return TaskResult(
-        answer,
-        True,
-        first,
-        source,
-        calls,
-        time.perf_counter() - start,
-        report.problems,
-        client.name,
-        rejected,
-    )
+    return outcome.handed_out(fallback, source="fallback", started=start)
 
 
 def ask(client: LLMClient, facts: FactSet, question: str) -> TaskResult[Answer]:
@@ -322,23 +321,10 @@ def ask(client: LLMClient, facts: FactSet, question: str) -> TaskResult[Answer]:
             return GroundingReport(True)
         return check_grounding(facts, a.text, evidence=a.evidence)
 
-    answer, report, first, calls, rejected = _run(
-        client, facts, instruction, Answer, schema, check, question=question
-    )
-    source = "llm"
+    outcome = _run(client, facts, instruction, Answer, schema, check, question=question)
+    answer = outcome.answer
     refusal = "don't know" in answer.text.casefold() or "do not know" in answer.text.casefold()
-    if not answer.known or not answer.evidence or refusal or not report.grounded:
+    if not answer.known or not answer.evidence or refusal or not outcome.report.grounded:
         # Unknown, or still unsupported after a regeneration: refuse rather than risk an invented answer.
-        answer = Answer(known=False, text=IDK, evidence=[])
-        source = "refused"
-    return TaskResult(
-        answer,
-        True,
-        first,
-        source,
-        calls,
-        time.perf_counter() - start,
-        report.problems,
-        client.name,
-        rejected,
-    )
+        return outcome.handed_out(Answer(known=False, text=IDK, evidence=[]), source="refused", started=start)
+    return outcome.handed_out(answer, source="llm", started=start)
