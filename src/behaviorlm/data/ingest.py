@@ -471,12 +471,8 @@ def _read_csv_source(run: _Run) -> None:
     config = run.config
     delimiter = _sniff_delimiter(run.path, config)
     mapping = dict(config.columns)
-    _require_mapping(run, mapping)
-    stage_delimited(run, mapping=mapping, delimiter=delimiter, header=config.header)
-
-
-def _require_mapping(run: _Run, mapping: dict[str, str]) -> None:
     require_mapping(run.path, run.config, mapping)
+    stage_delimited(run, mapping=mapping, delimiter=delimiter, header=config.header)
 
 
 def require_mapping(path: Path, config: IngestConfig, mapping: dict[str, str]) -> None:
@@ -493,7 +489,7 @@ def require_mapping(path: Path, config: IngestConfig, mapping: dict[str, str]) -
 # ---------------------------------------------------------------------------------------------- parquet
 def _read_parquet_source(run: _Run) -> None:
     store, path, mapping = run.store, run.path, dict(run.config.columns)
-    _require_mapping(run, mapping)
+    require_mapping(run.path, run.config, mapping)
     src = f"read_parquet({sql_literal(str(path))}, file_row_number = true)"
     try:
         columns = [r[0] for r in store.rows(f"DESCRIBE SELECT * FROM {src}")]
@@ -569,7 +565,7 @@ def _iter_lines(path: Path):
 
 def _read_jsonl_source(run: _Run) -> None:
     mapping = dict(run.config.columns)
-    _require_mapping(run, mapping)
+    require_mapping(run.path, run.config, mapping)
     records, rejects = [], []
     for number, text, raw in _iter_lines(run.path):
         if text is None:
