@@ -204,7 +204,8 @@ def _run(
     first = report.grounded
     rejected: list[dict[str, Any]] = []
     if not report.grounded:
-        rejected.append({"text": answer.model_dump_json(), "problems": report.problems})
+        shown = answer.model_dump_json()
+        rejected.append({"text": shown, "problems": report.problems})
         if REPETITION_PROBLEM in report.problems:
             # A looping answer is not shown back: with the loop in its context the small embedded model
             # looped again on every retry (ML-100k). It is asked afresh, told what went wrong.
@@ -221,7 +222,7 @@ def _run(
         else:
             messages = [
                 *messages,
-                {"role": "assistant", "content": answer.model_dump_json()},
+                {"role": "assistant", "content": shown},
                 {
                     "role": "user",
                     "content": "Your answer is not supported by the facts: "
