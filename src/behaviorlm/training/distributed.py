@@ -111,8 +111,14 @@ def init_process_group(device: torch.device, *, timeout_seconds: float = 1800.0)
 
 
 def cleanup() -> None:
-    """Leave the process group (a no-op when none was joined)."""
+    """Leave the process group (a no-op when none was joined), after every rank has got here.
+
+    Without the barrier a rank that finished first tore its gloo connections down while rank 0 was still
+    writing its files, and rank 0 then aborted ("terminate called without an active exception"; seen once
+    in five fresh-clone CI runs of tests/training/test_distributed.py).
+    """
     if dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
