@@ -224,3 +224,75 @@ def test_cli_builds_an_audience_from_an_event_store(tmp_path) -> None:
     assert np.mean([carted[u] for u in chosen]) > 0.8  # 30% of users carted; the contact only works for them
     missing = CliRunner().invoke(app, ["audience", "--store", str(store), "--out", str(out)])
     assert missing.exit_code == 2 and "--store needs --treatment" in missing.output
+
+
+def test_audience_warns_and_states_no_number_when_few_users_converted(tmp_path) -> None:
+    """Issue 21 item 12: with 4 contacted buyers `audience` claimed 162.8 incremental conversions."""
+    from typer.testing import CliRunner
+
+    from behaviorlm.cli.main import app
+    from behaviorlm.data.ingest import ingest_records
+    from behaviorlm.data.store import EventStore
+
+    rng = np.random.default_rng(3)
+    day, start = 86_400, 1_700_000_000
+    events = []
+    buyers = {"treated": 0, "untreated": 0}
+    for u in range(400):
+        user = f"u{u}"
+        for k in range(int(rng.integers(2, 6))):
+            events.append(
+                {
+                    "user_id": user,
+                    "item_id": f"i{rng.integers(30)}",
+                    "event_type": "view",
+                    "timestamp": start + int(rng.integers(0, 6 * day)) + k,
+                }
+            )
+        treated = u % 2 == 0
+        if treated:
+            events.append(
+                {"user_id": user, "item_id": "i1", "event_type": "cart", "timestamp": start + 6 * day + 60}
+            )
+        # Exactly 4 contacted and 40 uncontacted users buy in the goal window.
+        arm = "treated" if treated else "untreated"
+        if buyers[arm] < (4 if treated else 40):
+            buyers[arm] += 1
+            events.append(
+                {
+                    "user_id": user,
+                    "item_id": "i2",
+                    "event_type": "purchase",
+                    "timestamp": start + 7 * day + 60,
+                }
+            )
+    store = tmp_path / "s.duckdb"
+    with EventStore(store) as es:
+        ingest_records(es, events, source="campaign")
+    out = tmp_path / "audience.csv"
+    args = ["audience", "--store", str(store), "--treatment", "cart", "--goal", "purchase"]
+    args += [
+        "--split-time",
+        "2023-11-21T22:13:20Z",
+        "--window-hours",
+        "24",
+        "--folds",
+        "2",
+        "--out",
+        str(out),
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    output = " ".join(result.output.split())
+    assert "warning: only 4 treated users did 'purchase'" in output
+    assert "Expected incremental conversions from the audience: not estimated" in output
+    report = out.with_suffix(".md").read_text()
+    assert "**Warning:** only 4 treated users" in report and "not estimated" in report
+
+
+def test_audience_with_enough_conversions_has_no_warning(campaign) -> None:
+    table = campaign.table.rows(np.arange(1500))
+    result = build_audience(table, config=AudienceConfig(effects=EffectConfig(n_folds=2)))
+    assert min(table.outcome[table.treatment == 1].sum(), table.outcome[table.treatment == 0].sum()) >= 30
+    assert result.warnings == () and not result.too_few_conversions
+    assert f"{result.expected_incremental_conversions:,.1f}" in result.to_markdown()

@@ -1383,6 +1383,8 @@ def audience(
     report = out.with_suffix(".md")
     report.write_text(result.to_markdown())
     console.print(result.to_markdown(), highlight=False, soft_wrap=True)
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     console.print(f"audience: {out}; report: {report}")
     if compare:
         with console.status("comparing targeting on held-out users …", spinner="dots"):

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from behaviorlm.causal.effects import EffectConfig, EffectTable, activity_segments
+from behaviorlm.causal.effects import _sparse_outcome_warnings as sparse_outcome_warnings
 from behaviorlm.causal.uplift import (
     UPLIFT_LEARNERS,
     UpliftLearner,
@@ -137,6 +138,15 @@ class Audience:
     outcome_name: str
     observed_ate: float
     """Conversion rate of the contacted minus the not contacted users in the campaign."""
+    warnings: tuple[str, ...] = ()
+    """The small-sample warnings of :func:`behaviorlm.causal.effects.analyze_effects` for the campaign."""
+
+    @property
+    def too_few_conversions(self) -> bool:
+        """Fewer than :data:`~behaviorlm.causal.effects.MIN_OUTCOME_EVENTS_PER_ARM` contacted or uncontacted
+        users converted: the uplift models were fitted on a handful of positives, so the audience's
+        incremental conversions are not stated (the ranking is still written, for what it is worth)."""
+        return bool(self.warnings)
 
     @property
     def n_users(self) -> int:
@@ -212,18 +222,27 @@ class Audience:
             f"propensity: classifier on behaviour features, both cross-fitted over {c.effects.n_folds} folds.",
             f"- Campaign as run: contacted users converted {self.observed_ate * 100:+.2f} percentage points "
             "more than uncontacted ones (all users).",
-            f"- Expected incremental conversions from the audience: {self.expected_incremental_conversions:,.1f} "
-            f"(expected value {float(self.expected_value[self.selected].sum()):,.1f}).",
+            (
+                "- Expected incremental conversions from the audience: not estimated, too few conversions "
+                "(see the warning)."
+                if self.too_few_conversions
+                else f"- Expected incremental conversions from the audience: "
+                f"{self.expected_incremental_conversions:,.1f} "
+                f"(expected value {float(self.expected_value[self.selected].sum()):,.1f})."
+            ),
             f"- Users with negative estimated uplift (contact expected to hurt): {int((self.uplift < 0).sum()):,}; "
             "none of them is selected.",
             "",
             "| segment | users | selected | mean uplift (pp) | mean propensity | incremental conversions |",
             "|---|---:|---:|---:|---:|---:|",
         ]
+        if self.warnings:
+            lines[1:1] = ["", *(f"**Warning:** {w}" for w in self.warnings)]
         for row in self.segment_rows():
+            incremental = "n/a" if self.too_few_conversions else f"{row['incremental_conversions']:,.1f}"
             lines.append(
                 f"| {row['segment']} | {row['users']:,} | {row['selected']:,} | {row['mean_uplift'] * 100:+.2f} | "
-                f"{row['mean_propensity']:.3f} | {row['incremental_conversions']:,.1f} |"
+                f"{row['mean_propensity']:.3f} | {incremental} |"
             )
         return "\n".join(lines) + "\n"
 
@@ -267,6 +286,7 @@ def build_audience(
         treatment_name=table.treatment_name,
         outcome_name=table.outcome_name,
         observed_ate=float(y[t == 1].mean() - y[t == 0].mean()),
+        warnings=sparse_outcome_warnings(table),
     )
 
 
