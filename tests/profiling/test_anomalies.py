@@ -7,7 +7,12 @@ import pytest
 
 from behaviorlm.data.sequences import Interactions
 from behaviorlm.evaluation import metrics
-from behaviorlm.profiling.anomalies import FEATURES, AnomalyDetector, user_behaviour_features
+from behaviorlm.profiling.anomalies import (
+    FEATURES,
+    AnomalyDetector,
+    percentile_ranks,
+    user_behaviour_features,
+)
 from behaviorlm.testing.bots import BOT_STYLES, plant_bots
 
 VOCAB = ("view", "cart", "fav", "purchase")
@@ -121,3 +126,60 @@ def test_anomalies_command_lists_bots_first(tmp_path) -> None:
     assert len(ranked) == 503 and ranked[0]["score"] >= ranked[-1]["score"]
     assert {"bot-scraper-0", "bot-scraper-1", "bot-scraper-2"} <= {r["user_id"] for r in ranked[:5]}
     assert "bot-scraper-" in result.output and "events" in result.output
+
+
+def raters(*, n_users: int = 400, n_items: int = 1500, seed: int = 0, repeat_user: int | None = None):
+    """ML-100k-like ratings: 20-200 distinct films per user (every user's distinct_item_share is 1.0);
+    ``repeat_user`` rates their last film once more, 30 s later."""
+    rng = np.random.default_rng(seed)
+    weights = 1.0 / np.arange(1, n_items + 1) ** 0.8
+    weights /= weights.sum()
+    users, items, times = [], [], []
+    for u in range(n_users):
+        chosen = rng.choice(n_items, size=int(rng.integers(20, 200)), replace=False, p=weights)
+        t = int(rng.integers(880_000_000, 890_000_000))
+        for i in chosen:
+            users.append(f"u{u}")
+            items.append(f"i{i}")
+            times.append(t)
+            t += int(rng.lognormal(3.0, 1.5)) + 1
+        if u == repeat_user:
+            users.append(f"u{u}")
+            items.append(f"i{chosen[-1]}")
+            times.append(t + 30)
+    return Interactions.from_events(
+        user_ids=np.array(users),
+        item_ids=np.array(items),
+        timestamps=np.array(times),
+        event_types=np.array(["rate"] * len(users)),
+        event_type_vocab=("rate",),
+        item_universe=np.array([f"i{i}" for i in range(n_items)]),
+    )
+
+
+def test_one_repeated_rating_moves_a_user_by_at_most_a_few_percentile_points() -> None:
+    """Issue 21 item 13: one repeated rating took ML-100k user 1 from the 65th to the 100th percentile
+    (distinct_item_share 0.996 among users at 1.0, counted as -30.7 IQR). Before the scale floor this
+    population gave moves of up to 92 points (7th -> 99th percentile)."""
+    before = AnomalyDetector(seed=0).fit(raters())
+    moves = []
+    for user in range(6):
+        after = AnomalyDetector(seed=0).fit(raters(repeat_user=user))
+        i = list(after.user_ids_).index(f"u{user}")  # ids are sorted: u0, u1, u10, ...
+        was = percentile_ranks(before.scores_, before.scores_[i : i + 1])[0]
+        now = percentile_ranks(after.scores_, after.scores_[i : i + 1])[0]
+        moves.append(100 * abs(now - was))
+        share = after.reasons(i, top=len(FEATURES))
+        distinct = next(r for r in share if r.feature == "distinct_item_share")
+        assert distinct.value < 1.0 and distinct.iqr_units == 0.0  # within the floor: no difference
+    assert max(moves) <= 5.0, moves
+
+
+def test_scale_has_a_floor_and_differences_within_it_count_as_none() -> None:
+    detector = AnomalyDetector(seed=0).fit(raters(n_users=100))
+    col = FEATURES.index("distinct_item_share")
+    assert detector.scale_[col] == pytest.approx(0.05)  # IQR 0: every user has 1.0
+    raw = detector.features_[:3].copy()
+    raw[:, col] = [0.97, 0.9, 1.0]  # 0.03 within the floor; 0.1 is 0.05 beyond it, one scale unit
+    z = detector._transform(raw, fit=False)[:, col]
+    np.testing.assert_allclose(z, [0.0, -1.0, 0.0])

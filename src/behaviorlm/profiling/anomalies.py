@@ -7,7 +7,7 @@ cart), breadth (distinct items per event; how popular the items are — people f
 crawlers do not) and whether the exact item sequence also belongs to another user (a replayed
 session). :class:`AnomalyDetector` fits an isolation forest (Liu, Ting & Zhou, ICDM 2008) on robustly
 scaled features, scores every user (higher = more anomalous) and explains a score by the features that
-sit furthest from typical users, in units of their inter-quartile range.
+sit furthest from typical users, in units of their inter-quartile range (at least :data:`SCALE_FLOOR`).
 
 A second signal reads *what* a user does rather than how: :func:`sequence_surprisal` is the per-event
 surprisal ``-log p(i_t | i_<t)`` (nats) of each event's item under a fitted next-item sequence model, the
@@ -47,6 +47,29 @@ FEATURES = (
 """Columns of :func:`user_behaviour_features`, in order."""
 
 _LOG_SCALED = {"events", "events_per_hour", "median_gap_seconds"}
+
+SCALE_FLOOR = {
+    "events": 0.1,
+    "events_per_hour": 0.1,
+    "median_gap_seconds": 0.1,
+    "gap_regularity": 0.02,
+    "burst_share": 0.05,
+    "night_share": 0.05,
+    "view_share": 0.05,
+    "cart_share": 0.05,
+    "fav_share": 0.05,
+    "purchase_share": 0.05,
+    "purchases_per_cart": 0.1,
+    "distinct_item_share": 0.05,
+    "item_popularity": 0.1,
+    "shared_sequence": 0.1,
+}
+"""Smallest difference that counts, per feature, in the units the detector scales (log1p for the counts,
+rate and gap; shares as they are): about one event's worth of a share for a user with 20 events, 10% of a
+count. A feature's scale is at least this, and a user within this of the median counts as at the median.
+Without it a feature that nearly every user shares (ML-100k: every user rates each film once, so
+``distinct_item_share`` is 1.0 with IQR 0) turned one repeated rating into an outlier of -30 IQR that the
+forest isolated at once (user 1 went from the 65th to the 100th percentile)."""
 
 
 def user_behaviour_features(
@@ -155,7 +178,8 @@ class AnomalyReason:
     typical: float
     """The feature's median over all users."""
     iqr_units: float
-    """How far the value is from the median, in inter-quartile ranges (signed)."""
+    """How far the value is from the median beyond the feature's :data:`SCALE_FLOOR`, in inter-quartile
+    ranges (at least the floor; signed)."""
 
 
 class AnomalyDetector:
@@ -211,11 +235,15 @@ class AnomalyDetector:
         if fit:
             self.median_ = np.nanmedian(x, axis=0)
             q75, q25 = np.nanpercentile(x, [75, 25], axis=0)
-            std = np.nanstd(x, axis=0)
-            # Features constant over most users (IQR 0) are scaled by their spread instead.
-            self.scale_ = np.where(q75 - q25 > 0, q75 - q25, np.where(std > 0, std, 1.0))
+            self.floor_ = np.array([SCALE_FLOOR[name] for name in FEATURES])
+            self.scale_ = np.maximum(q75 - q25, self.floor_)
         x = np.where(np.isnan(x), self.median_, x)
-        return (x - self.median_) / self.scale_
+        # The floor alone would not do: an isolation forest splits each feature between its min and max,
+        # so it is blind to a feature's scale and isolates any lone value off a common one. Differences
+        # within the floor are therefore set to none (soft thresholding), so a share of 0.996 among users
+        # at 1.0 is not a value of its own.
+        offset = x - self.median_
+        return np.sign(offset) * np.maximum(np.abs(offset) - self.floor_, 0.0) / self.scale_
 
     def reasons(self, user: int, *, top: int = 3) -> list[AnomalyReason]:
         """The ``top`` defined features of user index ``user`` furthest from typical, largest first."""
