@@ -11,12 +11,20 @@ vectorised SQL pass, pseudonymizes user ids (keyed HMAC-SHA256, the raw id is ne
 event ids and sessions, and writes events, quarantine rows and the ingest log in one transaction.
 
 ``source_row`` is the 1-based line number of the record in its file, counting the header as line 1 (a
-quoted field spanning several lines counts as one line), or the object number for JSON sources.
+record whose quoted field spans several lines is numbered by its first line), or the line where a JSON
+object starts.
+
+Broken files end in one clear :class:`IngestError` line or in quarantined rows, never in a traceback: a
+quote that never closes, or that would make one record of lines that cannot be one (wrong column count,
+a line break in an id, type, time or value column, a quoted field over the text limit), quarantines its
+own line and the lines after it are read on their own; JSON nested deeper than Python's parser allows
+quarantines its line; gzip-compressed text sources are decompressed first.
 """
 
 from __future__ import annotations
 
 import csv
+import gzip
 import hashlib
 import hmac
 import io
@@ -24,8 +32,11 @@ import json
 import mmap
 import os
 import re
+import shutil
+import tempfile
 import time
 import uuid
+import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -40,6 +51,12 @@ from behaviorlm.data.store import EventStore, StoreError, sql_literal
 
 MAX_RAW_CHARS = 1_000
 """Quarantined rows keep at most this many characters of their raw text (enough to diagnose)."""
+
+MAX_COLUMN_NAME_CHARS = 1_024
+"""A header field longer than this is not a column name: the file is refused (is line 1 data?)."""
+
+NESTED_TOO_DEEPLY = "nested too deeply"
+"""Quarantine reason for JSON nested deeper than Python's parser can follow (about 1,000 levels)."""
 
 
 class IngestError(ValueError):
@@ -96,15 +113,23 @@ def ingest_file(
     _check_readable(path)
     started = time.perf_counter()
     reader = _READERS[config.format]
-    run = _Run(store=store, path=path, config=config, source=config.source_name or str(path.resolve()))
-    try:
-        with run.timed("read"):
-            reader(run)
-        summary = _commit(run)
-    except StoreError as exc:
-        raise IngestError(f"{path}: {exc}") from None
-    finally:
-        run.cleanup()
+    with _decompressed(path, config.format) as readable:
+        run = _Run(
+            store=store, path=readable, config=config, source=config.source_name or str(path.resolve())
+        )
+        try:
+            with run.timed("read"):
+                reader(run)
+            summary = _commit(run)
+        except StoreError as exc:
+            raise IngestError(f"{path}: {exc}") from None
+        except IngestError as exc:
+            if readable == path:
+                raise
+            # Messages name the file the reader saw; the user knows the compressed one.
+            raise IngestError(str(exc).replace(str(readable), str(path))) from None
+        finally:
+            run.cleanup()
     summary.seconds = time.perf_counter() - started
     store.execute(
         "UPDATE ingest_log SET seconds = ? WHERE rowid = (SELECT max(rowid) FROM ingest_log)",
@@ -170,6 +195,53 @@ def _check_readable(path: Path) -> None:
         raise IngestError(f"{path}: file is empty (0 bytes): nothing to ingest")
 
 
+_GZIP_MAGIC = b"\x1f\x8b"
+_GZIP_FORMATS = ("csv", "tsv", "jsonl", "taobao", "reviews")
+"""Formats read from a gzip file (one source file each; RecBole and sequence files have side files)."""
+_NOT_TEXT = {
+    b"PK\x03\x04": "a zip archive; extract it first",
+    b"BZh": "bzip2-compressed; decompress it first (bunzip2), or compress it with gzip",
+    b"\xfd7zXZ\x00": "xz-compressed; decompress it first (unxz), or compress it with gzip",
+    b"\x28\xb5\x2f\xfd": "zstd-compressed; decompress it first (unzstd), or compress it with gzip",
+    b"PAR1": "a Parquet file; ingest it with format 'parquet'",
+}
+
+
+@contextmanager
+def _decompressed(path: Path, source_format: str) -> Iterator[Path]:
+    """``path`` itself, or for a gzip file (recognised by its magic bytes, whatever its name) a
+    decompressed copy in a temporary folder, named like the source without ``.gz`` (so a ``.tsv.gz`` is
+    still read as TSV). DuckDB could read gzip itself, but the reader also scans the raw bytes (line
+    count, long lines, quotes), and a gzip stream is read on one thread anyway."""
+    with path.open("rb") as fh:
+        magic = fh.read(6)
+    if source_format != "parquet":
+        for prefix, what in _NOT_TEXT.items():
+            if magic.startswith(prefix):
+                raise IngestError(f"{path}: is {what}")
+    if not magic.startswith(_GZIP_MAGIC):
+        yield path
+        return
+    if source_format not in _GZIP_FORMATS:
+        raise IngestError(
+            f"{path}: is gzip-compressed; decompress it first (gzip -d): {source_format} sources are read "
+            f"uncompressed (gzip is read directly for {', '.join(_GZIP_FORMATS)})"
+        )
+    folder = Path(tempfile.mkdtemp(prefix="behaviorlm-gunzip-"))
+    try:
+        target = folder / (path.name[: -len(".gz")] if path.name.lower().endswith(".gz") else path.name)
+        try:
+            with gzip.open(path, "rb") as src, target.open("wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 24)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise IngestError(f"{path}: not a readable gzip file ({exc})") from None
+        if target.stat().st_size == 0:
+            raise IngestError(f"{path}: gzip file is empty once decompressed: nothing to ingest")
+        yield target
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 # ---------------------------------------------------------------------------------------------- run state
 @dataclass
 class _Run:
@@ -194,6 +266,8 @@ class _Run:
     raw_sql: str = "_raw"
     after_scan: Callable[[str], None] | None = None
     """Called with the validated table's name once the (lazy) stage has been scanned."""
+    check_nul: bool = False
+    """Whether validation looks for NUL characters (only when the source has any: it costs a pass)."""
     temp_tables: list[str] = field(default_factory=list)
     registered: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
@@ -246,20 +320,63 @@ def _create_empty_rejects(run: _Run) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- delimited text
-def _read_header(path: Path, delimiter: str) -> list[str]:
+_MAX_FIRST_LINE_BYTES = 1 << 20
+
+
+def _read_header(path: Path, delimiter: str, *, header: bool = False) -> list[str]:
+    """The fields of line 1 (a header with ``header``), or of data: the first line of at most 1 MiB.
+
+    A header line over 1 MiB, or with a field over :data:`MAX_COLUMN_NAME_CHARS`, is an error naming
+    line 1. Without a header only the number of fields matters, and a longer first line is left to the
+    row checks, which quarantine it.
+    """
+    number, first = 0, b""
     with path.open("rb") as fh:
-        first = fh.readline(1 << 20)
+        while True:
+            first = fh.readline(_MAX_FIRST_LINE_BYTES)
+            number += 1
+            if not first or first.endswith(b"\n") or len(first) < _MAX_FIRST_LINE_BYTES:
+                break
+            if header:
+                raise IngestError(
+                    f"{path}: line 1 (the header) is longer than {_MAX_FIRST_LINE_BYTES:,} bytes: is it a "
+                    "header? (read the file with header=False if line 1 is data)"
+                )
+            while (rest := fh.readline(_MAX_FIRST_LINE_BYTES)) and not rest.endswith(b"\n"):
+                pass
+            if not rest:
+                raise IngestError(
+                    f"{path}: no line of at most {_MAX_FIRST_LINE_BYTES:,} bytes to count the columns of"
+                )
     try:
-        text = first.decode("utf-8-sig")
+        text = first.decode("utf-8-sig" if number == 1 else "utf-8")
     except UnicodeDecodeError as exc:
         raise IngestError(
-            f"{path}: line 1 is not valid UTF-8 (byte {exc.start}); re-encode the file as UTF-8"
+            f"{path}: line {number} is not valid UTF-8 (byte {exc.start}); re-encode the file as UTF-8"
         ) from None
-    fields = next(csv.reader(io.StringIO(text), delimiter=delimiter), [])
-    fields = [f.strip() for f in fields]
+    fields = [f.strip() for f in _split_line(text, delimiter)]
     if not fields or all(not f for f in fields):
-        raise IngestError(f"{path}: line 1 is blank; expected a header row or data")
+        raise IngestError(f"{path}: line {number} is blank; expected a header row or data")
+    if header:
+        for column, name in enumerate(fields, start=1):
+            if len(name) > MAX_COLUMN_NAME_CHARS:
+                raise IngestError(
+                    f"{path}: line 1 (the header) has a field of {len(name):,} characters (column {column}), "
+                    f"over the limit of {MAX_COLUMN_NAME_CHARS:,} for a column name: is it a header? (read the "
+                    "file with header=False if line 1 is data)"
+                )
     return fields
+
+
+def _split_line(text: str, delimiter: str) -> list[str]:
+    """One CSV line's fields. The csv module refuses fields over its process-wide limit (131,072
+    characters), which a data line may exceed; the limit is raised for this call only."""
+    previous = csv.field_size_limit()
+    csv.field_size_limit(max(previous, len(text) + 1))
+    try:
+        return next(csv.reader(io.StringIO(text), delimiter=delimiter), [])
+    finally:
+        csv.field_size_limit(previous)
 
 
 def _sniff_delimiter(path: Path, config: IngestConfig) -> str:
@@ -300,26 +417,207 @@ def _has_line_longer_than(path: Path, limit: int) -> bool:
     return False
 
 
-def _count_lines(path: Path) -> int:
-    """Physical line count (a last line without a line break counts), in one chunked pass at memory speed."""
-    n_lines, last = 0, b"\n"
+def _count_lines(path: Path) -> tuple[int, bool]:
+    """Physical line count (a last line without a line break counts) and whether the file holds a NUL
+    byte, in one chunked pass at memory speed."""
+    n_lines, last, has_nul = 0, b"\n", False
     with path.open("rb") as fh:
         while chunk := fh.read(1 << 24):
             n_lines += chunk.count(b"\n")
+            has_nul = has_nul or b"\x00" in chunk
             last = chunk[-1:]
-    return n_lines + (last != b"\n")
+    return n_lines + (last != b"\n"), has_nul
 
 
-def _blank_lines(path: Path) -> list[int]:
-    """The 1-based numbers of empty lines (``\\n`` or ``\\r\\n`` alone)."""
+_LONG_RECORD_LINES = 100
+"""A kept record spanning more lines than this is named in a warning (its quote may be a stray)."""
+
+
+@dataclass
+class _Layout:
+    """How a delimited file's physical lines group into records, as the CSV parser reads them.
+
+    ``continuation``: lines inside a multi-line record after its first. ``strays``: lines whose quote
+    opens a field that cannot be a real multi-line value -- (line, reason, raw, byte offset, byte
+    length); each is quarantined and the lines after it are read on their own.
+    """
+
+    blanks: list[int] = field(default_factory=list)
+    continuation: list[int] = field(default_factory=list)
+    strays: list[tuple[int, str, str, int, int]] = field(default_factory=list)
+    long_records: list[tuple[int, int]] = field(default_factory=list)
+
+
+class _QuoteScan:
+    """RFC 4180 quoting as DuckDB's reader applies it, one physical line at a time: a quote opens a
+    quoted field only at the start of a field (elsewhere it is a literal character); inside one, ``""``
+    is a quote and a lone quote closes the field, which must then end at a delimiter or the line end."""
+
+    def __init__(self, delimiter: bytes) -> None:
+        self.delimiter = delimiter
+        self.in_quote = False
+        self.fields = 1
+        self.malformed = False
+        self.spanning: list[int] = []  # 0-based fields that contain a line break
+        self.field_bytes = 0
+        self.longest_spanning_bytes = 0
+
+    def feed(self, line: bytes) -> None:
+        """Advance over one physical line (without its line break)."""
+        pos, end, delimiter = 0, len(line), self.delimiter
+        if self.in_quote:
+            self.field_bytes += 1  # the line break belongs to the quoted value
+        while True:
+            if self.in_quote:
+                quote = line.find(b'"', pos)
+                if quote < 0:
+                    self.field_bytes += end - pos
+                    if not self.spanning or self.spanning[-1] != self.fields - 1:
+                        self.spanning.append(self.fields - 1)
+                    return
+                if line.startswith(b'"', quote + 1):  # an escaped quote
+                    self.field_bytes += quote + 2 - pos
+                    pos = quote + 2
+                    continue
+                self.field_bytes += quote - pos
+                if self.spanning and self.spanning[-1] == self.fields - 1:
+                    self.longest_spanning_bytes = max(self.longest_spanning_bytes, self.field_bytes)
+                self.in_quote = False
+                pos = quote + 1
+                if pos >= end:
+                    return
+                if not line.startswith(delimiter, pos):
+                    self.malformed = True
+                    return
+                self.fields += 1
+                pos += len(delimiter)
+            elif line.startswith(b'"', pos):
+                self.in_quote, self.field_bytes = True, 0
+                pos += 1
+            else:
+                nxt = line.find(delimiter, pos)
+                if nxt < 0:
+                    return
+                self.fields += 1
+                pos = nxt + len(delimiter)
+
+
+def _record_layout(
+    path: Path,
+    *,
+    delimiter: str,
+    header: bool,
+    columns: list[str],
+    single_line_columns: dict[int, str],
+    max_field_bytes: int,
+) -> _Layout:
+    """Group the file's lines into records the way the CSV reader does, and find stray quotes.
+
+    A quoted field may span lines (free text), but a quote that opens one which never closes, or whose
+    record is impossible -- a malformed closing quote, the wrong column count, a line break in an id,
+    type, time or value column (``single_line_columns``: index -> field), a value over
+    ``max_field_bytes`` -- is taken for a stray: its line is reported and scanning resumes on the next
+    line, so the lines it would have swallowed are read as the rows they are. Costs one pass in Python;
+    it runs only when the reader's records do not match the file's lines one to one.
+    """
+    layout = _Layout()
+    delim = delimiter.encode("utf-8")
     with path.open("rb") as fh:
-        return [number for number, line in enumerate(fh, start=1) if line in (b"\n", b"\r\n")]
+        number, offset = 0, 0
+        if header:
+            offset = len(fh.readline())
+            number = 1
+        readline = fh.readline
+        while raw := readline():
+            number += 1
+            start, offset = offset, offset + len(raw)
+            if b'"' not in raw:
+                if raw in (b"\n", b"\r\n"):
+                    layout.blanks.append(number)
+                continue
+            line = raw.rstrip(b"\r\n")
+            scan = _QuoteScan(delim)
+            scan.feed(line)
+            if not scan.in_quote:
+                continue
+            first, resume = number, offset
+            while scan.in_quote and (more := readline()):
+                number += 1
+                offset += len(more)
+                scan.feed(more.rstrip(b"\r\n"))
+            if number == first:
+                continue  # an unclosed quote on the last line swallows nothing: the reader rejects it
+            reason = _stray_reason(scan, columns, single_line_columns, max_field_bytes, first, number)
+            if reason is None:
+                layout.continuation.extend(range(first + 1, number + 1))
+                if number - first + 1 > _LONG_RECORD_LINES:
+                    layout.long_records.append((first, number))
+                continue
+            text = line.decode("utf-8", "replace")[:MAX_RAW_CHARS]
+            layout.strays.append((first, reason, text, start, resume - start))
+            fh.seek(resume)
+            number, offset = first, resume
+    return layout
+
+
+def _stray_reason(
+    scan: _QuoteScan,
+    columns: list[str],
+    single_line_columns: dict[int, str],
+    max_field_bytes: int,
+    first: int,
+    last: int,
+) -> str | None:
+    """Why the multi-line record on lines ``first..last`` must come from a stray quote (None: it may not)."""
+    opened = scan.spanning[0]
+    where = f"stray quote in column {columns[opened] if opened < len(columns) else opened + 1!r}: "
+    span = f"the quoted field it opens runs over {last - first + 1:,} lines"
+    if scan.in_quote:
+        return where + "the quoted field it opens never closes"
+    if scan.malformed:
+        return where + f"{span} into a malformed quote on line {last:,}"
+    if scan.fields != len(columns):
+        return where + f"{span} into a record of {scan.fields} columns, expected {len(columns)}"
+    for index in scan.spanning:
+        if index in single_line_columns:
+            return where + f"{span}, but {single_line_columns[index]} values cannot contain line breaks"
+    if scan.longest_spanning_bytes > max_field_bytes:
+        return (
+            where + f"{span} and {scan.longest_spanning_bytes:,} bytes, over the limit of {max_field_bytes:,}"
+        )
+    return None
+
+
+def _without_lines(path: Path, spans: list[tuple[int, int]]) -> Path:
+    """A temporary copy of ``path`` with the given (byte offset, length) lines emptied (line numbers kept)."""
+    handle, name = tempfile.mkstemp(prefix="behaviorlm-", suffix=path.suffix)
+    with path.open("rb") as src, os.fdopen(handle, "wb") as dst:
+        pos = 0
+        for offset, length in spans:
+            src.seek(pos)
+            _copy_bytes(src, dst, offset - pos)
+            src.seek(offset + length - 2)
+            tail = src.read(2)
+            dst.write(b"\r\n" if tail == b"\r\n" else b"\n")
+            pos = offset + length
+        src.seek(pos)
+        shutil.copyfileobj(src, dst, 1 << 24)
+    return Path(name)
+
+
+def _copy_bytes(src: Any, dst: Any, n: int) -> None:
+    while n > 0:
+        chunk = src.read(min(n, 1 << 24))
+        if not chunk:
+            return
+        dst.write(chunk)
+        n -= len(chunk)
 
 
 def source_columns(path: Path, *, delimiter: str, header: bool, wanted: dict[str, str]) -> list[str]:
     """The file's column names (``column0``.. without a header), checked: no repeated name, and every
     source column of ``wanted`` (canonical field -> source column) present."""
-    first = _read_header(path, delimiter)
+    first = _read_header(path, delimiter, header=header)
     columns = first if header else [f"column{i}" for i in range(len(first))]
     if len(set(columns)) != len(columns):
         dupes = sorted({c for c in columns if columns.count(c) > 1})
@@ -362,12 +660,15 @@ def stage_delimited(
     max_line = max(_DEFAULT_MAX_LINE, 2 * run.config.max_text_bytes)
     if _has_line_longer_than(path, max_line - 2):
         max_line = max(max_line, min(path.stat().st_size + 1024, 1 << 30))
-    reader = (
-        f"read_csv({sql_literal(str(path))}, columns = {col_types}, header = {str(header).lower()}, "
-        f"delim = {sql_literal(delimiter)}, quote = '\"', escape = '\"', auto_detect = false, "
-        f"ignore_errors = true, store_rejects = true, rejects_table = {sql_literal(rej_table)}, "
-        f"rejects_scan = {sql_literal(rej_scan)}, max_line_size = {max_line}, null_padding = false)"
-    )
+
+    def reader(source: Path, rejects: str, scan: str) -> str:
+        return (
+            f"read_csv({sql_literal(str(source))}, columns = {col_types}, header = {str(header).lower()}, "
+            f"delim = {sql_literal(delimiter)}, quote = '\"', escape = '\"', auto_detect = false, "
+            f"ignore_errors = true, store_rejects = true, rejects_table = {sql_literal(rejects)}, "
+            f"rejects_scan = {sql_literal(scan)}, max_line_size = {max_line}, null_padding = false)"
+        )
+
     select = [f"{_quote_ident(src)} AS {name}" for name, src in wanted.items()]
     missing = [f"NULL::VARCHAR AS {name}" for name in EVENT_COLUMNS if name not in wanted]
     # The raw line is rebuilt only for quarantined rows: the stage passes the source columns through
@@ -385,7 +686,50 @@ def stage_delimited(
     # made every later step -- validation, event ids -- run on one thread: 3.1 s instead of 1.8 s for
     # 5M Taobao rows on 2 cores.
     parsed = run.temp("parsed")
-    store.execute(f"CREATE OR REPLACE TEMP TABLE {parsed} AS SELECT * FROM {reader}")
+    store.execute(
+        f"CREATE OR REPLACE TEMP TABLE {parsed} AS SELECT * FROM {reader(path, rej_table, rej_scan)}"
+    )
+    n_lines, run.check_nul = _count_lines(path)
+    n_records = store.scalar(f"SELECT count(*) FROM {parsed}") + store.scalar(
+        f"SELECT count(DISTINCT line) FROM {rej_table}"
+    )
+    # The parser skips empty lines (but counts them in its line numbers) and reads a quoted field across
+    # lines, so only a file whose records do not match its lines one to one has either -- and only such
+    # a file is scanned in Python for blank lines, multi-line records and stray quotes.
+    layout = _Layout()
+    if n_lines - h != n_records:
+        text_like = {"text", *(extra_columns or {})}
+        layout = _record_layout(
+            path,
+            delimiter=delimiter,
+            header=header,
+            columns=columns,
+            single_line_columns={
+                columns.index(src): name for name, src in mapping.items() if name not in text_like
+            },
+            max_field_bytes=run.config.max_text_bytes,
+        )
+    if layout.strays:
+        # Read again with each stray quote's line emptied: the lines it swallowed become rows again.
+        cleaned = _without_lines(path, [(offset, length) for *_, offset, length in layout.strays])
+        rej_table, rej_scan = f"_rej2_{run.tag}", f"_rejscan2_{run.tag}"
+        run.temp_tables += [rej_table, rej_scan]
+        try:
+            store.execute(
+                f"CREATE OR REPLACE TEMP TABLE {parsed} AS SELECT * FROM {reader(cleaned, rej_table, rej_scan)}"
+            )
+        finally:
+            cleaned.unlink()
+    stray_table = run.register(
+        "strays",
+        pa.table(
+            {
+                "_row": pa.array([line for line, *_ in layout.strays], type=pa.int64()),
+                "reason": pa.array([reason for _, reason, *_ in layout.strays], type=pa.string()),
+                "raw": pa.array([raw for _, _, raw, *_ in layout.strays], type=pa.string()),
+            }
+        ),
+    )
     store.execute(
         f"""CREATE OR REPLACE TEMP VIEW {run.stage} AS
             SELECT {", ".join(select + missing + passthrough)},
@@ -395,10 +739,26 @@ def stage_delimited(
     run.extra_columns = list(extra_columns or {})
 
     def after_scan(checked: str) -> None:
+        # The parser numbers a multi-line record as one line; its physical line is that number plus the
+        # continuation lines before it (the same as-of mapping as _fix_source_rows).
+        line_sql, line_join = "line", ""
+        if layout.continuation:
+            continued = run.register(
+                "continued", pa.table({"c": pa.array(layout.continuation, type=pa.int64())})
+            )
+            shifts = run.temp("shifts")
+            store.execute(
+                f"""CREATE OR REPLACE TEMP TABLE {shifts} AS
+                    SELECT a, max(i) AS j FROM (
+                        SELECT c - row_number() OVER (ORDER BY c) AS a, row_number() OVER (ORDER BY c) AS i
+                        FROM {continued}) GROUP BY a"""
+            )
+            line_sql = "line + coalesce(o.j, 0)"
+            line_join = f"ASOF LEFT JOIN {shifts} o ON r.line > o.a"
         # Structural rejects: one row per bad line, however many errors the parser reported on it.
         store.execute(
             f"""CREATE OR REPLACE TEMP TABLE {run.rejects} AS
-                SELECT line AS _row,
+                SELECT {line_sql} AS _row,
                        CASE
                          WHEN bool_or(error_type = 'INVALID ENCODING') THEN 'invalid UTF-8 encoding'
                          WHEN bool_or(error_type IN ('MISSING COLUMNS', 'TOO MANY COLUMNS')) THEN
@@ -408,32 +768,37 @@ def stage_delimited(
                          ELSE 'unparseable line: ' || any_value(error_message)
                        END AS reason,
                        left(any_value(csv_line), {MAX_RAW_CHARS}) AS raw
-                FROM {rej_table} GROUP BY line"""
+                FROM {rej_table} r {line_join} GROUP BY {line_sql}
+                UNION ALL SELECT _row, reason, raw FROM {stray_table}"""
         )
         n_staged = store.scalar(f"SELECT count(*) FROM {checked}")
         n_rejected = store.scalar(f"SELECT count(*) FROM {run.rejects}")
         if n_staged + n_rejected == 0:
             what = "a header but no data rows" if header else "no data rows"
             raise IngestError(f"{path}: file has {what}")
-        # The parser skips empty lines but counts them in its line numbers, so they must be known to
-        # map records to lines. Only a file whose records and rejects do not add up to its line count
-        # can have any, and only such a file is read line by line.
-        n_lines = _count_lines(path)
-        blanks = _blank_lines(path) if n_lines - h != n_staged + n_rejected else []
-        _fix_source_rows(run, checked, header=header, blanks=blanks)
-        expected = n_lines - h - len(blanks)
+        _fix_source_rows(run, checked, header=header, skipped=layout.blanks + layout.continuation)
+        expected = n_lines - h - len(layout.blanks) - len(layout.continuation)
         if expected != n_staged + n_rejected:
             run.warnings.append(
                 f"the parser delimited {n_staged + n_rejected} records but the file has {expected} non-blank "
-                "data lines (quoted fields spanning lines, or lines the parser could not delimit)"
+                "data lines outside quoted fields (lines the parser could not delimit)"
+            )
+        if layout.long_records:
+            first, last = layout.long_records[0]
+            others = len(layout.long_records) - 1
+            run.warnings.append(
+                f"line {first:,} starts a quoted field that runs over {last - first + 1:,} lines (to line "
+                f"{last:,}){f', and {others:,} more records span over {_LONG_RECORD_LINES} lines' if others else ''}:"
+                " if its opening quote is a stray, the rows inside it were read as text"
             )
 
     run.after_scan = after_scan
     return columns
 
 
-def _fix_source_rows(run: _Run, checked: str, *, header: bool, blanks: list[int]) -> None:
-    """Map each accepted record's ordinal to its line number, skipping rejected and blank lines.
+def _fix_source_rows(run: _Run, checked: str, *, header: bool, skipped: list[int]) -> None:
+    """Map each accepted record's ordinal to its line number, skipping rejected, blank and continuation
+    lines (the lines of a multi-line record after its first).
 
     The k-th accepted record sits on line ``h + k + j`` where ``h`` is the header line count and ``j`` the
     number of skipped lines before it. For the i-th skipped line ``s_i`` (sorted, 1-based ``i``),
@@ -441,19 +806,19 @@ def _fix_source_rows(run: _Run, checked: str, *, header: bool, blanks: list[int]
     nothing skipped (the common case) the line is simply ``h + k`` and nothing needs fixing.
     """
     store, h = run.store, int(header)
-    skipped = run.temp("skipped")
-    store.execute(f"CREATE OR REPLACE TEMP TABLE {skipped} AS SELECT _row AS s FROM {run.rejects}")
-    if blanks:
-        blank_table = run.register("blanks", pa.table({"s": pa.array(blanks, type=pa.int64())}))
-        store.execute(f"INSERT INTO {skipped} SELECT s FROM {blank_table} WHERE s > {h}")
-    if store.scalar(f"SELECT count(*) FROM {skipped}") == 0:
+    table = run.temp("skipped")
+    store.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT _row AS s FROM {run.rejects}")
+    if skipped:
+        extra = run.register("skiplines", pa.table({"s": pa.array(skipped, type=pa.int64())}))
+        store.execute(f"INSERT INTO {table} SELECT s FROM {extra} WHERE s > {h}")
+    if store.scalar(f"SELECT count(*) FROM {table}") == 0:
         return
     offsets = run.temp("offsets")
     store.execute(
         f"""CREATE OR REPLACE TEMP TABLE {offsets} AS
             SELECT a, max(i) AS j FROM (
                 SELECT s - {h} - row_number() OVER (ORDER BY s) AS a, row_number() OVER (ORDER BY s) AS i
-                FROM {skipped}) GROUP BY a"""
+                FROM {table}) GROUP BY a"""
     )
     store.execute(
         f"""UPDATE {checked} SET _row = m._row FROM (
@@ -531,7 +896,10 @@ def _stage_records(run: _Run, records: list[dict[str, Any]], rejects: list[tuple
         raws.append(rec.get("_raw"))
         for name in EVENT_COLUMNS:
             value = rec.get(name)
-            cols[name].append(None if value is None else str(value))
+            text = None if value is None else str(value)
+            if text is not None and "\x00" in text:
+                run.check_nul = True
+            cols[name].append(text)
     table = pa.table(
         {
             **{name: pa.array(values, type=pa.string()) for name, values in cols.items()},
@@ -553,10 +921,13 @@ def _stage_records(run: _Run, records: list[dict[str, Any]], rejects: list[tuple
 
 
 def _iter_lines(path: Path):
-    """Yield ``(line_number, text | None, raw_bytes)``; text is None when the line is not valid UTF-8."""
+    """Yield ``(line_number, text | None, raw_bytes)``; text is None when the line is not valid UTF-8.
+    A UTF-8 byte order mark before line 1 is dropped."""
     with path.open("rb") as fh:
         for number, raw in enumerate(fh, start=1):
             raw = raw.rstrip(b"\r\n")
+            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
             try:
                 yield number, raw.decode("utf-8"), raw
             except UnicodeDecodeError:
@@ -575,16 +946,20 @@ def _read_jsonl_source(run: _Run) -> None:
             continue
         try:
             obj = json.loads(text)
+            if not isinstance(obj, dict):
+                rejects.append((number, f"JSON value is a {type(obj).__name__}, expected an object", text))
+                continue
+            rec = {"_row": number, "_raw": text[:MAX_RAW_CHARS]}
+            for canonical, key in mapping.items():
+                value = obj.get(key)
+                rec[canonical] = json.dumps(value) if isinstance(value, dict | list) else value
         except json.JSONDecodeError as exc:
             rejects.append((number, f"invalid JSON: {exc.msg} at column {exc.colno}", text))
             continue
-        if not isinstance(obj, dict):
-            rejects.append((number, f"JSON value is a {type(obj).__name__}, expected an object", text))
+        except RecursionError:
+            # json recurses once per level: a line nested ~1,000 deep is valid JSON it cannot follow.
+            rejects.append((number, NESTED_TOO_DEEPLY, text))
             continue
-        rec = {"_row": number, "_raw": text[:MAX_RAW_CHARS]}
-        for canonical, key in mapping.items():
-            value = obj.get(key)
-            rec[canonical] = json.dumps(value) if isinstance(value, dict | list) else value
         records.append(rec)
     _stage_records(run, records, rejects)
 
@@ -679,6 +1054,14 @@ def _read_reviews_source(run: _Run) -> None:
         counted_to = pos
         try:
             obj, end = decoder.raw_decode(content, pos)
+        except RecursionError:
+            nxt = content.find("\n", pos)
+            end = len(content) if nxt < 0 else nxt + 1
+            rejects.append(
+                (line_at, NESTED_TOO_DEEPLY, _REVIEWER_NAME.sub('"reviewerName": null', content[pos:end]))
+            )
+            pos = end
+            continue
         except json.JSONDecodeError as exc:
             nxt = content.find("\n", exc.pos)
             end = len(content) if nxt < 0 else nxt + 1
@@ -697,7 +1080,12 @@ def _read_reviews_source(run: _Run) -> None:
             rejects.append((line_at, f"JSON value is a {type(obj).__name__}, expected an object", snippet))
             continue
         summary, body = obj.get("summary"), obj.get("reviewText")
-        text = "\n".join(str(t) for t in (summary, body) if t) or None
+        try:
+            text = "\n".join(str(t) for t in (summary, body) if t) or None
+            raw = json.dumps({k: v for k, v in obj.items() if k != "reviewerName"})[:MAX_RAW_CHARS]
+        except RecursionError:
+            rejects.append((line_at, NESTED_TOO_DEEPLY, _REVIEWER_NAME.sub('"reviewerName": null', snippet)))
+            continue
         records.append(
             {
                 "_row": line_at,
@@ -707,7 +1095,7 @@ def _read_reviews_source(run: _Run) -> None:
                 "timestamp": obj.get("unixReviewTime"),
                 "value": obj.get("overall"),
                 "text": text,
-                "_raw": json.dumps({k: v for k, v in obj.items() if k != "reviewerName"})[:MAX_RAW_CHARS],
+                "_raw": raw,
             }
         )
     _stage_records(run, records, rejects)
@@ -727,7 +1115,7 @@ def is_tianchi_header(header: list[str]) -> bool:
 def _read_taobao_source(run: _Run) -> None:
     """Taobao UserBehavior CSV (``user,item,category,behavior,unix_seconds``, no header), or the Tianchi
     216549 variant with a Chinese header (adds brand, item name, category name and price)."""
-    header = _read_header(run.path, ",")
+    header = _read_header(run.path, ",")  # line 1 may be data: its fields are only looked at
     if is_tianchi_header(header):
         if len(header) < 10:
             raise IngestError(
@@ -759,7 +1147,7 @@ def _read_taobao_source(run: _Run) -> None:
 
 def _recbole_columns(path: Path) -> dict[str, str]:
     """Header ``name:type`` -> ``{name: "name:type"}`` for a RecBole atomic file."""
-    return {col.split(":", 1)[0]: col for col in _read_header(path, "\t")}
+    return {col.split(":", 1)[0]: col for col in _read_header(path, "\t", header=True)}
 
 
 def _read_recbole_source(run: _Run) -> None:
@@ -984,6 +1372,8 @@ def _validation_sql(run: _Run) -> str:
     for name in ("user_id", "item_id", "event_type", "timestamp"):
         if config.missing_policy(name) == "quarantine":
             checks.append((f"f_{name} IS NULL", f"'missing {name}'"))
+    if run.check_nul:
+        checks += [(f"strpos(f_{name}, chr(0)) > 0", f"'NUL byte in {name}'") for name in EVENT_COLUMNS]
     for name in ("user_id", "item_id", "event_id", "session_id"):
         checks.append(
             (
