@@ -26,6 +26,7 @@ from behaviorlm.data.splits import Split, leave_one_out, temporal_split_by_quant
 from behaviorlm.data.store import EventStore, StoreError
 from behaviorlm.llm.client import LLMError
 from behaviorlm.llm.weights import ModelWeightsError
+from behaviorlm.models._validate import ModelLoadError
 
 app = typer.Typer(
     name="behaviorlm",
@@ -42,7 +43,8 @@ SPLIT_FILE = "split.json"
 
 
 def _user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn library errors caused by bad input into one readable line and exit status 2."""
+    """Turn library errors caused by bad input (a tampered model folder included) into one readable line
+    and exit status 2."""
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -55,6 +57,7 @@ def _user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             FileNotFoundError,
             KeyError,
             ValueError,
+            ModelLoadError,
             LLMError,
             ModelWeightsError,
         ) as exc:
@@ -1254,6 +1257,36 @@ def keys_create(
     print(secret)
 
 
+@keys_app.command("revoke")
+@_user_errors
+def keys_revoke(
+    name: Annotated[str, typer.Option(help="Name of the key to revoke.")],
+    keys_file: Annotated[Path, typer.Option("--keys-file", help="Keys file (JSON).")] = Path("keys.json"),
+) -> None:
+    """Revoke an API key: it is removed from the keys file, and a running service refuses it from its
+    next request on (the service re-reads the file when it changes; no restart)."""
+    from behaviorlm.serving.security import revoke_key
+
+    revoked = revoke_key(keys_file, name=name)
+    err_console.print(f"key {revoked.name!r} ({', '.join(revoked.scopes)}) revoked in {keys_file}")
+
+
+@keys_app.command("list")
+@_user_errors
+def keys_list(
+    keys_file: Annotated[Path, typer.Option("--keys-file", help="Keys file (JSON).")] = Path("keys.json"),
+) -> None:
+    """List the API keys: name, scopes and the first 8 hex digits of the key's SHA-256 (enough to tell
+    keys apart; neither a key nor its full hash is ever printed)."""
+    from behaviorlm.serving.security import list_keys
+
+    keys = list_keys(keys_file)
+    table = Table("name", "scopes", "sha256", title=f"{len(keys)} keys in {keys_file}", title_justify="left")
+    for key in keys:
+        table.add_row(key.name, ", ".join(key.scopes), key.sha256[:8] + "…")
+    console.print(table)
+
+
 @app.command()
 @_user_errors
 def serve(
@@ -1264,7 +1297,8 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
 ) -> None:
-    """Start the REST service (OpenAPI docs at /docs)."""
+    """Start the REST service (OpenAPI docs at /docs). A model folder that does not load stops it with
+    one line saying why."""
     import logging
 
     import uvicorn

@@ -8,7 +8,8 @@ model ever seeing the targets.
 
 Persistence never uses pickle: :meth:`Recommender.save` writes ``model.json`` (class name, constructor
 arguments, plain metadata) and ``weights.safetensors`` (tensors), and :func:`load_model` reads them back
-through an explicit registry of model classes.
+through an explicit registry of model classes, checking the folder first (a tampered one is a
+:class:`ModelLoadError` with the reason, never a traceback from deep inside).
 """
 
 from __future__ import annotations
@@ -22,9 +23,18 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import scipy.sparse as sp
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from behaviorlm.data.sequences import Interactions
+from behaviorlm.models._validate import (
+    ModelLoadError,
+    check_params,
+    check_tensors,
+    dry_run_state,
+    one_line,
+    read_meta,
+    read_weights,
+)
 
 MODEL_JSON = "model.json"
 WEIGHTS_FILE = "weights.safetensors"
@@ -229,17 +239,36 @@ def model_registry() -> dict[str, type[Recommender]]:
 
 
 def load_model(path: str | Path) -> Recommender:
-    """Load a model written by :meth:`Recommender.save`."""
+    """Load a model written by :meth:`Recommender.save`.
+
+    The folder is checked before anything in it is used (``behaviorlm.models._validate``): any problem —
+    a missing or tampered file, params of the wrong type, weights of the wrong shape or dtype, NaN
+    weights — is one :class:`ModelLoadError` naming the file and the reason.
+    """
     path = Path(path)
+    try:
+        return _load_checked(path)
+    except ModelLoadError:
+        raise
+    except (OSError, ValueError, TypeError, KeyError, IndexError, RuntimeError, ArithmeticError) as exc:
+        # What the checks did not foresee still becomes the one error type, with the reason.
+        raise ModelLoadError(f"{path}: cannot load the model: {one_line(exc)}") from exc
+
+
+def _load_checked(path: Path) -> Recommender:
+    if not path.is_dir():
+        raise ModelLoadError(f"{path} is not a folder: not a saved behaviorlm model")
     meta_file = path / MODEL_JSON
-    if not meta_file.exists():
-        raise FileNotFoundError(f"{meta_file} not found: {path} is not a saved behaviorlm model")
-    meta = json.loads(meta_file.read_text())
+    meta = read_meta(meta_file)
     registry = model_registry()
     if meta["model"] not in registry:
-        raise ValueError(f"{meta_file}: unknown model {meta['model']!r}; known: {sorted(registry)}")
-    model = registry[meta["model"]](**meta["params"])
-    tensors = load_file(str(path / WEIGHTS_FILE))
+        raise ModelLoadError(f"{meta_file}: unknown model {meta['model']!r}; known: {sorted(registry)}")
+    cls = registry[meta["model"]]
+    check_params(cls, meta["params"], source=meta_file)
+    weights_file = path / WEIGHTS_FILE
+    tensors = read_weights(weights_file)
+    check_tensors(tensors, meta, source=weights_file)
+    model = cls(**meta["params"])
     model.train_ = Interactions(
         user_ids=np.asarray(meta["user_ids"]),
         item_ids=np.asarray(meta["item_ids"]),
@@ -249,5 +278,15 @@ def load_model(path: str | Path) -> Recommender:
         event_types=tensors["train.event_types"].numpy().astype(np.int16),
         event_type_vocab=tuple(meta["event_type_vocab"]),
     )
-    model._load_state({k[len("state.") :]: v for k, v in tensors.items() if k.startswith("state.")})
+    state = {k[len("state.") :]: v for k, v in tensors.items() if k.startswith("state.")}
+    try:
+        dry_run_state(model, state, source=weights_file)
+    except ModelLoadError:
+        raise
+    except (TypeError, ValueError, KeyError, IndexError, RuntimeError, ArithmeticError) as exc:
+        raise ModelLoadError(
+            f"{weights_file}: the tensors do not fit a {meta['model']} with the params of {meta_file}: "
+            f"{one_line(exc)}"
+        ) from None
+    model._load_state(state)
     return model

@@ -7,15 +7,21 @@ appear only for capabilities that exist: without a model there is no recommendat
 
 Security: every ``/v1`` endpoint except health needs an API key (``Authorization: Bearer <key>`` or
 ``X-API-Key``) with the right scope (401 without a valid key, 403 without the scope, 429 over the
-key's rate limit); request bodies are capped (413); CORS is off unless origins are configured; logs
-carry a route template and a pseudonym of the user id, never the raw id.
+key's rate limit, and to an address after too many failed authentications); request bodies are capped
+(413, also for chunked bodies); CORS is off unless origins are configured; logs carry a route template
+and a keyed pseudonym of the user id, never the raw id. Input the schema rejects is a 422 whose body
+is always valid JSON (a NaN or an unpaired surrogate in the input is echoed as text); a model folder
+that does not load is a 409 on reload, and the old model keeps serving.
 """
 
 # No ``from __future__ import annotations`` here: FastAPI reads the endpoint annotations at run time,
 # and those refer to the local ``authorize`` dependency.
 import asyncio
 import hashlib
+import hmac
 import logging
+import math
+import secrets
 import threading
 import time
 from contextlib import asynccontextmanager, suppress
@@ -25,8 +31,9 @@ from typing import Annotated, Any
 
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from behaviorlm import __version__
 from behaviorlm.config import ServiceConfig
@@ -38,7 +45,7 @@ from behaviorlm.profiling.segments import SegmentMapDrawing, UserSegments
 from behaviorlm.serving.dashboard import mount_dashboard
 from behaviorlm.serving.history import HistoryCache
 from behaviorlm.serving.metrics import RequestMetrics
-from behaviorlm.serving.security import ApiKey, KeyRing, RateLimiter
+from behaviorlm.serving.security import ApiKey, AuthFailureThrottle, KeyRing, RateLimiter
 from behaviorlm.serving.writer import EventWriter
 
 log = logging.getLogger("behaviorlm.serving")
@@ -62,14 +69,31 @@ class EventIn(BaseModel):
     value: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     text: str | None = Field(default=None, max_length=65_536)
 
+    @field_validator("timestamp", mode="before")
+    @classmethod
+    def _not_a_boolean(cls, value: Any) -> Any:
+        # JSON true would otherwise pass as 1.0 seconds after the epoch.
+        if isinstance(value, bool):
+            raise ValueError("must be an ISO-8601 time or unix seconds, not a boolean")
+        return value
+
+    @field_validator("timestamp")
+    @classmethod
+    def _in_utc(cls, value: datetime | float) -> datetime | float:
+        """A time in UTC (naive = UTC): its offset may push it outside Python's years 1-9999."""
+        if isinstance(value, datetime):
+            try:
+                return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
+            except OverflowError:
+                raise ValueError(f"{value.isoformat()} is out of range in UTC (years 1-9999)") from None
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number of unix seconds")
+        return value
+
     def record(self) -> dict[str, Any]:
         data = self.model_dump()
         ts = self.timestamp
-        if isinstance(ts, datetime):
-            ts = (ts if ts.tzinfo else ts.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
-        else:
-            ts = repr(float(ts))
-        data["timestamp"] = ts
+        data["timestamp"] = ts.isoformat() if isinstance(ts, datetime) else repr(float(ts))
         return data
 
 
@@ -283,6 +307,10 @@ class _Service:
         self.writer = EventWriter(self.store, config=config.ingest)
         self.keys = KeyRing.load(config.keys_file)
         self.limiter = RateLimiter(config.rate_limit_per_minute)
+        self.auth_failures = AuthFailureThrottle()
+        # Logged user pseudonyms are keyed with a secret of this process, so they cannot be reversed by
+        # hashing candidate ids (numeric ids are easy to enumerate); they link lines within one run only.
+        self.log_key = secrets.token_bytes(32)
         self.metrics = RequestMetrics()
         self.model = self.load_model() if config.model else None
         if config.intent_model:
@@ -455,8 +483,28 @@ class _Service:
         self.store.close()
 
 
-def _user_pseudonym_for_logs(user_id: str) -> str:
-    return hashlib.sha256(user_id.encode("utf-8")).hexdigest()[:12]
+def _user_pseudonym_for_logs(user_id: str, *, key: bytes) -> str:
+    """HMAC-SHA256 of the user id under the process's log key (an unkeyed hash of an id is reversible
+    by enumerating ids)."""
+    digest = hmac.new(key, user_id.encode("utf-8", "backslashreplace"), hashlib.sha256)
+    return digest.hexdigest()[:12]
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with what strict JSON cannot carry made text: NaN and infinities (Python's JSON reader
+    accepts those literals) and unpaired surrogates; other objects (exceptions in an error's context)
+    become their message."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {str(_json_safe(k)): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return _json_safe(str(value))
 
 
 # ---------------------------------------------------------------------------------------------- app
@@ -507,18 +555,27 @@ def create_app(config: ServiceConfig) -> FastAPI:
             response.status_code,
             1000 * elapsed,
             getattr(request.state, "key_name", "-"),
-            _user_pseudonym_for_logs(user) if user else "-",
+            _user_pseudonym_for_logs(user, key=service.log_key) if user else "-",
         )
         return response
 
     def authorize(scope: str):
         def dependency(request: Request) -> ApiKey:
+            address = request.client.host if request.client else "unknown"
+            blocked = service.auth_failures.blocked_for(address)
+            if blocked:
+                raise HTTPException(
+                    status_code=429,
+                    detail=f"too many failed authentications from {address}; retry in {math.ceil(blocked)} s",
+                    headers={"Retry-After": str(max(1, math.ceil(blocked)))},
+                )
             secret = request.headers.get("x-api-key")
             auth = request.headers.get("authorization", "")
             if secret is None and auth.lower().startswith("bearer "):
                 secret = auth[7:].strip()
             key = service.keys.lookup(secret) if secret else None
             if key is None:
+                service.auth_failures.failed(address)
                 raise HTTPException(
                     status_code=401,
                     detail="missing or invalid API key (send 'Authorization: Bearer <key>' or 'X-API-Key')",
@@ -731,9 +788,11 @@ def create_app(config: ServiceConfig) -> FastAPI:
             item_ids = model.trained_on.item_ids
             return Recommendations(
                 user_id=user_id,
+                # A k past the unseen items reaches the seen ones, masked with -inf: they are left out.
                 items=[
                     RecommendedItem(item_id=str(item_ids[i]), score=float(score))
                     for i, score in zip(recs.items[0], recs.scores[0], strict=True)
+                    if math.isfinite(score)
                 ],
                 history_events=request.interactions.n_events,
                 skipped_events=n_read - request.interactions.n_events,
@@ -877,6 +936,12 @@ def create_app(config: ServiceConfig) -> FastAPI:
             service.model = fresh
             return {"status": "reloaded", "model": fresh.name}
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own handler echoes the input, and Starlette's JSON encoder refuses NaN (which
+        # Python's JSON reader accepts) and unpaired surrogates: the 422 itself became a 500.
+        return JSONResponse(status_code=422, content={"detail": _json_safe(exc.errors())})
+
     @app.exception_handler(StoreError)
     async def store_error(request: Request, exc: StoreError) -> JSONResponse:
         return JSONResponse(status_code=503, content={"detail": f"event store unavailable: {exc}"})
@@ -890,7 +955,11 @@ def create_app(config: ServiceConfig) -> FastAPI:
 
 
 class _BodyLimit:
-    """Reject request bodies over ``max_bytes`` with 413, by header or while streaming (chunked bodies)."""
+    """Reject request bodies over ``max_bytes`` with 413, by header or while streaming (chunked bodies).
+
+    A body without ``Content-Length`` is read here, up to the limit, before the app sees it: an error
+    raised while the app reads it would be caught by FastAPI's body parser and answered 400.
+    """
 
     def __init__(self, app, *, max_bytes: int) -> None:
         self.app = app
@@ -909,24 +978,32 @@ class _BodyLimit:
             if too_big:
                 await self._reject(send)
                 return
+            await self.app(scope, receive, send)  # the server delivers no more than declared
+            return
+        chunks: list[bytes] = []
         seen = 0
-        rejected = False
-
-        async def limited_receive():
-            nonlocal seen, rejected
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    rejected = True
-                    raise _TooLarge
-            return message
-
-        try:
-            await self.app(scope, limited_receive, send)
-        except _TooLarge:
-            if rejected:
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.max_bytes:
                 await self._reject(send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
     async def _reject(self, send) -> None:
         body = f'{{"detail":"request body over the limit of {self.max_bytes} bytes"}}'.encode()
@@ -937,11 +1014,8 @@ class _BodyLimit:
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
                 ],
             }
         )
         await send({"type": "http.response.body", "body": body})
-
-
-class _TooLarge(Exception):
-    pass
