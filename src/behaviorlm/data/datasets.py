@@ -29,6 +29,8 @@ class DatasetSpec:
     config: IngestConfig
     bundled: bool = False
     description: str = ""
+    item_text: str | None = None
+    """A TSV (relative to the same folder) of item titles, categories and brands, loaded into ``items``."""
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -48,6 +50,13 @@ DATASETS: dict[str, DatasetSpec] = {
             description="Amazon Beauty as preprocessed by BERT4Rec (chronological sequences, no timestamps)",
         ),
         DatasetSpec(
+            name="s3rec-beauty",
+            relative_path="s3rec/Beauty.txt",
+            config=IngestConfig(format="sequence", source_name="s3rec-beauty"),
+            description="Amazon Beauty as preprocessed by S3-Rec, with item titles, categories and brands",
+            item_text="s3rec/Beauty_item_text.tsv",
+        ),
+        DatasetSpec(
             name="sports",
             relative_path="s3rec/Sports_and_Outdoors.txt",
             config=IngestConfig(format="sequence", source_name="sports"),
@@ -64,6 +73,12 @@ DATASETS: dict[str, DatasetSpec] = {
             relative_path="taobao/UserBehavior-110k.csv",
             config=IngestConfig(format="taobao", source_name="taobao-110k"),
             description="Taobao UserBehavior slice: 2 hours of pv/cart/fav/buy events",
+        ),
+        DatasetSpec(
+            name="taobao-9days",
+            relative_path="taobao/UserBehavior-9days-84k.csv",
+            config=IngestConfig(format="taobao", source_name="taobao-9days"),
+            description="Taobao UserBehavior: whole 9-day histories of 815 users (1,750 purchases)",
         ),
         DatasetSpec(
             name="taobao-hotitems",
@@ -134,8 +149,44 @@ def open_dataset_store(
 
 
 def ingest_dataset(store: EventStore, name: str) -> IngestSummary:
-    """Ingest a known dataset into ``store`` with its preset config."""
-    return ingest_file(store, dataset_path(name), config=DATASETS[name].config)
+    """Ingest a known dataset into ``store`` with its preset config (and its item text, if it has one)."""
+    summary = ingest_file(store, dataset_path(name), config=DATASETS[name].config)
+    spec = DATASETS[name]
+    if spec.item_text is not None:
+        load_item_text(store, dataset_path(name).parent.parent / spec.item_text)
+    return summary
+
+
+def load_item_text(store: EventStore, path: Path) -> int:
+    """Titles, categories and brands of a ``*_item_text.tsv`` (S3-Rec item ids; see SOURCES.md) into
+    ``items``; returns the number of items that have any. A category list ``'Beauty', 'Makeup'`` is
+    stored as ``Beauty > Makeup``; the short ``idgenrec_text`` stands in for a missing title."""
+    import csv
+    import html
+
+    import pyarrow as pa
+
+    rows: dict[str, list[str | None]] = {"item_id": [], "title": [], "category": [], "brand": []}
+    with path.open(newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f, delimiter="\t"):
+            # The metadata carries HTML entities ("Dr. Scholl&#39;s").
+            row = {k: html.unescape(v or "") for k, v in row.items()}
+            title = row.get("title", "").strip() or row.get("idgenrec_text", "").strip()
+            categories = [c.strip().strip("'\"") for c in row.get("categories", "").split(",")]
+            rows["item_id"].append(row["s3rec_item_id"].strip())
+            rows["title"].append(title or None)
+            rows["category"].append(" > ".join(c for c in categories if c) or None)
+            rows["brand"].append(row.get("brand", "").strip() or None)
+    store.register("_item_text", pa.table(rows))
+    try:
+        return store.upsert(
+            "items",
+            key="item_id",
+            select_sql="SELECT item_id, title, category, brand, NULL::JSON AS attributes, NULL::VARCHAR AS text "
+            "FROM _item_text",
+        )
+    finally:
+        store.unregister("_item_text")
 
 
 def load_interactions(name: str, *, cache_dir: str | Path | None = None) -> Interactions:

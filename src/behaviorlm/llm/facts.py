@@ -18,7 +18,9 @@ import hmac
 import json
 import math
 import os
+import re
 import secrets
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -139,12 +141,16 @@ def user_facts(
     segments: Any | None = None,
     graph: Any | None = None,
     paths: int = 3,
+    top_categories: int = 3,
 ) -> FactSet:
     """The :class:`FactSet` of stored user ``user_id`` (a pseudonym, if the store pseudonymizes users).
 
     ``graph``: the behaviour knowledge graph (:func:`behaviorlm.data.graph.build_graph`); with it and a
     ``model``, up to ``paths`` explanation paths from the user to the top guess N1 become facts ``K1``..
     (user → item → shared attribute ← N1, :func:`behaviorlm.models.graph_paths.explanation_paths`).
+
+    ``top_categories``: how many of the categories (genres, category, brand) of all the user's items to
+    state as fact ``P2`` with their event counts (0: none).
 
     ``model``: a fitted sequence model (likely next items, and with ``with_influence`` the events behind
     the top one); ``intent_model``: a fitted sequence classifier whose classes are intent labels.
@@ -167,6 +173,7 @@ def user_facts(
         segments=segments,
     )
     facts: list[Fact] = []
+    alias = user_alias(user_id)
     by_type = ", ".join(f"{t} {n}" for t, n in profile.events_by_type.items())
     facts.append(
         Fact(
@@ -175,9 +182,20 @@ def user_facts(
             f"{profile.events} events on {profile.active_days} active day{'s' if profile.active_days != 1 else ''} "
             f"from {profile.first_event[:10]} "
             f"to {profile.last_event[:10]}; by type: {by_type}",
-            {"events": profile.events, "active_days": profile.active_days, **profile.events_by_type},
+            {
+                "user": alias,
+                "events": profile.events,
+                "active_days": profile.active_days,
+                "first_date": profile.first_event[:10],
+                "last_date": profile.last_event[:10],
+                "events_by_type": dict(profile.events_by_type),
+            },
         )
     )
+    if top_categories:
+        category_fact = _category_fact(store, user_id, k=top_categories)
+        if category_fact is not None:
+            facts.append(category_fact)
     # One read of the user's latest events serves the event facts and both models' windows.
     window = max(
         recent,
@@ -186,27 +204,40 @@ def user_facts(
     )
     latest = store.user_events(user_id, limit=window, details=True)
     events = _last(latest, recent)
-    titles = _titles(store, set(events["item_id"]))
+    titles = item_info(store, set(events["item_id"]))
     n = len(events["item_id"])
     reviews: list[Fact] = []
     for rank, j in enumerate(range(n - 1, -1, -1), start=1):
         item, etype, ts = events["item_id"][j], events["event_type"][j], events["timestamp"][j]
-        title, category = titles.get(item, ("", ""))
+        info = titles.get(item, _NO_INFO)
         value = events["value"][j]
-        text = f"{_when(ts)}: {_verb(etype)} item {item}"
-        if title:
-            text += f' "{title}"'
-        if category:
-            text += f" ({category})"
+        text = f"{_when(ts)}: {verb(etype)} item {item}"
+        if info.title:
+            text += f' "{info.title}"'
+        if info.descriptor:
+            text += f" ({info.descriptor})"
         if value is not None and not (isinstance(value, float) and math.isnan(value)):
             text += f", {'rating' if etype in ('rate', 'review') else 'value'} {_num(float(value))}"
+        else:
+            value = None
         fid = f"E{rank}"
         facts.append(
             Fact(
                 fid,
                 "event",
                 text,
-                {"item_id": item, "title": title, "event_type": etype, "time": _when(ts), "value": value},
+                {
+                    "item_id": item,
+                    "title": info.title,
+                    "event_type": etype,
+                    "time": _when(ts),
+                    "date": _when(ts)[:10],
+                    "ts": int(ts),
+                    "value": value,
+                    "categories": list(info.categories),
+                    "brand": info.brand,
+                    "attributes": dict(info.attributes),
+                },
             )
         )
         review = events["text"][j]
@@ -270,7 +301,7 @@ def user_facts(
             facts.extend(_path_facts(graph, user_id, facts, k=paths))
     intent_events = _last(latest, intent_model.max_len) if intent_model is not None else latest
     intents, from_model = _intent_facts(store, intent_events, intent_model, facts)
-    return FactSet(user_alias(user_id), facts, intents=intents, intent_from_model=from_model)
+    return FactSet(alias, facts, intents=intents, intent_from_model=from_model)
 
 
 def _path_facts(graph: Any, user_id: str, facts: list[Fact], *, k: int) -> list[Fact]:
@@ -291,8 +322,31 @@ def _path_facts(graph: Any, user_id: str, facts: list[Fact], *, k: int) -> list[
     return out
 
 
-def _titles(store: EventStore, items: set[str]) -> dict[str, tuple[str, str]]:
-    """Title and a short descriptor (category, brand and scalar or list attributes) of each item."""
+@dataclass(frozen=True)
+class ItemInfo:
+    """What the catalogue says about an item: title, categories (genres, every level of a category path),
+    brand, other scalar attributes, and the one-line descriptor facts print."""
+
+    title: str = ""
+    categories: tuple[str, ...] = ()
+    leaf_categories: tuple[str, ...] = ()
+    """The categories an item is counted under: its genres, or the last level of its category path."""
+    brand: str = ""
+    attributes: tuple[tuple[str, str], ...] = ()
+    descriptor: str = ""
+
+
+_NO_INFO = ItemInfo()
+
+
+def _split_categories(category: str) -> list[str]:
+    """``"Beauty > Makeup"``, ``"'Beauty', 'Makeup'"`` or ``"shoes"`` as a list of names."""
+    parts = re.split(r"\s*(?:,|>|\|)\s*", category)
+    return [p.strip().strip("'\"").strip() for p in parts if p.strip().strip("'\"").strip()]
+
+
+def item_info(store: EventStore, items: set[str]) -> dict[str, ItemInfo]:
+    """:class:`ItemInfo` of each of ``items`` that the catalogue knows."""
     if not items:
         return {}
     marks = ",".join("?" * len(items))
@@ -302,6 +356,8 @@ def _titles(store: EventStore, items: set[str]) -> dict[str, tuple[str, str]]:
     )
     out = {}
     for item, title, category, brand, attributes in rows:
+        categories = _split_categories(str(category)) if category else []
+        leaves = categories[-1:]
         parts = [f"category: {category}"] if category else []
         if brand:
             parts.append(f"brand: {brand}")
@@ -309,13 +365,51 @@ def _titles(store: EventStore, items: set[str]) -> dict[str, tuple[str, str]]:
             attrs = json.loads(attributes) if attributes else {}
         except ValueError:
             attrs = {}
+        scalars = []
         for key, value in list(attrs.items())[:3] if isinstance(attrs, dict) else []:
             if isinstance(value, list) and value and len(value) <= 6:
-                parts.append(f"{key}: {', '.join(map(str, value))}")
+                names = [str(v) for v in value if isinstance(v, str)]
+                if names:  # lists of numbers are internal attribute ids, not words
+                    parts.append(f"{key}: {', '.join(names)}")
+                    categories += names
+                    leaves += names
             elif isinstance(value, str | int | float) and len(str(value)) <= 40:
                 parts.append(f"{key}: {value}")
-        out[str(item)] = (str(title or ""), "; ".join(parts))
+                scalars.append((str(key), str(value)))
+        out[str(item)] = ItemInfo(
+            title=str(title or ""),
+            categories=tuple(dict.fromkeys(categories)),
+            leaf_categories=tuple(dict.fromkeys(leaves)),
+            brand=str(brand or ""),
+            attributes=tuple(scalars),
+            descriptor="; ".join(parts),
+        )
     return out
+
+
+def _category_fact(store: EventStore, user_id: str, *, k: int) -> Fact | None:
+    """Fact ``P2``: the ``k`` categories most frequent among all the user's events, with their counts
+    (an event counts once for each genre, or the leaf of the category path, of its item)."""
+    rows = store.rows("SELECT item_id, count(*) FROM events WHERE user_id = ? GROUP BY item_id", [user_id])
+    infos = item_info(store, {str(item) for item, _ in rows})
+    counts: Counter[str] = Counter()
+    for item, n in rows:
+        for category in infos.get(str(item), _NO_INFO).leaf_categories:
+            counts[category] += int(n)
+    if not counts:
+        return None
+    top = counts.most_common()
+    shown = top[:k]
+    total = sum(int(n) for _, n in rows)
+    text = "most frequent categories of the user's events: " + ", ".join(
+        f"{name} {n} of {total}" for name, n in shown
+    )
+    return Fact(
+        "P2",
+        "categories",
+        text,
+        {"counts": dict(top), "shown": [name for name, _ in shown], "events": total},
+    )
 
 
 _VERBS = {
@@ -330,7 +424,8 @@ _VERBS = {
 }
 
 
-def _verb(event_type: str) -> str:
+def verb(event_type: str) -> str:
+    """The past-tense verb facts use for an event type ("purchase" -> "purchased")."""
     return _VERBS.get(event_type, event_type)
 
 
@@ -362,16 +457,23 @@ def _model_facts(
         return []
     recs = model.recommend(np.array([0]), k=k, history=request.interactions)
     item_ids = [str(model.train_.item_ids[i]) for i in recs.items[0]]
-    titles = _titles(store, set(item_ids))
+    titles = item_info(store, set(item_ids))
     out = []
     for rank, item in enumerate(item_ids, start=1):
-        title, category = titles.get(item, ("", ""))
+        info = titles.get(item, _NO_INFO)
         text = f"the recommender's #{rank} guess for the user's next item: item {item}"
-        if title:
-            text += f' "{title}"'
-        if category:
-            text += f" ({category})"
-        out.append(Fact(f"N{rank}", "next_item", text, {"item_id": item, "title": title, "rank": rank}))
+        if info.title:
+            text += f' "{info.title}"'
+        if info.descriptor:
+            text += f" ({info.descriptor})"
+        out.append(
+            Fact(
+                f"N{rank}",
+                "next_item",
+                text,
+                {"item_id": item, "title": info.title, "rank": rank, "categories": list(info.categories)},
+            )
+        )
     if with_influence:
         influence = deletion_influence(model, request.interactions, 0, target_item=int(recs.items[0, 0]))
         top_prob = math.exp(influence.base_log_prob)
@@ -381,18 +483,29 @@ def _model_facts(
             out[0].text + f", probability {_num(top_prob)}",
             {**out[0].values, "probability": round(top_prob, 2)},
         )
-        for i, fact in enumerate(f for f in influence.top(3) if f["effect"] > 0):
+        reasons = [f for f in influence.top(3) if f["effect"] > 0]
+        reason_info = item_info(store, {str(f["item_id"]) for f in reasons})
+        for i, fact in enumerate(reasons):
             ago = int(fact["events_ago"])
-            eid = f"E{ago}"
+            eid = f"E{ago}" if ago <= event_facts else None
             out.append(
                 Fact(
                     f"C{i + 1}",
                     "influence",
-                    f"reason #{i + 1} for guess N1: the user {_verb(fact['event_type'])} item {fact['item_id']} "
-                    f"({eid if ago <= event_facts else 'an older event'}, {fact['time'][:16].replace('T', ' ')} UTC); "
+                    f"reason #{i + 1} for guess N1: the user {verb(fact['event_type'])} item {fact['item_id']} "
+                    f"({eid or 'an older event'}, {fact['time'][:16].replace('T', ' ')} UTC); "
                     f"without that event the recommender finds N1 less likely (log-probability lower by "
                     f"{_num(fact['effect'])})",
-                    {"item_id": fact["item_id"], "effect": round(fact["effect"], 2), "events_ago": ago},
+                    {
+                        "item_id": fact["item_id"],
+                        "title": reason_info.get(str(fact["item_id"]), _NO_INFO).title,
+                        "event_type": fact["event_type"],
+                        "date": str(fact["time"])[:10],
+                        "event": eid,
+                        "rank": i + 1,
+                        "effect": round(fact["effect"], 2),
+                        "events_ago": ago,
+                    },
                 )
             )
     return out
@@ -433,7 +546,7 @@ def segment_facts(summary: Any, *, total_users: int | None = None) -> FactSet:
             "S1",
             "segment",
             f"{summary.users} users, {100 * summary.share:.0f}% of all users",
-            {"users": summary.users, "share_pct": round(100 * summary.share)},
+            {"users": summary.users, "share_pct": round(100 * summary.share), "share": summary.share},
         ),
         Fact(
             "S2",

@@ -1,58 +1,55 @@
-"""What the LLM layer does with facts: explain an intent, describe a segment, answer a question.
+"""What the LLM layer does with facts: explain an intent, describe a segment (answers: :mod:`.tools`).
 
-Each task sends the facts (:mod:`.facts`) with instructions to stay within them, asks for JSON that a
-pydantic model validates (constrained decoding where the server supports it; otherwise one repair
-retry that shows the model its validation error), then runs the grounding check (:mod:`.grounding`).
-An answer that cites anything not in the facts is regenerated once with the list of problems. If it
-still fails, the task does not pass it on: an intent explanation falls back to a text assembled from the
-cited facts themselves, an answer to a question becomes "I don't know", and the result says so
-(``source`` and ``first_try_grounded``), so groundedness can be measured before and after the check.
+The model's output is a list of claims (:mod:`.claims`), produced under constrained decoding: a JSON
+schema whose claim items can only name a fact that exists and a field that fact has (``response_format``
+on OpenAI-compatible servers, a llama.cpp grammar for the embedded model; a server that cannot do
+structured output gets one repair round-trip showing its validation error). Every claim is verified
+against its fact; a wrong value is corrected from the fact, an invented fact, field or relation is
+dropped, and the words a user reads are rendered from the kept claims with the facts' own values. When
+no claim survives, the explanation falls back to the user's activity and latest event (``source``
+``fallback``). ``first_try_grounded`` says whether every claim the model made was true as made, so the
+raw model's accuracy is measured, not hidden.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
 
+from behaviorlm.llm.claims import Claim, ClaimReport, claimable_fields, render_claims, verify_claims
 from behaviorlm.llm.client import LLMClient, LLMError
 from behaviorlm.llm.facts import FactSet
-from behaviorlm.llm.grounding import REPETITION_PROBLEM, GroundingReport, check_grounding
 
-IDK = "I don't know: the data about this user does not cover that."
-
-_RULES = (
-    "Rules: use ONLY the facts. Cite the ids of the facts you use in 'evidence'. Never state a number, "
-    "date, item, title or reason that is not written in the facts; say nothing about popularity, price, "
-    "quality, genre or the person unless a fact says it. Call the person 'the user'. Keep 'text' to two "
-    "or three short sentences and do not repeat yourself."
+_CLAIM_FORMAT = (
+    'Each claim copies ONE value from ONE fact, exactly as the fact writes it: {"fact": "E1", "field": '
+    '"title", "value": "<the title in fact E1>"}. Fields: for events (E) title, category, date, rating, '
+    "action, most_recent (yes/no), before/after (another event id); for P1 events, <type>_events, "
+    "active_days, first_date, last_date; for P2 most_common_category; for guesses (N) title, probability; "
+    "for reasons (C) title, date; for segment facts (S) users, share_pct, size (small/medium/large), "
+    "attribute, lift, conversion_pct. Never write a value that is not in that fact."
 )
 
 
 class IntentExplanation(BaseModel):
     intent: str
     confidence: float = Field(ge=0.0, le=1.0)
-    evidence: list[str] = Field(min_length=1)
-    text: str = Field(min_length=1)
+    claims: list[Claim] = Field(min_length=1)
+    text: str = ""
+    """Rendered from the verified claims (never the model's own words)."""
+    evidence: list[str] = Field(default_factory=list)
+    """The fact ids the kept claims rest on."""
 
 
 class SegmentDescription(BaseModel):
     name: str = Field(min_length=1, max_length=60)
-    text: str = Field(min_length=1)
-    evidence: list[str] = Field(min_length=1)
-
-
-class Answer(BaseModel):
-    # Field order is generation order under constrained decoding: the model writes its answer and cites
-    # facts before it judges whether the facts cover the question (a 0.5B model that had to decide
-    # first said "I don't know" to everything).
-    text: str = Field(min_length=1)
+    claims: list[Claim] = Field(min_length=1)
+    text: str = ""
     evidence: list[str] = Field(default_factory=list)
-    known: bool = True
-    """False when the facts do not cover the question (then ``text`` says so)."""
 
 
 T = TypeVar("T", bound=BaseModel)
@@ -62,18 +59,21 @@ T = TypeVar("T", bound=BaseModel)
 class TaskResult(Generic[T]):
     answer: T
     grounded: bool
-    """Whether the answer handed back is grounded (after regeneration and fallback)."""
+    """Whether every statement handed out is true of the facts (rendered from verified or corrected
+    claims; always true unless a caller builds a result by hand)."""
     first_try_grounded: bool
+    """Whether every claim the model made was true as made (before corrections and drops)."""
     source: str
-    """``llm`` (the model's answer), ``fallback`` (assembled from facts) or ``refused`` ("I don't know")."""
+    """``llm`` (rendered from the model's claims), ``fallback`` (no claim survived) or ``refused``."""
     attempts: int
     latency_s: float
     problems: list[str] = field(default_factory=list)
-    """Grounding problems of the last model answer (empty when it was grounded)."""
+    """Why claims were corrected or dropped."""
     model: str = ""
+    claims: list[dict[str, Any]] = field(default_factory=list)
+    """Every claim the model made with its verdict (``verified`` / ``corrected`` / ``dropped``)."""
     rejected: list[dict[str, Any]] = field(default_factory=list)
-    """Model answers that failed the grounding check, ``{"text", "problems"}`` each: for diagnosing
-    fallbacks (``run_llm_explain.py --log``). Never handed out, and not part of :meth:`to_dict`."""
+    """Replies that could not be used (invalid JSON), for diagnosis; not part of :meth:`to_dict`."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -85,35 +85,45 @@ class TaskResult(Generic[T]):
             "latency_s": round(self.latency_s, 3),
             "problems": self.problems,
             "model": self.model,
+            "claim_verdicts": self.claims,
         }
 
 
-def _schema(model: type[BaseModel], facts: FactSet, *, enum_intents: bool = False) -> dict[str, Any]:
-    schema = model.model_json_schema()
-    props = schema["properties"]
-    ids = [f.id for f in facts.facts]
-    if "evidence" in props:
-        props["evidence"] = {
-            "type": "array",
-            "items": {"type": "string", "enum": ids},
-            # The grammar must ask for what pydantic will require, or a valid-looking reply fails validation.
-            "minItems": props["evidence"].get("minItems", 0),
-            "maxItems": 6,
+def claims_schema(facts: FactSet, *, min_items: int = 1, max_items: int = 4) -> dict[str, Any]:
+    """JSON schema of a claim list: each item names an existing fact and one of that fact's fields."""
+    variants = [
+        {
+            "type": "object",
+            "properties": {
+                "fact": {"type": "string", "enum": [fid]},
+                "field": {"type": "string", "enum": names},
+                "value": {"type": "string", "maxLength": 80},
+            },
+            "required": ["fact", "field", "value"],
+            "additionalProperties": False,
         }
-    if enum_intents and facts.intents:
-        props["intent"] = {"type": "string", "enum": list(facts.intents)}
-    for name, prop in props.items():
-        prop.pop("title", None)
-        if prop.get("type") == "string" and name in ("text", "name"):
-            # A bound on free text makes the grammar close the JSON: small models otherwise can loop
-            # until max_tokens and leave it unterminated.
-            prop["maxLength"] = min(prop.get("maxLength", 600), 600)
-    schema.pop("title", None)
-    schema["additionalProperties"] = False
-    return schema
+        for fid, names in claimable_fields(facts).items()
+    ]
+    return {"type": "array", "items": {"anyOf": variants}, "minItems": min_items, "maxItems": max_items}
 
 
-def _ask_json(
+def _object_schema(properties: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties),
+        "additionalProperties": False,
+    }
+
+
+def _verdicts(report: ClaimReport) -> list[dict[str, Any]]:
+    return [
+        {**v.claim.model_dump(), "status": v.status, "reason": v.reason, "truth": v.truth}
+        for v in report.verdicts
+    ]
+
+
+def ask_json(
     client: LLMClient, messages: list[dict[str, str]], model: type[T], schema: dict[str, Any]
 ) -> tuple[T, int]:
     """The model's reply parsed into ``model``; one repair round-trip if it is not valid JSON of that shape."""
@@ -156,176 +166,166 @@ def _loads(text: str) -> Any:
     return json.loads(text[start : end + 1])
 
 
-@dataclass
-class _Outcome(Generic[T]):
-    """The model's last answer after at most one regeneration, and what happened on the way."""
-
-    answer: T
-    report: GroundingReport
-    first: bool
-    calls: int
-    rejected: list[dict[str, Any]]
-    model: str
-
-    def handed_out(self, answer: T, *, source: str, started: float) -> TaskResult[T]:
-        """The task's result when ``answer`` (the model's, a fallback or a refusal) is handed out."""
-        return TaskResult(
-            answer=answer,
-            grounded=True,  # the model's answer passed the check, or a grounded-by-construction stand-in
-            first_try_grounded=self.first,
-            source=source,
-            attempts=self.calls,
-            latency_s=time.perf_counter() - started,
-            problems=self.report.problems,
-            model=self.model,
-            rejected=self.rejected,
-        )
-
-
-def _run(
+def _claims_task(
     client: LLMClient,
     facts: FactSet,
-    instruction: str,
+    system: str,
     model: type[T],
     schema: dict[str, Any],
-    check: Any,
-    *,
-    question: str | None = None,
-) -> _Outcome[T]:
-    prompt = f"Facts about {facts.subject}:\n{facts.render()}"
-    if question is not None:
-        prompt += f"\n\nQuestion: {question}"
+) -> tuple[T, ClaimReport, int]:
+    """Ask for ``model`` (a JSON object with a ``claims`` list) and verify its claims."""
     messages = [
-        {"role": "system", "content": f"{instruction}\n{_RULES}"},
-        {"role": "user", "content": prompt},
+        {"role": "system", "content": system},
+        {"role": "user", "content": f"Facts about {facts.subject}:\n{facts.render()}"},
     ]
-    answer, calls = _ask_json(client, messages, model, schema)
-    report = check(answer)
-    first = report.grounded
-    rejected: list[dict[str, Any]] = []
-    if not report.grounded:
-        shown = answer.model_dump_json()
-        rejected.append({"text": shown, "problems": report.problems})
-        if REPETITION_PROBLEM in report.problems:
-            # A looping answer is not shown back: with the loop in its context the small embedded model
-            # looped again on every retry (ML-100k). It is asked afresh, told what went wrong.
-            others = "".join(f" Also: {p}." for p in report.problems if p != REPETITION_PROBLEM)
-            messages = [
-                messages[0],
-                {
-                    "role": "user",
-                    "content": f"{prompt}\n\nAn earlier answer went into a loop, repeating the same words. "
-                    "Write two short sentences, name at most three titles or genres, and never list "
-                    f"anything twice.{others}",
-                },
-            ]
-        else:
-            messages = [
-                *messages,
-                {"role": "assistant", "content": shown},
-                {
-                    "role": "user",
-                    "content": "Your answer is not supported by the facts: "
-                    + "; ".join(report.problems)
-                    + ". Answer again, using only what the facts say.",
-                },
-            ]
-        answer, more = _ask_json(client, messages, model, schema)
-        calls += more
-        report = check(answer)
-        if not report.grounded:
-            rejected.append({"text": answer.model_dump_json(), "problems": report.problems})
-    return _Outcome(answer, report, first, calls, rejected, client.name)
+    answer, calls = ask_json(client, messages, model, schema)
+    return answer, verify_claims(list(answer.claims), facts), calls  # type: ignore[attr-defined]
 
 
 def explain_intent(client: LLMClient, facts: FactSet) -> TaskResult[IntentExplanation]:
-    """The user's likely intent, a confidence, the facts behind it and a short explanation in words."""
+    """The user's likely intent, a confidence, and 1-4 verified claims from the facts that support it."""
     start = time.perf_counter()
     labels = ", ".join(facts.intents)
-    instruction = (
-        "You explain what an online user is probably trying to do, for a product analyst. "
-        f"Choose the intent from: {labels}. "
+    system = (
+        "You explain what an online user is probably trying to do, for a product analyst. Reply with JSON: "
+        f"the intent (one of: {labels}), "
         + (
-            "Intent-model probabilities are in the facts: use the probability of the intent you choose as "
-            "the confidence. "
+            "the confidence (the intent model's probability of that intent, from the I facts), "
             if facts.intent_from_model
-            else "Give your confidence between 0 and 1. "
+            else "your confidence between 0 and 1, "
         )
-        + "In 'text' write two sentences: first what the user did recently, naming one or two titles "
-        "from the facts; then why that points to the intent you chose."
+        + "and 2 to 4 claims from the facts that show why: the latest events, the activity, the most "
+        f"common category, the recommender's guesses and their reasons. {_CLAIM_FORMAT}"
     )
-    schema = _schema(IntentExplanation, facts, enum_intents=True)
-
-    def check(a: IntentExplanation) -> GroundingReport:
-        return check_grounding(
-            facts,
-            a.text,
-            evidence=a.evidence,
-            intent=a.intent,
-            confidence=a.confidence,
-        )
-
-    outcome = _run(client, facts, instruction, IntentExplanation, schema, check)
-    if outcome.report.grounded:
-        return outcome.handed_out(outcome.answer, source="llm", started=start)
-    return outcome.handed_out(_fallback_explanation(facts, outcome.answer), source="fallback", started=start)
-
-
-def _fallback_explanation(facts: FactSet, answer: IntentExplanation) -> IntentExplanation:
-    """An explanation assembled from the facts the model cited (or the first facts): grounded by construction."""
-    by_id = facts.by_id()
-    cited = [e for e in answer.evidence if e in by_id][:4] or [f.id for f in facts.facts[:3]]
-    intent = answer.intent if answer.intent in facts.intents else facts.intents[0]
-    confidence = answer.confidence
+    schema = _object_schema(
+        {
+            "intent": {"type": "string", "enum": list(facts.intents)},
+            "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+            "claims": claims_schema(facts),
+        }
+    )
+    answer, report, calls = _claims_task(client, facts, system, IntentExplanation, schema)
+    problems = list(report.problems)
+    intent, confidence = answer.intent, answer.confidence
+    if intent not in facts.intents:
+        problems.append(f"intent {intent!r} is not one of {list(facts.intents)}")
+        intent = facts.intents[0]
     if facts.intent_from_model:
-        top = facts.of_kind("intent")[0]
-        intent, confidence = top.values["intent"], top.values["probability"]
-        cited = [top.id, *[c for c in cited if c != top.id]][:4]
-    text = f"Likely intent: {intent}. Based on: " + "; ".join(by_id[c].text for c in cited) + "."
-    return IntentExplanation(intent=intent, confidence=confidence, evidence=cited, text=text)
+        model_p = {f.values["intent"]: f.values["probability"] for f in facts.of_kind("intent")}
+        if abs(model_p.get(intent, -1.0) - confidence) > 0.015:
+            problems.append(
+                f"confidence {confidence} differs from the intent model's probability {model_p.get(intent)}"
+            )
+            confidence = float(model_p.get(intent, 0.0))
+    kept = report.kept
+    source = "llm"
+    if not kept:
+        fallback = [Claim(fact=f.id, field=name, value="") for f, name in _fallback_fields(facts)]
+        kept = verify_claims(fallback, facts).kept
+        source = "fallback"
+    who = "intent-model probability" if facts.intent_from_model else "the language model's confidence"
+    text = f"Likely intent: {intent} ({who} {confidence:.2f}). " + " ".join(render_claims(kept, facts))
+    evidence = list(dict.fromkeys(v.claim.fact.strip().upper() for v in kept))
+    handed = IntentExplanation(
+        intent=intent, confidence=confidence, claims=[v.claim for v in kept], text=text, evidence=evidence
+    )
+    return TaskResult(
+        answer=handed,
+        grounded=True,
+        first_try_grounded=not problems and report.all_verified,
+        source=source,
+        attempts=calls,
+        latency_s=time.perf_counter() - start,
+        problems=problems,
+        model=client.name,
+        claims=_verdicts(report),
+    )
+
+
+def _fallback_fields(facts: FactSet) -> list[tuple[Any, str]]:
+    """What an explanation says when no model claim survives: the activity and the latest event."""
+    by_id = facts.by_id()
+    out = []
+    if "P1" in by_id:
+        out.append((by_id["P1"], "events"))
+    if "E1" in by_id:
+        out += [(by_id["E1"], "title"), (by_id["E1"], "date")]
+    return out
+
+
+_NAME_WORDS = frozenset(
+    [
+        "segment",
+        "group",
+        "users",
+        "customers",
+        "shoppers",
+        "buyers",
+        "viewers",
+        "raters",
+        "watchers",
+        "fans",
+        "lovers",
+        "enthusiasts",
+        "audience",
+        "cohort",
+        "crowd",
+        "members",
+        "of",
+        "and",
+        "with",
+        "the",
+        "a",
+        "for",
+        "in",
+        "on",
+    ]
+)
+"""Words a segment name may use beyond the words of its facts (which carry every adjective a name could
+truthfully use: a name such as "small US shoppers" has words no fact supports)."""
+
+
+def segment_name_problems(name: str, facts: FactSet) -> list[str]:
+    """Words of a segment name that neither its facts nor the generic nouns of :data:`_NAME_WORDS` contain."""
+    fact_words = set(re.findall(r"[a-z0-9]+", " ".join(f.text for f in facts.facts).casefold()))
+    for f in facts.facts:
+        for value in f.values.values():
+            fact_words |= set(re.findall(r"[a-z0-9]+", str(value).casefold()))
+    unsupported = [w for w in re.findall(r"[a-z0-9]+", name.casefold()) if w not in fact_words | _NAME_WORDS]
+    return [f"the name's word {w!r} is not in the facts" for w in dict.fromkeys(unsupported)]
 
 
 def describe_segment(client: LLMClient, facts: FactSet) -> TaskResult[SegmentDescription]:
-    """A short name and a description of a segment from its summary facts (:func:`.facts.segment_facts`)."""
+    """A short name and 1-4 verified claims for a segment (:func:`.facts.segment_facts`)."""
     start = time.perf_counter()
-    instruction = (
-        "You describe a customer segment for a marketing team: a short name (at most five words) and two "
-        "sentences on what sets it apart."
+    system = (
+        "You describe a customer segment for a marketing team. Reply with JSON: a short name (at most five "
+        "words, built from words in the facts) and 2 to 4 claims from the facts on what sets it apart: "
+        f"its size, activity and over-represented attributes. {_CLAIM_FORMAT}"
     )
-    schema = _schema(SegmentDescription, facts)
-
-    def check(a: SegmentDescription) -> GroundingReport:
-        return check_grounding(facts, f"{a.name}. {a.text}", evidence=a.evidence)
-
-    outcome = _run(client, facts, instruction, SegmentDescription, schema, check)
-    if outcome.report.grounded:
-        return outcome.handed_out(outcome.answer, source="llm", started=start)
-    cited = [f.id for f in facts.facts[:3]]
-    fallback = SegmentDescription(
-        name=facts.subject, text="; ".join(f.text for f in facts.facts[:3]) + ".", evidence=cited
+    schema = _object_schema({"name": {"type": "string", "maxLength": 48}, "claims": claims_schema(facts)})
+    answer, report, calls = _claims_task(client, facts, system, SegmentDescription, schema)
+    problems = list(report.problems) + segment_name_problems(answer.name, facts)
+    name = (
+        answer.name.strip()
+        if not segment_name_problems(answer.name, facts) and answer.name.strip()
+        else (facts.subject)
     )
-    return outcome.handed_out(fallback, source="fallback", started=start)
-
-
-def ask(client: LLMClient, facts: FactSet, question: str) -> TaskResult[Answer]:
-    """A customer-service answer to ``question`` from the facts only; "I don't know" when they do not cover it."""
-    start = time.perf_counter()
-    instruction = (
-        "You are a customer-service assistant. Answer the question from the facts only. If the facts do "
-        f'not answer it, set known to false and text to "{IDK}". When they do, set known to true and '
-        "answer in one sentence that names the item (title and id) and the date from the fact you cite."
+    kept = report.kept
+    source = "llm"
+    if not kept:
+        kept = verify_claims([Claim(fact="S1", field="users", value="")], facts).kept
+        source = "fallback"
+    text = " ".join(render_claims(kept, facts))
+    evidence = list(dict.fromkeys(v.claim.fact.strip().upper() for v in kept))
+    return TaskResult(
+        answer=SegmentDescription(name=name, claims=[v.claim for v in kept], text=text, evidence=evidence),
+        grounded=True,
+        first_try_grounded=not problems and report.all_verified,
+        source=source,
+        attempts=calls,
+        latency_s=time.perf_counter() - start,
+        problems=problems,
+        model=client.name,
+        claims=_verdicts(report),
     )
-    schema = _schema(Answer, facts)
-
-    def check(a: Answer) -> GroundingReport:
-        if not a.known:
-            return GroundingReport(True)
-        return check_grounding(facts, a.text, evidence=a.evidence)
-
-    outcome = _run(client, facts, instruction, Answer, schema, check, question=question)
-    answer = outcome.answer
-    refusal = "don't know" in answer.text.casefold() or "do not know" in answer.text.casefold()
-    if not answer.known or not answer.evidence or refusal or not outcome.report.grounded:
-        # Unknown, or still unsupported after a regeneration: refuse rather than risk an invented answer.
-        return outcome.handed_out(Answer(known=False, text=IDK, evidence=[]), source="refused", started=start)
-    return outcome.handed_out(answer, source="llm", started=start)
