@@ -6,6 +6,7 @@ Run with ``make demo`` or ``python -m behaviorlm.demo``. Everything it needs shi
 from __future__ import annotations
 
 import shutil
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -275,10 +276,14 @@ def _explain_in_words(console: Console, *, store_path: Path, model, user: str, d
     )
 
     def status(result) -> str:
-        return f"[{result.source}, grounded={result.grounded}, {result.latency_s:.1f} s]"
+        verdicts = Counter(v["status"] for v in result.claims)
+        return (
+            f"[{result.source}; claims {verdicts['verified']} verified, {verdicts['corrected']} corrected, "
+            f"{verdicts['dropped']} dropped; {result.latency_s:.1f} s]"
+        )
 
     try:
-        _verbalize(console, client, facts, segment, status)
+        _verbalize(console, client, facts, segment, status, store_path=store_path, user=user, model=model)
     except LLMError as exc:  # the demo goes on: the rest does not depend on the words
         console.print(f"the language model could not answer: {exc}", highlight=False, markup=False)
     u = client.usage
@@ -291,9 +296,12 @@ def _explain_in_words(console: Console, *, store_path: Path, model, user: str, d
     )
 
 
-def _verbalize(console: Console, client, facts, segment, status) -> None:
+def _verbalize(
+    console: Console, client, facts, segment, status, *, store_path: Path, user: str, model
+) -> None:
     from behaviorlm.llm.facts import segment_facts
-    from behaviorlm.llm.tasks import ask, describe_segment, explain_intent
+    from behaviorlm.llm.tasks import describe_segment, explain_intent
+    from behaviorlm.llm.tools import UserContext, ask
 
     by_id = facts.by_id()
     result = explain_intent(client, facts)
@@ -305,11 +313,20 @@ def _verbalize(console: Console, client, facts, segment, status) -> None:
     )
     for e in result.answer.evidence[:4]:
         console.print(f"  [{e}] {by_id[e].text}", highlight=False, markup=False)
-    for question in ("What did the user rate most recently?", "What is the user's email address?"):
-        answer = ask(client, facts, question)
-        console.print(
-            f"Q: {question}\nA: {answer.answer.text} {status(answer)}", highlight=False, markup=False
-        )
+    with EventStore(store_path, read_only=True) as store:
+        context = UserContext(store, user, model=model)
+        for question in (
+            "How many movies has this user rated, and when was their last rating?",
+            "Which genre does the user rate most?",
+            "What is the user's email address?",
+        ):
+            answer = ask(client, context, question)
+            tools = ", ".join(c["tool"] for c in answer.calls if "result" in c) or "none"
+            console.print(
+                f"Q: {question}\nA: {answer.answer} [{answer.source}; tools: {tools}; {answer.latency_s:.1f} s]",
+                highlight=False,
+                markup=False,
+            )
     seg = describe_segment(client, segment_facts(segment))
     console.print(
         f"segment {segment.segment}: {seg.answer.name!r}: {seg.answer.text} {status(seg)}",

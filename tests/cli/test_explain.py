@@ -98,8 +98,8 @@ def test_explain_user_errors(saved: tuple[Path, Path]) -> None:
 
 
 def test_explain_in_words_with_any_openai_compatible_server(saved: tuple[Path, Path], tmp_path: Path) -> None:
-    """--llm-url: the facts (including the cart that causes the top prediction) reach the server and the
-    grounded answer is printed with the facts it cites."""
+    """--llm-url: the facts (including the cart that causes the top prediction) reach the server; the
+    model's claims are verified, a wrong one corrected from its fact, and the words rendered from them."""
     import json
 
     from behaviorlm.testing.fake_llm import FakeLLMServer, Step
@@ -108,8 +108,11 @@ def test_explain_in_words_with_any_openai_compatible_server(saved: tuple[Path, P
     answer = {
         "intent": "ready to buy",
         "confidence": 0.6,
-        "evidence": ["E4", "C1"],
-        "text": "The user put item 17 in the cart, which is the main reason the model expects item 7 next.",
+        "claims": [
+            {"fact": "E4", "field": "action", "value": "added to cart"},
+            {"fact": "C1", "field": "item", "value": "17"},
+            {"fact": "P1", "field": "events", "value": "9"},
+        ],
     }
     env = {"COLUMNS": "160", "BEHAVIORLM_CACHE_DIR": str(tmp_path / "cache")}
     with FakeLLMServer([Step(text=json.dumps(answer))]) as server:
@@ -125,7 +128,10 @@ def test_explain_in_words_with_any_openai_compatible_server(saved: tuple[Path, P
         ]
         result = runner.invoke(app, [*args, "--json", str(tmp_path / "x.json")], env=env)
     assert result.exit_code == 0, result.output
-    assert "intent: ready to buy (confidence 0.60)" in result.output and "grounded" in result.output
+    assert "intent: ready to buy (confidence 0.60)" in result.output
+    assert "claims: 2 verified, 1 corrected, 0 dropped" in result.output
+    # The corrected count is stated from the fact (5 events), never the model's 9.
+    assert "5 events in all" in result.output and "9 events" not in result.output
     prompt = server.requests[0]["messages"][1]["content"]
     assert "added to cart item 17" in prompt and "reason #1 for guess N1" in prompt
     saved_json = json.loads((tmp_path / "x.json").read_text())
@@ -139,14 +145,14 @@ def test_ask_and_an_unreachable_server(saved: tuple[Path, Path], tmp_path: Path)
 
     store, _ = saved
     env = {"COLUMNS": "160", "BEHAVIORLM_CACHE_DIR": str(tmp_path / "cache")}
-    reply = {"known": True, "text": "Item 17, added to the cart.", "evidence": ["E4"]}
+    reply = {"calls": [{"tool": "last_event", "event_type": "cart"}]}
     with FakeLLMServer([Step(text=json.dumps(reply))]) as server:
         result = runner.invoke(
             app,
             [
                 "ask",
                 "probe",
-                "What did they add to the cart?",
+                "What did they add to the cart last?",
                 "--store",
                 str(store),
                 "--llm-url",
@@ -155,10 +161,23 @@ def test_ask_and_an_unreachable_server(saved: tuple[Path, Path], tmp_path: Path)
             env=env,
         )
     assert result.exit_code == 0, result.output
-    assert "Item 17, added to the cart." in result.output and "[E4]" in result.output
+    assert "added to cart item 17" in result.output and "last_event(event_type='cart')" in result.output
+    # The question names no tool's subject: refused without asking any model.
+    result = runner.invoke(
+        app, ["ask", "probe", "Anything?", "--store", str(store), "--llm-url", "http://127.0.0.1:9/v1"]
+    )
+    assert result.exit_code == 0 and "I don't know" in result.output
     result = runner.invoke(
         app,
-        ["ask", "probe", "Anything?", "--store", str(store), "--llm-url", "http://127.0.0.1:9/v1"],
+        [
+            "ask",
+            "probe",
+            "How many events does the user have?",
+            "--store",
+            str(store),
+            "--llm-url",
+            "http://127.0.0.1:9/v1",
+        ],
         env=env,
     )
     assert result.exit_code == 2 and "cannot reach" in result.output

@@ -85,9 +85,23 @@ def test_smollm2_plumbing_through_the_same_client():
     assert reply.completion_tokens > 0 and reply.prompt_tokens > 0 and client.usage.requests == 1
 
 
-def test_default_model_explains_a_planted_intent_grounded():
+def test_default_model_explains_a_planted_intent_from_verified_claims():
     from behaviorlm.llm.client import LLMClient
     from behaviorlm.llm.tasks import explain_intent
+
+    def event(fid, minute, verb, item, title, etype):
+        return Fact(
+            fid,
+            "event",
+            f'2024-06-01 20:{minute:02d} UTC: {verb} item {item} "{title}"',
+            {
+                "item_id": item,
+                "title": title,
+                "event_type": etype,
+                "date": "2024-06-01",
+                "ts": 1717272000 + 60 * minute,
+            },
+        )
 
     facts = FactSet(
         "user-0a1b2c3d4e",
@@ -95,21 +109,18 @@ def test_default_model_explains_a_planted_intent_grounded():
             Fact(
                 "P1",
                 "activity",
-                "5 events on 1 active days from 2024-06-01 to 2024-06-01; by type: view 3, cart 2",
+                "3 events on 1 active day from 2024-06-01 to 2024-06-01; by type: view 1, cart 2",
+                {
+                    "events": 3,
+                    "active_days": 1,
+                    "first_date": "2024-06-01",
+                    "last_date": "2024-06-01",
+                    "events_by_type": {"view": 1, "cart": 2},
+                },
             ),
-            Fact(
-                "E1",
-                "event",
-                '2024-06-01 20:15 UTC: added to cart item K2 "Espresso machine"',
-                {"item_id": "K2"},
-            ),
-            Fact(
-                "E2",
-                "event",
-                '2024-06-01 20:14 UTC: added to cart item K9 "Coffee grinder"',
-                {"item_id": "K9"},
-            ),
-            Fact("E3", "event", '2024-06-01 20:10 UTC: viewed item K2 "Espresso machine"', {"item_id": "K2"}),
+            event("E1", 15, "added to cart", "K2", "Espresso machine", "cart"),
+            event("E2", 14, "added to cart", "K9", "Coffee grinder", "cart"),
+            event("E3", 10, "viewed", "K2", "Espresso machine", "view"),
             Fact(
                 "I1",
                 "intent",
@@ -128,6 +139,24 @@ def test_default_model_explains_a_planted_intent_grounded():
     )
     client = LLMClient(LLMConfig(cache_dir=""))
     result = explain_intent(client, facts)
-    assert result.grounded and result.answer.intent == "ready to buy"
+    assert result.grounded and result.source == "llm" and result.answer.intent == "ready to buy"
     assert result.answer.confidence == pytest.approx(0.83, abs=0.015)
+    assert any(v["status"] == "verified" for v in result.claims), result.claims
     assert set(result.answer.evidence) <= set(facts.by_id())
+
+
+def test_default_model_answers_generated_questions_from_tools(tmp_path):
+    """A fast slice of benchmarks/run_llm_qa.py on the bundled ML-100k: questions with known answers."""
+    from behaviorlm.data.datasets import open_dataset_store
+    from behaviorlm.llm.client import LLMClient
+    from behaviorlm.llm.tools import UserContext, ask
+    from behaviorlm.testing.questions import question_set, refusal_set
+
+    client = LLMClient(LLMConfig(cache_dir="", threads=1))
+    with open_dataset_store("ml-100k", cache_dir=tmp_path, read_only=False) as store:
+        questions = question_set(store, users=8, seed=1)
+        refusals = refusal_set(users=[q.user_id for q in questions], seed=1)[20:30]
+        right = [q.check(ask(client, UserContext(store, q.user_id), q.text)) for q in questions]
+        refused = [q.check(ask(client, UserContext(store, q.user_id), q.text)) for q in refusals]
+    assert sum(right) / len(right) >= 0.8, [q.text for q, ok in zip(questions, right, strict=True) if not ok]
+    assert all(refused), [q.text for q, ok in zip(refusals, refused, strict=True) if not ok]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections import Counter
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -723,19 +725,21 @@ def _print_task(result: Any, facts: Any, *, title: str) -> None:
     lines = []
     if hasattr(answer, "intent"):
         lines.append(f"[bold]intent:[/] {answer.intent} (confidence {answer.confidence:.2f})")
-    lines.append(answer.text)
-    evidence = getattr(answer, "evidence", [])
-    if evidence:
+    lines.append(escape(answer.text))
+    if answer.evidence:
         lines.append("")
-        lines.append("[bold]evidence[/]")
-        lines += [f"  [{e}] {by_id[e].text}" for e in evidence if e in by_id]
+        lines.append("[bold]facts behind it[/]")
+        lines += [f"  \\[{e}] {escape(by_id[e].text)}" for e in answer.evidence if e in by_id]
+    counts = Counter(v["status"] for v in result.claims)
     status = {
-        "llm": "grounded: every item, number and fact id cited is in the facts",
-        "fallback": "the model's answer cited things not in the facts twice; shown: the facts it cited",
-        "refused": "not covered by the facts (or the model's answer was not supported by them)",
+        "llm": "every sentence is rendered from a claim checked against its fact",
+        "fallback": "no claim of the model's held; shown: the activity and the latest event",
     }[result.source]
     lines.append("")
-    lines.append(f"[dim]{status} · {result.model} · {result.latency_s:.1f} s · {result.attempts} call(s)[/]")
+    lines.append(
+        f"[dim]{status} · claims: {counts['verified']} verified, {counts['corrected']} corrected, "
+        f"{counts['dropped']} dropped · {result.model} · {result.latency_s:.1f} s · {result.attempts} call(s)[/]"
+    )
     console.print(Panel("\n".join(lines), title=title, expand=False))
 
 
@@ -819,33 +823,49 @@ def ask(
     ],
     store: StoreOption = Path("behaviorlm.duckdb"),
     model: Annotated[
-        Path | None, typer.Option(help="Saved sequence model, for predicted next items.")
+        Path | None, typer.Option(help="Saved sequence model, for next-item guesses and their reasons.")
     ] = None,
-    intent_model: IntentModelOption = None,
+    effects_json: Annotated[
+        list[Path] | None,
+        typer.Option("--effects", help="Effect reports (behaviorlm effects --json) the answer may cite."),
+    ] = None,
     llm_url: LLMUrlOption = None,
     llm_model: LLMModelOption = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the answer as JSON.")] = None,
 ) -> None:
-    """Answer a question about a user from the facts in the data only ("I don't know" when they do not say)."""
-    from behaviorlm.llm.facts import user_facts
-    from behaviorlm.llm.tasks import ask as ask_task
+    """Answer a question about a user from the data: the language model picks read-only tools (counts,
+    first/last events, categories, items in a period, ratings, guesses, reasons, effects), code runs them,
+    and the answer is written from their results; "I don't know" when no tool answers it."""
+    from behaviorlm.llm.tools import UserContext
+    from behaviorlm.llm.tools import ask as ask_tools
     from behaviorlm.models.base import load_model
 
     if not question.strip():
         raise ValueError("the question is empty")
     _require_store(store)
-    with EventStore(store, read_only=True) as es, console.status("collecting the facts …", spinner="dots"):
-        facts = user_facts(
-            es,
-            user_id,
-            model=load_model(model) if model is not None else None,
-            intent_model=load_model(intent_model) if intent_model is not None else None,
+    effects = [json.loads(path.read_text()) for path in effects_json or []]
+    with EventStore(store, read_only=True) as es:
+        if not es.scalar("SELECT count(*) FROM events WHERE user_id = ?", [user_id]):
+            raise KeyError(f"user {user_id!r} has no events in {store}")
+        context = UserContext(
+            es, user_id, model=load_model(model) if model is not None else None, effects=effects
         )
-    with (
-        _llm_client(llm_url, llm_model) as client,
-        console.status("the language model is answering …", spinner="dots"),
-    ):
-        result = ask_task(client, facts, question)
-    _print_task(result, facts, title=question)
+        with (
+            _llm_client(llm_url, llm_model) as client,
+            console.status("the language model is choosing tools …", spinner="dots"),
+        ):
+            result = ask_tools(client, context, question)
+    console.print(result.answer, highlight=False, markup=False, soft_wrap=True)
+    for call in result.calls:
+        outcome = call.get("result", call.get("error") or "; ".join(call.get("rejected", [])))
+        console.print(
+            f"  [dim]{call['tool']}({', '.join(f'{k}={v!r}' for k, v in call['arguments'].items())}) -> "
+            f"{escape(str(outcome))[:160]}[/]",
+            highlight=False,
+        )
+    console.print(f"[dim]{result.source} · {result.model} · {result.latency_s:.1f} s[/]")
+    if json_out is not None:
+        json_out.write_text(json.dumps(result.to_dict(), indent=2, default=str))
 
 
 def _explain_predictions(user_id: str, *, model: Path, store: Path, top: int, why: bool) -> Any:

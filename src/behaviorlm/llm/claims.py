@@ -232,7 +232,7 @@ def _action_ok(value: str, event_type: str) -> bool:
 
 _SIZE_WORDS = {
     "small": ("small", "tiny", "niche", "minority", "few", "little"),
-    "medium": ("medium", "mid sized", "midsized", "moderate", "sizeable", "sizable", "average"),
+    "medium": ("medium", "midsized", "moderate", "sizeable", "sizable", "average"),
     "large": ("large", "big", "majority", "huge", "most", "main", "dominant", "biggest"),
 }
 SIZE_RANGES = {"small": (0.0, 20.0), "medium": (10.0, 50.0), "large": (40.0, 100.0)}
@@ -241,11 +241,11 @@ SIZE_RANGES = {"small": (0.0, 20.0), "medium": (10.0, 50.0), "large": (40.0, 100
 
 
 def size_word(value: str) -> str | None:
-    word = normalize(value)
-    for size, words in _SIZE_WORDS.items():
-        if word in {normalize(w) for w in words} or any(word.startswith(normalize(w) + " ") for w in words):
-            return size
-    return None
+    """small / medium / large for a size phrase ("relatively small", "the majority"); None if it has no
+    size word, or two that disagree."""
+    words = normalize(value).replace("mid sized", "midsized").split()
+    sizes = {size for size, names in _SIZE_WORDS.items() for w in words if w in {normalize(n) for n in names}}
+    return sizes.pop() if len(sizes) == 1 else None
 
 
 def _yes(value: str) -> bool | None:

@@ -163,6 +163,14 @@ class Explanation(BaseModel):
     method: str
 
 
+class ClaimVerdict(BaseModel):
+    fact: str
+    field: str
+    value: str
+    status: str
+    reason: str = ""
+
+
 class CitedFact(BaseModel):
     id: str
     text: str
@@ -173,12 +181,38 @@ class IntentInWords(BaseModel):
     intent: str
     confidence: float
     text: str
-    """Two or three sentences by the language model (or, if its answers cited anything not in the facts
-    twice, a sentence assembled from the facts: ``source = "fallback"``)."""
+    """Sentences rendered from the model's claims after each was checked against its fact (a wrong value
+    is corrected from the fact, an invented one dropped; ``source = "fallback"`` when none held)."""
     evidence: list[CitedFact]
+    claims: list[ClaimVerdict] = []
+    """Every claim the model made, with its verdict: ``verified``, ``corrected`` or ``dropped``."""
     grounded: bool
     first_try_grounded: bool
+    """Whether every claim the model made was true as made."""
     source: str
+    latency_s: float
+    llm: str
+
+
+class QuestionIn(BaseModel):
+    question: str = Field(min_length=1, max_length=500)
+
+
+class ToolCallOut(BaseModel):
+    tool: str
+    arguments: dict[str, Any] = {}
+    result: Any = None
+    error: str | None = None
+
+
+class AnswerOut(BaseModel):
+    user_id: str
+    question: str
+    answer: str
+    """Written from the results of the tools the model called (never the model's own words)."""
+    source: str
+    """``tools``, ``refused`` (no tool answers it) or ``personal`` (refused before any model saw it)."""
+    calls: list[ToolCallOut]
     latency_s: float
     llm: str
 
@@ -837,11 +871,12 @@ def create_app(config: ServiceConfig) -> FastAPI:
                 user_id: Annotated[str, Path(min_length=1, max_length=MAX_ID)],
                 _: Annotated[ApiKey, Depends(authorize("read"))],
             ) -> IntentInWords:
-                """The user's intent explained in words by the configured language model, from grounded
-                facts only: latest events, activity, anomaly percentile, next items and the events behind
-                the top one (and intent-model probabilities when one is configured). Every item, number
-                and fact id the answer cites is checked against those facts (docs/llm.md). Takes
-                seconds on a CPU with the embedded model."""
+                """The user's intent explained in words by the configured language model, from facts only:
+                latest events, activity, top categories, anomaly percentile, next items and the events
+                behind the top one (and intent-model probabilities when one is configured). The model
+                returns claims about those facts; each is checked against its fact and the words are
+                rendered from the checked claims (docs/llm.md). Takes seconds on a CPU with the
+                embedded model."""
                 from behaviorlm.llm.client import LLMError
                 from behaviorlm.llm.facts import user_facts
                 from behaviorlm.llm.tasks import explain_intent
@@ -881,9 +916,63 @@ def create_app(config: ServiceConfig) -> FastAPI:
                     evidence=[
                         CitedFact(id=e, text=by_id[e].text) for e in result.answer.evidence if e in by_id
                     ],
+                    claims=[
+                        ClaimVerdict(**{k: str(v[k]) for k in ClaimVerdict.model_fields})
+                        for v in result.claims
+                    ],
                     grounded=result.grounded,
                     first_try_grounded=result.first_try_grounded,
                     source=result.source,
+                    latency_s=result.latency_s,
+                    llm=result.model,
+                )
+
+            @app.post("/v1/users/{user_id}/questions", response_model=AnswerOut, tags=["users"])
+            def answer_question(
+                user_id: Annotated[str, Path(min_length=1, max_length=MAX_ID)],
+                body: QuestionIn,
+                _: Annotated[ApiKey, Depends(authorize("read"))],
+            ) -> AnswerOut:
+                """A question about the user answered from the data: the language model chooses read-only
+                tools (counts, first/last events, categories, items in a period, ratings, next items and
+                their reasons), the service runs them, and the answer is written from their results.
+                Questions about the person (contact, identity, money, health) are refused before any
+                model sees them."""
+                from behaviorlm.llm.client import LLMError
+                from behaviorlm.llm.tools import UserContext
+                from behaviorlm.llm.tools import ask as ask_tools
+                from behaviorlm.llm.weights import ModelWeightsError
+
+                stored = service.stored_user_id(user_id)
+                store = service.reader()
+                try:
+                    known = store.scalar("SELECT count(*) FROM events WHERE user_id = ?", [stored])
+                except StoreError as exc:
+                    raise HTTPException(status_code=503, detail=f"event store unavailable: {exc}") from None
+                if not known:
+                    raise HTTPException(status_code=404, detail=f"user {user_id!r} has no events")
+                try:
+                    result = ask_tools(
+                        service.llm(), UserContext(store, stored, model=service.model), body.question
+                    )
+                except (LLMError, ModelWeightsError) as exc:
+                    raise HTTPException(
+                        status_code=503, detail=f"language model unavailable: {exc}"
+                    ) from None
+                return AnswerOut(
+                    user_id=user_id,
+                    question=body.question,
+                    answer=result.answer,
+                    source=result.source,
+                    calls=[
+                        ToolCallOut(
+                            tool=c["tool"],
+                            arguments=c["arguments"],
+                            result=c.get("result"),
+                            error=c.get("error") or ("; ".join(c["rejected"]) if c.get("rejected") else None),
+                        )
+                        for c in result.calls
+                    ],
                     latency_s=result.latency_s,
                     llm=result.model,
                 )
