@@ -1261,7 +1261,7 @@ def analyze_effects(
         check = dowhy_check(table, graph, refute=refute, seed=config.seed)
     return EffectReport(
         dowhy=check,
-        warnings=_sparse_outcome_warnings(table),
+        warnings=sparse_outcome_warnings(table),
         treatment=table.treatment_name,
         outcome=table.outcome_name,
         n_users=table.n_users,
@@ -1279,7 +1279,7 @@ MIN_OUTCOME_EVENTS_PER_ARM = 30
 """Below this many treated (or untreated) users with a binary outcome, the report warns."""
 
 
-def _sparse_outcome_warnings(table: EffectTable) -> tuple[str, ...]:
+def sparse_outcome_warnings(table: EffectTable) -> tuple[str, ...]:
     if not _is_binary(table.outcome):
         return ()
     treated = table.treatment == 1

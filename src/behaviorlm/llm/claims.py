@@ -10,7 +10,8 @@ claims, each a triple ``(fact id, field, value)``: "fact E1's title is *Aristoca
 type         a value passes when
 ===========  ==============================================================================
 text         it equals the truth after normalisation (case, punctuation, "X, The" = "The X");
-             a title may be shortened to a prefix of at least half of it (12+ characters)
+             a title may be shortened to whole words from its start: at least 12 characters and
+             half of it (or 40 characters of a longer one)
 member       it is one of the fact's list (a genre among the item's genres)
 count        it is exactly the integer
 number       it is a rounding of the true number (0.62 as 0.6 or 62%; 2.14 as 2.1, not 2)
@@ -48,7 +49,7 @@ class Claim(BaseModel):
 
     fact: str
     field: str
-    value: str = Field(max_length=120)
+    value: str = Field(max_length=2000)
 
 
 @dataclass(frozen=True)

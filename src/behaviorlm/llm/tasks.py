@@ -97,7 +97,7 @@ def claims_schema(facts: FactSet, *, min_items: int = 1, max_items: int = 4) -> 
             "properties": {
                 "fact": {"type": "string", "enum": [fid]},
                 "field": {"type": "string", "enum": names},
-                "value": {"type": "string", "maxLength": 80},
+                "value": {"type": "string", "maxLength": 160},
             },
             "required": ["fact", "field", "value"],
             "additionalProperties": False,

@@ -29,8 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from behaviorlm.causal.effects import EffectConfig, EffectTable, activity_segments
-from behaviorlm.causal.effects import _sparse_outcome_warnings as sparse_outcome_warnings
+from behaviorlm.causal.effects import EffectConfig, EffectTable, activity_segments, sparse_outcome_warnings
 from behaviorlm.causal.uplift import (
     UPLIFT_LEARNERS,
     UpliftLearner,
