@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from behaviorlm.llm.claims import Claim, ClaimReport, claimable_fields, render_claims, verify_claims
 from behaviorlm.llm.client import LLMClient, LLMError
-from behaviorlm.llm.facts import FactSet
+from behaviorlm.llm.facts import Fact, FactSet, verb
 
 _CLAIM_FORMAT = (
     'Each claim copies ONE value from ONE fact, exactly as the fact writes it: {"fact": "E1", "field": '
@@ -174,12 +174,31 @@ def _claims_task(
     schema: dict[str, Any],
 ) -> tuple[T, ClaimReport, int]:
     """Ask for ``model`` (a JSON object with a ``claims`` list) and verify its claims."""
+    prompt = "\n".join(f"[{f.id}] {prompt_line(f)}" for f in facts.facts)
     messages = [
         {"role": "system", "content": system},
-        {"role": "user", "content": f"Facts about {facts.subject}:\n{facts.render()}"},
+        {"role": "user", "content": f"Facts about {facts.subject}:\n{prompt}"},
     ]
     answer, calls = ask_json(client, messages, model, schema)
     return answer, verify_claims(list(answer.claims), facts), calls  # type: ignore[attr-defined]
+
+
+def prompt_line(fact: Fact) -> str:
+    """A fact as the model reads it: the values a claim may state, without what no claim can use (the
+    time of day, ``UTC``, anomaly feature names). A third fewer prompt tokens than :attr:`Fact.text`,
+    and prompt tokens are most of an explanation's time on a CPU."""
+    v = fact.values
+    if fact.kind == "event" and "date" in v:
+        what = f'"{v["title"]}"' if v.get("title") else f"item {v['item_id']}"
+        line = f"{v['date']} {verb(str(v['event_type']))} {what}"
+        if v.get("categories"):
+            line += f" ({', '.join(v['categories'][:4])})"
+        if v.get("value") is not None:
+            line += f", {'rating' if v['event_type'] in ('rate', 'review') else 'value'} {v['value']:g}"
+        return line
+    if fact.kind == "anomaly":
+        return f"behaviour more unusual than {v['percentile']}% of users"
+    return fact.text
 
 
 def explain_intent(client: LLMClient, facts: FactSet) -> TaskResult[IntentExplanation]:
