@@ -30,9 +30,11 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     # Understanding users: anomalies with reasons, segments with genre lifts, a profile with interests.
     assert "most anomalous raters" in output and "kmeans(k=" in output
     assert "interests:" in output and "more unusual than" in output
-    # Explanations in words from the embedded model, every one grounded (or refused when not covered).
-    assert "intent: " in output and "grounded=True" in output and "grounded=False" not in output
-    assert "Q: What is the user's email address?\nA: I don't know" in output
+    # Explanations in words from the embedded model: rendered from claims checked against the facts;
+    # questions answered by tools; the personal one refused before any model sees it.
+    assert "intent: " in output and " verified, " in output and "fallback" not in output
+    assert "Q: What is the user's email address?\nA: I can't answer that" in output
+    assert "Q: Which genre does the user rate most?\nA: The categories" in output
     # The knowledge graph adds paths from the user to the top guess as facts.
     assert "K1: graph path for guess N1: the user's rate of item" in output
     # Acting on it: uplift vs propensity targeting, and a bias audit with attributes used for grouping only.

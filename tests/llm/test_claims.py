@@ -184,3 +184,11 @@ def test_rendering_repeats_nothing_and_uses_the_facts_values(facts):
         "The most common category of the user's events is Drama (107 of 272 events).",
         "A large group: 941 users, 100% of all users.",
     ]
+
+
+def test_a_corrected_category_claim_renders_the_true_categories(facts):
+    report = verify_claims([Claim(fact="P2", field="most_common_category", value="Western")], facts)
+    assert report.verdicts[0].status == "corrected"
+    assert render_claims(report.kept, facts) == [
+        "The most common category of the user's events is Drama (107 of 272 events)."
+    ]

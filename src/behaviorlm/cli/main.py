@@ -737,9 +737,10 @@ def _print_task(result: Any, facts: Any, *, title: str) -> None:
     }[result.source]
     lines.append("")
     lines.append(
-        f"[dim]{status} · claims: {counts['verified']} verified, {counts['corrected']} corrected, "
-        f"{counts['dropped']} dropped · {result.model} · {result.latency_s:.1f} s · {result.attempts} call(s)[/]"
+        f"[dim]claims: {counts['verified']} verified, {counts['corrected']} corrected, {counts['dropped']} dropped[/]"
     )
+    lines.append(f"[dim]{status}[/]")
+    lines.append(f"[dim]{result.model} · {result.latency_s:.1f} s · {result.attempts} call(s)[/]")
     console.print(Panel("\n".join(lines), title=title, expand=False))
 
 

@@ -547,8 +547,11 @@ def render_claims(verdicts: list[Verdict], facts: FactSet) -> list[str]:
             counts = v["counts"]
             named = [fields[k] for k in ("most_common_category", "category") if k in fields]
             named += [k[: -len("_events")] for k in fields if k.endswith("_events")]
-            named = [next(c for c in counts if normalize(c) == normalize(n)) for n in named]
-            named = list(dict.fromkeys(named))
+            # A corrected member claim carries the true list ("Drama, Comedy"): state each of it.
+            parts = [part for n in named for part in (n, *n.split(", "))]
+            named = list(
+                dict.fromkeys(c for part in parts for c in counts if normalize(c) == normalize(part))
+            )
             lead = (
                 "the most common category of the user's events is"
                 if "most_common_category" in fields
