@@ -447,46 +447,106 @@ def influence_section(records: dict[tuple[str, str], dict]) -> list[str]:
     return lines
 
 
-def llm_section(records: dict[tuple[str, str], dict]) -> list[str]:
-    rows = [r for (d, m), r in records.items() if m.startswith("llm-explain-")]
-    if not rows:
+def llm_section(path: Path) -> list[str]:
+    """Explanations (every run, old and new side by side), the claim verifier and question answering."""
+    if not path.exists():
         return []
-    lines = [
-        "## LLM explanations: groundedness (embedded model)",
-        "",
-        "`benchmarks/run_llm_explain.py`: for users drawn at random, `explain_intent` on the user's facts "
-        "(docs/llm.md) with the embedded model on the CPU. *first try*: share of the model's first answers "
-        "that pass the grounding check; *model*: share whose model answer passes after at most one "
-        "regeneration with the list of problems; *handed out*: share of explanations handed out that are "
-        "grounded (the rest of the model's answers are replaced by a sentence assembled from the cited facts). "
-        "Latency is per explanation, model calls included (all attempts), fact building excluded. "
-        "Goal of the LLM issue: >= 0.99 after the check.",
-        "",
-        "| dataset | model | users | first try | model | handed out | fallback | latency mean / p50 / p95 (s) "
-        "| calls | output tokens per wall s | facts (s) | commit |",
-        "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---|",
-    ]
-    for r in sorted(rows, key=lambda r: (r["dataset"], r["model"])):
-        m = r["metrics"]
-        lines.append(
-            f"| {r['dataset']} | {r['model'].removeprefix('llm-explain-')} | {r['n_users']} | "
-            f"{m['groundedness_first_try']:.3f} | {m['groundedness_llm']:.3f} | {m['groundedness']:.3f} | "
-            f"{m['fallback_rate']:.3f} | {m['latency_s_mean']:.1f} / {m['latency_s_p50']:.1f} / "
-            f"{m['latency_s_p95']:.1f} | {m['calls_mean']:.2f} | {m['completion_tokens_per_s']:.1f} | "
-            f"{m['facts_s_mean']:.2f} | {r['git_commit']} |"
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines: list[str] = []
+    explain = [r for r in records if r["model"].startswith("llm-explain-")]
+    if explain:
+        lines += [
+            "## LLM explanations (embedded model)",
+            "",
+            "`benchmarks/run_llm_explain.py`: for users drawn at random, `explain_intent` on the user's facts "
+            "(docs/llm.md) with the embedded model on the CPU; every run, oldest first. Before commit d339cb7 the "
+            "model wrote free text checked literally (numbers, ids and quotes had to occur in the facts): "
+            "*first try* is the share of first answers passing that check. From then on it returns claims "
+            "checked one by one and the words are rendered from them: *first try* is the share of explanations "
+            "whose every claim was true as made, *verified* the share of all claims that were. *handed out*: "
+            "share of explanations whose words are grounded. Latency per explanation, model calls only.",
+            "",
+            "| dataset | users | output | first try | handed out | fallback | claims per answer / verified | "
+            "latency mean / p50 / p95 (s) | threads | commit |",
+            "|---|---:|---|---:|---:|---:|---|---|---:|---|",
+        ]
+        for r in sorted(explain, key=lambda r: (r["dataset"], r["date"])):
+            m = r["metrics"]
+            claims = "claims" if "claims_per_answer" in m else "free text"
+            per = (
+                f"{m['claims_per_answer']:.2f} / {m['claims_verified_share']:.3f}"
+                if "claims_per_answer" in m
+                else "—"
+            )
+            lines.append(
+                f"| {r['dataset']} | {r['n_users']} | {claims} | {m['groundedness_first_try']:.3f} | "
+                f"{m['groundedness']:.3f} | {m['fallback_rate']:.3f} | {per} | {m['latency_s_mean']:.1f} / "
+                f"{m['latency_s_p50']:.1f} / {m['latency_s_p95']:.1f} | {r['params'].get('threads', '')} | "
+                f"{r['git_commit']} |"
+            )
+        lines += ["", f"Machine: {explain[-1]['machine']}.", ""]
+    verifier = latest_runs(path, dataset=None, key=lambda r: (r["dataset"], r["model"]))
+    verifier_rows = [r for (d, m), r in verifier.items() if m == "llm-claims-verifier"]
+    if verifier_rows:
+        kinds = sorted(
+            {k for r in verifier_rows for k in r["metrics"] if k.startswith("recall_") and "_on_" not in k}
         )
-    extra = [r for r in rows if "answered_rate" in r["metrics"]]
-    for r in extra:
-        m = r["metrics"]
-        lines.append("")
-        lines.append(
-            f"Questions ({r['dataset']}): answered from the facts {m['answered_rate']:.3f} of "
-            f'"What did the user do most recently?"; said "I don\'t know" to {m["refusal_rate"]:.3f} of '
-            '"What is the user\'s home address?" (the rest gave an answer that cited a '
-            "fact and passed the literal check; their wording was not inspected). Refusing an answerable question is the small "
-            "model's main failure: safe, but unhelpful."
-        )
-    lines += ["", f"Machine: {rows[0]['machine']}.", ""]
+        lines += [
+            "## LLM claim verifier: mutation testing",
+            "",
+            "`benchmarks/run_llm_claims.py`: true claims about users' and segments' facts (every field of every "
+            "fact, written in a random true surface form, plus the embedded model's verified claims), each "
+            "mutated by every kind of error that applies; *recall*: share of injected errors the verifier "
+            "rejects (target >= 0.98); *false rejections*: share of true claims it rejects (target <= 0.02).",
+            "",
+            "| dataset | users | mutations | recall | true claims | false rejections | model claims verified / "
+            "corrected / dropped | " + " | ".join(k.removeprefix("recall_") for k in kinds) + " | commit |",
+            "|---|---:|---:|---:|---:|---:|---|" + "---:|" * len(kinds) + "---|",
+        ]
+        for r in sorted(verifier_rows, key=lambda r: r["dataset"]):
+            m = r["metrics"]
+            model = (
+                f"{m['llm_claims_verified_share']:.3f} / {m['llm_claims_corrected_share']:.3f} / "
+                f"{m['llm_claims_dropped_share']:.3f}"
+                if "llm_claims_verified_share" in m
+                else "—"
+            )
+            lines.append(
+                f"| {r['dataset']} | {r['n_users']} | {m['n_mutations']:,.0f} | {m['injected_error_recall']:.4f} | "
+                f"{m['n_true_claims']:,.0f} | {m['false_rejection_rate']:.4f} | {model} | "
+                + " | ".join(f"{m[k]:.3f}" if k in m else "—" for k in kinds)
+                + f" | {r['git_commit']} |"
+            )
+        lines += [""]
+    qa = [r for r in records if r["model"].startswith("llm-qa-")]
+    if qa:
+        lines += [
+            "## LLM question answering with tools",
+            "",
+            "`benchmarks/run_llm_qa.py`: questions generated from the stores with answers computed by their own "
+            "SQL (two per user, up to 17 kinds), 25 unanswerable + 25 personal questions, and 30 held-out "
+            "unanswerable questions written after the refusal rules were fixed; every run, oldest first. "
+            "Targets: accuracy >= 0.90, wrong refusals <= 5%, refusals 100%.",
+            "",
+            "| datasets | questions | accuracy | wrong refusals | refused (unanswerable + personal) | refused (held out) "
+            "| model chose among 2+ tools / accuracy there | latency p50 / p95 (s) | threads | commit |",
+            "|---|---:|---:|---:|---:|---:|---|---|---:|---|",
+        ]
+        for r in sorted(qa, key=lambda r: r["date"]):
+            m = r["metrics"]
+            chose = (
+                f"{m['model_choice_share']:.2f} / {m.get('accuracy_model_choice', float('nan')):.3f}"
+                if m.get("model_choice_share")
+                else "—"
+            )
+            held = f"{m['refusal_heldout']:.3f}" if "refusal_heldout" in m else "—"
+            lines.append(
+                f"| {r['dataset']} | {r['n_questions']} | {m['accuracy_answerable']:.3f} | "
+                f"{m['wrong_refusal_rate']:.3f} | {m['refusal_unanswerable']:.3f} | {held} | {chose} | "
+                f"{m['latency_s_p50']:.1f} / {m['latency_s_p95']:.1f} | {r['params'].get('threads', '')} | "
+                f"{r['git_commit']} |"
+            )
+        lines += ["", f"Machine: {qa[-1]['machine']}.", ""]
     return lines
 
 
@@ -796,7 +856,7 @@ def main() -> None:
         *effects_section(RESULTS),
         *campaign_section(RESULTS),
         *purchase_section(RESULTS),
-        *llm_section(records),
+        *llm_section(RESULTS),
         *ingest_section(records),
         *audit_section(records),
     ]

@@ -1,21 +1,18 @@
-"""Groundedness and latency of the LLM intent explanations (and question answers) with the embedded model.
+"""Claims and latency of the LLM intent explanations with the embedded model.
 
 For ``--users`` users drawn at random (seeded) from a dataset's store, the fact set is built
-(:func:`behaviorlm.llm.facts.user_facts`: recent events, activity, anomaly percentile and reasons, and
-with ``--model`` the sequence model's next items and the events behind the top one) and
-:func:`behaviorlm.llm.tasks.explain_intent` asks the embedded model for {intent, confidence, evidence, text}.
-Every answer goes through the grounding check (:mod:`behaviorlm.llm.grounding`). Reported:
+(:func:`behaviorlm.llm.facts.user_facts`: recent events, activity, top categories, anomaly percentile,
+and with ``--model`` the sequence model's next items and the events behind the top one) and
+:func:`behaviorlm.llm.tasks.explain_intent` asks the embedded model for {intent, confidence, claims}.
+Every claim is verified against its fact (:mod:`behaviorlm.llm.claims`). Reported:
 
-* ``groundedness_first_try``: share of first answers that pass the check (the raw model);
-* ``groundedness_llm``: share whose model answer passes after at most one regeneration with feedback;
-* ``groundedness``: share of explanations handed out that are grounded (failures fall back to a text
-  assembled from the cited facts, so this measures the check itself: it must be 1.0);
-* ``fallback_rate``, ``latency_s_mean`` / ``_p50`` / ``_p95`` per explanation (model calls only; facts are
-  timed apart as ``facts_s_mean``), ``calls_mean``, ``completion_tokens_per_s``.
-
-With ``--questions`` each user is also asked one question the facts answer ("What did the user do most
-recently?") and one they cannot ("What is the user's home address?"): ``answered_rate`` and
-``refusal_rate`` (correct "I don't know").
+* ``groundedness_first_try``: share of explanations whose every claim was true as the model made it;
+* ``groundedness_llm``: share rendered from the model's claims (at least one kept; else ``fallback``);
+* ``groundedness``: share of explanations handed out whose words are rendered from verified or
+  corrected claims (must be 1.0);
+* ``claims_per_answer``, ``claims_verified_share``, ``claims_corrected_share`` (the rest were dropped);
+* ``fallback_rate``, ``latency_s_mean`` / ``_p50`` / ``_p95`` per explanation (model calls only; facts
+  are timed apart as ``facts_s_mean``), ``calls_mean``, ``completion_tokens_per_s``.
 
 One JSON line per dataset is appended to benchmarks/results.jsonl with model
 ``llm-explain-<embedded model>``.
@@ -40,13 +37,11 @@ from behaviorlm.data.datasets import open_dataset_store
 from behaviorlm.evaluation.benchmark import append_jsonl, git_commit, machine_description, peak_rss_mb
 from behaviorlm.llm.client import LLMClient, LLMError
 from behaviorlm.llm.facts import user_facts
-from behaviorlm.llm.tasks import ask, explain_intent
+from behaviorlm.llm.tasks import explain_intent
 from behaviorlm.models.base import load_model
 from behaviorlm.profiling.anomalies import AnomalyDetector
 
 RESULTS = Path(__file__).resolve().parent / "results.jsonl"
-ANSWERABLE = "What did the user do most recently?"
-UNANSWERABLE = "What is the user's home address?"
 
 
 def main() -> None:
@@ -60,7 +55,6 @@ def main() -> None:
     )
     parser.add_argument("--llm-model", default=LLMConfig().model)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--questions", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-record", action="store_true")
     parser.add_argument(
@@ -103,16 +97,10 @@ def main() -> None:
                 "calls": result.attempts,
                 "tokens": client.usage.completion_tokens - before,
             }
-            if args.questions:
-                try:
-                    a = ask(client, facts, ANSWERABLE)
-                    row["answered"] = a.source == "llm" and a.answer.known
-                except LLMError:
-                    row["answered"] = False
-                try:
-                    row["refused"] = ask(client, facts, UNANSWERABLE).source == "refused"
-                except LLMError:
-                    row["refused"] = False
+            verdicts = [v["status"] for v in result.claims]
+            row["claims"] = len(verdicts)
+            row["claims_verified"] = verdicts.count("verified")
+            row["claims_corrected"] = verdicts.count("corrected")
             rows.append(row)
             if log is not None:
                 entry = {"user": user, **result.to_dict(), "rejected": result.rejected}
@@ -144,9 +132,10 @@ def main() -> None:
         "calls_mean": float(np.mean([r["calls"] for r in done])),
         "completion_tokens_per_s": float(sum(r["tokens"] for r in done) / lat.sum()),
     }
-    if args.questions:
-        metrics["answered_rate"] = float(np.mean([r["answered"] for r in done]))
-        metrics["refusal_rate"] = float(np.mean([r["refused"] for r in done]))
+    claims = sum(r["claims"] for r in done)
+    metrics["claims_per_answer"] = claims / max(len(done), 1)
+    metrics["claims_verified_share"] = sum(r["claims_verified"] for r in done) / max(claims, 1)
+    metrics["claims_corrected_share"] = sum(r["claims_corrected"] for r in done) / max(claims, 1)
     print({k: round(v, 4) for k, v in metrics.items()})
     if args.no_record:
         return
@@ -164,7 +153,6 @@ def main() -> None:
                 "threads": args.threads,
                 "seed": args.seed,
                 "sequence_model": str(args.model) if args.model else None,
-                "questions": args.questions,
                 "usage": client.usage.to_dict(),
             },
             "peak_rss_mb": peak_rss_mb(),

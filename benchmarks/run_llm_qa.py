@@ -4,7 +4,9 @@ For ML-100k and the Taobao 9-day slice, :func:`behaviorlm.testing.questions.ques
 (seeded) and asks each two questions of up to 17 kinds (counts by type / month / day, first and last
 event and date, active days, distinct items, top category, count in a category, items on a day, mean
 and highest rating, "has the user rated X", a two-part question, last purchase / cart / favourite),
-with answers computed by its own SQL; 25 unanswerable and 25 personal questions must be refused.
+with answers computed by its own SQL; 25 unanswerable and 25 personal questions must be refused
+(``refusal_unanswerable``), and so must 30 more written after the refusal rules were fixed and never
+used to tune them (``refusal_heldout``: the honest figure for questions nobody anticipated).
 Reported per dataset and overall: ``accuracy_answerable``, ``wrong_refusal_rate`` (answerable questions
 refused), ``refusal_unanswerable`` (share of unanswerable/personal questions refused), latency p50/p95,
 accuracy by kind, and how much the model decided: ``model_choice_share`` (answerable questions where two
@@ -28,7 +30,7 @@ from behaviorlm.data.datasets import open_dataset_store
 from behaviorlm.evaluation.benchmark import append_jsonl, git_commit, machine_description, peak_rss_mb
 from behaviorlm.llm.client import LLMClient, LLMError
 from behaviorlm.llm.tools import UserContext, ask
-from behaviorlm.testing.questions import question_set, refusal_set
+from behaviorlm.testing.questions import heldout_refusal_set, question_set, refusal_set
 
 RESULTS = Path(__file__).resolve().parent / "results.jsonl"
 
@@ -55,6 +57,7 @@ def main() -> None:
             users = sorted({q.user_id for q in questions})
             if dataset == args.datasets[0]:
                 questions += refusal_set(users=users, seed=args.seed)
+                questions += heldout_refusal_set(users=users, seed=args.seed)
             for n, question in enumerate(questions, start=1):
                 try:
                     answer = ask(client, UserContext(store, question.user_id), question.text)
@@ -82,6 +85,8 @@ def main() -> None:
                         "refused": refused,
                         "latency_s": answer.latency_s,
                         "personal": answer.source == "personal",
+                        "model_chose": len(answer.candidates) >= 2,
+                        "model_calls": len({c.get("attempt", 1) for c in answer.calls}),
                     }
                 )
                 mark = "ok " if correct else "BAD"
@@ -138,7 +143,8 @@ def main() -> None:
 
 def _metrics(rows: list[dict]) -> dict[str, float]:
     answerable = [r for r in rows if r["answerable"]]
-    refusals = [r for r in rows if not r["answerable"]]
+    refusals = [r for r in rows if not r["answerable"] and r["kind"] != "heldout"]
+    heldout = [r for r in rows if r["kind"] == "heldout"]
     answered_by_model = [r for r in rows if not r.get("personal")]
     latency = np.array([r["latency_s"] for r in answered_by_model if not np.isnan(r["latency_s"])])
     out: dict[str, float] = {"n_answerable": float(len(answerable)), "n_refusal": float(len(refusals))}
@@ -147,6 +153,8 @@ def _metrics(rows: list[dict]) -> dict[str, float]:
         out["wrong_refusal_rate"] = float(np.mean([r["refused"] for r in answerable]))
     if refusals:
         out["refusal_unanswerable"] = float(np.mean([r["refused"] for r in refusals]))
+    if heldout:
+        out["refusal_heldout"] = float(np.mean([r["refused"] for r in heldout]))
     if len(latency):
         out["latency_s_p50"] = float(np.percentile(latency, 50))
         out["latency_s_p95"] = float(np.percentile(latency, 95))

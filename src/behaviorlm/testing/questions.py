@@ -88,6 +88,57 @@ PERSONAL = (
 )
 
 
+HELDOUT = (
+    "What is the user's shoe size?",
+    "Which city did the user visit last summer?",
+    "What is the user's favourite actor?",
+    "How many siblings does the user have?",
+    "What does the user do on weekends?",
+    "Which phone brand does the user own?",
+    "What was the user's mood on their last visit?",
+    "How much money does the user spend on rent?",
+    "Does the user smoke?",
+    "What is the user's star sign?",
+    "Which newspaper does the user read?",
+    "How many hours does the user sleep?",
+    "What does the user want for their birthday?",
+    "Is the user left-handed?",
+    "Which apps does the user have installed?",
+    "What will the weather be like for the user tomorrow?",
+    "How many times has the user been abroad?",
+    "What is the user's favourite restaurant?",
+    "Which games does the user play?",
+    "What is the user's opinion on remote work?",
+    "How many books has the user read this year?",
+    "Who are the user's best friends?",
+    "What is the user afraid of?",
+    "Which TV channel does the user watch most?",
+    "How many cups of coffee does the user drink?",
+    "What is the user's favourite season?",
+    "Which charity does the user support?",
+    "How far does the user commute?",
+    "What instrument does the user play?",
+    "Why does the user prefer shopping at night?",
+)
+"""Questions the data cannot answer, written after the refusal rules (:func:`behaviorlm.llm.tools.tool_fits`)
+were fixed and never used to tune them: the honest refusal rate on questions nobody anticipated."""
+
+
+def heldout_refusal_set(*, users: list[str], seed: int = 0) -> list[Question]:
+    """The :data:`HELDOUT` questions, each asked of one of ``users``."""
+    rng = np.random.default_rng(seed + 1)
+    return [
+        Question(
+            "heldout",
+            users[int(rng.integers(len(users)))],
+            text,
+            lambda a: a.source in ("refused", "personal"),
+            answerable=False,
+        )
+        for text in HELDOUT
+    ]
+
+
 def _day(ts: int) -> str:
     return datetime.fromtimestamp(int(ts), UTC).strftime("%Y-%m-%d")
 
