@@ -138,3 +138,25 @@ def test_ask_refuses_when_the_model_refuses(ctx, tmp_path):
     with FakeLLMServer(steps) as server, _client(server, tmp_path) as client:
         result = ask(client, ctx, "How many events will the user have in 2030?")
     assert result.source == "refused" and result.answer == REFUSAL
+
+
+def test_a_question_that_asks_two_things_is_answered_in_two_parts(ctx, tmp_path):
+    from behaviorlm.llm.tools import split_question
+
+    assert split_question("How many events does the user have, and when was their last one?") == [
+        "How many events does the user have?",
+        "when was their last one?",
+    ]
+    assert split_question("What did the user buy and add to the cart?") == [
+        "What did the user buy and add to the cart?"
+    ]
+    steps = [
+        Step(text=json.dumps({"calls": [{"tool": "count_events", "event_type": "any", "period": ""}]})),
+        Step(text=json.dumps({"calls": [{"tool": "last_event", "event_type": "any"}]})),
+    ]
+    with FakeLLMServer(steps) as server, _client(server, tmp_path) as client:
+        result = ask(client, ctx, "How many events does the user have, and when was their last one?")
+    assert result.source == "tools" and result.answer.startswith(
+        "The user has 4 events. The user's last event was on 2023-11-14"
+    )
+    assert [c["tool"] for c in result.calls] == ["count_events", "last_event"]

@@ -781,15 +781,46 @@ MAX_ATTEMPTS = 4
 leave the schema, so each retry is a different choice (a retry costs ~0.5 s: the prompt prefix is cached)."""
 
 
+_SECOND_QUESTION = re.compile(
+    r",?\s+and\s+(?=(?:when|what|which|how|who|where|did|does|do|has|have|is|was|were)\b)", re.IGNORECASE
+)
+
+
+def split_question(question: str) -> list[str]:
+    """A question that asks two things ("How many …, and when was …?") as two questions; else itself."""
+    parts = [p.strip(" ,?") for p in _SECOND_QUESTION.split(question) if p.strip(" ,?")]
+    return [f"{p}?" for p in parts] if len(parts) > 1 else [question]
+
+
 def ask(client: LLMClient, ctx: UserContext, question: str) -> AnswerResult:
     """Answer ``question`` about ``ctx``'s user from tool results (see the module docstring).
 
-    The model's calls are checked (:func:`call_problems`); if none can answer, the model is told why and
-    asked once more, and if it still has no fitting call the question is refused.
+    A question that asks two things is split in two (:func:`split_question`), each answered on its own:
+    the 0.5B model made one call for "How many movies has this user rated, and when was their last
+    rating?" every time. The model's calls are checked (:func:`call_problems`); a call that does not fit
+    is reported back and its tool leaves the schema, and with no fitting call the question is refused.
     """
     start = time.perf_counter()
     if personal_topic(question):
         return AnswerResult(PERSONAL_REFUSAL, "personal", [], time.perf_counter() - start, client.name)
+    parts = split_question(question)
+    if len(parts) > 1:
+        results = [_ask_one(client, ctx, part) for part in parts]
+        answered = [r for r in results if r.source == "tools"]
+        return AnswerResult(
+            " ".join(r.answer for r in answered) if answered else REFUSAL,
+            "tools" if answered else "refused",
+            [c for r in results for c in r.calls],
+            time.perf_counter() - start,
+            client.name,
+            [f for r in results for f in r.facts],
+            candidates=sorted({c for r in results for c in r.candidates}),
+        )
+    return _ask_one(client, ctx, question)
+
+
+def _ask_one(client: LLMClient, ctx: UserContext, question: str) -> AnswerResult:
+    start = time.perf_counter()
     clean = hide_user_id(scrub_pii(question).text, ctx.user_id)
     messages = [
         {"role": "system", "content": _system_prompt(ctx)},
