@@ -364,6 +364,9 @@ def fields_of(fact: Fact, facts: FactSet) -> dict[str, _Field]:
             if v.get("event"):
                 eid = str(v["event"])
                 out["event"] = _Field("identity", eid, lambda x: x.strip().strip("[]").upper() == eid, eid)
+    elif fact.kind == "path":
+        text("item", v.get("via_item_id"))
+        text("attribute", v.get("attribute"))
     elif fact.kind == "review":
         text("item", v.get("item_id"))
     elif fact.kind == "interest":
