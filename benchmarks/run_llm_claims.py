@@ -259,7 +259,7 @@ def segment_fact_sets(store: EventStore, *, k: int, seed: int) -> list[FactSet]:
 
 
 def run_dataset(
-    name: str, *, users: int, seed: int, client: LLMClient | None, segments: int
+    name: str, *, users: int, seed: int, client: LLMClient | None, segments: int, llm_users: int
 ) -> dict[str, Any]:
     rng = random.Random(seed)
     with open_dataset_store(DATASET_NAMES[name], read_only=True) as store:
@@ -301,6 +301,7 @@ def run_dataset(
     correct: list[tuple[str, Claim, FactSet]] = []  # (source, claim, facts)
     llm_status: Counter[str] = Counter()
     latencies = []
+    asked = 0
     for kind, facts in fact_sets:
         for fact in facts.facts:
             for field, spec in fields_of(fact, facts).items():
@@ -309,8 +310,9 @@ def run_dataset(
                     correct.append(
                         ("sampled", Claim(fact=fact.id, field=field, value=rng.choice(forms)), facts)
                     )
-        if client is None:
+        if client is None or (kind == "user" and asked >= llm_users):
             continue
+        asked += kind == "user"
         try:
             result = explain_intent(client, facts) if kind == "user" else describe_segment(client, facts)
         except LLMError as exc:
@@ -318,6 +320,9 @@ def run_dataset(
             llm_status["failed"] += 1
             continue
         latencies.append(result.latency_s)
+        print(
+            f"  {kind} {asked:4d} {result.latency_s:5.1f}s {[v['status'] for v in result.claims]}", flush=True
+        )
         for verdict in result.claims:
             llm_status[verdict["status"]] += 1
             if verdict["status"] == "verified":
@@ -386,13 +391,21 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=200)
     parser.add_argument("--segments", type=int, default=6)
     parser.add_argument("--llm", action="store_true", help="also mutate the embedded model's verified claims")
+    parser.add_argument("--llm-users", type=int, default=200, help="users whose explanation the model writes")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
     client = LLMClient(LLMConfig(threads=args.threads, cache_dir="")) if args.llm else None
     for name in args.datasets:
-        metrics = run_dataset(name, users=args.users, seed=args.seed, client=client, segments=args.segments)
+        metrics = run_dataset(
+            name,
+            users=args.users,
+            seed=args.seed,
+            client=client,
+            segments=args.segments,
+            llm_users=args.llm_users,
+        )
         print(name, {k: round(v, 4) for k, v in metrics.items()}, flush=True)
         if args.no_record:
             continue
