@@ -183,7 +183,7 @@ _EXPLANATION_FACTS = {
 }
 """How many facts of each kind an explanation's prompt shows. Prompt tokens are most of an explanation's
 time on a CPU (25 ms each on one core, against 60 ms per generated token); reviews, interest topics,
-the anomaly percentile and events beyond the latest four rarely carry an intent."""
+the anomaly percentile and events beyond the latest five rarely carry an intent."""
 
 
 def explanation_facts(facts: FactSet) -> set[str]:
