@@ -535,11 +535,6 @@ def tool_schema(
     }
 
 
-class ToolCall(BaseModel):
-    tool: str
-    arguments: dict[str, Any] = Field(default_factory=dict)
-
-
 _PERSONAL = re.compile(
     r"\b(e-?mail|phone|telephone|mobile number|(?:home |postal |street |ip |mailing )?address|"
     r"where (?:does|do|did) (?:the user|the customer|they|he|she) (?:live|work|come from)|zip ?code|"
