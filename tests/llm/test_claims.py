@@ -109,7 +109,7 @@ def test_titles_normalise_articles_case_and_years():
 
 
 def test_text_and_member_fields(facts):
-    assert _ok(facts, "E1", "title", "The Aristocats")
+    assert _ok(facts, "E1", "title", "The Aristocats") and _ok(facts, "E1", "title", "Aristocats")
     assert not _ok(facts, "E1", "title", "Toy Story")  # another item's title
     assert _ok(facts, "E1", "category", "animation")
     assert not _ok(facts, "E1", "category", "Drama")  # a genre of another item

@@ -197,12 +197,18 @@ def _count_ok(value: str, truth: int) -> bool:
     return parsed is not None and parsed[1] == 0 and not parsed[2] and int(parsed[0]) == int(truth)
 
 
+def _without_article(text: str) -> str:
+    return re.sub(r"^(?:the|a|an|le|la|les|il|el|der|die|das) ", "", text)
+
+
 def _text_ok(value: str, truth: str, *, prefix: bool = False) -> bool:
     a, b = normalize(value), normalize(truth)
     if not a or not b:
         return False
-    if a == b:
+    if a == b or (prefix and _without_article(a) == _without_article(b)):
         return True
+    if prefix:  # "Island of Dr. Moreau" is a fair way to write "Island of Dr. Moreau, The"
+        a, b = _without_article(a), _without_article(b)
     return (
         prefix
         and len(a) >= 12
