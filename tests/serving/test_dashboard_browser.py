@@ -58,8 +58,10 @@ HOSTILE_ITEM = '<b id="injected">i001</b>'
 WORDS = {
     "intent": "ready to buy",
     "confidence": 0.6,
-    "evidence": ["E1", "P1"],
-    "text": "The user viewed a run of items and put one in the cart.",
+    "claims": [
+        {"fact": "E1", "field": "action", "value": "added to cart"},
+        {"fact": "P1", "field": "events", "value": "10"},
+    ],
 }
 
 
@@ -264,10 +266,13 @@ def test_dashboard_end_to_end(server: dict[str, Any], browser: Any, artifacts: P
         # On request, the intent in words with the facts it cites (from the language model, grounded).
         page.click("#words-btn")
         expect(page.locator("#words-intent")).to_have_text("Intent: ready to buy")
-        expect(page.locator("#words-text")).to_have_text(WORDS["text"])
+        expect(page.locator("#words-text")).to_contain_text("Likely intent: ready to buy")
+        expect(page.locator("#words-text")).to_contain_text(
+            "The user added to cart item i000. The user has 10 events in all."
+        )
         expect(page.locator("#words-evidence li")).to_have_count(2)
         expect(page.locator("#words-evidence li").first).to_contain_text("[E1] ")
-        expect(page.locator("#words-status")).to_contain_text("Grounded")
+        expect(page.locator("#words-status")).to_contain_text("checked against the data: 2 verified")
         # The profile panel shows the profile endpoint's facts, and the map rings the user in their segment.
         profile = api.get("/v1/users/user3/profile").json()
         assert profile["events"] == 10 and profile["events_by_type"] == {"cart": 1, "view": 9}

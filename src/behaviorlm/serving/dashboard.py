@@ -530,9 +530,11 @@ _PAGE = """<!DOCTYPE html>
         li.textContent = "[" + f.id + "] " + f.text;
         return li;
       }));
+      const count = (status) => words.claims.filter((c) => c.status === status).length;
       $("words-status").textContent = (words.source === "llm"
-        ? "Grounded: every item, number and fact cited is in the data."
-        : "The model's answers cited things not in the data; shown: the facts it cited.") +
+        ? "Every sentence is rendered from the model's claims, each checked against the data: " +
+          count("verified") + " verified, " + count("corrected") + " corrected, " + count("dropped") + " dropped."
+        : "None of the model's claims held; shown: the activity and the latest event.") +
         " " + words.llm + ", " + words.latency_s.toFixed(1) + " s.";
       clearError();
     } catch (err) {
