@@ -30,7 +30,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,22 +40,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from service_load import cpu_seconds, free_port, open_loop_recommendations
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results.jsonl"
 MAX_EXPLANATION_SECONDS = 600.0
 """Client timeout of one explanation: queued behind the others on one embedded model, it may wait long."""
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def peak_rss_mb_of(pid: int) -> float:
@@ -110,31 +99,13 @@ async def recommend_load(
     http: httpx.AsyncClient, users: list[str], *, rate: float, seconds: float
 ) -> dict[str, float]:
     """Open-loop recommendation requests at ``rate`` per second for ``seconds``; latency percentiles."""
-    latencies_ms: list[float] = []
-    errors = 0
-    rng = np.random.default_rng(0)  # the same users in both phases
-
-    async def one(user: str) -> None:
-        nonlocal errors
-        started = time.perf_counter()
-        try:
-            response = await http.get(f"/v1/users/{user}/recommendations", params={"k": 10})
-            ok = response.status_code == 200
-        except httpx.HTTPError:
-            ok = False
-        latencies_ms.append(1000 * (time.perf_counter() - started))
-        errors += not ok
-
-    tasks = []
-    start = time.perf_counter()
-    n = int(rate * seconds)
-    for i in range(n):
-        delay = start + i / rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(users[int(rng.integers(len(users)))])))
-    await asyncio.gather(*tasks)
-    elapsed = time.perf_counter() - start
+    latencies_ms, errors, n, elapsed = await open_loop_recommendations(
+        http,
+        users,
+        rate=rate,
+        seconds=seconds,
+        rng=np.random.default_rng(0),  # the same users in both phases
+    )
     return {
         "rec_p50_ms": _percentile(latencies_ms, 50),
         "rec_p95_ms": _percentile(latencies_ms, 95),
@@ -288,7 +259,7 @@ def main() -> None:
         started = time.perf_counter()
         config, key, users, shape = prepare(workdir, llm_threads=args.llm_threads)
         print(f"prepared store, model and config in {time.perf_counter() - started:.0f} s", flush=True)
-        port = _free_port()
+        port = free_port()
         base = f"http://127.0.0.1:{port}"
         log = workdir / "server.log"
         server = subprocess.Popen(

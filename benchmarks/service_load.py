@@ -34,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results.jsonl"
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -79,9 +79,38 @@ def prepare(workdir: Path) -> tuple[Path, list[str]]:
     return config, [str(u) for u in data.user_ids[:5_000]]
 
 
-async def recommend_load(base: str, key: str, users: list[str], *, rps: float, seconds: float) -> dict:
-    latencies: list[float] = []
+async def open_loop_recommendations(
+    http: httpx.AsyncClient, users: list[str], *, rate: float, seconds: float, rng: np.random.Generator
+) -> tuple[list[float], int, int, float]:
+    """GET /recommendations for random users on a fixed schedule (``rate`` per second for ``seconds``),
+    whether or not earlier requests have finished: (latencies in ms, errors, requests, elapsed seconds)."""
+    latencies_ms: list[float] = []
     errors = 0
+
+    async def one(user: str) -> None:
+        nonlocal errors
+        started = time.perf_counter()
+        try:
+            response = await http.get(f"/v1/users/{user}/recommendations", params={"k": 10})
+            ok = response.status_code == 200
+        except httpx.HTTPError:
+            ok = False
+        latencies_ms.append(1000 * (time.perf_counter() - started))
+        errors += not ok
+
+    tasks = []
+    start = time.perf_counter()
+    n = int(rate * seconds)
+    for i in range(n):
+        delay = start + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(users[int(rng.integers(len(users)))])))
+    await asyncio.gather(*tasks)
+    return latencies_ms, errors, n, time.perf_counter() - start
+
+
+async def recommend_load(base: str, key: str, users: list[str], *, rps: float, seconds: float) -> dict:
     rng = np.random.default_rng(0)
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
     async with httpx.AsyncClient(
@@ -91,28 +120,10 @@ async def recommend_load(base: str, key: str, users: list[str], *, rps: float, s
         for user in users[:20]:
             await http.get(f"/v1/users/{user}/recommendations")
 
-        async def one(user: str) -> None:
-            nonlocal errors
-            started = time.perf_counter()
-            try:
-                response = await http.get(f"/v1/users/{user}/recommendations", params={"k": 10})
-                ok = response.status_code == 200
-            except httpx.HTTPError:
-                ok = False
-            latencies.append(time.perf_counter() - started)
-            errors += not ok
-
-        tasks = []
-        start = time.perf_counter()
-        n = int(rps * seconds)
-        for i in range(n):
-            delay = start + i / rps - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(users[int(rng.integers(len(users)))])))
-        await asyncio.gather(*tasks)
-        elapsed = time.perf_counter() - start
-    ms = np.array(latencies) * 1000
+        latencies_ms, errors, n, elapsed = await open_loop_recommendations(
+            http, users, rate=rps, seconds=seconds, rng=rng
+        )
+    ms = np.array(latencies_ms)
     return {
         "p50_ms": float(np.percentile(ms, 50)),
         "p99_ms": float(np.percentile(ms, 99)),
@@ -174,7 +185,7 @@ def main() -> None:
         workdir = Path(tmp)
         config, users = prepare(workdir)
         key = (workdir / "key").read_text()
-        port = _free_port()
+        port = free_port()
         base = f"http://127.0.0.1:{port}"
         server = subprocess.Popen(
             [
