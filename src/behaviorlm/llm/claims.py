@@ -51,6 +51,11 @@ class Claim(BaseModel):
     field: str
     value: str = Field(max_length=2000)
 
+    @property
+    def fact_id(self) -> str:
+        """The fact id as facts spell it (``" [e1]"`` -> ``"E1"``)."""
+        return self.fact.strip().strip("[]").upper()
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -440,7 +445,7 @@ def claimable_fields(facts: FactSet) -> dict[str, list[str]]:
 
 def verify_claim(claim: Claim, facts: FactSet) -> Verdict:
     """Whether ``claim`` is true of ``facts`` (see the module docstring for each field type)."""
-    fact = facts.by_id().get(claim.fact.strip().strip("[]").upper())
+    fact = facts.by_id().get(claim.fact_id)
     if fact is None:
         return Verdict(claim, "dropped", f"there is no fact {claim.fact}")
     fields = fields_of(fact, facts)
@@ -470,7 +475,7 @@ class ClaimReport:
         seen: set[tuple[str, str]] = set()
         out = []
         for v in self.verdicts:
-            key = (v.claim.fact.strip().upper(), v.claim.field.strip())
+            key = (v.claim.fact_id, v.claim.field.strip())
             if v.status != "dropped" and key not in seen:
                 seen.add(key)
                 out.append(v)
@@ -529,7 +534,7 @@ def render_claims(verdicts: list[Verdict], facts: FactSet) -> list[str]:
     by_id = facts.by_id()
     grouped: dict[str, dict[str, str]] = {}
     for verdict in verdicts:
-        fid = verdict.claim.fact.strip().strip("[]").upper()
+        fid = verdict.claim.fact_id
         value = verdict.claim.value if verdict.ok else verdict.truth
         grouped.setdefault(fid, {})[verdict.claim.field.strip()] = value
     sentences = []

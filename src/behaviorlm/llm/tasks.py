@@ -121,6 +121,31 @@ def _object_schema(properties: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _handed_out(
+    answer: T,
+    report: ClaimReport,
+    problems: list[str],
+    *,
+    source: str,
+    calls: int,
+    started: float,
+    model: str,
+) -> TaskResult[T]:
+    """The task's result: ``answer`` rendered from kept claims, so grounded; first try only if every claim
+    (and the intent/name) was right as made."""
+    return TaskResult(
+        answer=answer,
+        grounded=True,
+        first_try_grounded=not problems and report.all_verified,
+        source=source,
+        attempts=calls,
+        latency_s=time.perf_counter() - started,
+        problems=problems,
+        model=model,
+        claims=_verdicts(report),
+    )
+
+
 def _verdicts(report: ClaimReport) -> list[dict[str, Any]]:
     return [
         {**v.claim.model_dump(), "status": v.status, "reason": v.reason, "truth": v.truth}
@@ -279,21 +304,11 @@ def explain_intent(client: LLMClient, facts: FactSet) -> TaskResult[IntentExplan
         source = "fallback"
     who = "intent-model probability" if facts.intent_from_model else "the language model's confidence"
     text = f"Likely intent: {intent} ({who} {confidence:.2f}). " + " ".join(render_claims(kept, facts))
-    evidence = list(dict.fromkeys(v.claim.fact.strip().upper() for v in kept))
+    evidence = list(dict.fromkeys(v.claim.fact_id for v in kept))
     handed = IntentExplanation(
         intent=intent, confidence=confidence, claims=[v.claim for v in kept], text=text, evidence=evidence
     )
-    return TaskResult(
-        answer=handed,
-        grounded=True,
-        first_try_grounded=not problems and report.all_verified,
-        source=source,
-        attempts=calls,
-        latency_s=time.perf_counter() - start,
-        problems=problems,
-        model=client.name,
-        claims=_verdicts(report),
-    )
+    return _handed_out(handed, report, problems, source=source, calls=calls, started=start, model=client.name)
 
 
 def _fallback_fields(facts: FactSet) -> list[tuple[Any, str]]:
@@ -371,15 +386,6 @@ def describe_segment(client: LLMClient, facts: FactSet) -> TaskResult[SegmentDes
         kept = verify_claims([Claim(fact="S1", field="users", value="")], facts).kept
         source = "fallback"
     text = " ".join(render_claims(kept, facts))
-    evidence = list(dict.fromkeys(v.claim.fact.strip().upper() for v in kept))
-    return TaskResult(
-        answer=SegmentDescription(name=name, claims=[v.claim for v in kept], text=text, evidence=evidence),
-        grounded=True,
-        first_try_grounded=not problems and report.all_verified,
-        source=source,
-        attempts=calls,
-        latency_s=time.perf_counter() - start,
-        problems=problems,
-        model=client.name,
-        claims=_verdicts(report),
-    )
+    evidence = list(dict.fromkeys(v.claim.fact_id for v in kept))
+    handed = SegmentDescription(name=name, claims=[v.claim for v in kept], text=text, evidence=evidence)
+    return _handed_out(handed, report, problems, source=source, calls=calls, started=start, model=client.name)
