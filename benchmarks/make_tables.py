@@ -485,8 +485,8 @@ def llm_section(path: Path) -> list[str]:
                 f"{r['git_commit']} |"
             )
         lines += ["", f"Machine: {explain[-1]['machine']}.", ""]
-    verifier = latest_runs(path, dataset=None, key=lambda r: (r["dataset"], r["model"]))
-    verifier_rows = [r for (d, m), r in verifier.items() if m == "llm-claims-verifier"]
+    # The latest verifier run per dataset (records are in run order).
+    verifier_rows = list({r["dataset"]: r for r in records if r["model"] == "llm-claims-verifier"}.values())
     if verifier_rows:
         kinds = sorted(
             {k for r in verifier_rows for k in r["metrics"] if k.startswith("recall_") and "_on_" not in k}

@@ -26,6 +26,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -58,7 +59,13 @@ class UserContext:
     """Population effect reports (``EffectReport.to_dict()``, e.g. ``behaviorlm effects --json``)."""
 
     def event_types(self) -> list[str]:
-        return [t for (t,) in self.store.rows("SELECT DISTINCT event_type FROM events ORDER BY 1")]
+        """The store's event types (read once per context: a scan of all events, asked for several times
+        by every question)."""
+        return list(self._event_types)
+
+    @cached_property
+    def _event_types(self) -> tuple[str, ...]:
+        return tuple(t for (t,) in self.store.rows("SELECT DISTINCT event_type FROM events ORDER BY 1"))
 
     def names_an_item(self, text: str) -> bool:
         """Whether ``text`` is an item id or a whole item title of the catalogue."""
