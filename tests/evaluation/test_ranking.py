@@ -11,7 +11,11 @@ import torch
 
 from behaviorlm.data.sequences import Interactions
 from behaviorlm.evaluation import RankingResult, evaluate_classification, evaluate_ranking
-from behaviorlm.evaluation.ranking import _draw_negatives
+from behaviorlm.evaluation.ranking import (
+    _draw_negatives,
+    item_popularity_groups,
+    metrics_by_target_popularity,
+)
 from behaviorlm.models.base import Recommender, ScoringBatch
 
 
@@ -376,3 +380,44 @@ def test_per_user_values_are_the_users_own_and_average_to_the_metrics() -> None:
         assert result.per_user["ndcg@5"][position] == pytest.approx(alone.metrics["ndcg@5"])
     assert "per_user" not in result.to_dict()
     assert evaluate_ranking(model, history=history, targets=targets).per_user is None
+
+
+def test_item_popularity_groups_split_head_and_tail_without_breaking_ties() -> None:
+    counts = np.array([50, 40, 9, 9, 9, 3, 2, 1, 0, 0])
+    groups = item_popularity_groups(counts)  # head: the 2 most popular items
+    assert groups["longtail"].tolist() == [False, False] + [True] * 8
+    assert groups["cold"].tolist() == [False] * 6 + [True] * 4
+    # A tie at the boundary stays on one side: the 3rd most popular (9) ties with two others.
+    widened = item_popularity_groups(counts, tail_share=0.7)
+    assert widened["longtail"].tolist() == [False] * 5 + [True] * 5
+    with pytest.raises(ValueError, match="tail_share"):
+        item_popularity_groups(counts, tail_share=1.0)
+
+
+def test_metrics_by_target_popularity_average_the_users_of_each_group() -> None:
+    rng = np.random.default_rng(3)
+    n_users, n_items = 40, 12
+    history, _ = _random_split(rng, n_users=n_users, n_items=n_items)
+    # One target per user, so each user's group is that of their target.
+    targets = _interactions(
+        [(u, int(rng.integers(0, n_items))) for u in range(n_users)],
+        n_users=n_users,
+        n_items=n_items,
+        t0=10_000,
+    )
+    scores = rng.normal(size=(n_users, n_items))
+    model = FixedScoresModel(scores=scores).fit(history)
+    result = evaluate_ranking(model, history=history, targets=targets, ks=(10,), per_user=True)
+    counts = history.item_counts()
+    out = metrics_by_target_popularity(result, targets=targets, item_counts=counts)
+    groups = item_popularity_groups(counts)
+    target_of = {int(u): int(i) for u, i in zip(targets.event_users(), targets.items, strict=True)}
+    for group in ("longtail", "cold"):
+        members = [k for k, u in enumerate(result.users) if groups[group][target_of[int(u)]]]
+        assert out[f"{group}_users"] == len(members)
+        expected = np.mean(result.per_user["ndcg@10"][members]) if members else float("nan")
+        assert out[f"{group}_ndcg@10"] == pytest.approx(expected, nan_ok=True)
+    # Without per-user values there is nothing to group.
+    plain = evaluate_ranking(model, history=history, targets=targets, ks=(10,))
+    with pytest.raises(ValueError, match="per_user=True"):
+        metrics_by_target_popularity(plain, targets=targets, item_counts=counts)

@@ -187,3 +187,30 @@ def test_int8_serving_copy_ranks_like_the_float_model(tmp_path) -> None:
     assert "DynamicQuantizedLinear" in repr(serving.net_) and "DynamicQuantizedLinear" not in repr(model.net_)
     with pytest.raises(ValueError, match="cannot be saved"):
         serving.save(tmp_path / "q")
+
+
+def test_text_initialisation_places_items_by_their_text() -> None:
+    from behaviorlm.models.sequential import init_from_text
+
+    rng = np.random.default_rng(0)
+    genre = np.repeat(np.arange(4), 5)
+    text = torch.from_numpy(np.eye(4)[genre] * 3 + rng.normal(scale=0.05, size=(20, 4))).float()
+    weight = torch.randn(21, 8) * 0.02  # 20 items + padding
+    padding = weight[20].clone()
+    init_from_text(weight, text)
+    assert weight[:20].std().item() == pytest.approx(0.02, rel=0.2)  # the table's scale is kept
+    torch.testing.assert_close(weight[20], padding)
+    sims = (
+        torch.nn.functional.normalize(weight[:20, :4], dim=1)
+        @ torch.nn.functional.normalize(weight[:20, :4], dim=1).T
+    )
+    same = torch.from_numpy(genre[:, None] == genre[None, :])
+    assert sims[same].mean() > 0.9 and sims[~same].mean() < 0.1
+
+
+def test_text_initialisation_needs_text_vectors() -> None:
+    data, features = _genre_world()
+    with pytest.raises(ValueError, match="item_init='text' needs item text vectors"):
+        BehaviorTransformer(**SMALL, item_init="text").fit(data, item_features=features)
+    with pytest.raises(ValueError, match="item_init must be"):
+        BehaviorTransformer(**SMALL, item_init="bert").fit(data)

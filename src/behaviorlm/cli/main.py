@@ -398,6 +398,15 @@ def train(
     protocol: ProtocolOption = "loo",
     valid_fraction: ValidFraction = 0.1,
     test_fraction: TestFraction = 0.1,
+    item_knowledge: Annotated[
+        str,
+        typer.Option(
+            help="Sequence models: add what the catalogue knows about each item to its vector: none, "
+            "attributes (category, brand, attribute tokens), text (sentence vectors of title, category, "
+            "brand; needs behaviorlm[text]) or text+attributes. With text, -p item_init=text also starts "
+            "the item embeddings from the text vectors (docs/transformer.md#item-knowledge)."
+        ),
+    ] = "none",
 ) -> None:
     """Fit a model on the training part of a split and save a checkpoint.
 
@@ -424,6 +433,7 @@ def train(
     # Every process reads the store (read-only opens from several processes are fine) and makes the
     # same deterministic split.
     sp = _make_split(store, protocol=protocol, valid_fraction=valid_fraction, test_fraction=test_fraction)
+    fit_kwargs = _item_knowledge(store, estimator, sp, item_knowledge, main_process=main_process)
     # Trained models show their own per-epoch progress bar; the others get a spinner.
     if "show_progress" in estimator.get_params() and "show_progress" not in params:
         estimator.show_progress = True
@@ -435,7 +445,7 @@ def train(
     try:
         with status:
             started = time.perf_counter()
-            estimator.fit(sp.train, valid=sp.valid)
+            estimator.fit(sp.train, valid=sp.valid, **fit_kwargs)
             seconds = time.perf_counter() - started
         if not main_process:
             return
@@ -449,6 +459,59 @@ def train(
         console.print(f"[green]trained[/] {model}{on} in {seconds:.2f} s → {out}")
     finally:
         distributed.cleanup()
+
+
+_ITEM_KNOWLEDGE = ("none", "attributes", "text", "text+attributes")
+
+
+def _item_knowledge(
+    store: Path, estimator: Any, split: Split, choice: str, *, main_process: bool
+) -> dict[str, Any]:
+    """``fit`` keyword arguments for ``--item-knowledge`` (item features read from the store)."""
+    from behaviorlm.data.features import ItemFeatures, item_features_from_store
+    from behaviorlm.models.sequential import SequentialRecommender
+
+    if choice not in _ITEM_KNOWLEDGE:
+        raise ValueError(f"--item-knowledge must be one of {', '.join(_ITEM_KNOWLEDGE)}; got {choice!r}")
+    if choice == "none":
+        return {}
+    if not isinstance(estimator, SequentialRecommender):
+        raise ValueError(
+            f"--item-knowledge is for sequence models (transformer, gru4rec), not {estimator.name}"
+        )
+    with_text = "text" in choice
+    # Text vectors are cached in the store: the first run embeds them, later runs read them. Under
+    # torchrun every process opens the store read-only, so the vectors must be cached already.
+    from behaviorlm.training import distributed
+
+    one_process = distributed.world_size() == 1
+    status = (
+        console.status("embedding item texts …", spinner="dots") if with_text else contextlib.nullcontext()
+    )
+    with EventStore(store, read_only=not (with_text and one_process)) as st, status:
+        try:
+            features = item_features_from_store(st, split.train.item_ids, with_text=with_text)
+        except Exception as exc:
+            if one_process:
+                raise
+            raise ValueError(
+                "--item-knowledge with text under torchrun needs the item text vectors cached in the store: "
+                f"run `behaviorlm train --item-knowledge {choice}` once without torchrun ({exc})"
+            ) from None
+    if choice == "text":
+        features = ItemFeatures(
+            attribute_ptr=np.zeros(features.n_items + 1, dtype=np.int64),
+            attribute_ids=np.zeros(0, dtype=np.int64),
+            attribute_vocab=(),
+            text_vectors=features.text_vectors,
+        )
+    if main_process:
+        described = int((np.diff(features.attribute_ptr) > 0).sum())
+        console.print(
+            f"item knowledge: {choice} — {len(features.attribute_vocab):,} attribute tokens on {described:,} of "
+            f"{features.n_items:,} items" + (", text vectors for every item" if with_text else "")
+        )
+    return {"item_features": features}
 
 
 def _json_value(text: str) -> Any:

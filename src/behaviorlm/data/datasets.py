@@ -63,6 +63,14 @@ DATASETS: dict[str, DatasetSpec] = {
             description="Amazon Sports and Outdoors as preprocessed by S3-Rec, with item attributes",
         ),
         DatasetSpec(
+            name="s3rec-sports",
+            relative_path="s3rec/Sports_and_Outdoors.txt",
+            config=IngestConfig(format="sequence", source_name="s3rec-sports"),
+            description="Amazon Sports and Outdoors as preprocessed by S3-Rec, with item attributes and "
+            "short item texts",
+            item_text="s3rec/Sports_and_Outdoors_item_text.tsv",
+        ),
+        DatasetSpec(
             name="lastfm",
             relative_path="s3rec/LastFM.txt",
             config=IngestConfig(format="sequence", source_name="lastfm"),

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from behaviorlm.data.splits import Split
-from behaviorlm.evaluation.ranking import evaluate_ranking
+from behaviorlm.evaluation.ranking import evaluate_ranking, metrics_by_target_popularity
 from behaviorlm.models.base import Recommender
 
 
@@ -57,17 +57,21 @@ def fit_and_evaluate(
     ks: tuple[int, ...] = (10, 20),
     on: str = "test",
     mask_seen: bool = True,
+    fit_kwargs: dict[str, Any] | None = None,
+    by_popularity: bool = False,
 ) -> BenchmarkRecord:
     """Fit ``model`` on ``split.train`` (validation targets available for early stopping) and rank the
     ``on`` targets ("test" or "valid") in full.
 
     For test, the model reads train + validation events as history (``split.test_history``); for
-    validation it reads the training events.
+    validation it reads the training events. ``fit_kwargs`` go to ``model.fit`` (e.g. ``item_features``);
+    ``by_popularity`` adds the metrics of users whose target is a long-tail or cold item
+    (:func:`~behaviorlm.evaluation.ranking.metrics_by_target_popularity`, training popularity).
     """
     if on not in ("test", "valid"):
         raise ValueError(f"on must be 'test' or 'valid', got {on!r}")
     started = time.perf_counter()
-    model.fit(split.train, valid=split.valid)
+    model.fit(split.train, valid=split.valid, **(fit_kwargs or {}))
     train_seconds = time.perf_counter() - started
     history, targets = (split.test_history, split.test) if on == "test" else (split.train, split.valid)
     result = evaluate_ranking(
@@ -77,6 +81,12 @@ def fit_and_evaluate(
         ks=ks,
         mask_seen=mask_seen,
         split_name=str(split.protocol.get("split", "unknown")),
+        per_user=by_popularity,
+    )
+    extra = (
+        metrics_by_target_popularity(result, targets=targets, item_counts=split.train.item_counts())
+        if by_popularity
+        else {}
     )
     protocol = {
         **result.protocol,
@@ -89,7 +99,7 @@ def fit_and_evaluate(
         model=model.name,
         params=model.get_params(),
         protocol=protocol,
-        metrics=result.metrics,
+        metrics={**result.metrics, **extra},
         n_users=result.n_users,
         train_seconds=train_seconds,
         eval_seconds=result.eval_seconds,

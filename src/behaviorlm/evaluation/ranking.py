@@ -200,6 +200,64 @@ def evaluate_ranking(
     )
 
 
+def item_popularity_groups(
+    item_counts: np.ndarray, *, tail_share: float = 0.8, cold_max_events: int = 2
+) -> dict[str, np.ndarray]:
+    """Boolean ``[n_items]`` masks of the **long tail** and the **cold** items of a training set.
+
+    ``item_counts`` are training events per item. The head is the ``ceil((1 - tail_share) * n_items)``
+    most popular items, widened to every item as popular as the last of them (ties never split);
+    the long tail is every other item (the bottom 80% by default, the definition of LLM-ESR, Liu et al.,
+    NeurIPS 2024). Cold items have at most ``cold_max_events`` training events (a subset of the tail on
+    any catalogue where more than 20% of items are that rare).
+    """
+    if not 0.0 < tail_share < 1.0:
+        raise ValueError(f"tail_share must be in (0, 1), got {tail_share}")
+    counts = np.asarray(item_counts)
+    n_head = max(1, int(np.ceil((1.0 - tail_share) * len(counts))))
+    threshold = np.sort(counts)[::-1][min(n_head, len(counts)) - 1]
+    return {"longtail": counts < threshold, "cold": counts <= cold_max_events}
+
+
+def metrics_by_target_popularity(
+    result: RankingResult,
+    *,
+    targets: Interactions,
+    item_counts: np.ndarray,
+    tail_share: float = 0.8,
+    cold_max_events: int = 2,
+    names: tuple[str, ...] = ("ndcg@10", "hr@10"),
+) -> dict[str, float]:
+    """The mean of ``names`` over users whose target is a long-tail / cold item
+    (:func:`item_popularity_groups` of ``item_counts``, the training events per item).
+
+    ``result`` must come from ``evaluate_ranking(..., per_user=True)`` on the same ``targets``. A user
+    with several targets belongs to a group when all their targets do. Returns ``longtail_<name>``,
+    ``cold_<name>`` (NaN for an empty group) and the group sizes ``longtail_users`` / ``cold_users``.
+    """
+    if result.per_user is None or result.users is None:
+        raise ValueError("metrics_by_target_popularity needs evaluate_ranking(..., per_user=True)")
+    if len(item_counts) != targets.n_items:
+        raise ValueError(f"item_counts has {len(item_counts)} entries for {targets.n_items} items")
+    missing = [name for name in names if name not in result.per_user]
+    if missing:
+        raise ValueError(f"the ranking result has no per-user {missing}; it has {sorted(result.per_user)}")
+    eval_users, ptr, items = _distinct_targets(targets, result.users)
+    if not np.array_equal(eval_users, result.users):
+        raise ValueError("result was not computed on these targets (its users differ)")
+    out: dict[str, float] = {}
+    for group, mask in item_popularity_groups(
+        item_counts, tail_share=tail_share, cold_max_events=cold_max_events
+    ).items():
+        # Every target of the user in the group: the minimum over the user's targets of the flag.
+        member = np.minimum.reduceat(mask[items].astype(np.int8), ptr[:-1]).astype(bool)
+        out[f"{group}_users"] = float(member.sum())
+        for name in names:
+            values = result.per_user[name][member]
+            out[f"{group}_{name}"] = float(values.mean()) if len(values) else float("nan")
+    return out
+
+
 def evaluate_classification(
     y_true: np.ndarray, y_score: np.ndarray, *, threshold: float = 0.5
 ) -> dict[str, float]:

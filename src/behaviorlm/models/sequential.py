@@ -140,6 +140,26 @@ def with_item_side(weight: torch.Tensor, item_side: ItemSideFeatures | None, *, 
     return torch.cat([weight[:n_items] + item_side(), weight[n_items:]])
 
 
+def init_from_text(weight: torch.Tensor, text: torch.Tensor) -> None:
+    """Set the first ``len(text)`` rows of an item embedding table to the items' text vectors projected
+    on their top principal components (as many as the table has columns), rescaled to the table's
+    current standard deviation, in place.
+
+    Items with similar texts start close together, so a rare item begins where its neighbours in meaning
+    are instead of at a random point (LLM-ESR, Liu et al., NeurIPS 2024, and LLMInit initialise ID
+    embeddings from language-model item embeddings the same way). Columns beyond the text's rank keep
+    their random values.
+    """
+    n_items, width = len(text), weight.shape[1]
+    with torch.no_grad():
+        scale = weight[:n_items].std()
+        centred = text.float() - text.float().mean(0)
+        _, _, v = torch.linalg.svd(centred, full_matrices=False)
+        k = min(width, v.shape[0])
+        projected = centred @ v[:k].T
+        weight[:n_items, :k] = projected / projected.std().clamp(min=1e-12) * scale
+
+
 def feature_tensors_from_state(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor] | None:
     """Rebuild the constructor input of :class:`ItemSideFeatures` from saved weights (``None`` if absent)."""
     if f"{prefix}attribute_index" not in state:
@@ -272,6 +292,7 @@ class SequentialRecommender(Recommender):
         device: str = "cpu",
         amp: bool = False,
         compile: bool = False,
+        item_init: str = "random",
     ) -> None:
         self.max_len = max_len
         self.n_time_buckets = n_time_buckets
@@ -290,6 +311,7 @@ class SequentialRecommender(Recommender):
         self.device = device
         self.amp = amp
         self.compile = compile
+        self.item_init = item_init
 
     @abstractmethod
     def _build_net(
@@ -325,6 +347,15 @@ class SequentialRecommender(Recommender):
             raise ValueError(f"{type(self).__name__}: loss must be 'full' or 'sampled', got {self.loss!r}")
         if self.max_len < 1:
             raise ValueError(f"{type(self).__name__}: max_len must be >= 1, got {self.max_len}")
+        if self.item_init not in ("random", "text"):
+            raise ValueError(
+                f"{type(self).__name__}: item_init must be 'random' or 'text', got {self.item_init!r}"
+            )
+        if self.item_init == "text" and (self._item_features is None or "text" not in self._item_features):
+            raise ValueError(
+                f"{type(self).__name__}: item_init='text' needs item text vectors (fit(item_features=...) "
+                "built with text)"
+            )
         seed_everything(self.seed)
         self.__dict__.pop("item_index_", None)  # the id lookup of a previous fit
         device = distributed.rank_device(self.device)
@@ -333,7 +364,10 @@ class SequentialRecommender(Recommender):
             n_items=train.n_items,
             n_event_types=len(train.event_type_vocab),
             item_features=self._item_features,
-        ).to(device)
+        )
+        if self.item_init == "text":
+            init_from_text(self.net_.item_emb.weight, self._item_features["text"])
+        self.net_ = self.net_.to(device)
         users = np.flatnonzero(train.lengths() >= 2)
         if len(users) == 0:
             raise ValueError(f"{type(self).__name__}.fit: no user has 2 or more training events")

@@ -185,6 +185,7 @@ class BehaviorTransformer(SequentialRecommender):
         device: str = "cpu",
         amp: bool = False,
         compile: bool = False,
+        item_init: str = "random",
     ) -> None:
         super().__init__(
             max_len=max_len,
@@ -204,6 +205,7 @@ class BehaviorTransformer(SequentialRecommender):
             device=device,
             amp=amp,
             compile=compile,
+            item_init=item_init,
         )
         self.d_model = d_model
         self.n_layers = n_layers
