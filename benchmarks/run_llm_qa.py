@@ -6,7 +6,9 @@ event and date, active days, distinct items, top category, count in a category, 
 and highest rating, "has the user rated X", a two-part question, last purchase / cart / favourite),
 with answers computed by its own SQL; 25 unanswerable and 25 personal questions must be refused
 (``refusal_unanswerable``), and so must 30 more written after the refusal rules were fixed and never
-used to tune them (``refusal_heldout``: the honest figure for questions nobody anticipated).
+used to tune them (``refusal_heldout``: the honest figure for questions nobody anticipated), and 30 of
+a second set written before the counted-thing rule that a failure on the first set motivated
+(``refusal_heldout_2``: the honest figure since that rule).
 Reported per dataset and overall: ``accuracy_answerable``, ``wrong_refusal_rate`` (answerable questions
 refused), ``refusal_unanswerable`` (share of unanswerable/personal questions refused), latency p50/p95,
 accuracy by kind, and how much the model decided: ``model_choice_share`` (answerable questions where two
@@ -30,7 +32,7 @@ from behaviorlm.data.datasets import open_dataset_store
 from behaviorlm.evaluation.benchmark import append_jsonl, git_commit, machine_description, peak_rss_mb
 from behaviorlm.llm.client import LLMClient, LLMError
 from behaviorlm.llm.tools import UserContext, ask
-from behaviorlm.testing.questions import heldout_refusal_set, question_set, refusal_set
+from behaviorlm.testing.questions import HELDOUT_2, heldout_refusal_set, question_set, refusal_set
 
 RESULTS = Path(__file__).resolve().parent / "results.jsonl"
 
@@ -58,6 +60,9 @@ def main() -> None:
             if dataset == args.datasets[0]:
                 questions += refusal_set(users=users, seed=args.seed)
                 questions += heldout_refusal_set(users=users, seed=args.seed)
+                questions += heldout_refusal_set(
+                    users=users, seed=args.seed + 1, questions=HELDOUT_2, kind="heldout-2"
+                )
             for n, question in enumerate(questions, start=1):
                 try:
                     answer = ask(client, UserContext(store, question.user_id), question.text)
@@ -143,8 +148,9 @@ def main() -> None:
 
 def _metrics(rows: list[dict]) -> dict[str, float]:
     answerable = [r for r in rows if r["answerable"]]
-    refusals = [r for r in rows if not r["answerable"] and r["kind"] != "heldout"]
+    refusals = [r for r in rows if not r["answerable"] and not r["kind"].startswith("heldout")]
     heldout = [r for r in rows if r["kind"] == "heldout"]
+    heldout_2 = [r for r in rows if r["kind"] == "heldout-2"]
     answered_by_model = [r for r in rows if not r.get("personal")]
     latency = np.array([r["latency_s"] for r in answered_by_model if not np.isnan(r["latency_s"])])
     out: dict[str, float] = {"n_answerable": float(len(answerable)), "n_refusal": float(len(refusals))}
@@ -155,6 +161,8 @@ def _metrics(rows: list[dict]) -> dict[str, float]:
         out["refusal_unanswerable"] = float(np.mean([r["refused"] for r in refusals]))
     if heldout:
         out["refusal_heldout"] = float(np.mean([r["refused"] for r in heldout]))
+    if heldout_2:
+        out["refusal_heldout_2"] = float(np.mean([r["refused"] for r in heldout_2]))
     if len(latency):
         out["latency_s_p50"] = float(np.percentile(latency, 50))
         out["latency_s_p95"] = float(np.percentile(latency, 95))

@@ -19,6 +19,7 @@ from behaviorlm.llm.tools import (
     UserContext,
     ask,
     count_events,
+    counts_something_else,
     ground_arguments,
     hide_user_id,
     item_events,
@@ -71,6 +72,32 @@ def test_which_tools_fit_a_question():
     assert tool_fits("top_categories", "Which genre does the user rate most?")
     assert not tool_fits("first_event", "What is the user's favourite food first thing?")  # an opinion
     assert not tool_fits("rating_stats", "Why did the user give a low rating?")  # a reason, not a statistic
+    # A genre named like a word of the opinion rules is still a genre.
+    assert tool_fits("category_count", "How many Children's movies has the user rated?")
+    assert tool_fits("top_categories", "Which genre does the user rate most: Children's or Drama?")
+
+
+@pytest.mark.parametrize(
+    ("question", "elsewhere"),
+    [
+        ("How many siblings does the user have?", True),
+        ("How many cups of coffee does the user drink?", True),
+        ("How many times has the user been abroad?", True),  # "times" without a behaviour
+        ("What is the number of languages the user speaks?", True),
+        ("How many times did the user buy something?", False),
+        ("How many Film-Noir movies has the user rated?", False),
+        ("On how many different days was the user active?", False),
+        ("How many events does the user have in category 2520377?", False),
+        ('How many "cups" has the user bought?', False),  # a quoted title is not the counted thing
+        ("What did the user rate last?", False),  # no count at all
+    ],
+)
+def test_counts_only_what_an_event_log_counts(question, elsewhere):
+    assert counts_something_else(question) is elsewhere
+    if elsewhere:
+        assert not any(
+            tool_fits(name, question) for name in ("count_events", "category_count", "activity_summary")
+        )
 
 
 def test_personal_questions_and_raw_ids():

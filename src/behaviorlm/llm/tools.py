@@ -739,15 +739,112 @@ _NOT_FOR: dict[str, tuple[str, ...]] = {
 """Words that rule a tool out: "how many different items" is not a count of events."""
 _OPINION = re.compile(
     r"\b(think|thinks|feel|feels|felt|opinion|happy|unhappy|angry|like about|love|hate|enjoy|want|wants|"
-    r"hope|dream|believe|prefer|intend|plan to|pets?|children|job|car|school|team|weather|breakfast|"
+    r"hope|dream|believe|prefer|intend|plan to|pets?|job|car|school|team|weather|breakfast|"
     r"colou?r|food|music|friends?|holiday|vacation|tall|language)\b",
     re.IGNORECASE,
 )
 
 
+COUNTED_NOUNS = frozenset(
+    [
+        "event",
+        "events",
+        "action",
+        "actions",
+        "interaction",
+        "interactions",
+        "item",
+        "items",
+        "product",
+        "products",
+        "movie",
+        "movies",
+        "film",
+        "films",
+        "title",
+        "titles",
+        "thing",
+        "things",
+        "view",
+        "views",
+        "click",
+        "clicks",
+        "purchase",
+        "purchases",
+        "buy",
+        "buys",
+        "order",
+        "orders",
+        "rating",
+        "ratings",
+        "review",
+        "reviews",
+        "favourite",
+        "favourites",
+        "favorite",
+        "favorites",
+        "fav",
+        "favs",
+        "cart",
+        "carts",
+        "add-to-cart",
+        "day",
+        "days",
+        "week",
+        "weeks",
+        "month",
+        "months",
+        "genre",
+        "genres",
+        "category",
+        "categories",
+        "brand",
+        "brands",
+        "session",
+        "sessions",
+        "visit",
+        "visits",
+    ]
+)
+"""What a "how many ..." question can count in an event log: events and their kinds, items (by the words
+item, product, movie, film, title, thing), days and other periods, categories and brands. A catalogue of
+books or songs would add its own word for items here."""
+_HOW_MANY = re.compile(
+    r"\b(?:how many|number of)\s+(?:(?:different|distinct|unique|separate|individual)\s+)?([^?.,;]*)",
+    re.IGNORECASE,
+)
+_BEHAVIOUR_VERB = re.compile(
+    r"\b(view|viewed|click|clicked|buy|bought|purchas\w*|rate|rated|order|ordered|add|added|favou?rit\w*|"
+    r"visit|visited|interact\w*|active|watch|watched|event|cart)\b",
+    re.IGNORECASE,
+)
+
+
+def counts_something_else(question: str) -> bool:
+    """Whether ``question`` asks "how many" / "the number of" something an event log does not count
+    ("How many siblings …", "How many cups of coffee …", "How many times has the user been abroad?").
+
+    The counted phrase must contain one of :data:`COUNTED_NOUNS` within its first three words ("How many
+    Comedy movies …", "How many different days …"); "times" counts only when the question also names a
+    behaviour ("How many times did the user buy …").
+    """
+    # A quoted title names items ('How many "Heat" has the user rated?').
+    for phrase in _HOW_MANY.findall(_QUOTED.sub(" items ", question)):
+        words = [w.strip("'\"“”").casefold() for w in phrase.split()[:3]]
+        if any(w in COUNTED_NOUNS for w in words):
+            continue
+        if "times" in words and _BEHAVIOUR_VERB.search(question):
+            continue
+        return True
+    return False
+
+
 def tool_fits(name: str, question: str) -> bool:
-    """Whether tool ``name`` is a candidate for ``question`` (:data:`_ANCHORS`, :data:`_NOT_FOR`)."""
+    """Whether tool ``name`` is a candidate for ``question`` (:data:`_ANCHORS`, :data:`_NOT_FOR`,
+    :func:`counts_something_else`)."""
     text = question.casefold()
+    if counts_something_else(question):
+        return False
     if not any(a in text for a in _ANCHORS.get(name, ())) or any(w in text for w in _NOT_FOR.get(name, ())):
         return False
     if name in ("event_influence", "behaviour_effect"):

@@ -124,18 +124,57 @@ HELDOUT = (
 were fixed and never used to tune them: the honest refusal rate on questions nobody anticipated."""
 
 
-def heldout_refusal_set(*, users: list[str], seed: int = 0) -> list[Question]:
-    """The :data:`HELDOUT` questions, each asked of one of ``users``."""
+HELDOUT_2 = (
+    "How many languages does the user speak?",
+    "What car does the user drive?",
+    "How many pets does the user have?",
+    "Which university did the user attend?",
+    "What time does the user wake up?",
+    "How many kids does the user have?",
+    "What is the user's favourite colour?",
+    "Which football club does the user follow?",
+    "How tall is the user?",
+    "What did the user eat for lunch yesterday?",
+    "How many countries has the user lived in?",
+    "Which podcasts does the user listen to?",
+    "Is the user married?",
+    "What is the user's blood type?",
+    "How many followers does the user have on social media?",
+    "Which browser does the user prefer?",
+    "What does the user dislike about our website?",
+    "How much does the user weigh?",
+    "What will the user do next weekend?",
+    "Which airline does the user fly with?",
+    "How many siblings live with the user?",
+    "What is the user's dog called?",
+    "Why did the user cancel their subscription?",
+    "How many hours a week does the user work?",
+    "Which political party does the user vote for?",
+    "What gift would make the user happiest?",
+    "How satisfied is the user with delivery times?",
+    "Which neighbourhood is the user from?",
+    "How many emails did the user send today?",
+    "What is the user's favourite holiday destination?",
+)
+"""A second held-out set, written on 2026-12-03 before the counted-thing rule of
+:func:`behaviorlm.llm.tools.tool_fits` (which a failure on :data:`HELDOUT` motivated) and never used to
+tune it; once that rule exists, :data:`HELDOUT` is no longer held out, this set is."""
+
+
+def heldout_refusal_set(
+    *, users: list[str], seed: int = 0, questions: tuple[str, ...] = HELDOUT, kind: str = "heldout"
+) -> list[Question]:
+    """The :data:`HELDOUT` questions (or ``questions``), each asked of one of ``users``."""
     rng = np.random.default_rng(seed + 1)
     return [
         Question(
-            "heldout",
+            kind,
             users[int(rng.integers(len(users)))],
             text,
             lambda a: a.source in ("refused", "personal"),
             answerable=False,
         )
-        for text in HELDOUT
+        for text in questions
     ]
 
 
