@@ -54,7 +54,7 @@ def fmt(value: float | None, digits: int = 4) -> str:
 def _is_ranking(record: dict) -> bool:
     # LLM re-ranking rows cover a sample of users, not the whole test set: docs/llm.md has their table.
     return "ndcg@10" in record["metrics"] and not record["model"].startswith(
-        ("ingest-", "transformer-inference", "fusion-", "llm-", "transformer-top20")
+        ("ingest-", "transformer-inference", "fusion-", "llm-", "transformer-top20", "transformer-knowledge-")
     )
 
 
@@ -444,6 +444,70 @@ def influence_section(records: dict[tuple[str, str], dict]) -> list[str]:
             )
         lines.append("")
     lines += [f"Machine: {rows[0]['machine']}.", ""]
+    return lines
+
+
+KNOWLEDGE_ANCHORS = {
+    # SOURCES.md in ../shared/data: full ranking, leave-one-out, seen items removed.
+    "s3rec-beauty": [
+        (
+            "SASRec, full cross-entropy (MTandHJ/CE-SCE-LLMRec log), published",
+            {"ndcg@10": 0.0591, "hr@10": 0.0977},
+        ),
+        ("eSASRec (2025), published", {"ndcg@10": 0.0523, "hr@10": 0.0928}),
+    ],
+}
+
+
+def knowledge_section(records: dict[tuple[str, str], dict]) -> list[str]:
+    """ID-only vs item knowledge inside the Transformer, with long-tail and cold-item quality."""
+    rows = [r for (d, m), r in records.items() if m.startswith("transformer-knowledge-")]
+    if not rows:
+        return []
+    lines = [
+        "## Item knowledge inside the Transformer: long tail and cold items",
+        "",
+        "`benchmarks/run_knowledge.py`: the default Transformer with the same epoch cap and early stopping, "
+        "ID-only vs item vectors that also carry the item's sentence vector (all-MiniLM-L6-v2, the packaged "
+        "model, over title, categories and brand) and/or its catalogue attributes "
+        "(`ItemSideFeatures`; docs/transformer.md#item-knowledge). Leave-one-out, full ranking, seen items "
+        "masked. *Long tail*: users whose test item is in the bottom 80% of items by training popularity; "
+        "*cold*: at most 2 training events. *Gain*: relative to the ID-only run of the same invocation. "
+        "Each run pinned to its own core with one torch thread, two side by side.",
+        "",
+    ]
+    for dataset in sorted({r["dataset"] for r in rows}):
+        mine = sorted(
+            (r for r in rows if r["dataset"] == dataset),
+            key=lambda r: (r["protocol"].get("item_knowledge") != "id", r["model"]),
+        )
+        p = mine[0]
+        groups = p["metrics"]
+        lines += [
+            f"### {dataset}: {int(groups['longtail_users']):,} of {p['n_users']:,} test users have a long-tail "
+            f"target, {int(groups['cold_users']):,} a cold one",
+            "",
+            "| model | NDCG@10 | HR@10 | long-tail NDCG@10 | long-tail HR@10 | cold NDCG@10 | long-tail gain "
+            "| overall gain | epochs (best) | s/epoch | commit |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---|",
+        ]
+        for r in mine:
+            m, t = r["metrics"], r.get("training", {})
+
+            def gain(name: str, m: dict = m) -> str:
+                return f"{m[name]:+.1%}" if name in m else "—"
+
+            lines.append(
+                f"| {r['model'].removeprefix('transformer-knowledge-')} | {fmt(m['ndcg@10'])} | {fmt(m['hr@10'])} | "
+                f"{fmt(m['longtail_ndcg@10'])} | {fmt(m['longtail_hr@10'])} | {fmt(m['cold_ndcg@10'])} | "
+                f"{gain('longtail_ndcg@10_gain')} | {gain('ndcg@10_gain')} | {t.get('epochs_run')} "
+                f"({t.get('best_epoch')}) | {t.get('seconds_per_epoch', 0):.0f} | {r['git_commit']} |"
+            )
+        for name, m in KNOWLEDGE_ANCHORS.get(dataset, []):
+            lines.append(
+                f"| {name} | {fmt(m['ndcg@10'])} | {fmt(m['hr@10'])} | – | – | – | – | – | – | – | – |"
+            )
+        lines += ["", f"Machine: {p['machine']}; params {json.dumps(_shown_params(p))}.", ""]
     return lines
 
 
@@ -857,6 +921,7 @@ def main() -> None:
         *campaign_section(RESULTS),
         *purchase_section(RESULTS),
         *llm_section(RESULTS),
+        *knowledge_section(records),
         *ingest_section(records),
         *audit_section(records),
     ]

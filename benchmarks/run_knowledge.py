@@ -15,7 +15,9 @@ What differs is what an item's vector is made of (:class:`behaviorlm.models.sequ
 
 Metrics are overall NDCG@10 / HR@10 and the same over users whose test target is a long-tail item
 (bottom 80% by training popularity) or a cold item (at most 2 training events); ``longtail_ndcg@10_gain``
-is relative to the ``id`` run of the same invocation (0.20 = +20%).
+is relative to the ``id`` run of the same invocation (0.20 = +20%), or, when the invocation has none, to
+the latest ``id`` record of the same dataset and parameters in the results file (one thread and a seed
+make a run deterministic, so that record is what running ID-only again would give).
 
 Variants run two at a time, each pinned to its own core with one torch thread (``taskset``), so a pair
 is timed side by side without the two-thread collapse on a busy machine. With ``--epochs`` fixed the
@@ -144,17 +146,36 @@ def run_pairs(
     return records
 
 
-def with_gains(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Add ``<metric>_gain`` relative to the ``id`` record (when there is one) to every record."""
-    base = next((r for r in records if r["protocol"]["item_knowledge"] == "id"), None)
+def reference_run(path: Path, dataset: str, params: dict[str, Any]) -> dict[str, Any] | None:
+    """The latest ``id`` record of ``dataset`` in ``path`` trained with the same ``params`` (a run is
+    deterministic for a seed with one thread, so it stands in for running the ID-only model again)."""
+    found = None
+    if path.exists():
+        for line in path.read_text().splitlines():
+            r = json.loads(line) if line.strip() else {}
+            if (
+                r.get("dataset") == dataset
+                and r.get("model") == "transformer-knowledge-id"
+                and all(r["params"].get(k) == v for k, v in params.items())
+            ):
+                found = r
+    return found
+
+
+def with_gains(
+    records: list[dict[str, Any]], reference: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """Add ``<metric>_gain`` relative to the ``id`` record of this run (else ``reference``) to every record."""
+    base = next((r for r in records if r["protocol"]["item_knowledge"] == "id"), reference)
     if base is None:
         return records
     for record in records:
+        record["protocol"]["gain_reference"] = f"{base['model']} of {base['date']}"
         for name in ("ndcg@10", "hr@10", "longtail_ndcg@10", "cold_ndcg@10"):
-            reference = base["metrics"].get(name)
+            before = base["metrics"].get(name)
             value = record["metrics"].get(name)
-            if reference and value is not None and np.isfinite(reference) and reference > 0:
-                record["metrics"][f"{name}_gain"] = value / reference - 1.0
+            if before and value is not None and np.isfinite(before) and before > 0:
+                record["metrics"][f"{name}_gain"] = value / before - 1.0
     return records
 
 
@@ -180,7 +201,10 @@ def main() -> None:
     cores = [int(c) for c in args.cores.split(",")]
     for dataset in args.datasets:
         info = prepare(dataset)
-        records = with_gains(run_pairs(dataset, list(args.variants), params, cores=cores))
+        records = with_gains(
+            run_pairs(dataset, list(args.variants), params, cores=cores),
+            reference=reference_run(args.out, dataset, params),
+        )
         for record in records:
             record["protocol"]["item_data"] = info
             append_jsonl(args.out, record)
