@@ -82,6 +82,8 @@ def test_smollm2_plumbing_through_the_same_client():
     }
     reply = client.chat([{"role": "user", "content": "Name a colour as JSON."}], json_schema=schema)
     assert isinstance(json.loads(reply.text)["colour"], str)
+    # The schema became a compact llguidance grammar: one line, no indentation tokens.
+    assert "\n" not in reply.text and reply.text.startswith('{"colour": ')
     assert reply.completion_tokens > 0 and reply.prompt_tokens > 0 and client.usage.requests == 1
 
 

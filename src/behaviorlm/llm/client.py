@@ -118,6 +118,8 @@ class _HTTPTransport:
         self._http.close()
 
 
+_COMPACT_JSON = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+
 _EMBEDDED_SERVERS: dict[tuple[str, int, int], Any] = {}
 _EMBEDDED_LOCK = threading.Lock()
 
@@ -142,6 +144,18 @@ class _EmbeddedTransport:
     def send(self, payload: dict[str, Any]) -> dict[str, Any]:
         # llama.cpp's own sampling option: a mild repetition penalty stops small models looping.
         payload = {"repeat_penalty": 1.1, **payload}
+        schema = (payload.get("response_format") or {}).get("json_schema", {}).get("schema")
+        if schema is not None:
+            # As an llguidance grammar rather than response_format, whose GBNF grammar allows any
+            # whitespace: the model indented, a newline and indentation before every key, ~15% of an
+            # explanation's output tokens, each a full decoding step. One line, ", " and ": " between
+            # items (llguidance's docs/json_schema.md, "Whitespace handling").
+            import xllamacpp
+
+            payload = {k: v for k, v in payload.items() if k != "response_format"}
+            payload["grammar"] = xllamacpp.json_schema_to_grammar(
+                json.dumps({"x-guidance": _COMPACT_JSON, **schema})
+            )
         with self._lock:
             reply = self._server.handle_chat_completions(payload)
         if not isinstance(reply, dict):
