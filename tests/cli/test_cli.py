@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from behaviorlm.cli.main import app
@@ -208,3 +209,13 @@ def test_train_with_item_knowledge_saves_the_item_features(tmp_path: Path) -> No
     assert wrong.exit_code == 2 and "--item-knowledge is for sequence models" in wrong.output
     bad = runner.invoke(app, [*args, "--item-knowledge", "pictures"])
     assert bad.exit_code == 2 and "--item-knowledge must be one of" in bad.output
+
+
+def test_help_lists_every_registered_model() -> None:
+    from behaviorlm.cli.main import MODEL_NAMES
+    from behaviorlm.models.base import model_registry
+
+    assert MODEL_NAMES.split(", ") == sorted(model_registry())
+    train = typer.main.get_command(app).commands["train"]
+    (model,) = [p for p in train.params if "--model" in p.opts]
+    assert MODEL_NAMES in model.help

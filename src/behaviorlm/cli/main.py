@@ -32,7 +32,8 @@ from behaviorlm.models._validate import ModelLoadError
 
 app = typer.Typer(
     name="behaviorlm",
-    help="Turn raw user-behaviour logs into clean data, behaviour models and evaluations.",
+    help="Turn raw user-behaviour logs into clean data, behaviour models, predictions, explanations in "
+    "words and a REST service. Start with `behaviorlm demo`.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -42,6 +43,9 @@ err_console = Console(stderr=True, soft_wrap=True)
 
 StoreOption = Annotated[Path, typer.Option("--store", "-s", help="Event store file (DuckDB).")]
 SPLIT_FILE = "split.json"
+MODEL_NAMES = "ease, gru4rec, itemknn, lightgcn, pop, random, transformer"
+"""The recommenders of models.base.model_registry(), for help texts; written out because importing every
+model to list them costs each command a second. tests/cli/test_cli.py checks it against the registry."""
 
 
 def _user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -385,9 +389,7 @@ def split(
 @app.command()
 @_user_errors
 def train(
-    model: Annotated[
-        str, typer.Option("--model", help="Model name: transformer, gru4rec, ease, itemknn, pop, random.")
-    ],
+    model: Annotated[str, typer.Option("--model", help=f"Model name: {MODEL_NAMES}.")],
     out: Annotated[
         Path, typer.Option(help="Directory for the checkpoint (model.json + weights.safetensors).")
     ],
@@ -578,7 +580,9 @@ def demo(
         "work-dir/demo"
     ),
 ) -> None:
-    """Run the end-to-end demo on the bundled ML-100k data (ingest, split, train, evaluate)."""
+    """Run the end-to-end demo on the bundled ML-100k data in 8 steps: ingest with quarantine, split,
+    baselines and the Transformer (full ranking), real-time prediction, anomalies / segments / a profile,
+    the embedded LLM's explanation and answers, campaign audiences and a bias audit, and the service."""
     from behaviorlm.demo import run_demo
 
     run_demo(workdir=workdir, console=console)
