@@ -8,6 +8,7 @@ import pytest
 
 from behaviorlm.llm.claims import (
     Claim,
+    fields_of,
     normalize,
     parse_date,
     render_claims,
@@ -192,3 +193,37 @@ def test_a_corrected_category_claim_renders_the_true_categories(facts):
     assert render_claims(report.kept, facts) == [
         "The most common category of the user's events is Drama (107 of 272 events)."
     ]
+
+
+def test_a_log_without_times_gives_order_not_dates(tmp_path):
+    from behaviorlm.config import IngestConfig
+    from behaviorlm.data.ingest import ingest_file
+    from behaviorlm.data.store import EventStore
+    from behaviorlm.llm.facts import user_facts
+    from behaviorlm.llm.tasks import prompt_line
+
+    # S3-Rec / BERT4Rec sequence files have an order but no times (stored at 1970-01-01 + k seconds).
+    src = tmp_path / "seq.txt"
+    src.write_text("u1 1 2 3 4\nu2 2 3 5\n")
+    with EventStore(tmp_path / "s.duckdb") as store:
+        ingest_file(store, src, config=IngestConfig(format="sequence", source_name="seq"))
+        facts = user_facts(store, "u1")
+    by_id = facts.by_id()
+    assert "1970" not in " ".join(f.text for f in facts.facts)
+    assert by_id["P1"].text.startswith("4 events (in order; the log has no times)")
+    assert prompt_line(by_id["E1"]).startswith("latest ") and prompt_line(by_id["E2"]).startswith(
+        "2nd latest "
+    )
+    assert not {"date", "active_days", "first_date", "last_date"} & (
+        set(fields_of(by_id["E1"], facts)) | set(fields_of(by_id["P1"], facts))
+    )
+    # Order is still a fact: E1 is the most recent, and a claim about it renders without a date.
+    report = verify_claims(
+        [
+            Claim(fact="E1", field="most_recent", value="yes"),
+            Claim(fact="E2", field="date", value="1970-01-01"),
+        ],
+        facts,
+    )
+    assert [v.status for v in report.verdicts] == ["verified", "dropped"]
+    assert "1970" not in " ".join(render_claims(report.kept, facts))

@@ -514,7 +514,7 @@ def _event_phrase(fact: Fact, fields: dict[str, str], facts: FactSet) -> str:
             extra.append(f"by {v['brand']}")
         if extra:
             phrase += f" ({'; '.join(extra)})"
-        if "date" in fields or "most_recent" in fields:
+        if ("date" in fields or "most_recent" in fields) and v.get("date"):
             phrase += f" on {v['date']}"
         if "rating" in fields or "value" in fields:
             phrase += f", {'rating' if 'rating' in fields else 'value'} {_show_number(float(v['value']))}"

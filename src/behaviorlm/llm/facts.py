@@ -112,6 +112,20 @@ def user_alias(user_id: str) -> str:
     return "user-" + hmac.new(_alias_key(), user_id.encode(), hashlib.sha256).hexdigest()[:10]
 
 
+ORDER_ONLY_BEFORE = 366 * 86_400
+"""Event times before 1971-01-02 are positions, not times: logs without times (S3-Rec and BERT4Rec
+sequence files) are stored at 1970-01-01 + k seconds. A user whose events are all that early has an
+order but no dates, and facts say so instead of stating 1970 dates and "1 active day"."""
+
+
+def _latest(rank: int) -> str:
+    """``latest``, ``2nd latest``, ``3rd latest``, ... (an event's place when the log has no times)."""
+    if rank == 1:
+        return "latest"
+    suffix = "th" if 10 <= rank % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(rank % 10, "th")
+    return f"{rank}{suffix} latest"
+
+
 def _when(ts: int) -> str:
     return datetime.fromtimestamp(int(ts), UTC).strftime("%Y-%m-%d %H:%M UTC")
 
@@ -175,19 +189,28 @@ def user_facts(
     facts: list[Fact] = []
     alias = user_alias(user_id)
     by_type = ", ".join(f"{t} {n}" for t, n in profile.events_by_type.items())
+    timed = profile.last_event[:10] >= _when(ORDER_ONLY_BEFORE)[:10]
+    if timed:
+        days = f"{profile.active_days} active day{'s' if profile.active_days != 1 else ''}"
+        activity = (
+            f"{profile.events} events on {days} from {profile.first_event[:10]} to {profile.last_event[:10]}"
+        )
+        when = {
+            "active_days": profile.active_days,
+            "first_date": profile.first_event[:10],
+            "last_date": profile.last_event[:10],
+        }
+    else:
+        activity, when = f"{profile.events} events (in order; the log has no times)", {}
     facts.append(
         Fact(
             "P1",
             "activity",
-            f"{profile.events} events on {profile.active_days} active day{'s' if profile.active_days != 1 else ''} "
-            f"from {profile.first_event[:10]} "
-            f"to {profile.last_event[:10]}; by type: {by_type}",
+            f"{activity}; by type: {by_type}",
             {
                 "user": alias,
                 "events": profile.events,
-                "active_days": profile.active_days,
-                "first_date": profile.first_event[:10],
-                "last_date": profile.last_event[:10],
+                **when,
                 "events_by_type": dict(profile.events_by_type),
             },
         )
@@ -211,7 +234,8 @@ def user_facts(
         item, etype, ts = events["item_id"][j], events["event_type"][j], events["timestamp"][j]
         info = titles.get(item, _NO_INFO)
         value = events["value"][j]
-        text = f"{_when(ts)}: {verb(etype)} item {item}"
+        text = f"{_when(ts)}: " if timed else f"{_latest(rank)}: "
+        text += f"{verb(etype)} item {item}"
         if info.title:
             text += f' "{info.title}"'
         if info.descriptor:
@@ -230,11 +254,11 @@ def user_facts(
                     "item_id": item,
                     "title": info.title,
                     "event_type": etype,
-                    "time": _when(ts),
-                    "date": _when(ts)[:10],
+                    **({"time": _when(ts), "date": _when(ts)[:10]} if timed else {}),
                     "ts": int(ts),
                     "value": value,
                     "categories": list(info.categories),
+                    "leaf_categories": list(info.leaf_categories),
                     "brand": info.brand,
                     "attributes": dict(info.attributes),
                 },

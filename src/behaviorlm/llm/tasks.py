@@ -249,11 +249,16 @@ def prompt_line(fact: Fact) -> str:
     time of day, ``UTC``, anomaly feature names). A third fewer prompt tokens than :attr:`Fact.text`,
     and prompt tokens are most of an explanation's time on a CPU."""
     v = fact.values
-    if fact.kind == "event" and "date" in v:
+    if fact.kind == "event" and "ts" in v:
         what = f'"{v["title"]}"' if v.get("title") else f"item {v['item_id']}"
-        line = f"{v['date']} {verb(str(v['event_type']))} {what}"
-        if v.get("categories"):
-            line += f" ({', '.join(v['categories'][:4])})"
+        # Without times (a sequence log) the event's place in the order is all there is to say.
+        when = v["date"] if "date" in v else fact.text.split(":", 1)[0]
+        line = f"{when} {verb(str(v['event_type']))} {what}"
+        # The item's genres, or the last level of its category path ("Brushes", not "Beauty, Hair Care,
+        # Styling Tools, Brushes"): the other levels cost prompt tokens and say little about intent.
+        shown = v.get("leaf_categories") or v.get("categories") or []
+        if shown:
+            line += f" ({', '.join(shown[:4])})"
         if v.get("value") is not None:
             line += f", {'rating' if v['event_type'] in ('rate', 'review') else 'value'} {v['value']:g}"
         return line

@@ -35,7 +35,7 @@ from pydantic import BaseModel, Field
 from behaviorlm.data.store import EventStore
 from behaviorlm.llm.claims import parse_date
 from behaviorlm.llm.client import LLMClient
-from behaviorlm.llm.facts import Fact, item_info, user_alias, verb
+from behaviorlm.llm.facts import ORDER_ONLY_BEFORE, Fact, item_info, user_alias, verb
 from behaviorlm.llm.privacy import scrub_pii
 from behaviorlm.llm.tasks import ask_json
 
@@ -173,13 +173,13 @@ def _one_event(ctx: UserContext, *, event_type: str, newest: bool) -> ToolResult
     item, etype, ts, value = rows[0]
     title = item_info(ctx.store, {str(item)}).get(str(item))
     name = f'"{title.title}" (item {item})' if title and title.title else f"item {item}"
-    values = {
-        "item_id": str(item),
-        "title": title.title if title else "",
-        "event_type": etype,
-        "date": _when(ts),
-    }
-    text = f"The user's {which} {_what(event_type).removesuffix('s')} was on {_when(ts)}: they {verb(etype)} {name}"
+    values = {"item_id": str(item), "title": title.title if title else "", "event_type": etype}
+    text = f"The user's {which} {_what(event_type).removesuffix('s')}"
+    if ts >= ORDER_ONLY_BEFORE:
+        values["date"] = _when(ts)
+        text += f" was on {_when(ts)}: they {verb(etype)} {name}"
+    else:  # a log without times: the order is known, the date is not
+        text += f" (the log has no times): they {verb(etype)} {name}"
     if value is not None and not (isinstance(value, float) and math.isnan(value)):
         values["value"] = float(value)
         text += f" ({'rating' if etype in ('rate', 'review') else 'value'} {float(value):g})"
@@ -308,19 +308,15 @@ def activity_summary(ctx: UserContext) -> ToolResult:
         "min(epoch(timestamp))::BIGINT, max(epoch(timestamp))::BIGINT FROM events WHERE user_id = ?",
         [ctx.user_id],
     )[0]
-    values = {
-        "events": int(row[0]),
-        "distinct_items": int(row[1]),
-        "active_days": int(row[2]),
-        "first_date": _when(row[3]),
-        "last_date": _when(row[4]),
-    }
+    values = {"events": int(row[0]), "distinct_items": int(row[1])}
+    text = f"The user has {values['events']:,} events on {values['distinct_items']:,} distinct items"
+    if row[4] >= ORDER_ONLY_BEFORE:
+        values.update(active_days=int(row[2]), first_date=_when(row[3]), last_date=_when(row[4]))
+        text += f" over {values['active_days']:,} active days, from {values['first_date']} to {values['last_date']}"
+    else:
+        text += " (the log has no times, so no days or dates)"
     fact = Fact("Q", "tool", f"activity_summary: {values}", values)
-    return ToolResult(
-        fact,
-        f"The user has {values['events']:,} events on {values['distinct_items']:,} distinct items over "
-        f"{values['active_days']:,} active days, from {values['first_date']} to {values['last_date']}.",
-    )
+    return ToolResult(fact, text + ".")
 
 
 def user_segment(ctx: UserContext) -> ToolResult:
