@@ -84,6 +84,7 @@ def test_ingest_user_errors_exit_2_without_traceback(
     assert result.exit_code == 2, result.output
     assert message in " ".join(result.output.split())
     assert "Traceback" not in result.output
+    assert not (tmp_path / "s.duckdb").exists()  # no empty store is left behind
 
 
 def test_missing_file_and_missing_store(tmp_path: Path) -> None:
@@ -109,6 +110,9 @@ def test_train_and_evaluate_match_the_library(tmp_path: Path) -> None:
     result = runner.invoke(app, ["evaluate", str(out), "--store", str(store), "--json", str(metrics_file)])
     assert result.exit_code == 0, result.output
     cli_metrics = json.loads(metrics_file.read_text())["metrics"]
+    too_deep = runner.invoke(app, ["evaluate", str(out), "--store", str(store), "--ks", "10,5000"])
+    assert too_deep.exit_code == 2 and "between 1 and the 1,682 items" in too_deep.output
+    assert "ranking" not in too_deep.output  # no progress bar before the error
 
     with EventStore(store, read_only=True) as st:
         split = leave_one_out(st.interactions())

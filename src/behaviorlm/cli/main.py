@@ -153,13 +153,22 @@ def ingest(
         delimiter=delimiter,
         pseudonymize=pseudonymize,
     )
-    with EventStore(store) as st, console.status(f"ingesting {path} with {engine} …", spinner="dots"):
-        if engine == "spark":
-            from behaviorlm.data.prepare import ingest_with_spark
+    created = not store.exists()
+    try:
+        with EventStore(store) as st, console.status(f"ingesting {path} with {engine} …", spinner="dots"):
+            if engine == "spark":
+                from behaviorlm.data.prepare import ingest_with_spark
 
-            summary = ingest_with_spark(st, path, config=cfg, spark_master=spark_master)
-        else:
-            summary = ingest_file(st, path, config=cfg)
+                summary = ingest_with_spark(st, path, config=cfg, spark_master=spark_master)
+            else:
+                summary = ingest_file(st, path, config=cfg)
+    except Exception:
+        # A store this command created and then failed to fill (a bad mapping, a missing file) is not
+        # left behind as an empty file that later commands would take for data.
+        if created:
+            for leftover in (store, store.with_name(store.name + ".wal")):
+                leftover.unlink(missing_ok=True)
+        raise
     if json_out:
         console.print_json(json.dumps(summary.to_dict()))
     else:
@@ -197,18 +206,22 @@ def _ingest_config(
     return load_config(IngestConfig, {**base, **overrides})
 
 
-def _print_ingest(summary: IngestSummary) -> None:
-    table = Table(title=f"ingest {summary.source}", show_header=False, title_justify="left")
+def _print_ingest(summary: IngestSummary, *, verb: str = "ingest", kept: str = "stored") -> None:
+    table = Table(title=f"{verb} {summary.source}", show_header=False, title_justify="left")
     table.add_row("rows read", f"{summary.rows_read:,}")
-    table.add_row("stored", f"[green]{summary.stored:,}[/]")
+    table.add_row(kept, f"[green]{summary.stored:,}[/]")
     table.add_row("quarantined", f"[yellow]{summary.quarantined:,}[/]")
     table.add_row(
         "duplicates",
         f"{summary.duplicates:,} ({summary.duplicates_in_file:,} in file, "
         f"{summary.duplicates_in_store:,} already stored)",
     )
-    if summary.items_upserted or summary.users_upserted:
-        table.add_row("items / users", f"{summary.items_upserted:,} / {summary.users_upserted:,}")
+    # Catalogue rows written (titles, categories, attributes; user demographics), not distinct ids in
+    # events: a log with item categories but no user table has item details and no user details.
+    if summary.items_upserted:
+        table.add_row("item details", f"{summary.items_upserted:,} items")
+    if summary.users_upserted:
+        table.add_row("user details", f"{summary.users_upserted:,} users")
     table.add_row("time", f"{summary.seconds:.2f} s ({summary.rows_per_second:,.0f} rows/s)")
     if summary.stage_seconds:
         table.add_row(
@@ -263,7 +276,7 @@ def prepare(
     if json_out:
         console.print_json(json.dumps(summary.to_dict()))
     else:
-        _print_ingest(summary)
+        _print_ingest(summary, verb="prepare", kept="written to Parquet")
         console.print(
             f"Parquet outputs in {out}: events, quarantine, items, users, kg_triples, item_entities, ingest_log "
             "(the store's export layout, see EventStore.import_parquet) and sequences",
@@ -549,7 +562,14 @@ def evaluate(
         raise ValueError(f"--on must be 'test' or 'valid', got {on!r}")
     estimator, sp = _trained_model_and_split(model_dir, store)
     history, targets = (sp.test_history, sp.test) if on == "test" else (sp.train, sp.valid)
-    cutoffs = tuple(int(k) for k in ks.split(","))
+    try:
+        cutoffs = tuple(int(k) for k in ks.split(","))
+    except ValueError:
+        raise ValueError(f"--ks must be comma-separated whole numbers such as 10,20; got {ks!r}") from None
+    candidates = targets.n_items if sampled is None else sampled + 1
+    if not cutoffs or min(cutoffs) < 1 or max(cutoffs) > candidates:
+        # Checked before the progress bar is drawn, so the error is the only output.
+        raise ValueError(f"--ks {ks}: each cut-off must be between 1 and the {candidates:,} items ranked")
     with Progress(
         TextColumn("ranking"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
     ) as bar:
