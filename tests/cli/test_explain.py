@@ -182,3 +182,32 @@ def test_ask_and_an_unreachable_server(saved: tuple[Path, Path], tmp_path: Path)
         env=env,
     )
     assert result.exit_code == 2 and "cannot reach" in result.output
+
+
+def test_explain_reads_a_saved_intent_model(saved: tuple[Path, Path], tmp_path: Path) -> None:
+    """--intent-model: a saved sequence classifier (not a recommender) gives the intent facts, and its
+    probability is the confidence stated."""
+    import json
+
+    from behaviorlm.models.heads import SequenceClassifier, purchase_within_next
+    from behaviorlm.testing.fake_llm import FakeLLMServer, Step
+
+    store, root = saved
+    planted = cart_cause_sequences(n_users=300, n_items=20, length=8, seed=1).interactions
+    labels = purchase_within_next(planted, n_events=2)
+    small = {k: SMALL[k] for k in ("d_model", "n_layers", "n_heads", "dropout", "max_len")}
+    SequenceClassifier(**small, epochs=2).fit(labels).save(root / "intent")
+    env = {"COLUMNS": "160", "BEHAVIORLM_CACHE_DIR": str(tmp_path / "cache")}
+    answer = {"intent": "1", "claims": [{"fact": "E1", "field": "item", "value": "12"}]}
+    with FakeLLMServer([Step(text=json.dumps(answer))]) as server:
+        args = ["explain", "probe", "--store", str(store), "--intent-model", str(root / "intent")]
+        result = runner.invoke(app, [*args, "--llm-url", server.url], env=env)
+    assert result.exit_code == 0, result.output
+    prompt = server.requests[0]["messages"][1]["content"]
+    assert "intent model" in prompt  # the classifier's probabilities are facts
+    flat = " ".join(result.output.replace("│", " ").split())
+    assert "intent: 1" in flat and "intent-model probability" in flat
+    # A recommender is not an intent model: one clear line, no traceback.
+    wrong_args = [*args[:-2], "--intent-model", str(root / "pop"), "--llm-url", "http://127.0.0.1:9"]
+    wrong = runner.invoke(app, wrong_args, env=env)
+    assert wrong.exit_code == 2 and "an intent model is one of" in wrong.output

@@ -875,7 +875,7 @@ def explain(
         return
     from behaviorlm.llm.facts import user_facts
     from behaviorlm.llm.tasks import explain_intent
-    from behaviorlm.models.base import load_model
+    from behaviorlm.models.heads import load_intent_model
 
     with EventStore(store, read_only=True) as es, console.status("collecting the facts …", spinner="dots"):
         graph = None
@@ -887,7 +887,7 @@ def explain(
             es,
             user_id,
             model=estimator,
-            intent_model=load_model(intent_model) if intent_model is not None else None,
+            intent_model=load_intent_model(intent_model) if intent_model is not None else None,
             graph=graph,
         )
     with (

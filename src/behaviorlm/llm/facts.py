@@ -549,7 +549,8 @@ def _intent_facts(
         timestamps=events["timestamp"],
         unknown_event_types="skip",
     )
-    proba = intent_model.predict_proba(history.interactions)[0]
+    # The history is one user (index 0); SequenceClassifier requires the users, the others accept them.
+    proba = intent_model.predict_proba(history.interactions, users=np.array([0]))[0]
     classes = [str(c) for c in intent_classes(intent_model)]
     for rank, i in enumerate(np.argsort(-proba), start=1):
         facts.append(
