@@ -54,20 +54,15 @@ def features_for(dataset: str, variant: str, item_ids: np.ndarray) -> ItemFeatur
     """The item features of ``variant`` for ``item_ids`` (None for ``id``); text vectors come from the
     store's embedding cache (filled by :func:`prepare`)."""
     from behaviorlm.data.datasets import open_dataset_store
-    from behaviorlm.data.features import ItemFeatures, item_features_from_store
+    from behaviorlm.data.features import item_features_from_store
 
+    parts = set(variant.split("+"))
     if variant == "id":
         return None
     with open_dataset_store(dataset, read_only=True) as store:
-        full = item_features_from_store(store, item_ids, with_text="text" in variant)
-    if "attributes" in variant:
-        return full
-    return ItemFeatures(
-        attribute_ptr=np.zeros(full.n_items + 1, dtype=np.int64),
-        attribute_ids=np.zeros(0, dtype=np.int64),
-        attribute_vocab=(),
-        text_vectors=full.text_vectors,
-    )
+        return item_features_from_store(
+            store, item_ids, with_text="text" in parts, with_attributes="attributes" in parts
+        )
 
 
 def prepare(dataset: str) -> dict[str, Any]:

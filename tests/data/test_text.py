@@ -221,3 +221,21 @@ def test_event_texts_line_up_with_the_stores_interactions(tmp_path) -> None:
         assert texts == ["Only body", "First\nA", "Second\nB", "Third\nC", ""]
         with pytest.raises(ValueError, match="unfiltered"):
             event_texts(store, data.filter_events(np.array([True, True, True, True, False])))
+
+
+def test_item_features_attribute_tokens_on_ml100k() -> None:
+    from behaviorlm.data.features import item_features_from_store
+
+    with EventStore(":memory:") as store:
+        ingest_dataset(store, "ml-100k")
+        features = item_features_from_store(store, np.array(["1", "2", "no-such-item"]))
+        with pytest.raises(ValueError, match="attributes, text or both"):
+            item_features_from_store(store, np.array(["1"]), with_attributes=False)
+    tokens = [
+        [features.attribute_vocab[i] for i in features.attribute_ids[a:b]]
+        for a, b in zip(features.attribute_ptr[:-1], features.attribute_ptr[1:], strict=True)
+    ]
+    # Toy Story and GoldenEye share only their year: each genre token is on one of the three items, which
+    # carries nothing to transfer, so it is dropped; an unknown item has no tokens.
+    assert tokens == [["release_year=1995"], ["release_year=1995"], []]
+    assert features.text_vectors is None

@@ -483,7 +483,7 @@ def _item_knowledge(
     store: Path, estimator: Any, split: Split, choice: str, *, main_process: bool
 ) -> dict[str, Any]:
     """``fit`` keyword arguments for ``--item-knowledge`` (item features read from the store)."""
-    from behaviorlm.data.features import ItemFeatures, item_features_from_store
+    from behaviorlm.data.features import item_features_from_store
     from behaviorlm.models.sequential import SequentialRecommender
 
     if choice not in _ITEM_KNOWLEDGE:
@@ -505,7 +505,9 @@ def _item_knowledge(
     )
     with EventStore(store, read_only=not (with_text and one_process)) as st, status:
         try:
-            features = item_features_from_store(st, split.train.item_ids, with_text=with_text)
+            features = item_features_from_store(
+                st, split.train.item_ids, with_text=with_text, with_attributes="attributes" in choice
+            )
         except Exception as exc:
             if one_process:
                 raise
@@ -513,13 +515,6 @@ def _item_knowledge(
                 "--item-knowledge with text under torchrun needs the item text vectors cached in the store: "
                 f"run `behaviorlm train --item-knowledge {choice}` once without torchrun ({exc})"
             ) from None
-    if choice == "text":
-        features = ItemFeatures(
-            attribute_ptr=np.zeros(features.n_items + 1, dtype=np.int64),
-            attribute_ids=np.zeros(0, dtype=np.int64),
-            attribute_vocab=(),
-            text_vectors=features.text_vectors,
-        )
     if main_process:
         described = int((np.diff(features.attribute_ptr) > 0).sum())
         console.print(

@@ -60,12 +60,16 @@ def item_features_from_store(
     *,
     min_items_per_token: int = 2,
     with_text: bool = False,
+    with_attributes: bool = True,
 ) -> ItemFeatures:
     """Build :class:`ItemFeatures` for ``item_ids`` (in that order) from the store's catalogue.
 
     Tokens shared by fewer than ``min_items_per_token`` items carry no transferable signal and are
-    dropped. ``with_text`` embeds item texts with the packaged sentence model (cached in the store).
+    dropped. ``with_text`` embeds item texts with the packaged sentence model (cached in the store);
+    ``with_attributes=False`` leaves the attribute tokens out (text vectors only).
     """
+    if not (with_text or with_attributes):
+        raise ValueError("item features need attributes, text or both")
     catalogue = {
         row[0]: row[1:]
         for row in store.rows(
@@ -90,7 +94,7 @@ def item_features_from_store(
     for tokens in tokens_per_item:
         for token in tokens:
             counts[token] = counts.get(token, 0) + 1
-    vocab = tuple(sorted(t for t, c in counts.items() if c >= min_items_per_token))
+    vocab = tuple(sorted(t for t, c in counts.items() if c >= min_items_per_token)) if with_attributes else ()
     index = {t: i for i, t in enumerate(vocab)}
     ptr = [0]
     ids: list[int] = []
