@@ -118,6 +118,7 @@ class GRU4Rec(SequentialRecommender):
         device: str = "cpu",
         amp: bool = False,
         compile: bool = False,
+        item_init: str = "random",
     ) -> None:
         super().__init__(
             max_len=max_len,
@@ -137,6 +138,7 @@ class GRU4Rec(SequentialRecommender):
             device=device,
             amp=amp,
             compile=compile,
+            item_init=item_init,
         )
         self.cell = cell
         self.d_model = d_model
