@@ -131,10 +131,12 @@ class LLMConfig(StrictConfig):
     """On-disk response cache keyed by the request's hash; ``None`` = the user cache dir, ``""`` = off."""
     temperature: float = Field(default=0.0, ge=0)
     max_tokens: int = Field(default=512, gt=0)
-    threads: int = Field(default_factory=lambda: int(os.environ.get("BEHAVIORLM_LLM_THREADS", "2")), gt=0)
-    """Embedded model: CPU threads (default ``$BEHAVIORLM_LLM_THREADS`` or 2). Use 1 when other busy
-    processes share the cores: llama.cpp's threads wait on each other, and on an oversubscribed machine
-    a request took 18-33 s with 2 threads against 0.2 s with 1 (SmolLM2, 16 tokens, 2 cores)."""
+    threads: int = Field(default_factory=lambda: default_llm_threads(), gt=0)
+    """Embedded model: CPU threads (default ``$BEHAVIORLM_LLM_THREADS``, else :func:`default_llm_threads`:
+    2, or 1 when the machine is already busy). llama.cpp's threads wait on each other, so on an
+    oversubscribed machine fewer threads are faster: a request took 18-33 s with 2 threads against
+    0.2 s with 1 (SmolLM2, 16 tokens, 2 cores); an explanation 14.6 s with 2 against 12.0 s with 1
+    (Qwen2.5-0.5B, 5 users, two training processes on the 2 cores)."""
     context_tokens: int = Field(default=4096, ge=4096)
     """Embedded model: context window."""
     scrub_remote: bool = True
@@ -182,6 +184,23 @@ class ServiceConfig(StrictConfig):
 
 
 ConfigT = TypeVar("ConfigT", bound=StrictConfig)
+
+
+def default_llm_threads(*, cores: int | None = None, load: float | None = None) -> int:
+    """Threads for the embedded language model: ``$BEHAVIORLM_LLM_THREADS`` when set; else 2 (at most the
+    cores), or 1 when the 1-minute load average says the other cores are already busy (``load`` and
+    ``cores`` default to this machine's)."""
+    if os.environ.get("BEHAVIORLM_LLM_THREADS"):
+        return int(os.environ["BEHAVIORLM_LLM_THREADS"])
+    cores = cores or os.cpu_count() or 1
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except OSError:  # not available on this platform
+            load = 0.0
+    wanted = min(2, cores)
+    # Another core's worth of running work on top of the cores left free means the threads would share.
+    return 1 if load >= cores - wanted + 1.0 else wanted
 
 
 def load_config(cls: type[ConfigT], source: dict | str | Path) -> ConfigT:

@@ -96,3 +96,15 @@ def test_assignment_is_validated() -> None:
     config = IngestConfig()
     with pytest.raises(ValueError, match="timestamp_unit"):
         config.timestamp_unit = "days"
+
+
+def test_llm_threads_drop_to_one_on_a_busy_machine(monkeypatch) -> None:
+    from behaviorlm.config import default_llm_threads
+
+    monkeypatch.delenv("BEHAVIORLM_LLM_THREADS", raising=False)
+    assert default_llm_threads(cores=2, load=0.2) == 2  # quiet
+    assert default_llm_threads(cores=2, load=1.7) == 1  # another process holds a core
+    assert default_llm_threads(cores=1, load=0.0) == 1
+    assert default_llm_threads(cores=16, load=6.0) == 2  # plenty of free cores
+    monkeypatch.setenv("BEHAVIORLM_LLM_THREADS", "3")
+    assert default_llm_threads(cores=2, load=9.0) == 3  # the environment decides
