@@ -75,6 +75,9 @@ def test_which_tools_fit_a_question():
     # A genre named like a word of the opinion rules is still a genre.
     assert tool_fits("category_count", "How many Children's movies has the user rated?")
     assert tool_fits("top_categories", "Which genre does the user rate most: Children's or Drama?")
+    # Words inside a quoted title are the title's ("friend" is an opinion-rule word).
+    assert tool_fits("item_events", 'Has the user rated "My Best Friend\'s Wedding"?')
+    assert not tool_fits("item_events", "Has the user rated a film with their best friend?")
 
 
 @pytest.mark.parametrize(

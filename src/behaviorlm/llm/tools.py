@@ -835,6 +835,12 @@ def counts_something_else(question: str) -> bool:
     return False
 
 
+def asks_opinion(question: str) -> bool:
+    """Whether ``question`` asks about the person's views or life (:data:`_OPINION`), outside any quoted
+    title: 'Has the user rated "My Best Friend's Wedding"?' asks about a film, not about friends."""
+    return bool(_OPINION.search(_QUOTED.sub(" ", question)))
+
+
 def tool_fits(name: str, question: str) -> bool:
     """Whether tool ``name`` is a candidate for ``question`` (:data:`_ANCHORS`, :data:`_NOT_FOR`,
     :func:`counts_something_else`)."""
@@ -845,7 +851,7 @@ def tool_fits(name: str, question: str) -> bool:
         return False
     if name in ("event_influence", "behaviour_effect"):
         return True
-    return not _OPINION.search(question) and not text.lstrip().startswith("why")
+    return not asks_opinion(question) and not text.lstrip().startswith("why")
 
 
 def call_problems(ctx: UserContext, question: str, tool: Tool, arguments: dict[str, Any]) -> list[str]:
@@ -856,7 +862,7 @@ def call_problems(ctx: UserContext, question: str, tool: Tool, arguments: dict[s
     problems = []
     if not tool_fits(tool.name, question):
         problems.append(f"{tool.name} does not answer this kind of question")
-    if _OPINION.search(question) and tool.name not in ("event_influence", "behaviour_effect"):
+    if asks_opinion(question) and tool.name not in ("event_influence", "behaviour_effect"):
         problems.append("the question asks about the person's views or life, not their recorded behaviour")
     if text.lstrip().startswith("why") and tool.name not in ("event_influence", "behaviour_effect"):
         problems.append("the question asks for a reason the events do not record")
