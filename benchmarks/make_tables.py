@@ -589,12 +589,14 @@ def llm_section(path: Path) -> list[str]:
             "",
             "`benchmarks/run_llm_qa.py`: questions generated from the stores with answers computed by their own "
             "SQL (two per user, up to 17 kinds), 25 unanswerable + 25 personal questions, and 30 held-out "
-            "unanswerable questions written after the refusal rules were fixed; every run, oldest first. "
+            "unanswerable questions written after the refusal rules were fixed (and, from session 7, 30 more written "
+            "before the counted-thing rule: set 2); every run, oldest first. "
             "Targets: accuracy >= 0.90, wrong refusals <= 5%, refusals 100%.",
             "",
             "| datasets | questions | accuracy | wrong refusals | refused (unanswerable + personal) | refused (held out) "
-            "| model chose among 2+ tools / accuracy there | latency p50 / p95 (s) | threads | commit |",
-            "|---|---:|---:|---:|---:|---:|---|---|---:|---|",
+            "| refused (held out, set 2) | model chose among 2+ tools / accuracy there | latency p50 / p95 (s) | threads "
+            "| commit |",
+            "|---|---:|---:|---:|---:|---:|---:|---|---|---:|---|",
         ]
         for r in sorted(qa, key=lambda r: r["date"]):
             m = r["metrics"]
@@ -604,9 +606,10 @@ def llm_section(path: Path) -> list[str]:
                 else "—"
             )
             held = f"{m['refusal_heldout']:.3f}" if "refusal_heldout" in m else "—"
+            held_2 = f"{m['refusal_heldout_2']:.3f}" if "refusal_heldout_2" in m else "—"
             lines.append(
                 f"| {r['dataset']} | {r['n_questions']} | {m['accuracy_answerable']:.3f} | "
-                f"{m['wrong_refusal_rate']:.3f} | {m['refusal_unanswerable']:.3f} | {held} | {chose} | "
+                f"{m['wrong_refusal_rate']:.3f} | {m['refusal_unanswerable']:.3f} | {held} | {held_2} | {chose} | "
                 f"{m['latency_s_p50']:.1f} / {m['latency_s_p95']:.1f} | {r['params'].get('threads', '')} | "
                 f"{r['git_commit']} |"
             )
