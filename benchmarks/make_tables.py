@@ -239,6 +239,30 @@ def service_section(records: dict[tuple[str, str], dict]) -> list[str]:
             f"| {events['git_commit']} |"
         )
     lines += ["", f"Machine: {(recommend or events)['machine']}.", ""]
+    with_llm = next((r for (d, m), r in records.items() if m == "recommend-api-with-llm"), None)
+    if with_llm is not None:
+        m, p = with_llm["metrics"], with_llm["protocol"]
+        lines += [
+            "### Recommendations while the language model explains",
+            "",
+            f"`benchmarks/service_llm_load.py`: ML-100k service with the embedded language model; "
+            f"{p['target_rps']:.0f} recommendation requests/s (open loop) for {p['seconds_per_phase']:.0f} s alone, "
+            f"then the same while {p['explainers']} clients keep asking for explanations in words (response cache "
+            "off). The language model runs one request at a time in a worker thread; recommendations must not wait "
+            "for it.",
+            "",
+            "| phase | rec p50 ms | rec p95 ms | rec p99 ms | rec max ms | requests (errors) | explanations done, p50 s "
+            "| commit |",
+            "|---|---:|---:|---:|---:|---|---|---|",
+            f"| alone | {m['quiet_rec_p50_ms']:.1f} | {m['quiet_rec_p95_ms']:.1f} | {m['quiet_rec_p99_ms']:.1f} | "
+            f"{m['quiet_rec_max_ms']:.1f} | {m['quiet_rec_requests']} ({m['quiet_rec_errors']}) | – | "
+            f"{with_llm['git_commit']} |",
+            f"| with {p['explainers']} explainers | {m['llm_rec_p50_ms']:.1f} | {m['llm_rec_p95_ms']:.1f} | "
+            f"{m['llm_rec_p99_ms']:.1f} | {m['llm_rec_max_ms']:.1f} | {m['llm_rec_requests']} ({m['llm_rec_errors']}) | "
+            f"{m['explanations']} ({m['explanations_cancelled']} cancelled at the end), "
+            f"{fmt(m['explain_latency_s_p50'], 1)} | {with_llm['git_commit']} |",
+            "",
+        ]
     return lines
 
 
