@@ -496,7 +496,9 @@ def knowledge_section(records: dict[tuple[str, str], dict]) -> list[str]:
         "model, over title, categories and brand) and/or its catalogue attributes "
         "(`ItemSideFeatures`; docs/transformer.md#item-knowledge). Leave-one-out, full ranking, seen items "
         "masked. *Long tail*: users whose test item is in the bottom 80% of items by training popularity; "
-        "*cold*: at most 2 training events. *Gain*: relative to the ID-only run of the same invocation. "
+        "*cold*: at most 2 training events. *Gain*: relative to the ID-only run of the same invocation (or, for "
+        "ablations run later, to the ID-only record with the same parameters: one thread and a seed make it "
+        "deterministic). "
         "Each run pinned to its own core with one torch thread, two side by side.",
         "",
     ]
@@ -531,7 +533,13 @@ def knowledge_section(records: dict[tuple[str, str], dict]) -> list[str]:
             lines.append(
                 f"| {name} | {fmt(m['ndcg@10'])} | {fmt(m['hr@10'])} | – | – | – | – | – | – | – | – |"
             )
-        lines += ["", f"Machine: {p['machine']}; params {json.dumps(_shown_params(p))}.", ""]
+        refs = sorted({r["protocol"]["gain_reference"] for r in mine if r["protocol"].get("gain_reference")})
+        lines += [
+            "",
+            f"Machine: {p['machine']} (as each pinned run saw it: one core of the 2-core machine); params "
+            f"{json.dumps(_shown_params(p))}. Gains relative to: {'; '.join(refs) or 'the id row'}.",
+            "",
+        ]
     return lines
 
 
