@@ -68,3 +68,16 @@ def shop_store(tmp_path):
             "('sku-102', 'Wool socks', 'socks')"
         )
     return path
+
+
+@pytest.fixture
+def untimed_store(tmp_path):
+    """An open store of a log without times (an S3-Rec / BERT4Rec sequence file: events stored at
+    1970-01-01 + k seconds); user u1 has items 1, 2, 3, 4 in that order."""
+    from behaviorlm.data.ingest import ingest_file
+
+    src = tmp_path / "seq.txt"
+    src.write_text("u1 1 2 3 4\nu2 2 3 5\n")
+    with EventStore(tmp_path / "untimed.duckdb") as store:
+        ingest_file(store, src, config=IngestConfig(format="sequence", source_name="seq"))
+        yield store

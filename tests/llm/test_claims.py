@@ -195,19 +195,12 @@ def test_a_corrected_category_claim_renders_the_true_categories(facts):
     ]
 
 
-def test_a_log_without_times_gives_order_not_dates(tmp_path):
-    from behaviorlm.config import IngestConfig
-    from behaviorlm.data.ingest import ingest_file
-    from behaviorlm.data.store import EventStore
+def test_a_log_without_times_gives_order_not_dates(untimed_store):
     from behaviorlm.llm.facts import user_facts
     from behaviorlm.llm.tasks import prompt_line
 
     # S3-Rec / BERT4Rec sequence files have an order but no times (stored at 1970-01-01 + k seconds).
-    src = tmp_path / "seq.txt"
-    src.write_text("u1 1 2 3 4\nu2 2 3 5\n")
-    with EventStore(tmp_path / "s.duckdb") as store:
-        ingest_file(store, src, config=IngestConfig(format="sequence", source_name="seq"))
-        facts = user_facts(store, "u1")
+    facts = user_facts(untimed_store, "u1")
     by_id = facts.by_id()
     assert "1970" not in " ".join(f.text for f in facts.facts)
     assert by_id["P1"].text.startswith("4 events (in order; the log has no times)")

@@ -192,18 +192,11 @@ def test_a_question_that_asks_two_things_is_answered_in_two_parts(ctx, tmp_path)
     assert [c["tool"] for c in result.calls] == ["count_events", "last_event"]
 
 
-def test_tools_on_a_log_without_times_state_no_dates(tmp_path):
-    from behaviorlm.config import IngestConfig
-    from behaviorlm.data.ingest import ingest_file
-    from behaviorlm.data.store import EventStore
+def test_tools_on_a_log_without_times_state_no_dates(untimed_store):
     from behaviorlm.llm.tools import activity_summary, last_event
 
-    src = tmp_path / "seq.txt"
-    src.write_text("u1 1 2 3 4\n")
-    with EventStore(tmp_path / "s.duckdb") as store:
-        ingest_file(store, src, config=IngestConfig(format="sequence", source_name="seq"))
-        ctx = UserContext(store, "u1")
-        last, summary = last_event(ctx), activity_summary(ctx)
+    ctx = UserContext(untimed_store, "u1")
+    last, summary = last_event(ctx), activity_summary(ctx)
     assert "1970" not in last.answer + summary.answer
     assert last.fact.values["item_id"] == "4" and "date" not in last.fact.values
     assert summary.fact.values == {"events": 4, "distinct_items": 4}

@@ -70,13 +70,18 @@ def item_features_from_store(
     """
     if not (with_text or with_attributes):
         raise ValueError("item features need attributes, text or both")
-    catalogue = {
-        row[0]: row[1:]
-        for row in store.rows(
-            "SELECT item_id, category, brand, attributes::VARCHAR FROM items WHERE item_id IN (SELECT unnest(?))",
-            [[str(i) for i in item_ids]],
-        )
-    }
+    # Without attributes the catalogue is not read: every item gets no tokens.
+    catalogue = (
+        {
+            row[0]: row[1:]
+            for row in store.rows(
+                "SELECT item_id, category, brand, attributes::VARCHAR FROM items WHERE item_id IN (SELECT unnest(?))",
+                [[str(i) for i in item_ids]],
+            )
+        }
+        if with_attributes
+        else {}
+    )
     tokens_per_item: list[list[str]] = []
     for item in item_ids:
         category, brand, attributes = catalogue.get(str(item), (None, None, None))
@@ -94,7 +99,7 @@ def item_features_from_store(
     for tokens in tokens_per_item:
         for token in tokens:
             counts[token] = counts.get(token, 0) + 1
-    vocab = tuple(sorted(t for t, c in counts.items() if c >= min_items_per_token)) if with_attributes else ()
+    vocab = tuple(sorted(t for t, c in counts.items() if c >= min_items_per_token))
     index = {t: i for i, t in enumerate(vocab)}
     ptr = [0]
     ids: list[int] = []

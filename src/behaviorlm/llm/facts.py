@@ -118,6 +118,11 @@ sequence files) are stored at 1970-01-01 + k seconds. A user whose events are al
 order but no dates, and facts say so instead of stating 1970 dates and "1 active day"."""
 
 
+def has_times(ts: int) -> bool:
+    """Whether a log whose latest event is at ``ts`` (UTC seconds) records times (:data:`ORDER_ONLY_BEFORE`)."""
+    return int(ts) >= ORDER_ONLY_BEFORE
+
+
 def _latest(rank: int) -> str:
     """``latest``, ``2nd latest``, ``3rd latest``, ... (an event's place when the log has no times)."""
     if rank == 1:
@@ -189,7 +194,14 @@ def user_facts(
     facts: list[Fact] = []
     alias = user_alias(user_id)
     by_type = ", ".join(f"{t} {n}" for t, n in profile.events_by_type.items())
-    timed = profile.last_event[:10] >= _when(ORDER_ONLY_BEFORE)[:10]
+    # One read of the user's latest events serves the activity and event facts and both models' windows.
+    window = max(
+        recent,
+        model.max_len + 1 if model is not None else 0,
+        intent_model.max_len if intent_model is not None else 0,
+    )
+    latest = store.user_events(user_id, limit=window, details=True)
+    timed = has_times(max(latest["timestamp"], default=ORDER_ONLY_BEFORE))
     if timed:
         days = f"{profile.active_days} active day{'s' if profile.active_days != 1 else ''}"
         activity = (
@@ -219,13 +231,6 @@ def user_facts(
         category_fact = _category_fact(store, user_id, k=top_categories)
         if category_fact is not None:
             facts.append(category_fact)
-    # One read of the user's latest events serves the event facts and both models' windows.
-    window = max(
-        recent,
-        model.max_len + 1 if model is not None else 0,
-        intent_model.max_len if intent_model is not None else 0,
-    )
-    latest = store.user_events(user_id, limit=window, details=True)
     events = _last(latest, recent)
     titles = item_info(store, set(events["item_id"]))
     n = len(events["item_id"])

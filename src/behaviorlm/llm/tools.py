@@ -35,7 +35,7 @@ from pydantic import BaseModel, Field
 from behaviorlm.data.store import EventStore
 from behaviorlm.llm.claims import parse_date
 from behaviorlm.llm.client import LLMClient
-from behaviorlm.llm.facts import ORDER_ONLY_BEFORE, Fact, item_info, user_alias, verb
+from behaviorlm.llm.facts import Fact, has_times, item_info, user_alias, verb
 from behaviorlm.llm.privacy import scrub_pii
 from behaviorlm.llm.tasks import ask_json
 
@@ -175,7 +175,7 @@ def _one_event(ctx: UserContext, *, event_type: str, newest: bool) -> ToolResult
     name = f'"{title.title}" (item {item})' if title and title.title else f"item {item}"
     values = {"item_id": str(item), "title": title.title if title else "", "event_type": etype}
     text = f"The user's {which} {_what(event_type).removesuffix('s')}"
-    if ts >= ORDER_ONLY_BEFORE:
+    if has_times(ts):
         values["date"] = _when(ts)
         text += f" was on {_when(ts)}: they {verb(etype)} {name}"
     else:  # a log without times: the order is known, the date is not
@@ -310,7 +310,7 @@ def activity_summary(ctx: UserContext) -> ToolResult:
     )[0]
     values = {"events": int(row[0]), "distinct_items": int(row[1])}
     text = f"The user has {values['events']:,} events on {values['distinct_items']:,} distinct items"
-    if row[4] >= ORDER_ONLY_BEFORE:
+    if has_times(row[4]):
         values.update(active_days=int(row[2]), first_date=_when(row[3]), last_date=_when(row[4]))
         text += f" over {values['active_days']:,} active days, from {values['first_date']} to {values['last_date']}"
     else:
