@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import tomllib
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -188,19 +189,54 @@ ConfigT = TypeVar("ConfigT", bound=StrictConfig)
 
 def default_llm_threads(*, cores: int | None = None, load: float | None = None) -> int:
     """Threads for the embedded language model: ``$BEHAVIORLM_LLM_THREADS`` when set; else 2 (at most the
-    cores), or 1 when the 1-minute load average says the other cores are already busy (``load`` and
-    ``cores`` default to this machine's)."""
+    cores), or 1 when other processes already keep the other cores busy (``load``, in cores; default
+    :func:`other_processes_busy_cores`, and ``cores`` this machine's)."""
     if os.environ.get("BEHAVIORLM_LLM_THREADS"):
         return int(os.environ["BEHAVIORLM_LLM_THREADS"])
     cores = cores or os.cpu_count() or 1
     if load is None:
-        try:
-            load = os.getloadavg()[0]
-        except OSError:  # not available on this platform
-            load = 0.0
+        load = other_processes_busy_cores()
     wanted = min(2, cores)
     # Another core's worth of running work on top of the cores left free means the threads would share.
     return 1 if load >= cores - wanted + 1.0 else wanted
+
+
+def other_processes_busy_cores(interval: float = 0.1) -> float:
+    """How many cores other processes keep busy now: the machine's busy time over ``interval`` seconds
+    (``/proc/stat``) less this process's own. Elsewhere, the 1-minute load average.
+
+    Not the load average alone: it trails by a minute and counts this process, so right after the demo
+    trained its Transformer on both cores it said "busy" and the language model ran on one thread, at
+    half speed, on an idle machine."""
+
+    def sample() -> tuple[float, float, float] | None:
+        try:
+            with open("/proc/stat") as f:
+                fields = [float(v) for v in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
+        own = os.times()
+        return sum(fields), idle, own.user + own.system
+
+    first = sample()
+    if first is None:
+        try:
+            return os.getloadavg()[0]
+        except OSError:  # not available on this platform
+            return 0.0
+    time.sleep(interval)
+    second = sample()
+    if second is None:
+        return 0.0
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    total, idle, own = (b - a for a, b in zip(first, second, strict=True))
+    cores = os.cpu_count() or 1
+    if total <= 0:
+        return 0.0
+    busy_cores = (total - idle) / total * cores
+    elapsed = total / ticks / cores  # wall seconds the sample spanned
+    return max(0.0, busy_cores - own / max(elapsed, 1e-9))
 
 
 def load_config(cls: type[ConfigT], source: dict | str | Path) -> ConfigT:

@@ -41,7 +41,7 @@ def test_ingest_reports_counts_and_quarantine(tmp_path: Path) -> None:
     src.write_text(CSV)
     result = _ingest(tmp_path, str(src), *MAPPING, "--json")
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.output)
+    summary = json.loads(result.stdout)
     assert (summary["rows_read"], summary["stored"], summary["quarantined"], summary["duplicates"]) == (
         6,
         3,
@@ -101,7 +101,7 @@ def test_train_and_evaluate_match_the_library(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     stats = runner.invoke(app, ["stats", "--store", str(store), "--json"])
-    assert json.loads(stats.output)["tables"]["events"] == 100_000
+    assert json.loads(stats.stdout)["tables"]["events"] == 100_000
 
     out = tmp_path / "pop"
     result = runner.invoke(app, ["train", "--store", str(store), "--model", "pop", "--out", str(out)])
@@ -165,7 +165,7 @@ def test_format_comes_from_config_file_unless_flag_given(tmp_path: Path) -> None
     )
     result = _ingest(tmp_path, str(src), "--config", str(config), "--json", "--session-gap", "0")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["stored"] == 1
+    assert json.loads(result.stdout)["stored"] == 1
     with EventStore(tmp_path / "s.duckdb", read_only=True) as store:
         assert store.scalar("SELECT session_id FROM events") is None
     result = _ingest(tmp_path, str(src), "--config", str(config), "--format", "csv")

@@ -30,7 +30,7 @@ def test_graph_train_purchase_and_paths(tmp_path) -> None:
 
     paths = CliRunner().invoke(app, ["graph", "paths", "u0", "c0i0", "--store", str(store), "--json"])
     assert paths.exit_code == 0, paths.output
-    facts = json.loads(paths.output)
+    facts = json.loads(paths.stdout)
     assert all(f["path"][0] == ["user", "u0"] and f["path"][-1] == ["item", "c0i0"] for f in facts)
     unknown = CliRunner().invoke(app, ["graph", "paths", "nobody", "c0i0", "--store", str(store)])
     assert unknown.exit_code == 2 and "nobody" in unknown.output

@@ -108,3 +108,21 @@ def test_llm_threads_drop_to_one_on_a_busy_machine(monkeypatch) -> None:
     assert default_llm_threads(cores=16, load=6.0) == 2  # plenty of free cores
     monkeypatch.setenv("BEHAVIORLM_LLM_THREADS", "3")
     assert default_llm_threads(cores=2, load=9.0) == 3  # the environment decides
+
+
+@pytest.mark.skipif(not Path("/proc/stat").exists(), reason="needs /proc/stat (Linux)")
+def test_busy_cores_count_other_processes() -> None:
+    import subprocess
+    import sys
+    import time
+
+    from behaviorlm.config import other_processes_busy_cores
+
+    spinner = subprocess.Popen(
+        [sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 3: pass"]
+    )
+    try:
+        time.sleep(0.3)
+        assert other_processes_busy_cores(0.5) >= 0.6  # the child holds a core
+    finally:
+        spinner.wait()

@@ -85,7 +85,8 @@ def invoke_ingest(path: Path, store: Path, *args: str):
 
 def assert_one_line_error(result, *fragments: str) -> str:
     assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
+    # Off a terminal the spinner's "ingesting … …" is a line on stderr; the error is the one other line.
+    lines = [line for line in result.output.strip().splitlines() if not line.endswith("…")]
     assert len(lines) == 1 and lines[0].startswith("error: "), result.output
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
@@ -211,7 +212,7 @@ def test_unclosed_quote_through_the_cli_stores_the_rest(tmp_path: Path) -> None:
     path.write_bytes(csv_bytes(lines))
     result = invoke_ingest(path, tmp_path / "s.duckdb", *MAP5, "--json")
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.output)
+    summary = json.loads(result.stdout)
     assert (summary["rows_read"], summary["stored"], summary["quarantined"]) == (10_000, 9_999, 1)
 
 
@@ -606,7 +607,7 @@ def test_broken_input_corpus(tmp_path: Path, case: Case) -> None:
         assert_one_line_error(result, case.error)
         return
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.output)
+    summary = json.loads(result.stdout)
     assert (summary["stored"], summary["quarantined"], summary["duplicates"]) == case.counts
     assert summary["rows_read"] == summary["stored"] + summary["quarantined"] + summary["duplicates"]
     assert sum(summary["quarantine_reasons"].values()) == summary["quarantined"]

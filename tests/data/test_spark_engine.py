@@ -218,13 +218,13 @@ def test_cli_prepare_and_ingest_with_spark(tmp_path) -> None:
     runner = CliRunner()
     out = runner.invoke(app, ["prepare", str(src), "-f", "taobao", "--out", str(tmp_path / "p"), "--json"])
     assert out.exit_code == 0, out.output
-    assert json.loads(out.output)["stored"] == 6
+    assert json.loads(out.stdout)["stored"] == 6
     assert (tmp_path / "p" / "sequences.parquet").exists()
     store = tmp_path / "s.duckdb"
     args = ["ingest", str(src), "-f", "taobao", "--store", str(store), "--engine", "spark", "--json"]
     out = runner.invoke(app, args)
     assert out.exit_code == 0, out.output
-    assert json.loads(out.output)["quarantined"] == 2
+    assert json.loads(out.stdout)["quarantined"] == 2
     bad = runner.invoke(
         app, ["prepare", str(src), "-f", "reviews", "--out", str(tmp_path / "q"), "--engine", "spark"]
     )

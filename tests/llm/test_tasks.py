@@ -225,9 +225,13 @@ def test_graph_paths_become_facts_about_the_top_guess(shop_store):
         graph = build_graph(store)
         user = pseudonymize_user_id(RAW_USER, config=IngestConfig())
         guess = Fact("N1", "next_item", "the recommender's #1 guess: item sku-103", {"item_id": "sku-103"})
-        paths = _path_facts(graph, user, [guess], k=3)
+        paths = _path_facts(store, graph, user, [guess], k=3)
         # the user reviewed and viewed sku-101 (shoes); a review says more about taste than a view
         assert [(p.id, p.values["relation"]) for p in paths] == [("K1", "review"), ("K2", "view")]
         assert "item sku-101" in paths[0].text and "category=shoes" in paths[0].text
         assert paths[0].values["via_item_id"] == "sku-101" and "user_id" not in paths[0].values
-        assert _path_facts(graph, user, [], k=3) == []  # no guess, no paths
+        # Items by title where the catalogue knows them.
+        assert 'review of item sku-101 "Leather boots" (once)' in paths[0].text
+        assert 'with item sku-103 "Rain boots" (' in paths[0].text
+        assert (paths[0].values["via_title"], paths[0].values["item_title"]) == ("Leather boots", "Rain boots")
+        assert _path_facts(store, graph, user, [], k=3) == []  # no guess, no paths

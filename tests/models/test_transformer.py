@@ -90,6 +90,31 @@ def test_sequence_tensors_shift_targets_and_pad() -> None:
     assert tensors.targets.tolist() == [[IGNORE, 1, 2], [IGNORE, IGNORE, 0]]
 
 
+@pytest.mark.parametrize("model_class", ["transformer", "gru4rec"])
+def test_trimmed_windows_give_the_same_hidden_states(model_class: str) -> None:
+    """A batch cut to its longest sequence (padding-only columns dropped) is the same computation."""
+    from behaviorlm.models.gru4rec import GRU4Rec
+
+    lengths = np.array([3, 5, 2, 4])
+    data = Interactions.from_events(
+        user_ids=np.repeat(np.arange(4), lengths).astype(str),
+        item_ids=(np.arange(lengths.sum()) % 7).astype(str),
+        timestamps=np.arange(lengths.sum()) * 60,
+    )
+    make = BehaviorTransformer if model_class == "transformer" else GRU4Rec
+    model = make(**({**SMALL, "epochs": 1} if model_class == "transformer" else {"max_len": 16, "epochs": 1}))
+    model.fit(data)
+    tensors = SequenceTensors(
+        data, np.array([0, 2]), length=16, n_buckets=model.n_time_buckets, with_targets=False
+    )
+    full = model.net_(tensors.items, tensors.types, tensors.buckets)
+    cut = tensors.batch(torch.tensor([0, 1]), trim=True)
+    assert cut["items"].shape == (2, 3)  # users 0 and 2: 3 and 2 events
+    trimmed = model.net_(cut["items"], cut["types"], cut["buckets"])
+    real = tensors.items[:, -3:] != data.n_items
+    torch.testing.assert_close(trimmed[real], full[:, -3:][real])
+
+
 def test_bad_arguments_are_clear() -> None:
     data = successor_sequences(n_users=10, n_items=10, length=4, seed=5)
     with pytest.raises(ValueError, match="loss must be 'full' or 'sampled'"):

@@ -164,9 +164,9 @@ def train_planted(out: Path) -> None:
     rows_seen: list[list[int]] = []
     original = SequenceTensors.batch
 
-    def recording_batch(self: SequenceTensors, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+    def recording_batch(self: SequenceTensors, rows: torch.Tensor, **kwargs) -> dict[str, torch.Tensor]:
         rows_seen.append(rows.tolist())
-        return original(self, rows)
+        return original(self, rows, **kwargs)
 
     SequenceTensors.batch = recording_batch  # type: ignore[method-assign]
     try:

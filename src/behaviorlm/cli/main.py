@@ -41,6 +41,29 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
 
+
+class _LogStatus:
+    """What a spinner says, as plain lines on stderr: off a terminal (a log file, CI) a spinner prints
+    nothing, and stdout stays the command's output (``--json`` can be piped)."""
+
+    def __init__(self, message: str) -> None:
+        self.update(message)
+
+    def update(self, message: str) -> None:
+        err_console.print(message, highlight=False, markup=False, soft_wrap=True)
+
+    def __enter__(self) -> _LogStatus:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _status(message: str):
+    """A spinner with ``message`` on a terminal; elsewhere the message (and each update) as a line."""
+    return _status(message) if console.is_terminal else _LogStatus(message)
+
+
 StoreOption = Annotated[Path, typer.Option("--store", "-s", help="Event store file (DuckDB).")]
 SPLIT_FILE = "split.json"
 MODEL_NAMES = "ease, gru4rec, itemknn, lightgcn, pop, random, transformer"
@@ -155,7 +178,7 @@ def ingest(
     )
     created = not store.exists()
     try:
-        with EventStore(store) as st, console.status(f"ingesting {path} with {engine} …", spinner="dots"):
+        with EventStore(store) as st, _status(f"ingesting {path} with {engine} …"):
             if engine == "spark":
                 from behaviorlm.data.prepare import ingest_with_spark
 
@@ -271,7 +294,7 @@ def prepare(
         delimiter=delimiter,
         pseudonymize=pseudonymize,
     )
-    with console.status(f"preparing {path} with {engine} …", spinner="dots"):
+    with _status(f"preparing {path} with {engine} …"):
         summary = run_prepare(path, out, config=cfg, engine=engine, spark_master=spark_master)
     if json_out:
         console.print_json(json.dumps(summary.to_dict()))
@@ -455,7 +478,7 @@ def train(
     status = (
         contextlib.nullcontext()
         if getattr(estimator, "show_progress", False) or not main_process
-        else console.status(f"fitting {model} on {sp.train.n_events:,} events …", spinner="dots")
+        else _status(f"fitting {model} on {sp.train.n_events:,} events …")
     )
     try:
         with status:
@@ -500,9 +523,7 @@ def _item_knowledge(
     from behaviorlm.training import distributed
 
     one_process = distributed.world_size() == 1
-    status = (
-        console.status("embedding item texts …", spinner="dots") if with_text else contextlib.nullcontext()
-    )
+    status = _status("embedding item texts …") if with_text else contextlib.nullcontext()
     with EventStore(store, read_only=not (with_text and one_process)) as st, status:
         try:
             features = item_features_from_store(
@@ -622,7 +643,7 @@ def anomalies(
         data = es.interactions()
     if data.n_users == 0:
         raise ValueError(f"{store} holds no events")
-    with console.status(f"scoring {data.n_users:,} users …", spinner="dots"):
+    with _status(f"scoring {data.n_users:,} users …"):
         detector = AnomalyDetector(utc_offset_hours=utc_offset).fit(data)
     table = Table(
         "rank", "user", "score", "events", "why (value vs typical, in IQRs)", title="most anomalous users"
@@ -669,7 +690,7 @@ def profile(
     from behaviorlm.profiling.profile import build_profile
 
     _require_store(store)
-    with EventStore(store) as es, console.status("building the profile …", spinner="dots"):
+    with EventStore(store) as es, _status("building the profile …"):
         card = build_profile(
             es, user_id, model=load_model(model) if model is not None else None, with_interests=interests
         )
@@ -721,9 +742,9 @@ def segments(
     fitted = load_model(model)
     if list(map(str, fitted.trained_on.item_ids)) != list(map(str, data.item_ids)):
         raise ValueError(f"--model {model} was trained on another item catalogue than {store}")
-    with console.status(f"encoding {data.n_users:,} users …", spinner="dots"):
+    with _status(f"encoding {data.n_users:,} users …"):
         x = seg.user_representations(fitted, data)
-    with console.status("clustering …", spinner="dots"):
+    with _status("clustering …"):
         found = seg.segment_kmeans(x) if method == "kmeans" else seg.segment_hdbscan(x)
     out.mkdir(parents=True, exist_ok=True)
     previous = out / "segments.json"
@@ -872,7 +893,7 @@ def explain(
     from behaviorlm.llm.tasks import explain_intent
     from behaviorlm.models.heads import load_intent_model
 
-    with EventStore(store, read_only=True) as es, console.status("collecting the facts …", spinner="dots"):
+    with EventStore(store, read_only=True) as es, _status("collecting the facts …"):
         graph = None
         if paths and estimator is not None:
             from behaviorlm.data.graph import build_graph
@@ -887,7 +908,7 @@ def explain(
         )
     with (
         _llm_client(llm_url, llm_model) as client,
-        console.status("the language model is writing …", spinner="dots"),
+        _status("the language model is writing …"),
     ):
         result = explain_intent(client, facts)
     _print_task(result, facts, title=f"intent of {user_id} (in prompts: {facts.subject})")
@@ -935,7 +956,7 @@ def ask(
         )
         with (
             _llm_client(llm_url, llm_model) as client,
-            console.status("the language model is choosing tools …", spinner="dots"),
+            _status("the language model is choosing tools …"),
         ):
             result = ask_tools(client, context, question)
     console.print(result.answer, highlight=False, markup=False, soft_wrap=True)
@@ -987,7 +1008,7 @@ def _explain_predictions(user_id: str, *, model: Path, store: Path, top: int, wh
         console.print(f"[yellow]note:[/] left out {skipped} events on items or types the model does not know")
     if not why:
         return estimator
-    with console.status("removing each event in turn …", spinner="dots"):
+    with _status("removing each event in turn …"):
         influence = deletion_influence(estimator, request.interactions, 0, target_item=int(recs.items[0, 0]))
     reasons = Table(
         "events ago",
@@ -1051,7 +1072,7 @@ def effects(
     )
     console.print(f"confounders: {', '.join(table.feature_names)}", highlight=False, soft_wrap=True)
     config = EffectConfig(learner=learner, n_folds=folds, seed=seed)
-    with console.status(f"estimating on {table.n_users:,} users …", spinner="dots"):
+    with _status(f"estimating on {table.n_users:,} users …"):
         report = analyze_effects(table, refute=refute, config=config, dowhy=dowhy)
     for name, span in windows.describe().items():
         console.print(f"{name} window: {span}", highlight=False, soft_wrap=True)
@@ -1136,7 +1157,7 @@ def graph_stats(store: StoreOption = Path("behaviorlm.duckdb")) -> None:
     from behaviorlm.data.graph import build_graph
 
     _require_store(store)
-    with EventStore(store, read_only=True) as es, console.status("building the graph …", spinner="dots"):
+    with EventStore(store, read_only=True) as es, _status("building the graph …"):
         graph = build_graph(es)
     _print_graph_stats(graph.stats())
 
@@ -1154,7 +1175,7 @@ def graph_build(
     from behaviorlm.data.graph import build_graph
 
     _require_store(store)
-    with EventStore(store, read_only=True) as es, console.status("building the graph …", spinner="dots"):
+    with EventStore(store, read_only=True) as es, _status("building the graph …"):
         graph = build_graph(es, with_knowledge_graph=knowledge_graph)
     files = graph.to_parquet(out)
     _print_graph_stats(graph.stats())
@@ -1322,7 +1343,7 @@ def graph_paths(
     from behaviorlm.models.graph_paths import explanation_paths
 
     _require_store(store)
-    with EventStore(store, read_only=True) as es, console.status("building the graph …", spinner="dots"):
+    with EventStore(store, read_only=True) as es, _status("building the graph …"):
         graph = build_graph(es, with_knowledge_graph=False)
     facts = explanation_paths(graph, user_id=user, item_id=item, k=k)
     if as_json:
@@ -1514,7 +1535,7 @@ def audience(
         table, true_uplift = drawn.table, drawn.true_uplift
         shares = ", ".join(f"{kind} {share:.0%}" for kind, share in drawn.kind_shares().items())
         console.print(f"synthetic campaign on {source}: {table.n_users:,} users ({shares})")
-    with console.status(f"scoring {table.n_users:,} users …", spinner="dots"):
+    with _status(f"scoring {table.n_users:,} users …"):
         result = build_audience(table, config=config)
     result.write(out)
     report = out.with_suffix(".md")
@@ -1524,7 +1545,7 @@ def audience(
         console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     console.print(f"audience: {out}; report: {report}")
     if compare:
-        with console.status("comparing targeting on held-out users …", spinner="dots"):
+        with _status("comparing targeting on held-out users …"):
             comparison = compare_targeting(table, config=effects_config, true_uplift=true_uplift)
         console.print(comparison.to_markdown(), highlight=False, soft_wrap=True)
         if qini_plot is not None:
@@ -1567,7 +1588,7 @@ def audit(
         penalty_values = [float(p) for p in penalties.split(",") if p.strip()]
     except ValueError:
         raise ValueError(f"--penalties expects comma-separated numbers, got {penalties!r}") from None
-    with console.status("auditing …", spinner="dots") as status:
+    with _status("auditing …") as status:
         report = audit_recommender(
             estimator,
             history=sp.test_history,

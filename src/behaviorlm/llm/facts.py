@@ -327,14 +327,15 @@ def user_facts(
             )
         )
         if graph is not None:
-            facts.extend(_path_facts(graph, user_id, facts, k=paths))
+            facts.extend(_path_facts(store, graph, user_id, facts, k=paths))
     intent_events = _last(latest, intent_model.max_len) if intent_model is not None else latest
     intents, from_model = _intent_facts(store, intent_events, intent_model, facts)
     return FactSet(alias, facts, intents=intents, intent_from_model=from_model)
 
 
-def _path_facts(graph: Any, user_id: str, facts: list[Fact], *, k: int) -> list[Fact]:
-    """Explanation paths from the user to guess N1 as facts K1..Kk; the user appears as "the user"."""
+def _path_facts(store: EventStore, graph: Any, user_id: str, facts: list[Fact], *, k: int) -> list[Fact]:
+    """Explanation paths from the user to guess N1 as facts K1..Kk; the user appears as "the user", items
+    with their titles where the catalogue has them."""
     from behaviorlm.models.graph_paths import explanation_paths
 
     top = next((f for f in facts if f.id == "N1"), None)
@@ -344,10 +345,17 @@ def _path_facts(graph: Any, user_id: str, facts: list[Fact], *, k: int) -> list[
         found = explanation_paths(graph, user_id=user_id, item_id=str(top.values["item_id"]), k=k)
     except KeyError:  # the user or the item is not in the graph (e.g. built before their events)
         return []
+    info = item_info(store, {p.via_item_id for p in found} | {p.item_id for p in found})
     out = []
     for i, path in enumerate(found, start=1):
         values = {key: v for key, v in path.to_dict().items() if key not in ("user_id", "path", "text")}
-        out.append(Fact(f"K{i}", "path", f"graph path for guess N1: {path.text}", values))
+        text = path.text
+        for item in (path.via_item_id, path.item_id):
+            title = info.get(item, _NO_INFO).title
+            if title:
+                values["via_title" if item == path.via_item_id else "item_title"] = title
+                text = text.replace(f"item {item} ", f'item {item} "{title}" ', 1)
+        out.append(Fact(f"K{i}", "path", f"graph path for guess N1: {text}", values))
     return out
 
 

@@ -88,11 +88,22 @@ class SequenceTensors:
         self.items = torch.where(valid, items, torch.full_like(items, n_items))
         self.types = torch.where(valid, types, torch.full_like(types, n_types))
         self.buckets = buckets
+        self.lengths = valid.sum(1)
+        """Real (non-padding) input positions per row."""
 
-    def batch(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
-        out = {"items": self.items[rows], "types": self.types[rows], "buckets": self.buckets[rows]}
+    def batch(self, rows: torch.Tensor, *, trim: bool = False) -> dict[str, torch.Tensor]:
+        """The ``rows``' tensors; ``trim`` drops the leading columns that are padding in every row (the
+        encoders give the same outputs at the real positions, and a batch of short sequences costs less)."""
+        start = 0
+        if trim and len(rows):
+            start = self.items.shape[1] - max(1, int(self.lengths[rows].max()))
+        out = {
+            "items": self.items[rows, start:],
+            "types": self.types[rows, start:],
+            "buckets": self.buckets[rows, start:],
+        }
         if hasattr(self, "targets"):
-            out["targets"] = self.targets[rows]
+            out["targets"] = self.targets[rows, start:]
         return out
 
 
@@ -384,15 +395,18 @@ class SequentialRecommender(Recommender):
         )
 
         def batches(epoch: int) -> Iterator[dict[str, torch.Tensor]]:
-            for rows in distributed.shard_rows(
+            shard = distributed.shard_rows(
                 len(users),
                 batch_size=self.batch_size,
                 seed=self.seed,
                 epoch=epoch,
                 rank=rank,
                 world_size=world_size,
-            ):
-                yield data.batch(rows)
+            )
+            # Random batches, cut to their longest sequence. (Batching users of similar length would
+            # cut more padding, but on ML-100k it lost a tenth of NDCG@10 at the same epochs and more
+            # per second of training: the optimiser's steps on batches of short sequences weigh as much.)
+            yield from (data.batch(rows, trim=True) for rows in shard)
 
         def loss_fn(batch: dict[str, torch.Tensor]) -> torch.Tensor:
             hidden = self.net_(batch["items"], batch["types"], batch["buckets"])
@@ -456,8 +470,9 @@ class SequentialRecommender(Recommender):
             batch.history, batch.users, length=self.max_len, n_buckets=self.n_time_buckets, with_targets=False
         )
         device = next(self.net_.parameters()).device
+        start = data.items.shape[1] - max(1, int(data.lengths.max()))  # padding-only columns: no work
         with torch.no_grad():
-            hidden = self.net_(data.items.to(device), data.types.to(device), data.buckets.to(device))
+            hidden = self.net_(*(t[:, start:].to(device) for t in (data.items, data.types, data.buckets)))
         return hidden[:, -1]
 
     def score(self, batch: ScoringBatch) -> torch.Tensor:

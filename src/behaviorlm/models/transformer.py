@@ -116,7 +116,15 @@ class BehaviorTransformerNet(nn.Module):
         """
         length = items.shape[1]
         real = items != self.n_items
-        positions = torch.arange(length, device=items.device)
+        # Windows are left-padded and the latest event always takes the last position, so a window cut to
+        # its last ``length`` columns (no padding-only columns, see SequenceTensors.batch) keeps each
+        # event's position: the same hidden states as the full window, for less work.
+        first = self.pos_emb.num_embeddings - length
+        if first < 0:
+            raise ValueError(
+                f"a window of {length} events is longer than max_len={self.pos_emb.num_embeddings}"
+            )
+        positions = torch.arange(first, first + length, device=items.device)
         x = F.embedding(items, self.item_vectors()) * self.scale
         x = x + self.pos_emb(positions)[None] + self.type_emb(types)
         if self.gap_emb is not None:

@@ -191,9 +191,11 @@ def train(
         TextColumn("val {task.fields[metric]}"),
         TimeElapsedColumn(),
         console=console,
-        disable=not (config.show_progress and is_main),
+        # Off a terminal (a log file, CI) a bar only shows its last state: one line per epoch instead.
+        disable=not (config.show_progress and is_main and console.is_terminal),
         transient=False,
     )
+    log_epochs = config.show_progress and is_main and not console.is_terminal
     started = time.perf_counter() - history.total_seconds
     with progress:
         task = progress.add_task("train", total=steps_per_epoch, epoch=start_epoch, loss=0.0, metric="–")
@@ -235,6 +237,13 @@ def train(
             history.losses.append(epoch_loss)
             history.metrics.append(metric)
             history.epoch_seconds.append(time.perf_counter() - epoch_started)
+            if log_epochs:
+                console.print(
+                    f"epoch {epoch + 1}/{config.epochs}: loss {epoch_loss:.4f}"
+                    + (f", validation {metric:.4f}" if metric is not None else "")
+                    + f", {history.epoch_seconds[-1]:.1f} s",
+                    highlight=False,
+                )
             if metric is not None:
                 if metric > history.best_metric:
                     history.best_metric, history.best_epoch, bad_epochs = metric, epoch + 1, 0
