@@ -1,9 +1,9 @@
-"""EventStore: Parquet round trip, chronological interactions, stats, upsert."""
+"""EventStore: Parquet round trip, chronological interactions, stats, item details, daily counts, upsert."""
 
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 
 import numpy as np
@@ -190,6 +190,44 @@ def test_stats_on_empty_store() -> None:
     assert (stats["users"], stats["items"], stats["density"]) == (0, 0, 0.0)
     assert stats["first_event"] is None and stats["last_event"] is None
     assert stats["quarantine_reasons"] == []
+
+
+# ---------------------------------------------------------------------------------------------- item details, daily counts
+def test_item_details_gives_the_catalogue_fields_that_are_set() -> None:
+    with EventStore(":memory:") as store:
+        store.execute(
+            """INSERT INTO items (item_id, title, category, brand) VALUES
+               ('i1', 'Trail shoe', 'shoes', 'Acme'), ('i2', 'Mug', NULL, '  '), ('i3', NULL, NULL, NULL),
+               ('7', 'Seven', 'numbers', NULL)"""
+        )
+        details = store.item_details(["i1", "i2", "i3", "i9", "7", "i1"])
+        assert details == {
+            "i1": {"title": "Trail shoe", "category": "shoes", "brand": "Acme"},
+            "i2": {"title": "Mug"},  # a blank brand is no brand
+            "7": {"title": "Seven", "category": "numbers"},
+        }  # i3 has no field set and i9 no row: both left out
+        assert store.item_details([]) == {}
+
+
+def test_user_daily_counts_are_per_utc_day_and_event_type(tmp_path: Path) -> None:
+    day = 86_400
+    lines = [
+        HEADER,
+        f"u1,i1,view,{day - 1},",  # 1970-01-01 23:59:59 UTC
+        f"u1,i2,view,{day},",  # 1970-01-02 00:00:00 UTC
+        f"u1,i2,purchase,{day + 60},",
+        f"u1,i3,view,{3 * day + 5},",
+        f"u2,i1,view,{day},",
+    ]
+    with EventStore(":memory:") as store:
+        ingest_file(store, write(tmp_path / "days.csv", lines), config=csv_config())
+        assert store.user_daily_counts("u1") == [
+            (date(1970, 1, 1), "view", 1),
+            (date(1970, 1, 2), "purchase", 1),
+            (date(1970, 1, 2), "view", 1),
+            (date(1970, 1, 4), "view", 1),
+        ]
+        assert store.user_daily_counts("nobody") == []
 
 
 # ---------------------------------------------------------------------------------------------- upsert and basics

@@ -3,6 +3,8 @@ sleeping dogs (behaviorlm.testing.campaign, layered on the package's synthetic e
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -58,6 +60,35 @@ def test_uplift_targeting_beats_propensity_and_truth_is_best(campaign) -> None:
     assert comparison.result("propensity").true_incremental[0.1] < 0
     assert comparison.result("uplift-x-learner").true_incremental[0.1] > 10.0
     assert comparison.n_test == 3000
+
+
+def test_a_comparison_as_json_keeps_the_summaries_and_samples_the_curves(campaign) -> None:
+    comparison = compare_targeting(campaign.table, learners=("x-learner",), true_uplift=campaign.true_uplift)
+    report = json.loads(json.dumps(comparison.to_dict(curve_points=11)))
+    assert (report["n_train"], report["n_test"]) == (comparison.n_train, comparison.n_test) == (3000, 3000)
+    assert report["protocol"] == comparison.protocol
+    assert [r["name"] for r in report["results"]] == [r.name for r in comparison.results]
+    for result, kept in zip(comparison.results, report["results"], strict=True):
+        assert (kept["auuc"], kept["qini"]) == (result.auuc, result.qini)
+        assert kept["budgets"] == [
+            {
+                "budget": budget,
+                "incremental_per_1000": result.incremental[budget],
+                "true_incremental_per_1000": result.true_incremental[budget],
+            }
+            for budget in (0.1, 0.2, 0.3)
+        ]
+        curve = kept["curve"]
+        # Every 300th of the 3,000 held-out users, both ends included, per 1,000 users.
+        assert curve["fraction"] == pytest.approx([k / 10 for k in range(11)])
+        at = np.arange(0, 3001, 300)
+        assert curve["qini_per_1000"] == pytest.approx(result.curves.qini[at] * 1000)
+        assert curve["uplift_per_1000"] == pytest.approx(result.curves.uplift[at] * 1000)
+    # A curve is never sampled finer than its users, and a curve needs both ends.
+    tiny = compare_targeting(campaign.table.rows(np.arange(40)), learners=("x-learner",))
+    assert len(tiny.to_dict()["results"][0]["curve"]["fraction"]) == tiny.n_test + 1 == 21
+    with pytest.raises(ValueError, match="curve_points must be at least 2"):
+        comparison.to_dict(curve_points=1)
 
 
 def test_qini_of_random_orderings_is_about_zero(campaign) -> None:

@@ -88,6 +88,12 @@ def test_detector_finds_every_bot_style_and_says_why() -> None:
     reasons = detector.reasons(scraper)
     assert len(reasons) == 3 and abs(reasons[0].iqr_units) >= abs(reasons[-1].iqr_units)
     assert {r.feature for r in reasons} & {"events", "events_per_hour", "burst_share", "median_gap_seconds"}
+    # Each reason carries the typical range it is judged against: the middle half of all users.
+    for reason in reasons:
+        column = detector.features_[:, FEATURES.index(reason.feature)]
+        low, median, high = np.nanpercentile(column, [25, 50, 75])
+        assert (reason.typical_low, reason.typical, reason.typical_high) == pytest.approx((low, median, high))
+        assert reason.typical_low <= reason.typical <= reason.typical_high
     # Scoring new users with the fitted forest agrees with the fit's own scores.
     np.testing.assert_allclose(detector.score(planted.interactions), scores)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -340,6 +341,41 @@ class EventStore:
             out["value"] = [r[4] for r in rows]
             out["text"] = [r[5] for r in rows]
         return out
+
+    def item_details(self, item_ids: list[str]) -> dict[str, dict[str, str]]:
+        """Title, category and brand of those of ``item_ids`` the ``items`` table knows.
+
+        Returns ``{item_id: {"title": ..., "category": ..., "brand": ...}}`` with only the fields that are
+        set (not null, not blank); items without any of them are left out.
+        """
+        wanted = sorted({str(i) for i in item_ids})
+        if not wanted:
+            return {}
+        rows = self.rows(
+            """SELECT item_id, any_value(title), any_value(category), any_value(brand) FROM items
+               WHERE item_id IN (SELECT unnest(?::VARCHAR[])) GROUP BY item_id""",
+            [wanted],
+        )
+        out: dict[str, dict[str, str]] = {}
+        for item, *fields in rows:
+            known = {
+                name: str(value)
+                for name, value in zip(("title", "category", "brand"), fields, strict=True)
+                if value is not None and str(value).strip()
+            }
+            if known:
+                out[str(item)] = known
+        return out
+
+    def user_daily_counts(self, user_id: str) -> list[tuple[date, str, int]]:
+        """One user's events per UTC day and event type: ``(day, event_type, events)``, oldest day first
+        (event types by name within a day); days without events are not listed."""
+        rows = self.rows(
+            """SELECT CAST(timestamp AS DATE) AS day, event_type, count(*) FROM events
+               WHERE user_id = ? GROUP BY day, event_type ORDER BY day, event_type""",
+            [user_id],
+        )
+        return [(day, str(event_type), int(n)) for day, event_type, n in rows]
 
     def recent_events(self, *, per_user: int) -> dict[str, dict[str, list[Any]]]:
         """Every user's last ``per_user`` events, oldest first, as :meth:`user_events` gives them for one."""

@@ -339,6 +339,45 @@ class TargetingComparison:
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines) + "\n"
 
+    def to_dict(self, *, curve_points: int = 101) -> dict[str, Any]:
+        """A JSON-serializable copy: per ordering its AUUC, Qini coefficient and incremental conversions per
+        1,000 users at each budget, and its uplift and Qini curves (per 1,000 users) at ``curve_points``
+        evenly spaced shares of users contacted (every held-out user when there are fewer)."""
+        if curve_points < 2:
+            raise ValueError(f"curve_points must be at least 2, got {curve_points}")
+        results = []
+        for r in self.results:
+            n = len(r.curves.fraction) - 1
+            at = np.unique(np.round(np.linspace(0, n, min(curve_points, n + 1))).astype(np.int64))
+            results.append(
+                {
+                    "name": r.name,
+                    "auuc": r.auuc,
+                    "qini": r.qini,
+                    "budgets": [
+                        {
+                            "budget": budget,
+                            "incremental_per_1000": value,
+                            "true_incremental_per_1000": None
+                            if r.true_incremental is None
+                            else r.true_incremental[budget],
+                        }
+                        for budget, value in r.incremental.items()
+                    ],
+                    "curve": {
+                        "fraction": r.curves.fraction[at].tolist(),
+                        "uplift_per_1000": (r.curves.uplift[at] * 1000.0).tolist(),
+                        "qini_per_1000": (r.curves.qini[at] * 1000.0).tolist(),
+                    },
+                }
+            )
+        return {
+            "n_train": self.n_train,
+            "n_test": self.n_test,
+            "protocol": dict(self.protocol),
+            "results": results,
+        }
+
     def plot_qini(self, path: str | Path, *, title: str = "Qini curves on held-out users") -> Path:
         """Qini curves of every ordering and the random-targeting line, as a PNG."""
         import matplotlib

@@ -180,6 +180,11 @@ class AnomalyReason:
     iqr_units: float
     """How far the value is from the median beyond the feature's :data:`SCALE_FLOOR`, in inter-quartile
     ranges (at least the floor; signed)."""
+    typical_low: float
+    """The feature's 25th percentile over all users (the typical range is ``typical_low`` to
+    ``typical_high``, the middle half of users)."""
+    typical_high: float
+    """The feature's 75th percentile over all users."""
 
 
 class AnomalyDetector:
@@ -251,9 +256,15 @@ class AnomalyDetector:
         z = self._transform(self.features_[user : user + 1], fit=False)[0]
         order = [i for i in np.argsort(-np.abs(z)) if not np.isnan(raw[i])][:top]
         typical_raw = np.nanmedian(self.features_, axis=0)
+        low_raw, high_raw = np.nanpercentile(self.features_, [25, 75], axis=0)
         return [
             AnomalyReason(
-                feature=FEATURES[i], value=float(raw[i]), typical=float(typical_raw[i]), iqr_units=float(z[i])
+                feature=FEATURES[i],
+                value=float(raw[i]),
+                typical=float(typical_raw[i]),
+                iqr_units=float(z[i]),
+                typical_low=float(low_raw[i]),
+                typical_high=float(high_raw[i]),
             )
             for i in order
         ]

@@ -210,14 +210,7 @@ def _interests(
 
 
 def _titles(store: EventStore, item_ids: list[str]) -> dict[str, str]:
-    if not item_ids:
-        return {}
-    rows = store.rows(
-        """SELECT item_id, title FROM items
-           WHERE title IS NOT NULL AND item_id IN (SELECT unnest(?::VARCHAR[]))""",
-        [sorted(set(item_ids))],
-    )
-    return {str(item): str(title) for item, title in rows}
+    return {item: known["title"] for item, known in store.item_details(item_ids).items() if "title" in known}
 
 
 def _when(ts: int) -> str:
@@ -230,4 +223,6 @@ def _reason(reason: AnomalyReason) -> dict[str, Any]:
         "value": reason.value,
         "typical": reason.typical,
         "iqr_units": reason.iqr_units,
+        "typical_low": reason.typical_low,
+        "typical_high": reason.typical_high,
     }
