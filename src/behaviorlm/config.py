@@ -144,6 +144,22 @@ class LLMConfig(StrictConfig):
     """Run the PII scrubber over every message sent to a remote server (defence in depth)."""
 
 
+class ServiceReports(StrictConfig):
+    """Population reports the service serves as they are (``/v1/reports/...``) and the dashboard draws:
+    JSON files written by the library or the CLI, read again whenever the file changes. Each is optional;
+    without one, its endpoint is absent."""
+
+    effects: str | None = None
+    """Causal effects of one behaviour on another, overall and by segment: ``behaviorlm effects --json``
+    (:meth:`behaviorlm.causal.effects.EffectReport.to_dict`)."""
+    audit: str | None = None
+    """Recommendation quality by user group and popularity bias: ``behaviorlm audit --json``
+    (:meth:`behaviorlm.evaluation.audit.AuditReport.to_dict`)."""
+    targeting: str | None = None
+    """Uplift vs propensity vs random targeting with Qini curves on held-out users
+    (:meth:`behaviorlm.marketing.audience.TargetingComparison.to_dict`)."""
+
+
 class ServiceConfig(StrictConfig):
     """The REST service (``behaviorlm serve``): where its data, model and keys are, and its limits."""
 
@@ -182,6 +198,8 @@ class ServiceConfig(StrictConfig):
     llm: LLMConfig | None = None
     """The language model for ``/v1/users/{id}/explanation/words``; ``None`` (the default) leaves that
     endpoint out. An empty ``[llm]`` table uses the embedded model."""
+    reports: ServiceReports = Field(default_factory=ServiceReports)
+    """Report files for ``/v1/reports/effects``, ``/audit`` and ``/targeting`` (a ``[reports]`` table)."""
 
 
 ConfigT = TypeVar("ConfigT", bound=StrictConfig)

@@ -26,7 +26,7 @@ import threading
 import time
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
 import numpy as np
@@ -45,12 +45,21 @@ from behaviorlm.profiling.segments import SegmentMapDrawing, UserSegments
 from behaviorlm.serving.dashboard import mount_dashboard
 from behaviorlm.serving.history import HistoryCache
 from behaviorlm.serving.metrics import RequestMetrics
+from behaviorlm.serving.reports import (
+    AuditReportOut,
+    EffectsReportOut,
+    ReportFile,
+    ReportUnavailable,
+    TargetingReportOut,
+)
 from behaviorlm.serving.security import ApiKey, AuthFailureThrottle, KeyRing, RateLimiter
 from behaviorlm.serving.writer import EventWriter
 
 log = logging.getLogger("behaviorlm.serving")
 
 MAX_ID = 256
+ITEM_DETAILS_CACHED = 500_000
+"""Items whose catalogue fields the service keeps in memory (the cache starts over past this)."""
 
 
 # ---------------------------------------------------------------------------------------------- schemas
@@ -119,6 +128,10 @@ class IngestResult(BaseModel):
 
 class RecommendedItem(BaseModel):
     item_id: str
+    title: str | None = None
+    """The item's title in the store's catalogue (``items``); None when it has none."""
+    category: str | None = None
+    brand: str | None = None
     score: float
 
 
@@ -134,6 +147,10 @@ class Recommendations(BaseModel):
 
 class StoredEvent(BaseModel):
     item_id: str
+    title: str | None = None
+    """The item's title in the store's catalogue (``items``); None when it has none."""
+    category: str | None = None
+    brand: str | None = None
     event_type: str
     timestamp: datetime
 
@@ -146,6 +163,10 @@ class UserEvents(BaseModel):
 
 class SupportingEvent(BaseModel):
     item_id: str
+    title: str | None = None
+    """The item's title in the store's catalogue (``items``); None when it has none."""
+    category: str | None = None
+    brand: str | None = None
     event_type: str
     time: datetime
     events_ago: int
@@ -158,6 +179,10 @@ class Explanation(BaseModel):
     user_id: str
     item_id: str
     """The user's top recommendation, which the events below explain."""
+    title: str | None = None
+    """The item's title in the store's catalogue (``items``); None when it has none."""
+    category: str | None = None
+    brand: str | None = None
     log_probability: float
     because: list[SupportingEvent]
     method: str
@@ -230,7 +255,12 @@ class AnomalyReasonOut(BaseModel):
     feature: str
     value: float
     typical: float
+    """The feature's median over all users."""
     iqr_units: float
+    typical_low: float
+    """The feature's 25th percentile over all users: with ``typical_high``, the middle half of users."""
+    typical_high: float
+    """The feature's 75th percentile over all users."""
 
 
 class AnomalousUser(BaseModel):
@@ -310,12 +340,32 @@ class Profile(BaseModel):
     """The model's likely next items (none without a model)."""
 
 
+class ActivityDay(BaseModel):
+    day: date
+    """A UTC day with events of the user."""
+    events: int
+    by_type: dict[str, int]
+    """Events of the day per event type."""
+
+
+class UserActivity(BaseModel):
+    user_id: str
+    events: int
+    """All the user's stored events."""
+    event_types: dict[str, int]
+    """Events per type over all days, most frequent first."""
+    days: list[ActivityDay]
+    """Days with events, oldest first (days without events are not listed)."""
+
+
 class Health(BaseModel):
     status: str
     version: str
     model_loaded: bool
     explanations_in_words: bool = False
     """Whether ``/v1/users/{id}/explanation/words`` is served (a language model is configured)."""
+    reports: list[str] = []
+    """The population reports served under ``/v1/reports/`` (``effects``, ``audit``, ``targeting``)."""
 
 
 # ---------------------------------------------------------------------------------------------- state
@@ -371,6 +421,12 @@ class _Service:
         self._topic_cache: tuple[Any, float] | None = None
         self._llm_lock = threading.Lock()
         self._llm: Any = None
+        self.reports = {
+            name: ReportFile(name, path) for name, path in config.reports.model_dump().items() if path
+        }
+        self._items_lock = threading.Lock()
+        self._item_details: dict[str, dict[str, str]] = {}
+        """Item id -> its catalogue fields ({} for an item the catalogue does not describe)."""
 
     def llm(self) -> Any:
         """The language-model client, started on first use (the embedded model loads in about a second)."""
@@ -499,6 +555,32 @@ class _Service:
                 topics = None
             self._topic_cache = (topics, time.monotonic())
             return topics
+
+    def item_details(self, item_ids: list[str]) -> dict[str, dict[str, str]]:
+        """Title, category and brand of those of ``item_ids`` the store's catalogue describes (others are
+        left out), as :meth:`EventStore.item_details` gives them.
+
+        Kept in memory once read (a store query costs about 2 ms, a third of a recommendation): the
+        catalogue cannot change while the service runs, since posted events never touch ``items`` and the
+        service holds the store's only write connection.
+        """
+        found: dict[str, dict[str, str]] = {}
+        missing = []
+        with self._items_lock:
+            for item in set(item_ids):
+                known = self._item_details.get(item)
+                if known is None:
+                    missing.append(item)
+                elif known:
+                    found[item] = known
+        if missing:
+            read = self.reader().item_details(missing)
+            found.update(read)
+            with self._items_lock:
+                if len(self._item_details) + len(missing) > ITEM_DETAILS_CACHED:
+                    self._item_details.clear()
+                self._item_details.update({item: read.get(item, {}) for item in missing})
+        return found
 
     def reader(self) -> EventStore:
         handle = getattr(self._local, "reader", None)
@@ -639,6 +721,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
             version=__version__,
             model_loaded=service.model is not None,
             explanations_in_words=service.model is not None and config.llm is not None,
+            reports=sorted(service.reports),
         )
 
     @app.get("/metrics", response_class=PlainTextResponse, tags=["service"])
@@ -657,17 +740,44 @@ def create_app(config: ServiceConfig) -> FastAPI:
         _: Annotated[ApiKey, Depends(authorize("read"))],
         limit: Annotated[int, Query(ge=1, le=1_000)] = 100,
     ) -> UserEvents:
-        """The user's latest events (their timeline), oldest first."""
+        """The user's latest events (their timeline), oldest first, with each item's title, category and
+        brand where the store's catalogue has them."""
         stored_id = pseudonymize_user_id(user_id, config=config.ingest)
         history = service.reader().user_events(stored_id, limit=limit)
+        details = service.item_details(history["item_id"])
         return UserEvents(
             user_id=user_id,
             events=[
-                StoredEvent(item_id=i, event_type=t, timestamp=datetime.fromtimestamp(ts, tz=UTC))
+                StoredEvent(
+                    item_id=i,
+                    event_type=t,
+                    timestamp=datetime.fromtimestamp(ts, tz=UTC),
+                    **details.get(i, {}),
+                )
                 for i, t, ts in zip(
                     history["item_id"], history["event_type"], history["timestamp"], strict=True
                 )
             ],
+        )
+
+    @app.get("/v1/users/{user_id}/activity", response_model=UserActivity, tags=["users"])
+    def user_activity(
+        user_id: Annotated[str, Path(min_length=1, max_length=MAX_ID)],
+        _: Annotated[ApiKey, Depends(authorize("read"))],
+    ) -> UserActivity:
+        """The user's events per UTC day and event type, over all their stored events (no days, and
+        ``events`` 0, for a user without events)."""
+        stored_id = pseudonymize_user_id(user_id, config=config.ingest)
+        days: dict[date, dict[str, int]] = {}
+        totals: dict[str, int] = {}
+        for day, event_type, n in service.reader().user_daily_counts(stored_id):
+            days.setdefault(day, {})[event_type] = n
+            totals[event_type] = totals.get(event_type, 0) + n
+        return UserActivity(
+            user_id=user_id,
+            events=sum(totals.values()),
+            event_types=dict(sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))),
+            days=[ActivityDay(day=d, events=sum(c.values()), by_type=c) for d, c in days.items()],
         )
 
     if service.intent_model is not None:
@@ -820,13 +930,18 @@ def create_app(config: ServiceConfig) -> FastAPI:
             n_read, request = service.request_history(user_id, model)
             recs = model.recommend(np.array([0]), k=k, history=request.interactions)
             item_ids = model.trained_on.item_ids
+            # A k past the unseen items reaches the seen ones, masked with -inf: they are left out.
+            ranked = [
+                (str(item_ids[i]), float(score))
+                for i, score in zip(recs.items[0], recs.scores[0], strict=True)
+                if math.isfinite(score)
+            ]
+            details = service.item_details([item for item, _ in ranked])
             return Recommendations(
                 user_id=user_id,
-                # A k past the unseen items reaches the seen ones, masked with -inf: they are left out.
                 items=[
-                    RecommendedItem(item_id=str(item_ids[i]), score=float(score))
-                    for i, score in zip(recs.items[0], recs.scores[0], strict=True)
-                    if math.isfinite(score)
+                    RecommendedItem(item_id=item, score=score, **details.get(item, {}))
+                    for item, score in ranked
                 ],
                 history_events=request.interactions.n_events,
                 skipped_events=n_read - request.interactions.n_events,
@@ -853,13 +968,20 @@ def create_app(config: ServiceConfig) -> FastAPI:
                     status_code=404, detail=f"user {user_id!r} has no events the model can read"
                 )
             influence = deletion_influence(model, request.interactions, 0)
+            supporting = influence.top(k)
+            target = str(influence.target_item_id)
+            details = service.item_details([target] + [str(e["item_id"]) for e in supporting])
             return Explanation(
                 user_id=user_id,
-                item_id=influence.target_item_id,
+                item_id=target,
+                **details.get(target, {}),
                 log_probability=float(influence.base_log_prob),
                 because=[
-                    SupportingEvent(**{f: e[f] for f in SupportingEvent.model_fields})
-                    for e in influence.top(k)
+                    SupportingEvent(
+                        **{f: e[f] for f in SupportingEvent.model_fields if f in e},
+                        **details.get(str(e["item_id"]), {}),
+                    )
+                    for e in supporting
                 ],
                 method="deletion influence (leave one event out)",
             )
@@ -1024,6 +1146,39 @@ def create_app(config: ServiceConfig) -> FastAPI:
                 service.history = HistoryCache(window=fresh.max_len, max_users=config.history_cache_users)
             service.model = fresh
             return {"status": "reloaded", "model": fresh.name}
+
+    # Population reports: each endpoint exists only when its file is configured (docs/serving.md).
+    if "effects" in service.reports:
+
+        @app.get("/v1/reports/effects", response_model=EffectsReportOut, tags=["reports"])
+        def effects_report(_: Annotated[ApiKey, Depends(authorize("read"))]) -> Any:
+            """The configured causal-effects report (``behaviorlm effects --json``): the average effect of
+            one behaviour on a later one by each method with 95% intervals and refutations, and the effect
+            per activity segment (docs/causal-effects.md). Served as written; 503 if the file is unusable."""
+            return service.reports["effects"].load()
+
+    if "audit" in service.reports:
+
+        @app.get("/v1/reports/audit", response_model=AuditReportOut, tags=["reports"])
+        def audit_report(_: Annotated[ApiKey, Depends(authorize("read"))]) -> Any:
+            """The configured bias audit (``behaviorlm audit --json``): recommendation quality per user group
+            with bootstrap intervals, the gap between best and worst group, and popularity bias
+            (docs/audit.md). Served as written; 503 if the file is unusable."""
+            return service.reports["audit"].load()
+
+    if "targeting" in service.reports:
+
+        @app.get("/v1/reports/targeting", response_model=TargetingReportOut, tags=["reports"])
+        def targeting_report(_: Annotated[ApiKey, Depends(authorize("read"))]) -> Any:
+            """The configured targeting comparison (``TargetingComparison.to_dict``): uplift, propensity and
+            random targeting on held-out users of a campaign, with AUUC, Qini coefficient, incremental
+            conversions per budget and the Qini and uplift curves (docs/marketing.md). Served as written;
+            503 if the file is unusable."""
+            return service.reports["targeting"].load()
+
+    @app.exception_handler(ReportUnavailable)
+    async def report_unavailable(request: Request, exc: ReportUnavailable) -> JSONResponse:
+        return JSONResponse(status_code=503, content={"detail": f"report unavailable: {exc}"})
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
