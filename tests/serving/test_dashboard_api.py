@@ -311,3 +311,16 @@ def test_the_reports_table_rejects_unknown_keys_by_name(catalogued) -> None:
         None,
         None,
     )
+
+
+def test_the_dashboard_page_and_its_icon_come_from_the_service(client) -> None:
+    page = client.get("/dashboard")
+    assert (
+        page.status_code == 200
+        and '<link rel="icon" type="image/svg+xml" href="/dashboard/icon.svg">' in page.text
+    )
+    assert "http://" not in page.text.replace("http://www.w3.org/2000/svg", "")  # nothing from elsewhere
+    icon = client.get("/dashboard/icon.svg")
+    assert icon.status_code == 200 and icon.headers["content-type"] == "image/svg+xml"
+    assert icon.headers["content-security-policy"] == "default-src 'none'"
+    assert icon.text.startswith('<svg xmlns="http://www.w3.org/2000/svg"') and "<script" not in icon.text
