@@ -165,6 +165,18 @@ def test_cli_builds_an_audience_from_a_campaign_file(campaign, tmp_path) -> None
     assert len(frame) == 2000 and 0 < frame["selected"].sum() <= 200
     assert set(frame["segment"]) == set(campaign.table.segment[:2000])
     assert "# Audience for contact -> conversion" in out.with_suffix(".md").read_text()
+    # --json writes the comparison the service serves as its targeting report; it needs --compare.
+    report = tmp_path / "targeting.json"
+    result = CliRunner().invoke(app, [*args, "--folds", "2", "--out", str(out), "--json", str(report)])
+    assert result.exit_code == 2 and "add --compare" in result.output
+    result = CliRunner().invoke(
+        app, [*args, "--folds", "2", "--out", str(out), "--compare", "--json", str(report)]
+    )
+    assert result.exit_code == 0, result.output
+    from behaviorlm.serving.reports import ReportFile
+
+    served = ReportFile("targeting", report).load().report  # what /v1/reports/targeting would answer
+    assert {"uplift-x-learner", "propensity", "random"} <= {r.name for r in served.results}
     bad = tmp_path / "bad.csv"
     campaign_frame(campaign.table.rows(np.arange(50))).assign(treatment=2).to_csv(bad, index=False)
     result = CliRunner().invoke(app, ["audience", "--campaign", str(bad), "--out", str(out)])

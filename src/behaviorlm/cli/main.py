@@ -1493,6 +1493,14 @@ def audience(
     qini_plot: Annotated[
         Path | None, typer.Option("--qini-plot", help="With --compare: Qini curves (PNG) here.")
     ] = None,
+    json_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--json",
+            help="With --compare: the comparison (summaries and Qini curves) as JSON here, the service's "
+            "[reports] targeting file.",
+        ),
+    ] = None,
 ) -> None:
     """Campaign audience by uplift under a budget: who to contact so the contact adds the most
     conversions (not who converts anyway); see docs/marketing.md."""
@@ -1506,6 +1514,8 @@ def audience(
         )
     if store is not None and treatment is None:
         raise ValueError("--store needs --treatment: the event type that marks a contacted user")
+    if (qini_plot is not None or json_out is not None) and not compare:
+        raise ValueError("--qini-plot and --json describe the comparison: add --compare")
     effects_config = EffectConfig(n_folds=folds, seed=seed)
     config = AudienceConfig(
         learner=learner,  # type: ignore[arg-type]
@@ -1551,6 +1561,9 @@ def audience(
         if qini_plot is not None:
             comparison.plot_qini(qini_plot)
             console.print(f"Qini curves: {qini_plot}")
+        if json_out is not None:
+            json_out.write_text(json.dumps(comparison.to_dict(), indent=2))
+            console.print(f"comparison as JSON: {json_out}")
 
 
 # ---------------------------------------------------------------------------------------------- audit
