@@ -674,7 +674,7 @@ def test_without_report_files_the_dashboard_says_how_to_make_them(
         expect(page.locator("#audit-note")).to_contain_text(
             "behaviorlm audit model/ --store events.duckdb --json"
         )
-        expect(page.locator("#targeting-note")).to_contain_text("TargetingComparison.to_dict()")
+        expect(page.locator("#targeting-note")).to_contain_text("--compare --json targeting.json")
         for name in ("effects", "audit", "targeting"):
             expect(page.locator(f"#{name}-note")).to_contain_text(f'[reports] {name} = "{name}.json"')
             expect(page.locator(f"#{name}-chart svg")).to_have_count(0)

@@ -1014,9 +1014,9 @@ _PAGE = """<!DOCTYPE html>
     audit: ["No bias audit is configured. Write one with ",
       "behaviorlm audit model/ --store events.duckdb --json audit.json", " and name it in the service config: ",
       '[reports] audit = "audit.json"', "."],
-    targeting: ["No targeting comparison is configured. Save ",
-      "TargetingComparison.to_dict()", " (behaviorlm.marketing.audience.compare_targeting) as JSON and name it " +
-      "in the service config: ", '[reports] targeting = "targeting.json"', "."],
+    targeting: ["No targeting comparison is configured. Write one with ",
+      "behaviorlm audience --campaign campaign.csv --out audience.csv --compare --json targeting.json",
+      " and name it in the service config: ", '[reports] targeting = "targeting.json"', "."],
   };
   const REPORT_RENDERERS = { effects: renderEffects, audit: renderAudit, targeting: renderTargeting };
 
