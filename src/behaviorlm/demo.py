@@ -12,8 +12,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from behaviorlm.config import IngestConfig, LLMConfig
 from behaviorlm.data.datasets import ingest_dataset
@@ -110,7 +111,14 @@ def run_demo(
             f"{messy}: read {summary.rows_read}, stored {summary.stored}, quarantined {summary.quarantined}, "
             f"duplicates {summary.duplicates}  (read = stored + quarantined + duplicates)"
         )
-        table = Table("line", "reason", "raw row", title="quarantine", title_justify="left")
+        table = Table(
+            "line",
+            "reason",
+            Column("raw row", overflow="fold"),
+            title="quarantine",
+            title_justify="left",
+            box=box.SIMPLE_HEAD,
+        )
         for line, reason, raw in scratch.rows(
             "SELECT source_row, reason, raw FROM quarantine ORDER BY source_row"
         ):
@@ -141,7 +149,16 @@ def run_demo(
     models = [RandomRecommender(seed=0), Popularity(), ItemKNN(k=100), EASE(l2=500.0), transformer]
     results: dict[str, dict[str, float]] = {}
     table = Table(
-        "model", "HR@10", "NDCG@10", "HR@20", "NDCG@20", "MRR", "train s", "eval s", title_justify="left"
+        Column("model", min_width=len("transformer")),
+        "HR@10",
+        "NDCG@10",
+        "HR@20",
+        "NDCG@20",
+        "MRR",
+        "train s",
+        "eval s",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
     )
     protocol_line = ""
     for model in models:
@@ -240,6 +257,7 @@ def _understand_users(
         "why (value vs typical)",
         title="most anomalous raters",
         title_justify="left",
+        box=box.SIMPLE_HEAD,
     )
     for user in detector.top(3):
         why = "; ".join(f"{r.feature} {r.value:.3g} vs {r.typical:.3g}" for r in detector.reasons(int(user)))
@@ -261,6 +279,7 @@ def _understand_users(
         "over-represented attributes (lift)",
         title=segments.method,
         title_justify="left",
+        box=box.SIMPLE_HEAD,
     )
     for s in summaries:
         table.add_row(
@@ -392,6 +411,7 @@ def _act_responsibly(
         title=f"synthetic campaign with planted effects, {comparison.n_test:,} held-out users "
         "(incremental conversions per 1,000 users)",
         title_justify="left",
+        box=box.SIMPLE_HEAD,
     )
     for r in comparison.results:
         true20 = f"{r.true_incremental[0.2]:+.1f}" if r.true_incremental else "–"
@@ -418,19 +438,20 @@ def _act_responsibly(
     )
     table = Table(
         "grouping",
-        "best − worst NDCG@10 [95% CI]",
+        "best − worst NDCG@10\n[95% CI]",
         "groups",
         "p",
         title=f"bias audit of {report.model} (attributes used for grouping only: "
         f"{', '.join(report.attributes_used) or 'none'})",
         title_justify="left",
+        box=box.SIMPLE_HEAD,
     )
     for name, g in report.groups.items():
         gap = g.gap["ndcg@10"]
         table.add_row(
             name,
-            f"{gap.estimate:.3f} [{gap.low:.3f}, {gap.high:.3f}]",
-            f"{g.best['ndcg@10']} > {g.worst['ndcg@10']}",
+            f"{gap.estimate:.3f}\n[{gap.low:.3f}, {gap.high:.3f}]",
+            f"{g.best['ndcg@10']} >\n{g.worst['ndcg@10']}",
             f"{g.p_value['ndcg@10']:.3f}",
         )
     console.print(table)

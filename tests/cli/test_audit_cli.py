@@ -38,6 +38,8 @@ def test_audit_reports_groups_popularity_and_the_attributes_used(tmp_path: Path)
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "quality by gender" in result.output and "grouping only: gender" in result.output
+    # Tables fit an 80-column terminal (the runner's width): no cell cut short with "…".
+    assert "…" not in result.stdout and max(map(len, result.stdout.splitlines())) <= 80
     report = json.loads(report_file.read_text())
     assert report["attributes_used"] == ["gender"]
     assert {g["group"] for g in report["groups"]["gender"]["groups"]} == {"F", "M"}

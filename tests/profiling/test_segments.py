@@ -147,6 +147,7 @@ def test_segments_command_writes_a_map_and_keeps_ids(tmp_path) -> None:
     ]
     first = CliRunner().invoke(app, args)
     assert first.exit_code == 0, first.output
+    assert "…" not in first.stdout  # readable at the runner's 80 columns
     before = json.loads((tmp_path / "seg" / "segments.json").read_text())["users"]
     assert (tmp_path / "seg" / "segment_map.png").read_bytes()[
         :4

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import typer
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -766,26 +767,23 @@ def segments(
             }
         )
     )
-    table = Table(
-        "segment",
-        "users",
-        "share",
-        "recency d",
-        "events",
-        "conversion",
-        "over-represented",
-        title=found.method,
+    # Readable at 80 columns: no conversion column without purchases, one attribute per line.
+    with_conversion = any(s.conversion_rate is not None for s in summaries)
+    columns = ["segment", "users", "share", "recency d", "events"] + (
+        ["conversion"] if with_conversion else []
     )
+    table = Table(*columns, "over-represented (lift)", title=found.method, box=box.SIMPLE_HEAD)
     for s in summaries:
-        table.add_row(
+        cells = [
             str(s.segment),
             f"{s.users:,}",
             f"{100 * s.share:.1f}%",
             f"{s.median_recency_days:.1f}",
             f"{s.median_events:.0f}",
-            "–" if s.conversion_rate is None else f"{100 * s.conversion_rate:.1f}%",
-            ", ".join(f"{a} x{lift:.1f}" for a, lift in s.top_attributes[:3]),
-        )
+        ]
+        if with_conversion:
+            cells.append("–" if s.conversion_rate is None else f"{100 * s.conversion_rate:.1f}%")
+        table.add_row(*cells, "\n".join(f"{a} x{lift:.1f}" for a, lift in s.top_attributes[:3]))
     console.print(table)
     console.print(f"silhouette {found.silhouette:.3f}; map: {out / 'segment_map.html'}")
 
@@ -1617,26 +1615,30 @@ def audit(
     k = report.protocol["audit_k"]
     conf = f"{report.protocol['confidence']:.0%}"
     for attribute, gap in report.groups.items():
+        # Readable at 80 columns: each estimate over its interval, three decimals, light rules.
         table = Table(
             "group",
             "users",
-            f"NDCG@{k} [{conf}]",
-            f"HR@{k} [{conf}]",
-            f"NDCG@{k} vs rest",
-            "popularity lift",
-            title=f"{estimator.name}: quality by {attribute}",
+            f"NDCG@{k}\n[{conf} CI]",
+            f"HR@{k}\n[{conf} CI]",
+            f"NDCG@{k}\nvs the rest",
+            "pop.\nlift",
+            title=f"{estimator.name}: quality by {attribute} (pop. lift: popularity of the recommended items "
+            "over the user's own)",
             title_justify="left",
+            box=box.SIMPLE_HEAD,
+            pad_edge=False,
         )
         for g in sorted(gap.groups, key=lambda g: -g.metrics[f"ndcg@{k}"].estimate):
             n, h = g.metrics[f"ndcg@{k}"], g.metrics[f"hr@{k}"]
             diff = g.vs_rest.get(f"ndcg@{k}")
-            flag = "" if g.group not in gap.small_groups else " (small)"
+            flag = "" if g.group not in gap.small_groups else "\n(small)"
             table.add_row(
                 g.group + flag,
-                str(g.n_users),
-                f"{n.estimate:.4f} [{n.low:.4f}, {n.high:.4f}]",
-                f"{h.estimate:.4f} [{h.low:.4f}, {h.high:.4f}]",
-                "–" if diff is None else f"{diff.estimate:+.4f} [{diff.low:+.4f}, {diff.high:+.4f}]",
+                f"{g.n_users:,}",
+                f"{n.estimate:.3f}\n[{n.low:.3f}, {n.high:.3f}]",
+                f"{h.estimate:.3f}\n[{h.low:.3f}, {h.high:.3f}]",
+                "–" if diff is None else f"{diff.estimate:+.3f}\n[{diff.low:+.3f}, {diff.high:+.3f}]",
                 f"{g.popularity_lift:.2f}",
             )
         console.print(table)
@@ -1657,29 +1659,31 @@ def audit(
     table.add_row(f"coverage@{k}", f"{pop.coverage:.3f}")
     console.print(table)
     if report.mitigation:
+        # One column per penalty (the first without), so that any number of groupings fits 80 columns.
         table = Table(
-            "penalty",
-            f"NDCG@{k}",
-            f"HR@{k}",
-            "long-tail share",
-            "Gini",
-            "popularity ratio",
-            *(f"{a} gap" for a in report.groups),
+            "",
+            "no penalty",
+            *(f"penalty {p.penalty:g}" for p in report.mitigation),
             title="popularity-penalized re-ranking",
             title_justify="left",
+            box=box.SIMPLE_HEAD,
         )
-        for point in report.mitigation:
+        points = [
+            (report.metrics, report.popularity),
+            *((p.metrics, p.popularity) for p in report.mitigation),
+        ]
+        table.add_row(f"NDCG@{k}", *(f"{m[f'ndcg@{k}']:.4f}" for m, _ in points))
+        table.add_row(f"HR@{k}", *(f"{m[f'hr@{k}']:.4f}" for m, _ in points))
+        table.add_row("long-tail share", *(f"{p.longtail_share:.3f}" for _, p in points))
+        table.add_row("Gini of exposure", *(f"{p.gini_exposure:.3f}" for _, p in points))
+        table.add_row("popularity ratio", *(f"{p.popularity_ratio:.3f}" for _, p in points))
+        for a, gap in report.groups.items():
+            before = gap.gap.get(f"ndcg@{k}")
+            after = (p.gaps.get(f"{a}:ndcg@{k}") for p in report.mitigation)
             table.add_row(
-                f"{point.penalty:g}",
-                f"{point.metrics[f'ndcg@{k}']:.4f}",
-                f"{point.metrics[f'hr@{k}']:.4f}",
-                f"{point.popularity.longtail_share:.3f}",
-                f"{point.popularity.gini_exposure:.3f}",
-                f"{point.popularity.popularity_ratio:.3f}",
-                *(
-                    f"{point.gaps[f'{a}:ndcg@{k}'].estimate:.4f}" if f"{a}:ndcg@{k}" in point.gaps else "–"
-                    for a in report.groups
-                ),
+                f"{a} gap (NDCG@{k})",
+                "–" if before is None else f"{before.estimate:.4f}",
+                *("–" if g is None else f"{g.estimate:.4f}" for g in after),
             )
         console.print(table)
     used = ", ".join(report.attributes_used) or "none"
