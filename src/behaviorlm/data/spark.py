@@ -32,6 +32,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,10 @@ from behaviorlm.data.ingest import (
     source_columns,
 )
 from behaviorlm.data.schema import EVENT_COLUMNS
+
+# pyspark warns that pandas >= 3 is not fully supported each time a UDF is made; the paths used here (no
+# pandas UDFs, no toPandas) are tested with the pinned pandas, so in a user's terminal it is only noise.
+warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
 
 try:  # pragma: no cover - exercised only where pyspark is missing
     from pyspark import StorageLevel
@@ -94,7 +99,10 @@ def spark_session(master: str = "local[2]", *, app_name: str = "behaviorlm", **c
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
         .config("spark.sql.shuffle.partitions", "8")
-        .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
+        .config(
+            "spark.driver.extraJavaOptions",
+            f"-Duser.timezone=UTC -Dlog4j.configurationFile={Path(__file__).with_name('spark-log4j2.properties')}",
+        )
     )
     for key, value in conf.items():
         builder = builder.config(key.replace("_", "."), value)
