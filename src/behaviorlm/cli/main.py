@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import time
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -68,6 +70,8 @@ def _status(message: str):
 StoreOption = Annotated[Path, typer.Option("--store", "-s", help="Event store file (DuckDB).")]
 SPLIT_FILE = "split.json"
 MODEL_NAMES = "ease, gru4rec, itemknn, lightgcn, pop, random, transformer"
+HEAD_NAMES = "event_tagger, next_event_type, sequence_classifier"
+"""The task heads on the behaviour encoder that ``train`` fits with ``--label`` (models.heads)."""
 """The recommenders of models.base.model_registry(), for help texts; written out because importing every
 model to list them costs each command a second. tests/cli/test_cli.py checks it against the registry."""
 
@@ -344,13 +348,15 @@ def _require_store(store: Path) -> None:
 # ---------------------------------------------------------------------------------------------- split
 def _trained_model_and_split(model_dir: Path, store: Path) -> tuple[Any, Split]:
     """A model saved by `behaviorlm train` and the same split of ``store`` it was trained on (checked)."""
-    from behaviorlm.models.base import load_model
+    from behaviorlm.models.base import load_recommender
 
     split_file = model_dir / SPLIT_FILE
     if not split_file.exists():
+        if (model_dir / "test_report.json").exists():  # a task head: say what it is, not what it lacks
+            load_recommender(model_dir)
         raise FileNotFoundError(f"{split_file} not found: {model_dir} was not written by `behaviorlm train`")
     spec = json.loads(split_file.read_text())["split"]
-    estimator = load_model(model_dir)
+    estimator = load_recommender(model_dir)
     sp = _make_split(store, **spec)
     if not (
         np.array_equal(sp.train.item_ids, estimator.train_.item_ids)
@@ -426,7 +432,13 @@ def split(
 @app.command()
 @_user_errors
 def train(
-    model: Annotated[str, typer.Option("--model", help=f"Model name: {MODEL_NAMES}.")],
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            help=f"Model name: a recommender ({MODEL_NAMES}) or a task head ({HEAD_NAMES}; see --label).",
+        ),
+    ],
     out: Annotated[
         Path, typer.Option(help="Directory for the checkpoint (model.json + weights.safetensors).")
     ],
@@ -446,8 +458,28 @@ def train(
             "the item embeddings from the text vectors (docs/transformer.md#item-knowledge)."
         ),
     ] = "none",
+    label: Annotated[
+        str,
+        typer.Option(
+            help="Task heads: what to predict. sequence_classifier: purchase-within:N (a purchase among the "
+            "user's next N events) or user:ATTRIBUTE (a users-table attribute, e.g. user:gender); "
+            "event_tagger: session-purchase[:MINUTES] (a purchase follows the event in its session, default "
+            "30-minute gaps); next_event_type needs none."
+        ),
+    ] = "",
+    init_encoder: Annotated[
+        Path | None,
+        typer.Option(
+            help="Start the encoder of a task head or of the transformer from `behaviorlm pretrain` output; "
+            "its architecture (d_model, n_layers, ...) becomes the default."
+        ),
+    ] = None,
 ) -> None:
     """Fit a model on the training part of a split and save a checkpoint.
+
+    Task heads (--model sequence_classifier, next_event_type, event_tagger) hold out users instead:
+    --valid-fraction and --test-fraction are shares of users, and the test users' report is saved as
+    test_report.json beside the model.
 
     Under torchrun (torchrun --nproc_per_node N -m behaviorlm.cli.main train ...) sequence models train
     data-parallel with the same flags; rank 0 alone prints and writes --out (docs/distributed-training.md).
@@ -455,10 +487,36 @@ def train(
     from behaviorlm.models.base import model_registry
     from behaviorlm.training import distributed
 
+    params = {k: _json_value(v) for k, v in _parse_pairs(param or [], flag="--param").items()}
+    encoder_state = None
+    if init_encoder is not None:
+        pretrainer = _load_pretrainer(init_encoder)
+        params = {**pretrainer.encoder_params(), **params}
+        encoder_state = pretrainer.encoder_state()
+    if model in HEAD_NAMES.split(", "):
+        _train_head(
+            model,
+            params,
+            store=store,
+            out=out,
+            label=label,
+            encoder_state=encoder_state,
+            valid_fraction=valid_fraction,
+            test_fraction=test_fraction,
+        )
+        return
+    if label:
+        raise ValueError(f"--label is for the task heads ({HEAD_NAMES}), not --model {model}")
     registry = model_registry()
     if model not in registry:
-        raise ValueError(f"unknown --model {model!r}; available: {sorted(registry)}")
-    params = {k: _json_value(v) for k, v in _parse_pairs(param or [], flag="--param").items()}
+        raise ValueError(
+            f"unknown --model {model!r}; recommenders: {sorted(registry)}; task heads: {HEAD_NAMES}"
+        )
+    if encoder_state is not None and (model != "transformer" or item_knowledge != "none"):
+        raise ValueError(
+            "--init-encoder starts a task head or --model transformer (without --item-knowledge) from the "
+            "pretrained encoder"
+        )
     try:
         estimator = registry[model](**params)
     except TypeError as exc:
@@ -484,7 +542,12 @@ def train(
     try:
         with status:
             started = time.perf_counter()
-            estimator.fit(sp.train, valid=sp.valid, **fit_kwargs)
+            if encoder_state is not None:
+                from behaviorlm.models.pretraining import fit_from_pretrained
+
+                fit_from_pretrained(estimator, encoder_state, sp.train, valid=sp.valid)
+            else:
+                estimator.fit(sp.train, valid=sp.valid, **fit_kwargs)
             seconds = time.perf_counter() - started
         if not main_process:
             return
@@ -498,6 +561,137 @@ def train(
         console.print(f"[green]trained[/] {model}{on} in {seconds:.2f} s → {out}")
     finally:
         distributed.cleanup()
+
+
+def _load_pretrainer(path: Path):
+    from behaviorlm.models.base import load_model
+    from behaviorlm.models.pretraining import MaskedBehaviorPretrainer
+
+    pretrainer = load_model(path)
+    if not isinstance(pretrainer, MaskedBehaviorPretrainer):
+        raise ValueError(
+            f"--init-encoder {path} holds a {pretrainer.name} model, not `behaviorlm pretrain` output"
+        )
+    return pretrainer
+
+
+def _train_head(
+    model: str,
+    params: dict[str, Any],
+    *,
+    store: Path,
+    out: Path,
+    label: str,
+    encoder_state: Any,
+    valid_fraction: float,
+    test_fraction: float,
+) -> None:
+    """``train`` for the task heads: labels from ``--label``, users held out for validation and test."""
+    from behaviorlm.evaluation.audit import read_user_attributes
+    from behaviorlm.models import heads
+
+    classes = {c.name: c for c in (heads.NextEventTypeModel, heads.SequenceClassifier, heads.EventTagger)}
+    try:
+        estimator = classes[model](**params)
+    except TypeError as exc:
+        raise ValueError(f"bad --param for {model}: {exc}") from None
+    if "show_progress" not in params:
+        estimator.show_progress = True
+    _require_store(store)
+    with EventStore(store, read_only=True) as es:
+        data = es.interactions()
+        attributes = read_user_attributes(es) if label.startswith("user:") else {}
+
+    def parts(users: np.ndarray) -> tuple[np.ndarray, ...]:
+        return heads.split_users(users, valid_fraction=valid_fraction, test_fraction=test_fraction, seed=0)
+
+    started = time.perf_counter()
+    if model == "next_event_type":
+        if label:
+            raise ValueError(
+                "--label: next_event_type predicts the type of the next event and takes no --label"
+            )
+        users = np.flatnonzero(data.lengths() >= 2)
+        train_rows, valid_rows, test_rows = parts(users)
+        train_data = data.filter_events(np.isin(data.event_users(), users[train_rows]))
+        valid = heads.last_event_type_labels(data, users[valid_rows]) if len(valid_rows) else None
+        test = heads.last_event_type_labels(data, users[test_rows])
+        estimator.fit(train_data, valid=valid, init_encoder=encoder_state)
+        report = estimator.evaluate(test)
+        what = "the type of each test user's last event"
+    elif model == "sequence_classifier":
+        labelled, what = _sequence_labels(data, label, attributes)
+        train_rows, valid_rows, test_rows = parts(labelled.users)
+        valid = labelled.subset(valid_rows) if len(valid_rows) else None
+        estimator.fit(labelled.subset(train_rows), valid=valid, init_encoder=encoder_state)
+        report = estimator.evaluate(labelled.subset(test_rows))
+    else:
+        match = re.fullmatch(r"session-purchase(?::(\d+))?", label)
+        if not match:
+            raise ValueError(
+                f"--label for event_tagger: session-purchase or session-purchase:MINUTES, got {label!r}"
+            )
+        minutes = int(match.group(1) or 30)
+        tags = heads.session_purchase_tags(data, gap_seconds=60 * minutes)
+        users = np.flatnonzero(data.lengths() > 0)
+        train_rows, valid_rows, test_rows = parts(users)
+
+        def tagged(rows: np.ndarray) -> heads.EventTags:
+            return heads.EventTags(interactions=data, tags=tags.tags, users=users[rows])
+
+        estimator.fit(
+            tagged(train_rows),
+            valid=tagged(valid_rows) if len(valid_rows) else None,
+            init_encoder=encoder_state,
+        )
+        report = estimator.evaluate(tagged(test_rows))
+        what = f"a purchase later in the event's session ({minutes}-minute gaps)"
+    seconds = time.perf_counter() - started
+    estimator.save(out)
+    report = {
+        **report,
+        "label": label or "next event type",
+        "train_seconds": seconds,
+        "pretrained": encoder_state is not None,
+    }
+    (out / "test_report.json").write_text(json.dumps(report, indent=2, default=str))
+    table = Table(
+        "metric", "value", title=f"{model}: {len(test_rows):,} held-out users", title_justify="left"
+    )
+    for key in ("n", "accuracy", "macro_f1", "f1", "roc_auc", "average_precision"):
+        if key in report:
+            value = report[key]
+            table.add_row(key, f"{value:,}" if isinstance(value, int) else f"{value:.4f}")
+    console.print(table)
+    console.print(f"predicting {what}", highlight=False)
+    console.print(
+        f"[green]trained[/] {model} in {seconds:.2f} s → {out} (report: {out / 'test_report.json'})"
+    )
+
+
+def _sequence_labels(data: Any, label: str, attributes: dict[str, dict[str, Any]]) -> tuple[Any, str]:
+    from behaviorlm.models import heads
+
+    if match := re.fullmatch(r"purchase-within:(\d+)", label):
+        n = int(match.group(1))
+        return heads.purchase_within_next(data, n_events=n), f"a purchase among the user's next {n} events"
+    if label.startswith("user:") and len(label) > 5:
+        key = label[5:]
+        index = {str(u): i for i, u in enumerate(data.user_ids)}
+        pairs = [
+            (index[u], str(a[key]))
+            for u, a in attributes.items()
+            if key in a and a[key] is not None and u in index
+        ]
+        pairs = [(i, v) for i, v in pairs if data.lengths()[i] > 0]
+        if not pairs:
+            raise ValueError(
+                f"--label {label}: no user with events has the attribute {key!r} in the users table"
+            )
+        users, values = zip(*sorted(pairs), strict=True)
+        labelled = heads.SequenceLabels(history=data, users=np.array(users), labels=np.array(values))
+        return labelled, f"the users' {key}"
+    raise ValueError(f"--label for sequence_classifier: purchase-within:N or user:ATTRIBUTE, got {label!r}")
 
 
 _ITEM_KNOWLEDGE = ("none", "attributes", "text", "text+attributes")
@@ -551,6 +745,63 @@ def _json_value(text: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError:
         return text
+
+
+@app.command()
+@_user_errors
+def pretrain(
+    out: Annotated[Path, typer.Option(help="Directory for the pretrained model (model.json + weights).")],
+    store: StoreOption = Path("behaviorlm.duckdb"),
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param",
+            "-p",
+            help="Pretrainer parameter name=value (JSON value), e.g. -p epochs=20 -p d_model=128.",
+        ),
+    ] = None,
+    protocol: ProtocolOption = "loo",
+    valid_fraction: ValidFraction = 0.1,
+    test_fraction: TestFraction = 0.1,
+) -> None:
+    """Masked-behaviour pretraining (BERT4Rec-style: hidden items and event types recovered from both
+    sides) of the behaviour encoder on the training part of a split, without labels. Start a model from it
+    with `behaviorlm train --init-encoder OUT` (a task head, or --model transformer)."""
+    from behaviorlm.models.pretraining import MaskedBehaviorPretrainer
+
+    params = {k: _json_value(v) for k, v in _parse_pairs(param or [], flag="--param").items()}
+    try:
+        estimator = MaskedBehaviorPretrainer(**params)
+    except TypeError as exc:
+        raise ValueError(f"bad --param for the pretrainer: {exc}") from None
+    if "show_progress" not in params:
+        estimator.show_progress = True
+    sp = _make_split(store, protocol=protocol, valid_fraction=valid_fraction, test_fraction=test_fraction)
+    started = time.perf_counter()
+    estimator.fit(sp.train)
+    seconds = time.perf_counter() - started
+    estimator.save(out)
+    summary = estimator.history_.summary(metric="masked_accuracy") if hasattr(estimator, "history_") else {}
+    (out / SPLIT_FILE).write_text(
+        json.dumps(
+            {
+                "split": {
+                    "protocol": protocol,
+                    "valid_fraction": valid_fraction,
+                    "test_fraction": test_fraction,
+                },
+                "train_seconds": seconds,
+                **summary,
+            },
+            indent=2,
+        )
+    )
+    console.print(
+        f"[green]pretrained[/] the encoder on {sp.train.n_events:,} events of {sp.train.n_users:,} users in "
+        f"{seconds:.2f} s → {out}; architecture {estimator.encoder_params()}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @app.command()
@@ -687,13 +938,16 @@ def profile(
     json_out: Annotated[Path | None, typer.Option(help="Also write the profile as JSON.")] = None,
 ) -> None:
     """A readable card of one user: activity, interests, how anomalous, likely next items."""
-    from behaviorlm.models.base import load_model
+    from behaviorlm.models.base import load_recommender
     from behaviorlm.profiling.profile import build_profile
 
     _require_store(store)
     with EventStore(store) as es, _status("building the profile …"):
         card = build_profile(
-            es, user_id, model=load_model(model) if model is not None else None, with_interests=interests
+            es,
+            user_id,
+            model=load_recommender(model) if model is not None else None,
+            with_interests=interests,
         )
     lines = [
         f"[bold]{card.user_id}[/]: {card.events:,} events on {card.active_days} days, "
@@ -731,7 +985,7 @@ def segments(
 ) -> None:
     """Segment users by behaviour; ids stay stable when re-run into the same --out folder."""
     from behaviorlm.data.features import item_features_from_store
-    from behaviorlm.models.base import load_model
+    from behaviorlm.models.base import load_recommender
     from behaviorlm.profiling import segments as seg
 
     if method not in ("kmeans", "hdbscan"):
@@ -740,7 +994,7 @@ def segments(
     with EventStore(store, read_only=True) as es:
         data = es.interactions()
         features = item_features_from_store(es, data.item_ids)
-    fitted = load_model(model)
+    fitted = load_recommender(model)
     if list(map(str, fitted.trained_on.item_ids)) != list(map(str, data.item_ids)):
         raise ValueError(f"--model {model} was trained on another item catalogue than {store}")
     with _status(f"encoding {data.n_users:,} users …"):
@@ -786,6 +1040,88 @@ def segments(
         table.add_row(*cells, "\n".join(f"{a} x{lift:.1f}" for a, lift in s.top_attributes[:3]))
     console.print(table)
     console.print(f"silhouette {found.silhouette:.3f}; map: {out / 'segment_map.html'}")
+
+
+@app.command()
+@_user_errors
+def churn(
+    store: StoreOption = Path("behaviorlm.duckdb"),
+    horizon_days: Annotated[
+        float, typer.Option("--horizon-days", help="A user churns when they do nothing for this many days.")
+    ] = 7.0,
+    cutoff: Annotated[
+        str | None,
+        typer.Option(
+            help="Time of the test snapshot (ISO-8601, UTC without an offset); default: the last event minus "
+            "the horizon, so that every test label is observed."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Write each test user's churn probability (CSV, riskiest first) here.")
+    ] = None,
+) -> None:
+    """Churn risk: which users active before a cutoff do nothing within the horizon after it. The model
+    (gradient-boosted trees on recency, frequency, tenure, trend, behaviour mix) learns on the snapshot one
+    horizon earlier, so no future leaks in, and is compared with a recency/frequency baseline on the test
+    snapshot (docs/profiling.md#churn)."""
+    from behaviorlm.causal.effects import utc_seconds
+    from behaviorlm.evaluation import metrics
+    from behaviorlm.profiling.churn import DAY, ChurnModel, RecencyFrequencyBaseline, churn_snapshot
+
+    if horizon_days <= 0:
+        raise ValueError(f"--horizon-days must be > 0, got {horizon_days}")
+    _require_store(store)
+    with EventStore(store, read_only=True) as es:
+        data = es.interactions()
+    if data.n_events == 0:
+        raise ValueError(f"{store} holds no events")
+    horizon = int(horizon_days * DAY)
+    at = utc_seconds(cutoff) if cutoff is not None else int(data.timestamps.max()) - horizon
+
+    def iso(seconds: int) -> str:
+        return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+    if at - horizon <= int(data.timestamps.min()):
+        raise ValueError(
+            f"the model learns on the snapshot one horizon before the cutoff ({iso(at - horizon)}), which comes "
+            f"before the first event ({iso(int(data.timestamps.min()))}): choose a later cutoff or a shorter "
+            "--horizon-days"
+        )
+    train = churn_snapshot(data, cutoff=at - horizon, horizon_seconds=horizon)
+    test = churn_snapshot(data, cutoff=at, horizon_seconds=horizon)
+    with _status(f"fitting on {len(train.users):,} users, testing on {len(test.users):,} …"):
+        models = {
+            "churn-gbm": ChurnModel().fit(train),
+            "recency-frequency": RecencyFrequencyBaseline().fit(train),
+        }
+        scores = {name: m.predict_proba(test) for name, m in models.items()}
+    when = iso(at)
+    table = Table(
+        "model",
+        "ROC-AUC",
+        "PR-AUC",
+        title=f"churn within {horizon_days:g} days after {when}: {len(test.users):,} users, "
+        f"{test.churned.mean():.1%} churned",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+    )
+    both = 0 < test.churned.sum() < len(test.churned)
+    for name, score in scores.items():
+        table.add_row(
+            name,
+            f"{metrics.roc_auc(test.churned, y_score=score):.4f}" if both else "–",
+            f"{metrics.average_precision(test.churned, y_score=score):.4f}" if both else "–",
+        )
+    console.print(table)
+    if out is not None:
+        order = np.argsort(-scores["churn-gbm"], kind="stable")
+        with out.open("w") as f:
+            f.write("user_id,churn_probability,churned\n")
+            for i in order:
+                f.write(
+                    f"{data.user_ids[test.users[i]]},{scores['churn-gbm'][i]:.6f},{int(test.churned[i])}\n"
+                )
+        console.print(f"churn probabilities: {out}")
 
 
 # ---------------------------------------------------------------------------------------------- causal
@@ -940,7 +1276,7 @@ def ask(
     and the answer is written from their results; "I don't know" when no tool answers it."""
     from behaviorlm.llm.tools import UserContext
     from behaviorlm.llm.tools import ask as ask_tools
-    from behaviorlm.models.base import load_model
+    from behaviorlm.models.base import load_recommender
 
     if not question.strip():
         raise ValueError("the question is empty")
@@ -950,7 +1286,7 @@ def ask(
         if not es.scalar("SELECT count(*) FROM events WHERE user_id = ?", [user_id]):
             raise KeyError(f"user {user_id!r} has no events in {store}")
         context = UserContext(
-            es, user_id, model=load_model(model) if model is not None else None, effects=effects
+            es, user_id, model=load_recommender(model) if model is not None else None, effects=effects
         )
         with (
             _llm_client(llm_url, llm_model) as client,
@@ -975,10 +1311,10 @@ def _explain_predictions(user_id: str, *, model: Path, store: Path, top: int, wh
     import math
 
     from behaviorlm.causal.influence import deletion_influence
-    from behaviorlm.models.base import load_model
+    from behaviorlm.models.base import load_recommender
     from behaviorlm.models.sequential import SequentialRecommender
 
-    estimator = load_model(model)
+    estimator = load_recommender(model)
     if not isinstance(estimator, SequentialRecommender):
         raise ValueError(
             f"explain needs a sequence model (transformer, gru4rec); {model} holds {estimator.name!r}"

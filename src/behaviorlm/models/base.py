@@ -238,8 +238,20 @@ def model_registry() -> dict[str, type[Recommender]]:
     return dict(_REGISTRY)
 
 
-def load_model(path: str | Path) -> Recommender:
-    """Load a model written by :meth:`Recommender.save`.
+def encoder_model_registry() -> dict[str, type]:
+    """The models on the behaviour encoder that are not recommenders (task heads, the pretrainer), by the
+    name their ``model.json`` records. :func:`load_model` reads these too."""
+    from behaviorlm.models.heads import EventTagger, NextEventTypeModel, SequenceClassifier
+    from behaviorlm.models.pretraining import MaskedBehaviorPretrainer
+
+    return {
+        c.name: c for c in (NextEventTypeModel, SequenceClassifier, EventTagger, MaskedBehaviorPretrainer)
+    }
+
+
+def load_model(path: str | Path) -> Any:
+    """Load any saved behaviorlm model: a recommender written by :meth:`Recommender.save`, or a task head
+    / pretrainer written by ``EncoderModel.save`` (:func:`encoder_model_registry`); ``model.json`` says which.
 
     The folder is checked before anything in it is used (``behaviorlm.models._validate``): any problem —
     a missing or tampered file, params of the wrong type, weights of the wrong shape or dtype, NaN
@@ -255,14 +267,33 @@ def load_model(path: str | Path) -> Recommender:
         raise ModelLoadError(f"{path}: cannot load the model: {one_line(exc)}") from exc
 
 
-def _load_checked(path: Path) -> Recommender:
+def load_recommender(path: str | Path) -> Recommender:
+    """:func:`load_model` for the places that rank items (evaluate, serve, explain): a saved task head or
+    pretrainer there is a :class:`ModelLoadError` that says what the folder holds."""
+    model = load_model(path)
+    if not isinstance(model, Recommender):
+        raise ModelLoadError(
+            f"{path} holds a {model.name} model, which does not rank items; recommenders: {sorted(model_registry())}"
+        )
+    return model
+
+
+def _load_checked(path: Path) -> Any:
     if not path.is_dir():
         raise ModelLoadError(f"{path} is not a folder: not a saved behaviorlm model")
     meta_file = path / MODEL_JSON
+    try:
+        name = json.loads(meta_file.read_bytes()).get("model") if meta_file.is_file() else None
+    except (ValueError, AttributeError):
+        name = None  # read_meta below names the problem
+    encoder_models = encoder_model_registry()
+    if name in encoder_models:
+        return encoder_models[name].load(path)
     meta = read_meta(meta_file)
     registry = model_registry()
     if meta["model"] not in registry:
-        raise ModelLoadError(f"{meta_file}: unknown model {meta['model']!r}; known: {sorted(registry)}")
+        known = sorted([*registry, *encoder_models])
+        raise ModelLoadError(f"{meta_file}: unknown model {meta['model']!r}; known: {known}")
     cls = registry[meta["model"]]
     check_params(cls, meta["params"], source=meta_file)
     weights_file = path / WEIGHTS_FILE

@@ -135,6 +135,63 @@ def purchase_within_next(
     )
 
 
+def last_event_type_labels(interactions: Interactions, users: np.ndarray) -> SequenceLabels:
+    """Label each of ``users`` with the type of their last event (an index into ``event_type_vocab``);
+    the history is every event before it. How :class:`NextEventTypeModel` is checked on held-out users.
+    Users with fewer than two events are left out."""
+    users = np.asarray(users, dtype=np.int64)
+    users = users[interactions.lengths()[users] >= 2]
+    is_last = np.zeros(interactions.n_events, dtype=bool)
+    is_last[interactions.user_ptr[1:][interactions.lengths() > 0] - 1] = True
+    last = interactions.user_ptr[users + 1] - 1
+    return SequenceLabels(
+        history=interactions.filter_events(~is_last),
+        users=users,
+        labels=interactions.event_types[last].astype(np.int64),
+    )
+
+
+def session_purchase_tags(
+    interactions: Interactions, *, gap_seconds: int = 1800, purchase_type: str = "purchase"
+) -> EventTags:
+    """Tag each event 1 when a ``purchase_type`` event follows it in the same session (a session ends at
+    a gap longer than ``gap_seconds``), else 0: "this browsing leads to a purchase", decided per event."""
+    if gap_seconds <= 0:
+        raise ValueError(f"session_purchase_tags: gap_seconds must be > 0, got {gap_seconds}")
+    if purchase_type not in interactions.event_type_vocab:
+        raise ValueError(
+            f"session_purchase_tags: event type {purchase_type!r} is not in {list(interactions.event_type_vocab)}"
+        )
+    purchase = interactions.event_type_vocab.index(purchase_type)
+    n = interactions.n_events
+    starts = np.zeros(n, dtype=bool)
+    starts[interactions.user_ptr[:-1][interactions.lengths() > 0]] = True
+    gaps = np.diff(interactions.timestamps.astype(np.int64), prepend=np.int64(0))
+    starts |= gaps > gap_seconds
+    session = np.cumsum(starts) - 1
+    is_purchase = (interactions.event_types == purchase).astype(np.int64)
+    # Purchases strictly after each event in its session: the session's purchases minus those up to it.
+    seen = np.cumsum(is_purchase)  # purchases up to and including each event
+    before_session = (seen - is_purchase)[np.flatnonzero(starts)][session]
+    total = np.bincount(session, weights=is_purchase, minlength=int(session.max(initial=-1)) + 1)
+    up_to = seen - before_session
+    return EventTags(interactions=interactions, tags=(total[session] - up_to > 0).astype(np.int64))
+
+
+def split_users(
+    users: np.ndarray, *, valid_fraction: float, test_fraction: float, seed: int
+) -> tuple[np.ndarray, ...]:
+    """Positions of ``users`` shuffled (seeded) into train / validation / test parts of the given shares."""
+    if not (0 <= valid_fraction < 1 and 0 < test_fraction < 1 and valid_fraction + test_fraction < 1):
+        raise ValueError(
+            f"valid_fraction ({valid_fraction}) and test_fraction ({test_fraction}) must be shares that leave "
+            "users to train on"
+        )
+    order = np.random.default_rng(seed).permutation(len(users))
+    n_test, n_valid = max(1, round(test_fraction * len(users))), round(valid_fraction * len(users))
+    return order[n_test + n_valid :], order[n_test : n_test + n_valid], order[:n_test]
+
+
 # ---------------------------------------------------------------------------------------- helpers
 def _check_users(interactions: Interactions, users: np.ndarray, *, what: str) -> None:
     if users.ndim != 1:

@@ -39,7 +39,7 @@ from behaviorlm import __version__
 from behaviorlm.config import ServiceConfig
 from behaviorlm.data.ingest import IngestError, pseudonymize_user_id
 from behaviorlm.data.store import EventStore, StoreError
-from behaviorlm.models.base import load_model
+from behaviorlm.models.base import load_recommender
 from behaviorlm.models.sequential import EventHistory
 from behaviorlm.profiling.segments import SegmentMapDrawing, UserSegments
 from behaviorlm.serving.dashboard import mount_dashboard
@@ -438,7 +438,7 @@ class _Service:
             return self._llm
 
     def load_model(self):
-        model = load_model(self.config.model)
+        model = load_recommender(self.config.model)
         return model.quantized() if self.config.quantize and hasattr(model, "quantized") else model
 
     def request_history(self, user_id: str, model: Any) -> tuple[int, EventHistory]:

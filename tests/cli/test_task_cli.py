@@ -1,0 +1,154 @@
+"""Every task on the command line: `pretrain`, `train` of the task heads (with --label and --init-encoder),
+the Transformer from a pretrained encoder, `churn`, and one loader for every saved model."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from behaviorlm.cli.main import app
+from behaviorlm.models.base import ModelLoadError, load_model, load_recommender
+from behaviorlm.models.heads import EventTagger, NextEventTypeModel, SequenceClassifier
+from behaviorlm.models.pretraining import MaskedBehaviorPretrainer
+from behaviorlm.testing.purchase import write_planted_purchase_store
+
+runner = CliRunner()
+TINY = ["-p", "epochs=2", "-p", "d_model=16", "-p", "max_len=12", "-p", "batch_size=32"]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    """120 users who view and buy items over 16 hours (views of their home category lead to purchases)."""
+    return write_planted_purchase_store(tmp_path_factory.mktemp("tasks") / "s.duckdb", n_users=120)
+
+
+@pytest.fixture(scope="module")
+def pretrained(store, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("pretrained") / "encoder"
+    result = runner.invoke(app, ["pretrain", "--store", str(store), "--out", str(out), *TINY])
+    assert result.exit_code == 0, result.output
+    assert "pretrained the encoder" in result.output and "'d_model': 16" in result.output
+    return out
+
+
+def test_pretrain_writes_a_model_any_loader_reads(pretrained) -> None:
+    model = load_model(pretrained)
+    assert isinstance(model, MaskedBehaviorPretrainer) and model.d_model == 16
+    assert json.loads((pretrained / "split.json").read_text())["epochs_run"] == 2
+    # A pretrainer does not rank items: where a recommender is needed, the error says what the folder holds.
+    with pytest.raises(ModelLoadError, match="holds a masked_behavior_pretrainer model, which does not rank"):
+        load_recommender(pretrained)
+
+
+@pytest.mark.parametrize(
+    ("model", "label", "cls"),
+    [
+        ("sequence_classifier", "purchase-within:3", SequenceClassifier),
+        ("next_event_type", "", NextEventTypeModel),
+        ("event_tagger", "session-purchase:90", EventTagger),
+    ],
+)
+def test_task_heads_train_from_the_pretrained_encoder(store, pretrained, tmp_path, model, label, cls) -> None:
+    out = tmp_path / model
+    args = [
+        "train",
+        "--store",
+        str(store),
+        "--model",
+        model,
+        "--out",
+        str(out),
+        "--init-encoder",
+        str(pretrained),
+    ]
+    result = runner.invoke(app, [*args, *(["--label", label] if label else []), "-p", "epochs=1"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "test_report.json").read_text())
+    assert report["pretrained"] is True and report["n"] > 0 and 0 <= report["accuracy"] <= 1
+    flat = " ".join(result.output.split())
+    assert "held-out users" in flat and "predicting " in flat
+    loaded = load_model(out)
+    assert isinstance(loaded, cls) and loaded.d_model == 16  # the encoder's architecture by default
+    # A head is not a recommender: evaluate says so in one line.
+    bad = runner.invoke(app, ["evaluate", str(out), "--store", str(store)])
+    assert bad.exit_code == 2 and "which does not rank items" in bad.output
+
+
+def test_a_head_without_pretraining_and_user_attribute_labels(store, tmp_path) -> None:
+    from behaviorlm.data.store import EventStore
+
+    with EventStore(store) as es:
+        users = [u for (u,) in es.rows("SELECT DISTINCT user_id FROM events ORDER BY user_id")]
+        for i, user in enumerate(users):
+            es.execute("DELETE FROM users WHERE user_id = ?", [user])
+            es.execute(
+                "INSERT INTO users (user_id, attributes) VALUES (?, ?)",
+                [user, json.dumps({"tier": "gold" if i % 3 == 0 else "basic"})],
+            )
+    out = tmp_path / "tier"
+    args = ["train", "--store", str(store), "--model", "sequence_classifier", "--label", "user:tier"]
+    result = runner.invoke(app, [*args, "--out", str(out), *TINY])
+    assert result.exit_code == 0, result.output
+    assert set(load_model(out).classes_) == {"basic", "gold"}
+    assert json.loads((out / "test_report.json").read_text())["pretrained"] is False
+
+
+def test_the_transformer_fine_tunes_from_the_pretrained_encoder(store, pretrained, tmp_path) -> None:
+    out = tmp_path / "transformer"
+    args = ["train", "--store", str(store), "--model", "transformer", "--out", str(out)]
+    result = runner.invoke(app, [*args, "--init-encoder", str(pretrained), "-p", "epochs=1"])
+    assert result.exit_code == 0, result.output
+    assert load_recommender(out).d_model == 16
+    assert runner.invoke(app, ["evaluate", str(out), "--store", str(store)]).exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "ease", "--label", "purchase-within:3"], "--label is for the task heads"),
+        (["--model", "sequence_classifier", "--label", "clicks"], "purchase-within:N or user:ATTRIBUTE"),
+        (["--model", "sequence_classifier", "--label", "user:planet"], "has the attribute 'planet'"),
+        (["--model", "next_event_type", "--label", "purchase-within:3"], "takes no --label"),
+        (["--model", "event_tagger", "--label", "purchase-within:3"], "session-purchase"),
+        (
+            ["--model", "sequence_classifier", "--label", "purchase-within:3", "--test-fraction", "0"],
+            "shares",
+        ),
+        (["--model", "ease", "--init-encoder", "PRETRAINED"], "--init-encoder starts a task head"),
+        (["--model", "next_event_type", "--init-encoder", "RECOMMENDER"], "not `behaviorlm pretrain` output"),
+    ],
+)
+def test_task_flags_are_checked(store, pretrained, tmp_path, args, message) -> None:
+    recommender = tmp_path / "ease"
+    if "RECOMMENDER" in args:
+        made = runner.invoke(
+            app, ["train", "--store", str(store), "--model", "ease", "--out", str(recommender)]
+        )
+        assert made.exit_code == 0, made.output
+    args = [{"PRETRAINED": str(pretrained), "RECOMMENDER": str(recommender)}.get(a, a) for a in args]
+    result = runner.invoke(app, ["train", "--store", str(store), "--out", str(tmp_path / "m"), *args])
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split()), result.output
+
+
+def test_churn_ranks_users_against_the_baseline(store, tmp_path) -> None:
+    out = tmp_path / "churn.csv"
+    result = runner.invoke(
+        app, ["churn", "--store", str(store), "--horizon-days", "0.125", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert (
+        "churn-gbm" in result.output and "recency-frequency" in result.output and "churned" in result.output
+    )
+    rows = list(csv.DictReader(out.open()))
+    assert rows and set(rows[0]) == {"user_id", "churn_probability", "churned"}
+    probabilities = [float(r["churn_probability"]) for r in rows]
+    assert probabilities == sorted(probabilities, reverse=True)  # riskiest first
+    bad = runner.invoke(app, ["churn", "--store", str(store), "--horizon-days", "0"])
+    assert bad.exit_code == 2 and "--horizon-days must be > 0" in bad.output
+    early = runner.invoke(app, ["churn", "--store", str(store), "--cutoff", "2001-01-01"])
+    assert early.exit_code == 2 and "choose a later cutoff" in " ".join(early.output.split())
