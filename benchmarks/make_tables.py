@@ -54,7 +54,15 @@ def fmt(value: float | None, digits: int = 4) -> str:
 def _is_ranking(record: dict) -> bool:
     # LLM re-ranking rows cover a sample of users, not the whole test set: docs/llm.md has their table.
     return "ndcg@10" in record["metrics"] and not record["model"].startswith(
-        ("ingest-", "transformer-inference", "fusion-", "llm-", "transformer-top20", "transformer-knowledge-")
+        (
+            "ingest-",
+            "transformer-inference",
+            "fusion-",
+            "llm-",
+            "transformer-top20",
+            "transformer-knowledge-",
+            *DISTILL_PREFIXES,
+        )
     )
 
 
@@ -481,6 +489,60 @@ KNOWLEDGE_ANCHORS = {
         ("eSASRec (2025), published", {"ndcg@10": 0.0523, "hr@10": 0.0928}),
     ],
 }
+
+
+DISTILL_PREFIXES = ("distill-teacher", "distilled-", "undistilled-")
+
+
+def distill_section(records: dict[tuple[str, str], dict]) -> list[str]:
+    """Teacher vs distilled and undistilled students (and the int8 copy): NDCG@10 kept, latency won."""
+    rows = [r for (d, m), r in records.items() if m.startswith(DISTILL_PREFIXES)]
+    if not rows:
+        return []
+    p = rows[0]["protocol"]
+    lines = [
+        "## Distillation: a smaller student of the Behaviour Transformer",
+        "",
+        "`benchmarks/run_distill.py`: the teacher is the Behaviour Transformer with the benchmark settings; each "
+        "student (a one-layer Transformer with d_model 64, GRU4Rec with 64 units) is fitted on the labels alone "
+        "(*undistilled*) and with the teacher's softened scores over the whole catalogue at every position "
+        f"(*distilled*: `fit(..., teacher=...)`, loss (1 - α) CE + α T² KL, α = {p['distill_alpha']}, "
+        f"T = {p['distill_temperature']}; docs/transformer.md#distillation), with the same epoch cap and early "
+        "stopping on validation NDCG@10; *-int8* is the distilled student's serving copy (`quantized()`: int8 "
+        "linear layers, bfloat16 item table). Leave-one-out, full ranking, seen items masked. Latency: "
+        f"`predict_next` for one user at a time on {p['latency_requests']} test users' full histories after "
+        f"{p['latency_warmup']} warm-up calls, torch threads = {p['torch_threads']}. *Kept* = NDCG@10 / the "
+        "teacher's, *speed-up* = the teacher's p50 / the model's. Target (issue 22): kept >= 95% at >= 3x.",
+        "",
+    ]
+    for dataset in sorted({r["dataset"] for r in rows}):
+        mine = sorted(
+            (r for r in rows if r["dataset"] == dataset),
+            key=lambda r: (r["model"] != "distill-teacher", r["model"].removeprefix("un"), r["model"]),
+        )
+        teacher = next((r for r in mine if r["model"] == "distill-teacher"), mine[0])
+        lines += [
+            f"### {dataset}",
+            "",
+            "| model | NDCG@10 | HR@10 | kept | parameters | p50 ms | p99 ms | speed-up | epochs (best) | s/epoch | commit |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---|",
+        ]
+        for r in mine:
+            m, t = r["metrics"], r.get("training", {})
+            name = "teacher (transformer)" if r["model"] == "distill-teacher" else r["model"]
+            lines.append(
+                f"| {name} | {fmt(m['ndcg@10'])} | {fmt(m['hr@10'])} | {m['ndcg_ratio_to_teacher']:.1%} | "
+                f"{int(m['n_parameters']):,} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} | {m['p50_speedup']:.2f}x | "
+                f"{t.get('epochs_run')} ({t.get('best_epoch')}) | {t.get('seconds_per_epoch', 0):.0f} | "
+                f"{r['git_commit']} |"
+            )
+        lines += [
+            "",
+            f"Teacher params {json.dumps(_shown_params(teacher))}. Machine: {teacher['machine']} "
+            "(one pinned core, one thread).",
+            "",
+        ]
+    return lines
 
 
 def knowledge_section(records: dict[tuple[str, str], dict]) -> list[str]:
@@ -947,6 +1009,7 @@ def main() -> None:
         *ranking_section(records, best_gpu_runs(GPU_RESULTS)),
         *gpu_section(GPU_RESULTS),
         *inference_section(records),
+        *distill_section(records),
         *service_section(records),
         *bots_section(records),
         *text_fusion_section(records),

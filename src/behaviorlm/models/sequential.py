@@ -19,7 +19,14 @@ such encoder into a :class:`~behaviorlm.models.base.Recommender`:
   (full ranking, seen items masked) when validation targets are given. Under ``torchrun`` each process
   trains on its own shard of the users' sequences (:func:`behaviorlm.training.distributed.shard_rows`);
   ``batch_size`` stays the global batch, so the learning rate needs no scaling.
+* **Distillation** (``fit(..., teacher=...)``): a fitted sequence model (the teacher, e.g. a larger
+  Transformer) supervises this one (the student) at every position with its softmax over the whole
+  catalogue, :func:`distillation_loss` (Hinton, Vinyals & Dean, "Distilling the Knowledge in a Neural
+  Network", 2015; Tang & Wang, "Ranking Distillation", KDD 2018, for recommenders). After fit the
+  student is an ordinary model of its class: it saves, loads and serves without its teacher.
 * **Scoring** reads the last ``max_len`` events of each user's history in the batch.
+* **Serving copy** (:meth:`SequentialRecommender.quantized`): int8 linear layers and a bfloat16 item
+  table; it saves and loads like the float model (the float weights are stored and re-quantized on load).
 """
 
 from __future__ import annotations
@@ -45,6 +52,21 @@ from behaviorlm.training.loop import TrainerConfig, TrainingHistory, seed_everyt
 IGNORE = -100
 """Target value of positions without a next event (padding); ignored by the losses."""
 
+SERVING_TABLE_KEY = "serving.scoring_table"
+"""Name of a serving copy's frozen item table among its saved tensors (see ``quantized``)."""
+
+SCORING_TABLE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+"""The dtypes a serving copy's item table may be frozen in."""
+
+
+def _quantize_linear_layers(net: nn.Module) -> nn.Module:
+    """``net`` (on the CPU) with its linear layers dynamically quantized to int8 (``torch.ao``)."""
+    with warnings.catch_warnings():
+        # torch.ao's dynamic quantization is deprecated in favour of torchao, which is not a dependency.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.ao.quantization.quantize_dynamic(net, {nn.Linear}, dtype=torch.qint8)
+
 
 def gap_buckets(timestamps: torch.Tensor, valid: torch.Tensor, *, n_buckets: int) -> torch.Tensor:
     """Log2 buckets of the time since the previous event: ``1 + floor(log2(1 + gap_seconds))``.
@@ -60,6 +82,43 @@ def gap_buckets(timestamps: torch.Tensor, valid: torch.Tensor, *, n_buckets: int
     first[:, 1:] = valid[:, 1:] & ~valid[:, :-1]
     first[:, 0] = valid[:, 0]
     return torch.where(valid & ~first, buckets, torch.zeros_like(buckets))
+
+
+def distillation_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    alpha: float,
+    temperature: float,
+    hard_loss: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Knowledge-distillation loss over the whole catalogue (Hinton, Vinyals & Dean 2015, eq. 2):
+
+        (1 - alpha) · CE(student_logits, targets) + alpha · T² · KL(softmax(z_t / T) ‖ softmax(z_s / T))
+
+    ``student_logits`` and ``teacher_logits`` are ``[N, n_items]`` (one row per position with a target),
+    ``targets`` ``[N]``. The KL term is averaged over the ``N`` positions; ``T²`` keeps its gradient on
+    the scale of the hard loss when the temperature changes. ``hard_loss`` replaces the full-catalogue
+    cross-entropy (e.g. a sampled softmax); with ``alpha=0`` the result is exactly that hard loss.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"distill_alpha must be in [0, 1], got {alpha}")
+    if not temperature > 0:
+        raise ValueError(f"distill_temperature must be > 0, got {temperature}")
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(
+            f"student logits {list(student_logits.shape)} and teacher logits "
+            f"{list(teacher_logits.shape)} differ in shape"
+        )
+    hard = F.cross_entropy(student_logits, targets) if hard_loss is None else hard_loss
+    soft = F.kl_div(
+        F.log_softmax(student_logits / temperature, dim=-1),
+        F.log_softmax(teacher_logits.to(student_logits.dtype) / temperature, dim=-1),
+        reduction="batchmean",
+        log_target=True,
+    )
+    return (1.0 - alpha) * hard + alpha * temperature**2 * soft
 
 
 class SequenceTensors:
@@ -340,17 +399,83 @@ class SequentialRecommender(Recommender):
         *,
         valid: Interactions | None = None,
         item_features: ItemFeatures | None = None,
+        teacher: SequentialRecommender | None = None,
+        distill_alpha: float | None = None,
+        distill_temperature: float | None = None,
     ) -> SequentialRecommender:
-        """Fit on ``train`` (early stopping on ``valid``), optionally with item attribute/text features."""
+        """Fit on ``train`` (early stopping on ``valid``), optionally with item attribute/text features.
+
+        With ``teacher`` (a fitted sequence model over the same items and event types, reading at least
+        this model's ``max_len`` events) this model is trained as its student: the loss at every position
+        is :func:`distillation_loss` of this model's and the teacher's scores over the whole catalogue,
+        with weight ``distill_alpha`` (default 0.5) on the teacher's softened distribution at temperature
+        ``distill_temperature`` (default 2.0). The teacher reads its own window (its ``max_len`` and time
+        buckets) of the same sequences, in eval mode and without gradients, and is left unchanged.
+        """
         if item_features is not None and item_features.n_items != train.n_items:
             raise ValueError(
                 f"item_features describe {item_features.n_items} items but the training data has {train.n_items}"
+            )
+        if teacher is None:
+            for name, value in (
+                ("distill_alpha", distill_alpha),
+                ("distill_temperature", distill_temperature),
+            ):
+                if value is not None:
+                    raise ValueError(f"{name}={value} needs a teacher: fit(..., teacher=fitted_model)")
+            self._distillation = None
+        else:
+            self._distillation = self._check_teacher(
+                teacher,
+                train,
+                alpha=0.5 if distill_alpha is None else distill_alpha,
+                temperature=2.0 if distill_temperature is None else distill_temperature,
             )
         self._item_features = None if item_features is None else item_features.tensors()
         try:
             return super().fit(train, valid=valid)
         finally:
-            del self._item_features
+            del self._item_features, self._distillation
+
+    def _check_teacher(
+        self, teacher: SequentialRecommender, train: Interactions, *, alpha: float, temperature: float
+    ) -> dict[str, Any]:
+        """The distillation settings, after checking that ``teacher`` can supervise this model on ``train``."""
+        name = type(self).__name__
+        if not isinstance(teacher, SequentialRecommender):
+            raise TypeError(
+                f"{name}.fit: teacher must be a fitted sequence model (BehaviorTransformer, GRU4Rec), "
+                f"got {type(teacher).__name__}"
+            )
+        if teacher is self:
+            raise ValueError(f"{name}.fit: teacher must be another model, not the student itself")
+        if not hasattr(teacher, "train_") or not hasattr(teacher, "net_"):
+            raise ValueError(f"{name}.fit: teacher {type(teacher).__name__} is not fitted yet")
+        taught = teacher.trained_on
+        if taught.n_items != train.n_items or not np.array_equal(
+            taught.item_ids.astype(str), train.item_ids.astype(str)
+        ):
+            raise ValueError(
+                f"{name}.fit: teacher was trained on {taught.n_items} items, the training data has "
+                f"{train.n_items} (or the same number in another order): student and teacher must share "
+                "the item index space"
+            )
+        if tuple(taught.event_type_vocab) != tuple(train.event_type_vocab):
+            raise ValueError(
+                f"{name}.fit: teacher's event types {list(taught.event_type_vocab)} differ from the "
+                f"training data's {list(train.event_type_vocab)}"
+            )
+        if teacher.max_len < self.max_len:
+            raise ValueError(
+                f"{name}.fit: teacher reads max_len={teacher.max_len} events, fewer than the student's "
+                f"max_len={self.max_len}: every student position needs the teacher's scores"
+            )
+        # Checked here, before any training, so a bad value fails fast (distillation_loss checks again).
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"{name}.fit: distill_alpha must be in [0, 1], got {alpha}")
+        if not temperature > 0:
+            raise ValueError(f"{name}.fit: distill_temperature must be > 0, got {temperature}")
+        return {"teacher": teacher, "alpha": float(alpha), "temperature": float(temperature)}
 
     def _fit(self, train: Interactions) -> None:
         """Train on ``train``; with validation targets, stop early on their NDCG@10 and keep the best epoch."""
@@ -394,6 +519,19 @@ class SequentialRecommender(Recommender):
             len(users), batch_size=self.batch_size, world_size=world_size
         )
 
+        distillation = self._distillation
+        teacher_data = None
+        if distillation is not None:
+            teacher = distillation["teacher"]
+            # The teacher reads its own window of the same sequences (its max_len and time buckets);
+            # both windows end at the same event, so their last columns line up.
+            teacher_data = SequenceTensors(
+                train, users, length=teacher.max_len, n_buckets=teacher.n_time_buckets, with_targets=True
+            )
+            teacher.net_.eval()
+            with torch.no_grad():
+                teacher_table = teacher._scoring_table().detach()
+
         def batches(epoch: int) -> Iterator[dict[str, torch.Tensor]]:
             shard = distributed.shard_rows(
                 len(users),
@@ -406,11 +544,39 @@ class SequentialRecommender(Recommender):
             # Random batches, cut to their longest sequence. (Batching users of similar length would
             # cut more padding, but on ML-100k it lost a tenth of NDCG@10 at the same epochs and more
             # per second of training: the optimiser's steps on batches of short sequences weigh as much.)
-            yield from (data.batch(rows, trim=True) for rows in shard)
+            for rows in shard:
+                batch = data.batch(rows, trim=True)
+                if teacher_data is not None:
+                    seen_by_teacher = teacher_data.batch(rows, trim=True)
+                    batch.update({f"teacher_{k}": seen_by_teacher[k] for k in ("items", "types", "buckets")})
+                yield batch
 
         def loss_fn(batch: dict[str, torch.Tensor]) -> torch.Tensor:
             hidden = self.net_(batch["items"], batch["types"], batch["buckets"])
-            return self._next_item_loss(hidden, batch["targets"], generator=generator)
+            if distillation is None:
+                return self._next_item_loss(hidden, batch["targets"], generator=generator)
+            teacher = distillation["teacher"]
+            targets = batch["targets"]
+            keep = targets != IGNORE
+            with torch.no_grad():
+                teacher_device = teacher_table.device
+                teacher_hidden = teacher.net_(
+                    *(batch[f"teacher_{k}"].to(teacher_device) for k in ("items", "types", "buckets"))
+                )
+                teacher_hidden = teacher_hidden[:, -targets.shape[1] :][keep.to(teacher_device)]
+                teacher_logits = (teacher_hidden.to(teacher_table.dtype) @ teacher_table.T).float()
+            student_logits = hidden[keep] @ self.net_.item_table().T
+            hard = None
+            if self.loss != "full":
+                hard = self._next_item_loss(hidden, targets, generator=generator)
+            return distillation_loss(
+                student_logits,
+                teacher_logits.to(student_logits.device),
+                targets[keep],
+                alpha=distillation["alpha"],
+                temperature=distillation["temperature"],
+                hard_loss=hard,
+            )
 
         validate = None
         valid = self._valid
@@ -443,6 +609,14 @@ class SequentialRecommender(Recommender):
             config=config,
         )
         self.net_.eval()
+        self.distilled_from_: dict[str, Any] | None = None
+        if distillation is not None:
+            self.distilled_from_ = {
+                "teacher": distillation["teacher"].name,
+                "teacher_params": distillation["teacher"].get_params(),
+                "alpha": distillation["alpha"],
+                "temperature": distillation["temperature"],
+            }
 
     def _next_item_loss(
         self, hidden: torch.Tensor, targets: torch.Tensor, *, generator: torch.Generator
@@ -483,11 +657,14 @@ class SequentialRecommender(Recommender):
             )
         state = self.encode(batch)
         with torch.no_grad():
-            table = getattr(self, "scoring_table_", None)
-            if table is None:
-                table = self.net_.item_table()
+            table = self._scoring_table()
             scores = state.to(table.dtype) @ table.T
         return scores.float()
+
+    def _scoring_table(self) -> torch.Tensor:
+        """The ``[n_items, d]`` table user states are scored against (a serving copy's frozen one)."""
+        table = getattr(self, "scoring_table_", None)
+        return self.net_.item_table() if table is None else table
 
     def history_from_events(
         self,
@@ -547,44 +724,86 @@ class SequentialRecommender(Recommender):
         reads the whole item table, so its size sets the latency: in bfloat16 it is half of float32
         (on a CPU with AVX-512 BF16, 0.33 ms instead of 2.7 ms for 54,542 x 128 on one core). Pass
         ``table_dtype=torch.float32`` on CPUs without fast bfloat16. The measured NDCG@10 change and
-        speed-up are in docs/benchmarks.md. The copy cannot be saved: save the float model and
-        quantize after loading.
+        speed-up are in docs/benchmarks.md.
+
+        The copy saves and loads like the float model. ``torch.ao``'s packed int8 weights have no
+        safetensors form, so :meth:`save` stores the float network's weights (as the float model does)
+        plus the frozen table as ``serving.scoring_table`` in ``table_dtype``; :func:`load_model` sees
+        that tensor, rebuilds the float network and quantizes it again. Dynamic quantization of the same
+        float weights is deterministic, so the loaded copy scores exactly as the saved one. Quantizing a
+        copy again starts from its float weights.
         """
         self._fitted()
+        if table_dtype not in SCORING_TABLE_DTYPES:
+            raise ValueError(
+                f"table_dtype must be one of {[str(d) for d in SCORING_TABLE_DTYPES]}, got {table_dtype}"
+            )
+        float_net = self._float_net()
         serving = copy.copy(self)
         with torch.no_grad():
-            serving.scoring_table_ = self.net_.item_table().detach().cpu().to(table_dtype).contiguous()
-        with warnings.catch_warnings():
-            # torch.ao's dynamic quantization is deprecated in favour of torchao, which is not a dependency.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            warnings.simplefilter("ignore", UserWarning)
-            serving.net_ = torch.ao.quantization.quantize_dynamic(
-                copy.deepcopy(self.net_).cpu(), {nn.Linear}, dtype=torch.qint8
-            )
+            serving.scoring_table_ = float_net.item_table().detach().cpu().to(table_dtype).contiguous()
+        serving.float_state_ = {k: v.detach().cpu().clone() for k, v in float_net.state_dict().items()}
+        serving.net_ = _quantize_linear_layers(copy.deepcopy(float_net).cpu())
         serving.is_quantized_ = True
         return serving
+
+    def _float_net(self) -> nn.Module:
+        """The float network: ``net_``, or for a serving copy one rebuilt from its saved float weights."""
+        if not getattr(self, "is_quantized_", False):
+            return self.net_
+        return self._build_loaded_net(self.float_state_)
 
     # ------------------------------------------------------------------ persistence
     def _state(self) -> dict[str, torch.Tensor]:
         if getattr(self, "is_quantized_", False):
-            raise ValueError(
-                "a quantized() model cannot be saved: save the float model and quantize after loading"
-            )
+            # The float weights and the frozen table; load_model quantizes the linear layers again.
+            return {**self.float_state_, SERVING_TABLE_KEY: self.scoring_table_}
         return {k: v.detach().cpu() for k, v in self.net_.state_dict().items()}
 
     def _load_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        tensors = dict(tensors)
+        table = tensors.pop(SERVING_TABLE_KEY, None)
+        unknown = sorted(k for k in tensors if k.startswith("serving."))
+        if unknown:
+            raise ValueError(
+                f"unknown serving tensor(s) {unknown}; a serving copy stores only {SERVING_TABLE_KEY!r}"
+            )
+        net = self._build_loaded_net(tensors)
+        for attribute in ("scoring_table_", "float_state_", "is_quantized_"):
+            self.__dict__.pop(attribute, None)
+        self.net_ = net
+        if table is None:
+            return
+        expected = tuple(net.item_table().shape)
+        if tuple(table.shape) != expected or table.dtype not in SCORING_TABLE_DTYPES:
+            raise ValueError(
+                f"{SERVING_TABLE_KEY!r} is {table.dtype} {list(table.shape)}; the model needs "
+                f"{list(expected)} in one of {[str(d) for d in SCORING_TABLE_DTYPES]}"
+            )
+        if next(net.parameters()).is_meta:
+            return  # load_model's dry run (shapes and dtypes only): nothing to quantize
+        self.scoring_table_ = table.contiguous()
+        self.float_state_ = {k: v.detach().clone() for k, v in tensors.items()}
+        self.net_ = _quantize_linear_layers(net)
+        self.is_quantized_ = True
+
+    def _build_loaded_net(self, tensors: dict[str, torch.Tensor]) -> nn.Module:
+        """A network of this model's architecture holding the float weights ``tensors``, in eval mode."""
         train = self._fitted()
-        self.net_ = self._build_net(
+        net = self._build_net(
             n_items=train.n_items,
             n_event_types=len(train.event_type_vocab),
             item_features=feature_tensors_from_state(tensors, "item_side."),
         )
-        self.net_.load_state_dict(tensors)
-        self.net_.eval()
+        net.load_state_dict(tensors)
+        return net.eval()
 
     def training_summary(self) -> dict[str, Any]:
-        """Epochs, best epoch, time per epoch and total, from the last fit."""
-        return {**self.history_.summary(), **self._gpu_memory_summary()}
+        """Epochs, best epoch, time per epoch and total, from the last fit (and its teacher, if distilled)."""
+        summary = {**self.history_.summary(), **self._gpu_memory_summary()}
+        if getattr(self, "distilled_from_", None) is not None:
+            summary["distilled_from"] = self.distilled_from_
+        return summary
 
     def _gpu_memory_summary(self) -> dict[str, float]:
         """Peak GPU memory allocated by torch in this process (MiB), when the model lives on a GPU."""
