@@ -38,8 +38,8 @@ import torch
 from behaviorlm.data.datasets import open_dataset_store
 from behaviorlm.data.sequences import Interactions
 from behaviorlm.data.splits import leave_one_out
-from behaviorlm.data.store import EventStore, StoreError
-from behaviorlm.data.text import TextEmbedder, embed_texts, event_texts, item_texts
+from behaviorlm.data.store import StoreError
+from behaviorlm.data.text import TextEmbedder, event_texts, item_texts, text_vectors
 from behaviorlm.evaluation.benchmark import append_jsonl, git_commit, machine_description, peak_rss_mb
 from behaviorlm.evaluation.ranking import evaluate_ranking
 from behaviorlm.models.transformer import BehaviorTransformer
@@ -64,16 +64,6 @@ DATASETS: dict[str, dict[str, Any]] = {
         "truncate": (1, 2, 5, 20),
     },
 }
-
-
-def text_vectors(texts: list[str], *, store: EventStore | None, embedder: TextEmbedder) -> np.ndarray:
-    """One vector per text (zero rows for empty texts), embedded once per distinct text (and cached in
-    ``store`` when one is given)."""
-    out = np.zeros((len(texts), embedder.dim), dtype=np.float32)
-    present = [i for i, text in enumerate(texts) if text.strip()]
-    if present:
-        out[present] = embed_texts([texts[i] for i in present], embedder=embedder, store=store)
-    return out
 
 
 def run(name: str, *, threads: int, truncate: bool, out: Path) -> None:

@@ -152,3 +152,23 @@ def test_churn_ranks_users_against_the_baseline(store, tmp_path) -> None:
     assert bad.exit_code == 2 and "--horizon-days must be > 0" in bad.output
     early = runner.invoke(app, ["churn", "--store", str(store), "--cutoff", "2001-01-01"])
     assert early.exit_code == 2 and "choose a later cutoff" in " ".join(early.output.split())
+
+
+def test_fuse_chooses_the_text_weight_on_validation(store, tmp_path) -> None:
+    pytest.importorskip("sentence_transformers")
+    model = tmp_path / "pop"
+    made = runner.invoke(app, ["train", "--store", str(store), "--model", "pop", "--out", str(model)])
+    assert made.exit_code == 0, made.output
+    report = tmp_path / "fuse.json"
+    result = runner.invoke(app, ["fuse", str(model), "--store", str(store), "--json", str(report)])
+    assert result.exit_code == 0, result.output
+    flat = " ".join(result.output.split())
+    assert "chosen on validation ndcg@10" in flat and "test NDCG@10 by history length" in flat
+    written = json.loads(report.read_text())
+    assert written["text_weight"] in {float(w) for w in written["validation"]}
+    # Validation picks the weight: the chosen one scores best there (the smallest among equals).
+    best = max(written["validation"].values())
+    assert written["validation"][str(written["text_weight"])] == best
+    assert set(written["test"]) == {"behaviour", "text", "fused"} and "all" in written["test"]["fused"]
+    head = runner.invoke(app, ["fuse", str(tmp_path / "missing"), "--store", str(store)])
+    assert head.exit_code == 2 and "not written by `behaviorlm train`" in " ".join(head.output.split())

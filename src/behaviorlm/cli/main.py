@@ -1124,6 +1124,76 @@ def churn(
         console.print(f"churn probabilities: {out}")
 
 
+@app.command()
+@_user_errors
+def fuse(
+    model_dir: Annotated[
+        Path, typer.Argument(help="A recommender written by `behaviorlm train` (the behaviour side).")
+    ],
+    store: StoreOption = Path("behaviorlm.duckdb"),
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the chosen weight and the metrics as JSON here.")
+    ] = None,
+) -> None:
+    """Text + behaviour: mix the model's scores with each user's text interest (item descriptions, reviews
+    written in training events; the packaged sentence model), the text weight chosen on validation NDCG@10,
+    then report the test split by history length (docs/profiling.md#text--behaviour)."""
+    from behaviorlm.data.store import StoreError
+    from behaviorlm.profiling.fusion import FusedRecommender, evaluate_by_history_length, fit_text_scorer
+
+    estimator, sp = _trained_model_and_split(model_dir, store)
+    try:
+        es, cache = EventStore(store), True  # writable: embeddings are cached in the store
+    except StoreError:
+        es, cache = EventStore(store, read_only=True), False
+    with es, _status("embedding item descriptions and reviews …"):
+        data = es.interactions()
+        text = fit_text_scorer(es, data, sp.train, cache=cache)
+    with _status("choosing the text weight on validation …"):
+        fused = FusedRecommender(behaviour=estimator, text=text).fit(sp.train, valid=sp.valid)
+    lengths = sp.train.lengths()
+    results = {
+        name: evaluate_by_history_length(model, history=sp.test_history, targets=sp.test, lengths=lengths)
+        for name, model in (("behaviour", estimator), ("text", text), ("fused", fused))
+    }
+    chosen = fused.selection_
+    console.print(
+        f"text weight {chosen.text_weight:g} chosen on validation {chosen.metric} "
+        f"({chosen.validation[0.0]:.4f} with behaviour alone, {chosen.validation[chosen.text_weight]:.4f} chosen)",
+        highlight=False,
+    )
+    table = Table(
+        "training events",
+        "users",
+        f"{estimator.name}",
+        "text",
+        "fused",
+        title="test NDCG@10 by history length",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+    )
+    for bucket, result in results["fused"].items():
+        if result is None:
+            continue
+        cells = [f"{results[name][bucket].metrics['ndcg@10']:.4f}" for name in ("behaviour", "text", "fused")]
+        table.add_row(bucket, f"{result.n_users:,}", *cells)
+    console.print(table)
+    if json_out is not None:
+        json_out.write_text(
+            json.dumps(
+                {
+                    "text_weight": chosen.text_weight,
+                    "validation": {str(k): v for k, v in chosen.validation.items()},
+                    "test": {
+                        name: {b: (r.metrics if r is not None else None) for b, r in by.items()}
+                        for name, by in results.items()
+                    },
+                },
+                indent=2,
+            )
+        )
+
+
 # ---------------------------------------------------------------------------------------------- causal
 LLMUrlOption = Annotated[
     str | None,

@@ -239,6 +239,20 @@ def embed_texts(
     return np.stack([vectors[key] for key in hashes]).astype(np.float32, copy=False)
 
 
+def text_vectors(
+    texts: Sequence[str], *, embedder: Embedder | None = None, store: EventStore | None = None
+) -> np.ndarray:
+    """:func:`embed_texts` with a zero row for each empty text (an event without a review, an item without
+    a description), so that the rows line up with ``texts``."""
+    embedder = embedder or default_embedder()
+    texts = list(texts)
+    out = np.zeros((len(texts), embedder.dim), dtype=np.float32)
+    present = [i for i, text in enumerate(texts) if text.strip()]
+    if present:
+        out[present] = embed_texts([texts[i] for i in present], embedder=embedder, store=store)
+    return out
+
+
 def _attribute_texts(attributes: Any) -> list[str]:
     # Only textual attributes (strings and lists of strings) say something a sentence model can read;
     # numbers, flags and nested objects are left to the behaviour model.

@@ -35,12 +35,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 import numpy as np
 import torch
 
 from behaviorlm.data.sequences import Interactions
+from behaviorlm.data.store import EventStore
 from behaviorlm.evaluation.ranking import RankingResult, evaluate_ranking
 from behaviorlm.models.base import Recommender, ScoringBatch
 from behaviorlm.profiling.interests import user_interest_vectors, written_text_vectors
@@ -304,6 +305,44 @@ class FusedRecommender(Recommender):
         raise ValueError(
             f"{type(self).__name__} is not saved: save the behaviour model and fit the fusion again"
         )
+
+
+def fit_text_scorer(
+    store: EventStore,
+    data: Interactions,
+    train: Interactions,
+    *,
+    embedder: Any = None,
+    reviews: bool = True,
+    descriptions: bool = True,
+    cache: bool = True,
+) -> TextInterestRecommender:
+    """The text scorer of ``train`` (a prefix split of ``data = store.interactions()``): the reviews
+    written in training events and the items' descriptions (:func:`behaviorlm.data.text.item_texts`),
+    embedded with the packaged sentence model (cached in ``store`` when ``cache``). No text of a
+    validation or test event is read. A ``ValueError`` when the store holds neither kind of text."""
+    from behaviorlm.data.text import default_embedder, event_texts, item_texts, text_vectors
+
+    embedder = embedder or default_embedder()
+    cache_in = store if cache else None
+    review_vectors = description_vectors = None
+    if reviews:
+        texts = event_texts(store, data)
+        train_texts = [texts[i] for i in prefix_event_index(data, train)]
+        if any(t.strip() for t in train_texts):
+            review_vectors = text_vectors(train_texts, embedder=embedder, store=cache_in)
+    if descriptions:
+        texts = item_texts(store, [str(i) for i in data.item_ids])
+        if any(t.strip() for t in texts):
+            description_vectors = text_vectors(texts, embedder=embedder, store=cache_in)
+    if review_vectors is None and description_vectors is None:
+        raise ValueError(
+            "the store holds no text to fuse: no review text in training events and no item title, "
+            "category, brand or description"
+        )
+    return TextInterestRecommender().fit(
+        train, review_vectors=review_vectors, item_description_vectors=description_vectors
+    )
 
 
 def history_length_buckets(
