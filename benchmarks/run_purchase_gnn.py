@@ -13,6 +13,12 @@ Appends one record per model and seed to benchmarks/results.jsonl (dataset "taob
 the test ROC-AUC difference GNN - best baseline and its paired-bootstrap 95% interval in "comparison".
 
     OMP_NUM_THREADS=2 BEHAVIORLM_DATA_DIR=../shared/data .venv/bin/python benchmarks/run_purchase_gnn.py
+
+The 9-day slice with daily cutoffs and a 24-hour label window (issue 22):
+
+    BEHAVIORLM_DATA_DIR=../shared/data .venv/bin/python benchmarks/run_purchase_gnn.py --dataset taobao-9days \
+        --window-minutes 1440 --step-minutes 1440 --warmup-minutes 1440 --start-quantile 0.001 \\
+        --record-dataset taobao-9days-pair
 """
 
 from __future__ import annotations
@@ -49,15 +55,21 @@ def main() -> None:
     parser.add_argument("--step-minutes", type=int, default=10)
     parser.add_argument("--warmup-minutes", type=int, default=20)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument(
+        "--start-quantile", type=float, default=0.0, help="start the cutoffs at this quantile of event times"
+    )
     parser.add_argument("--hidden", type=int, default=PurchaseGNNConfig.hidden)
     parser.add_argument("--no-pair-features", action="store_true", help="GNN ablation: graph only")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--record-dataset", default=DATASET, help="the records' dataset name (e.g. taobao-9days-pair)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(2)
 
     started = time.perf_counter()
     with open_dataset_store(args.dataset, read_only=True) as store:
-        first, last = store_time_range(store)
+        first, last = store_time_range(store, start_quantile=args.start_quantile)
         cutoffs = purchase_cutoffs(
             first,
             last,
@@ -79,7 +91,7 @@ def main() -> None:
 
     def record(result, *, seed: int, params: dict, comparison: dict | None = None) -> dict:
         return {
-            "dataset": DATASET,
+            "dataset": args.record_dataset,
             "model": result.name
             + ("-graph-only" if args.no_pair_features and result.name == "hetero-gnn" else ""),
             "params": {**params, "seed": seed},

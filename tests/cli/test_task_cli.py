@@ -172,3 +172,33 @@ def test_fuse_chooses_the_text_weight_on_validation(store, tmp_path) -> None:
     assert set(written["test"]) == {"behaviour", "text", "fused"} and "all" in written["test"]["fused"]
     head = runner.invoke(app, ["fuse", str(tmp_path / "missing"), "--store", str(store)])
     assert head.exit_code == 2 and "not written by `behaviorlm train`" in " ".join(head.output.split())
+
+
+def test_distill_trains_a_student_on_the_teachers_split(store, tmp_path) -> None:
+    teacher = tmp_path / "teacher"
+    args = ["train", "--store", str(store), "--model", "transformer", "--out", str(teacher), *TINY]
+    assert runner.invoke(app, args).exit_code == 0
+    student = tmp_path / "student"
+    small = ["-p", "d_model=8", "-p", "n_layers=1", "-p", "epochs=1", "--alpha", "0.7", "--temperature", "3"]
+    result = runner.invoke(
+        app, ["distill", str(teacher), "--store", str(store), "--out", str(student), *small]
+    )
+    assert result.exit_code == 0, result.output
+    assert "teacher transformer" in result.output and "student transformer" in result.output
+    loaded = load_recommender(student)
+    assert loaded.d_model == 8 and loaded.max_len == 12  # the teacher's window by default
+    assert runner.invoke(app, ["evaluate", str(student), "--store", str(store)]).exit_code == 0
+    gru_args = ["--out", str(tmp_path / "gru"), "--model", "gru4rec", "-p", "epochs=1", "-p", "d_model=8"]
+    gru = runner.invoke(app, ["distill", str(teacher), "--store", str(store), *gru_args])
+    assert gru.exit_code == 0, gru.output
+    ease = tmp_path / "ease"
+    assert (
+        runner.invoke(app, ["train", "--store", str(store), "--model", "ease", "--out", str(ease)]).exit_code
+        == 0
+    )
+    bad = runner.invoke(app, ["distill", str(ease), "--store", str(store), "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "a teacher is a sequence model" in " ".join(bad.output.split())
+    bad = runner.invoke(
+        app, ["distill", str(teacher), "--store", str(store), "--out", str(tmp_path / "y"), "--alpha", "2"]
+    )
+    assert bad.exit_code == 2 and "alpha" in bad.output

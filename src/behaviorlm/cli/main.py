@@ -749,6 +749,76 @@ def _json_value(text: str) -> Any:
 
 @app.command()
 @_user_errors
+def distill(
+    teacher_dir: Annotated[
+        Path, typer.Argument(help="The teacher: a sequence model written by `behaviorlm train`.")
+    ],
+    out: Annotated[Path, typer.Option(help="Directory for the student (model.json + weights.safetensors).")],
+    store: StoreOption = Path("behaviorlm.duckdb"),
+    model: Annotated[
+        str, typer.Option("--model", help="The student's kind: transformer (smaller, via -p) or gru4rec.")
+    ] = "transformer",
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param", "-p", help="Student parameter name=value (JSON), e.g. -p d_model=64 -p n_layers=1."
+        ),
+    ] = None,
+    alpha: Annotated[
+        float, typer.Option(help="Weight of the teacher's softened scores in the loss (0-1).")
+    ] = 0.5,
+    temperature: Annotated[float, typer.Option(help="Softening temperature of both distributions.")] = 2.0,
+) -> None:
+    """Distil a trained sequence model into a smaller student: the student learns from the next item and
+    from the teacher's scores over the whole catalogue (KD). Trained on the teacher's split, so `evaluate`
+    compares them on the same test targets; `serve` with quantize = true serves its int8 copy."""
+    from behaviorlm.evaluation.ranking import evaluate_ranking
+    from behaviorlm.models.base import model_registry
+    from behaviorlm.models.sequential import SequentialRecommender
+
+    teacher, sp = _trained_model_and_split(teacher_dir, store)
+    if not isinstance(teacher, SequentialRecommender):
+        raise ValueError(
+            f"{teacher_dir} holds a {teacher.name} model; a teacher is a sequence model (transformer, gru4rec)"
+        )
+    registry = model_registry()
+    if model not in ("transformer", "gru4rec"):
+        raise ValueError(f"--model {model!r}: a student is a transformer or a gru4rec")
+    params = {k: _json_value(v) for k, v in _parse_pairs(param or [], flag="--param").items()}
+    try:
+        student = registry[model](**{"max_len": teacher.max_len, **params})
+    except TypeError as exc:
+        raise ValueError(f"bad --param for {model}: {exc}") from None
+    if "show_progress" not in params:
+        student.show_progress = True
+    started = time.perf_counter()
+    student.fit(
+        sp.train, valid=sp.valid, teacher=teacher, distill_alpha=alpha, distill_temperature=temperature
+    )
+    seconds = time.perf_counter() - started
+    student.save(out)
+    (out / SPLIT_FILE).write_text((teacher_dir / SPLIT_FILE).read_text())
+    table = Table(
+        "model",
+        "parameters",
+        "test NDCG@10",
+        "HR@10",
+        title="teacher and student",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+    )
+    for name, m in (("teacher " + teacher.name, teacher), ("student " + student.name, student)):
+        result = evaluate_ranking(m, history=sp.test_history, targets=sp.test, ks=(10,))
+        n_params = sum(p.numel() for p in m.net_.parameters())
+        table.add_row(
+            name, f"{n_params:,}", f"{result.metrics['ndcg@10']:.4f}", f"{result.metrics['hr@10']:.4f}"
+        )
+    console.print(table)
+    console.print(f"[green]distilled[/] {teacher_dir} into a {model} in {seconds:.2f} s → {out}")
+
+
+@app.command()
+@_user_errors
 def pretrain(
     out: Annotated[Path, typer.Option(help="Directory for the pretrained model (model.json + weights).")],
     store: StoreOption = Path("behaviorlm.duckdb"),

@@ -253,10 +253,15 @@ def purchase_cutoffs(
     return {"train": train, "valid": valid, "test": test}
 
 
-def store_time_range(store: EventStore) -> tuple[int, int]:
-    """First and last event time in the store (UTC seconds)."""
+def store_time_range(store: EventStore, *, start_quantile: float = 0.0) -> tuple[int, int]:
+    """First and last event time in the store (UTC seconds). ``start_quantile`` > 0 starts at that quantile
+    of the event times instead: the public Taobao slices hold a few stray events weeks before their nine
+    days, which would otherwise make weeks of empty daily snapshots."""
+    if not 0.0 <= start_quantile < 1.0:
+        raise ValueError(f"start_quantile must be in [0, 1), got {start_quantile}")
     first, last = store.rows(
-        "SELECT min(epoch(timestamp))::BIGINT, max(epoch(timestamp))::BIGINT FROM events"
+        "SELECT quantile_disc(epoch(timestamp), ?)::BIGINT, max(epoch(timestamp))::BIGINT FROM events",
+        [start_quantile],
     )[0]
     if first is None:
         raise ValueError(f"event store {store.path} has no events")

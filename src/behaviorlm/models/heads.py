@@ -485,7 +485,8 @@ class SequenceClassifier(_LabelHead):
     """One label per sequence from the last real event's hidden state (see the module docstring).
 
     Reads the last ``max_len`` events of each history. ``bidirectional`` picks the encoder's attention
-    (default ``True``: every event attends to the whole sequence). Early-stops on validation accuracy.
+    (default ``True``: every event attends to the whole sequence). Early-stops on validation ROC-AUC for
+    two classes (both present in the validation labels), else on validation accuracy.
     """
 
     name = "sequence_classifier"
@@ -526,8 +527,20 @@ class SequenceClassifier(_LabelHead):
         if valid is not None:
             self._check_space(valid.history, where="fit(valid=...)")
 
-            def validate() -> float:
-                return metrics.accuracy(valid.labels, y_pred=self.predict(valid.history, users=valid.users))
+            positive = (valid.labels == self.classes_[-1]).astype(np.int64)
+            if len(self.classes_) == 2 and 0 < positive.sum() < len(positive):
+                # Two classes: ranking quality. With rare positives (purchase intent) accuracy stays at the
+                # majority class's share while the model improves, so it could not pick an epoch.
+                def validate() -> float:
+                    proba = self.predict_proba(valid.history, users=valid.users)
+                    return metrics.roc_auc(positive, y_score=proba[:, 1])
+
+            else:
+
+                def validate() -> float:
+                    return metrics.accuracy(
+                        valid.labels, y_pred=self.predict(valid.history, users=valid.users)
+                    )
 
         self._train(n_rows=len(labelled.users), make_batch=make_batch, loss_fn=loss_fn, validate=validate)
         return self
