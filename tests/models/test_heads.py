@@ -179,3 +179,29 @@ def test_event_tagger_rows_follow_the_requested_users_and_round_trip(tmp_path) -
     loaded = EventTagger.load(model.save(tmp_path / "tagger"))
     assert loaded.classes_.tolist() == ["checkout", "other"]
     np.testing.assert_array_equal(loaded.predict(data), model.predict(data))
+
+
+def test_label_builders_by_hand() -> None:
+    from behaviorlm.data.sequences import Interactions
+    from behaviorlm.models.heads import last_event_type_labels, session_purchase_tags, split_users
+
+    data = Interactions.from_events(
+        user_ids=np.array(["a"] * 5 + ["b"] * 3),
+        item_ids=np.array(list("xyzxyxyz")),
+        timestamps=np.array([0, 60, 120, 10_000, 10_060, 0, 60, 120]),
+        event_types=np.array(["view", "view", "purchase", "view", "purchase", "view", "view", "view"]),
+        event_type_vocab=("view", "purchase"),
+    )
+    # a: views at 0 and 60 lead to the purchase at 120 (same session); the view at 10,000 starts a new
+    # session that ends in a purchase; b never buys.
+    assert session_purchase_tags(data).tags.tolist() == [1, 1, 0, 1, 0, 0, 0, 0]
+    assert session_purchase_tags(data, gap_seconds=20_000).tags.tolist() == [1, 1, 1, 1, 0, 0, 0, 0]
+    with pytest.raises(ValueError, match="gap_seconds must be > 0"):
+        session_purchase_tags(data, gap_seconds=0)
+    labelled = last_event_type_labels(data, np.array([0, 1]))
+    assert labelled.labels.tolist() == [1, 0] and labelled.history.lengths().tolist() == [4, 2]
+    train, valid, test = split_users(np.arange(10), valid_fraction=0.1, test_fraction=0.2, seed=0)
+    assert (len(train), len(valid), len(test)) == (7, 1, 2)
+    assert sorted(np.concatenate([train, valid, test]).tolist()) == list(range(10))
+    with pytest.raises(ValueError, match="shares"):
+        split_users(np.arange(10), valid_fraction=0.5, test_fraction=0.5, seed=0)

@@ -47,3 +47,21 @@ def test_unfitted_and_mismatched_features_raise(snapshots) -> None:
         PurchaseGNN().predict_proba(snapshots["test"][0])
     with pytest.raises(ValueError, match="dropout"):
         PurchaseGNNConfig(dropout=1.0)
+
+
+def test_time_range_can_skip_stray_early_events(tmp_path) -> None:
+    from behaviorlm.config import IngestConfig
+    from behaviorlm.data.ingest import ingest_records
+
+    events = [{"user_id": "u", "item_id": "i", "event_type": "view", "timestamp": 1_000}]  # a stray event
+    events += [
+        {"user_id": f"u{k}", "item_id": "i", "event_type": "view", "timestamp": 1_000_000 + 60 * k}
+        for k in range(999)
+    ]
+    with EventStore(tmp_path / "s.duckdb") as store:
+        ingest_records(store, events, source="t", config=IngestConfig(format="jsonl"))
+        assert store_time_range(store) == (1_000, 1_000_000 + 60 * 998)
+        first, last = store_time_range(store, start_quantile=0.01)
+        assert 1_000_000 <= first <= 1_000_000 + 60 * 10 and last == 1_000_000 + 60 * 998
+        with pytest.raises(ValueError, match="start_quantile"):
+            store_time_range(store, start_quantile=1.0)
