@@ -16,8 +16,12 @@ The target of issue 22: a student at >= 95% of the teacher's NDCG@10 at >= 3x lo
 
 Run pinned to one core with one thread (the latencies are single-thread by construction):
 
-    OMP_NUM_THREADS=1 taskset -c 1 .venv/bin/python benchmarks/run_distill.py \\
-        --datasets ml-100k s3rec-beauty --beauty-epochs 4
+    OMP_NUM_THREADS=1 taskset -c 1 .venv/bin/python benchmarks/run_distill.py --datasets ml-100k
+    OMP_NUM_THREADS=1 taskset -c 1 .venv/bin/python benchmarks/run_distill.py --datasets s3rec-beauty \\
+        --beauty-epochs 3 --students transformer-d64-l1
+
+(the second is the recorded Beauty run: 3 epochs per model and one student, about 20 minutes on one core;
+the teacher takes about 120 s per epoch there and a distilled student 90 s).
 
 Every model's record is appended to benchmarks/results.jsonl as soon as it is measured (model
 ``distill-teacher``, ``distilled-<student>``, ``distilled-<student>-int8`` and ``undistilled-<student>``);
@@ -53,7 +57,7 @@ def settings(dataset: str, *, beauty_epochs: int) -> dict[str, Any]:
 
     ML-100k: the demo's Transformer (100-event window, 12 epochs at most, patience 3); students read the
     last 50 events. Amazon Beauty: the default Transformer (d_model 128, 2 layers, 50 events), every
-    model capped at ``beauty_epochs`` epochs so the whole dataset fits about 45 minutes on one core.
+    model capped at ``beauty_epochs`` epochs (the teacher takes about 120 s per epoch on one core).
     """
     if dataset == "ml-100k":
         teacher = dict(DEMO_TRANSFORMER)
@@ -236,7 +240,7 @@ def main() -> None:
     )
     parser.add_argument("--datasets", nargs="+", default=["ml-100k", "s3rec-beauty"])
     parser.add_argument("--students", nargs="+", default=["transformer-d64-l1", "gru4rec-d64"])
-    parser.add_argument("--beauty-epochs", type=int, default=4, help="epoch cap of every Beauty model")
+    parser.add_argument("--beauty-epochs", type=int, default=3, help="epoch cap of every Beauty model")
     parser.add_argument("--alpha", type=float, default=0.5, help="weight of the teacher's distribution")
     parser.add_argument("--temperature", type=float, default=2.0, help="softmax temperature of both")
     parser.add_argument("--requests", type=int, default=200, help="users timed one at a time")
