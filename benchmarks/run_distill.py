@@ -48,6 +48,7 @@ from behaviorlm.evaluation.ranking import evaluate_ranking
 from behaviorlm.models.gru4rec import GRU4Rec
 from behaviorlm.models.sequential import SequentialRecommender
 from behaviorlm.models.transformer import BehaviorTransformer
+from transformer_inference import latencies_ms
 
 RESULTS = Path(__file__).resolve().parent / "results.jsonl"
 
@@ -86,22 +87,6 @@ def latency_users(split: Split, *, n: int) -> np.ndarray:
     """``n`` test users (seeded), the same for every model of a dataset."""
     candidates = np.flatnonzero(split.test.lengths() > 0)
     return np.random.default_rng(0).choice(candidates, size=min(n, len(candidates)), replace=False)
-
-
-def latencies_ms(model: SequentialRecommender, split: Split, users: np.ndarray) -> np.ndarray:
-    """Milliseconds of ``predict_next`` on each user's full train + validation history, one at a time."""
-    history = split.test_history
-    vocab = history.event_type_vocab
-    out = []
-    for user in users:
-        start, end = history.user_ptr[user], history.user_ptr[user + 1]
-        items = [str(history.item_ids[i]) for i in history.items[start:end]]
-        types = [vocab[t] for t in history.event_types[start:end]]
-        times = history.timestamps[start:end].tolist()
-        began = time.perf_counter()
-        model.predict_next(items, event_types=types, timestamps=times, k=10)
-        out.append((time.perf_counter() - began) * 1000)
-    return np.asarray(out)
 
 
 def measure(

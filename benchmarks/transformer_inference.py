@@ -21,16 +21,19 @@ import numpy as np
 import torch
 
 from behaviorlm.data.datasets import load_interactions
-from behaviorlm.data.splits import leave_one_out
+from behaviorlm.data.splits import Split, leave_one_out
 from behaviorlm.evaluation.benchmark import append_jsonl, git_commit, machine_description, peak_rss_mb
 from behaviorlm.evaluation.ranking import evaluate_ranking
+from behaviorlm.models.sequential import SequentialRecommender
 from behaviorlm.models.transformer import BehaviorTransformer
 
 RESULTS = Path(__file__).resolve().parent / "results.jsonl"
 CONFIGS = {"ml-100k": {"max_len": 200, "batch_size": 32, "dropout": 0.2, "d_model": 128}, "beauty": {}}
 
 
-def latencies_ms(model: BehaviorTransformer, split, users: np.ndarray) -> np.ndarray:
+def latencies_ms(model: SequentialRecommender, split: Split, users: np.ndarray) -> np.ndarray:
+    """Milliseconds of ``predict_next`` on each user's full train + validation history, one at a time
+    (benchmarks/run_distill.py times its students with it too)."""
     history = split.test_history
     vocab = history.event_type_vocab
     out = []

@@ -104,31 +104,8 @@ def test_config_rejects_bad_values() -> None:
         TrainerConfig(warmup_fraction=1.5)
 
 
-def test_progress_bar_renders_epoch_loss_and_metric() -> None:
-    import io
-
-    from rich.console import Console
-
-    buffer = io.StringIO()
-    model, batches, loss_fn, validate = _problem()
-    config = TrainerConfig(epochs=3, lr=1e-2, patience=100, show_progress=True)
-    console = Console(file=buffer, force_terminal=True, width=120)
-    train(
-        model,
-        batches=batches,
-        steps_per_epoch=4,
-        loss_fn=loss_fn,
-        validate=validate,
-        config=config,
-        console=console,
-    )
-    text = buffer.getvalue()
-    assert "epoch 3" in text and "loss" in text and "val -" in text
-    assert "epoch 1/3:" not in text  # a terminal gets the bar, not the log lines
-
-
-def test_progress_off_a_terminal_is_one_line_per_epoch() -> None:
-    """In a log file a bar would show only its final state after minutes of silence."""
+def _train_with_progress(*, terminal: bool) -> tuple[str, object]:
+    """Three epochs with progress shown on a console that is (or is not) a terminal: its text, the history."""
     import io
 
     from rich.console import Console
@@ -143,9 +120,21 @@ def test_progress_off_a_terminal_is_one_line_per_epoch() -> None:
         loss_fn=loss_fn,
         validate=validate,
         config=config,
-        console=Console(file=buffer, force_terminal=False, width=120),
+        console=Console(file=buffer, force_terminal=terminal, width=120),
     )
-    lines = buffer.getvalue().splitlines()
+    return buffer.getvalue(), history
+
+
+def test_progress_bar_renders_epoch_loss_and_metric() -> None:
+    text, _ = _train_with_progress(terminal=True)
+    assert "epoch 3" in text and "loss" in text and "val -" in text
+    assert "epoch 1/3:" not in text  # a terminal gets the bar, not the log lines
+
+
+def test_progress_off_a_terminal_is_one_line_per_epoch() -> None:
+    """In a log file a bar would show only its final state after minutes of silence."""
+    text, history = _train_with_progress(terminal=False)
+    lines = text.splitlines()
     assert [line.split(":")[0] for line in lines] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
     assert f"loss {history.losses[-1]:.4f}" in lines[-1]
     assert f"validation {history.metrics[-1]:.4f}" in lines[-1] and lines[-1].endswith(" s")

@@ -352,7 +352,9 @@ def _trained_model_and_split(model_dir: Path, store: Path) -> tuple[Any, Split]:
 
     split_file = model_dir / SPLIT_FILE
     if not split_file.exists():
-        if (model_dir / "test_report.json").exists():  # a task head: say what it is, not what it lacks
+        if (
+            model_dir / "model.json"
+        ).exists():  # a task head or pretrainer: say what it is, not what it lacks
             load_recommender(model_dir)
         raise FileNotFoundError(f"{split_file} not found: {model_dir} was not written by `behaviorlm train`")
     spec = json.loads(split_file.read_text())["split"]
@@ -487,7 +489,7 @@ def train(
     from behaviorlm.models.base import model_registry
     from behaviorlm.training import distributed
 
-    params = {k: _json_value(v) for k, v in _parse_pairs(param or [], flag="--param").items()}
+    params = _param_values(param)
     encoder_state = None
     if init_encoder is not None:
         pretrainer = _load_pretrainer(init_encoder)
@@ -517,10 +519,7 @@ def train(
             "--init-encoder starts a task head or --model transformer (without --item-knowledge) from the "
             "pretrained encoder"
         )
-    try:
-        estimator = registry[model](**params)
-    except TypeError as exc:
-        raise ValueError(f"bad --param for {model}: {exc}") from None
+    estimator = _build_estimator(registry[model], params, what=model)
     if distributed.world_size() > 1 and not getattr(estimator, "data_parallel", False):
         raise ValueError(
             f"--model {model} does not train data-parallel: run it as one process, without torchrun "
@@ -532,8 +531,6 @@ def train(
     sp = _make_split(store, protocol=protocol, valid_fraction=valid_fraction, test_fraction=test_fraction)
     fit_kwargs = _item_knowledge(store, estimator, sp, item_knowledge, main_process=main_process)
     # Trained models show their own per-epoch progress bar; the others get a spinner.
-    if "show_progress" in estimator.get_params() and "show_progress" not in params:
-        estimator.show_progress = True
     status = (
         contextlib.nullcontext()
         if getattr(estimator, "show_progress", False) or not main_process
@@ -591,12 +588,7 @@ def _train_head(
     from behaviorlm.models import heads
 
     classes = {c.name: c for c in (heads.NextEventTypeModel, heads.SequenceClassifier, heads.EventTagger)}
-    try:
-        estimator = classes[model](**params)
-    except TypeError as exc:
-        raise ValueError(f"bad --param for {model}: {exc}") from None
-    if "show_progress" not in params:
-        estimator.show_progress = True
+    estimator = _build_estimator(classes[model], params, what=model)
     _require_store(store)
     with EventStore(store, read_only=True) as es:
         data = es.interactions()
@@ -683,7 +675,8 @@ def _sequence_labels(data: Any, label: str, attributes: dict[str, dict[str, Any]
             for u, a in attributes.items()
             if key in a and a[key] is not None and u in index
         ]
-        pairs = [(i, v) for i, v in pairs if data.lengths()[i] > 0]
+        lengths = data.lengths()
+        pairs = [(i, v) for i, v in pairs if lengths[i] > 0]
         if not pairs:
             raise ValueError(
                 f"--label {label}: no user with events has the attribute {key!r} in the users table"
@@ -747,6 +740,23 @@ def _json_value(text: str) -> Any:
         return text
 
 
+def _param_values(param: list[str] | None) -> dict[str, Any]:
+    """``--param name=value`` flags as keyword arguments (values read as JSON)."""
+    return {k: _json_value(v) for k, v in _parse_pairs(param or [], flag="--param").items()}
+
+
+def _build_estimator(cls: Any, params: dict[str, Any], *, what: str) -> Any:
+    """``cls(**params)``, a wrong ``--param`` named in one line; trained models show their progress unless
+    ``show_progress`` was given."""
+    try:
+        estimator = cls(**params)
+    except TypeError as exc:
+        raise ValueError(f"bad --param for {what}: {exc}") from None
+    if "show_progress" in estimator.get_params() and "show_progress" not in params:
+        estimator.show_progress = True
+    return estimator
+
+
 @app.command()
 @_user_errors
 def distill(
@@ -784,13 +794,8 @@ def distill(
     registry = model_registry()
     if model not in ("transformer", "gru4rec"):
         raise ValueError(f"--model {model!r}: a student is a transformer or a gru4rec")
-    params = {k: _json_value(v) for k, v in _parse_pairs(param or [], flag="--param").items()}
-    try:
-        student = registry[model](**{"max_len": teacher.max_len, **params})
-    except TypeError as exc:
-        raise ValueError(f"bad --param for {model}: {exc}") from None
-    if "show_progress" not in params:
-        student.show_progress = True
+    params = _param_values(param)
+    student = _build_estimator(registry[model], {"max_len": teacher.max_len, **params}, what=model)
     started = time.perf_counter()
     student.fit(
         sp.train, valid=sp.valid, teacher=teacher, distill_alpha=alpha, distill_temperature=temperature
@@ -839,13 +844,8 @@ def pretrain(
     with `behaviorlm train --init-encoder OUT` (a task head, or --model transformer)."""
     from behaviorlm.models.pretraining import MaskedBehaviorPretrainer
 
-    params = {k: _json_value(v) for k, v in _parse_pairs(param or [], flag="--param").items()}
-    try:
-        estimator = MaskedBehaviorPretrainer(**params)
-    except TypeError as exc:
-        raise ValueError(f"bad --param for the pretrainer: {exc}") from None
-    if "show_progress" not in params:
-        estimator.show_progress = True
+    params = _param_values(param)
+    estimator = _build_estimator(MaskedBehaviorPretrainer, params, what="the pretrainer")
     sp = _make_split(store, protocol=protocol, valid_fraction=valid_fraction, test_fraction=test_fraction)
     started = time.perf_counter()
     estimator.fit(sp.train)
