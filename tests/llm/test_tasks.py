@@ -233,5 +233,8 @@ def test_graph_paths_become_facts_about_the_top_guess(shop_store):
         # Items by title where the catalogue knows them.
         assert 'review of item sku-101 "Leather boots" (once)' in paths[0].text
         assert 'with item sku-103 "Rain boots" (' in paths[0].text
-        assert (paths[0].values["via_title"], paths[0].values["item_title"]) == ("Leather boots", "Rain boots")
+        assert (paths[0].values["via_title"], paths[0].values["item_title"]) == (
+            "Leather boots",
+            "Rain boots",
+        )
         assert _path_facts(store, graph, user, [], k=3) == []  # no guess, no paths
