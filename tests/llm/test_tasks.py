@@ -11,7 +11,7 @@ from behaviorlm.config import LLMConfig
 from behaviorlm.data.store import EventStore
 from behaviorlm.llm.client import LLMClient, LLMError
 from behaviorlm.llm.facts import SHOPPING_INTENTS, Fact, FactSet, segment_facts, user_alias, user_facts
-from behaviorlm.llm.tasks import describe_segment, explain_intent
+from behaviorlm.llm.tasks import describe_segment, explain_intent, parse_claim_lines
 from behaviorlm.llm.tools import UserContext, ask
 from behaviorlm.testing.fake_llm import FakeLLMServer, Step
 
@@ -133,6 +133,73 @@ def test_intent_model_probability_is_the_confidence(tmp_path):
     # The language model is not asked to copy the probability: code does.
     assert "confidence" not in sent
     assert result.answer.confidence == 0.8 and "intent-model probability 0.80" in result.answer.text
+
+
+class _LinesClient:
+    """The embedded model as tasks see it (``remote`` false, ``chat(grammar=)``), answering ``reply``."""
+
+    remote = False
+    name = "embedded:fake"
+
+    def __init__(self, reply: str) -> None:
+        self.reply, self.sent = reply, []
+
+    def chat(self, messages, *, grammar=None, **kw):
+        self.sent.append({"messages": messages, "grammar": grammar, **kw})
+        return type("Reply", (), {"text": self.reply})()
+
+
+def test_the_embedded_model_writes_claim_lines_under_a_grammar(facts):
+    reply = 'intent: ready to buy\nconfidence: 0.6\nE2 title: "Hiking poles"\nP2 most_common_category: shoes'
+    client = _LinesClient(reply)
+    result = explain_intent(client, facts)
+    sent = client.sent[0]
+    assert "response_format" not in sent and sent["grammar"].startswith("%llguidance {}")
+    grammar = sent["grammar"]
+    # Each claim line names a shown fact and one of its fields, with a value of that field's shape: the
+    # categories the prompt shows, a count of at most one digit more than the truth (4 events), a date.
+    assert '"E2 title: "' in grammar and '"E2 country: "' not in grammar
+    assert '"P2 most_common_category: " ("shoes" | "socks")' in grammar
+    assert '"P1 events: " /[0-9]{1,2}/' in grammar and "[0-9]{4}-[0-9]{2}-[0-9]{2}" in grammar
+    assert '"intent: " (' + " | ".join(json.dumps(i) for i in SHOPPING_INTENTS) + ")" in grammar
+    assert "Reply with lines" in sent["messages"][0]["content"]
+    # Parsed into the same answer as JSON would be, verified and rendered from the facts.
+    assert result.answer.intent == "ready to buy" and result.answer.confidence == 0.6
+    assert [v["status"] for v in result.claims] == ["corrected", "verified"]
+    assert '"Wool socks"' in result.answer.text and "Hiking poles" not in result.answer.text
+
+
+def test_claim_lines_parse_and_bounds():
+    header = {"name": {"type": "string", "maxLength": 48}}
+    parsed = parse_claim_lines('Loyal raters\nS1 users: 120\nE3 title: "Heat"', header)
+    assert parsed == {
+        "name": "Loyal raters",
+        "claims": [
+            {"fact": "S1", "field": "users", "value": "120"},
+            {"fact": "E3", "field": "title", "value": "Heat"},
+        ],
+    }
+    with pytest.raises(ValueError, match="no ': '"):
+        parse_claim_lines("Loyal raters\nS1 users 120", header)
+
+
+def test_prompt_lines_shorten_what_costs_tokens(facts):
+    from behaviorlm.llm.claims import Claim, fields_of, verify_claims
+    from behaviorlm.llm.tasks import prompt_lines, short_title
+
+    lines = prompt_lines(facts).splitlines()
+    # A second event on the same day says so instead of the date (ten tokens).
+    dated = [line for line in lines if line.startswith("[E")]
+    assert dated[0].split()[1].count("-") == 2 and any(" same day " in f" {line}" for line in dated[1:])
+    assert any(line.startswith("[P2] most_common_category: ") for line in lines)
+    long = "100% Pure Cosmetics - Organic Coffee Bean Eye Cream, 1 fl oz cream"
+    short = short_title(long)
+    assert short.endswith("…") and len(short) < len(long) and short_title("Heat") == "Heat"
+    # The verifier takes the shortened title as the title.
+    fact = Fact("E1", "event", "x", {"title": long, "item_id": "i1"})
+    subject = FactSet("user-x", [fact])
+    assert "title" in fields_of(fact, subject)
+    assert verify_claims([Claim(fact="E1", field="title", value=short)], subject).verdicts[0].ok
 
 
 def test_malformed_json_gets_one_repair(facts, tmp_path):

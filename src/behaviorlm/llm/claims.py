@@ -217,7 +217,7 @@ def _text_ok(value: str, truth: str, *, prefix: bool = False) -> bool:
     return (
         prefix
         and len(a) >= 12
-        and 2 * len(a) >= len(b)
+        and (2 * len(a) >= len(b) or len(a) >= 40)
         and b.startswith(a)
         and b[len(a) : len(a) + 1] in ("", " ")
     )

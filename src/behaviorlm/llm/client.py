@@ -244,14 +244,18 @@ class LLMClient:
         max_tokens: int | None = None,
         use_cache: bool = True,
         top_logprobs: int | None = None,
+        grammar: str | None = None,
     ) -> ChatResponse:
         """The model's reply to ``messages`` (OpenAI chat format).
 
         ``json_schema`` asks for JSON matching it (constrained decoding where supported); the caller
-        still validates the text. ``top_logprobs`` asks for the first token's ``top_logprobs`` most likely
+        still validates the text. ``grammar`` (embedded model only) constrains the reply to an llguidance
+        grammar (``%llguidance {}`` Lark syntax). ``top_logprobs`` asks for the first token's ``top_logprobs`` most likely
         alternatives (``ChatResponse.top_logprobs``; OpenAI ``logprobs`` format, which llama.cpp, vLLM and
         hosted APIs speak). Raises :class:`LLMError` when the model cannot answer.
         """
+        if grammar is not None and self.remote:
+            raise ValueError("grammar= is for the embedded model; give a remote server json_schema=")
         if self.remote and self.config.scrub_remote:
             messages = [{**m, "content": scrub_pii(m["content"]).text} for m in messages]
         payload: dict[str, Any] = {
@@ -263,6 +267,8 @@ class LLMClient:
         if top_logprobs is not None:
             payload["logprobs"] = True
             payload["top_logprobs"] = int(top_logprobs)
+        if grammar is not None:
+            payload["grammar"] = grammar
         if json_schema is not None and self._schema_supported:
             payload["response_format"] = {
                 "type": "json_schema",

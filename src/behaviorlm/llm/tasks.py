@@ -22,18 +22,36 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
 
-from behaviorlm.llm.claims import Claim, ClaimReport, claimable_fields, render_claims, verify_claims
+from behaviorlm.llm.claims import (
+    Claim,
+    ClaimReport,
+    claimable_fields,
+    fields_of,
+    normalize,
+    render_claims,
+    verify_claims,
+)
 from behaviorlm.llm.client import LLMClient, LLMError
 from behaviorlm.llm.facts import Fact, FactSet, verb
 
-_CLAIM_FORMAT = (
-    'Each claim copies ONE value from ONE fact, exactly as the fact writes it: {"fact": "E1", "field": '
-    '"title", "value": "<the title in fact E1>"}. Fields: for events (E) title, category, date, rating, '
-    "action, most_recent (yes/no), before/after (another event id); for P1 events, <type>_events, "
-    "active_days, first_date, last_date; for P2 most_common_category; for guesses (N) title, probability; "
-    "for reasons (C) title, date; for segment facts (S) users, share_pct, size (small/medium/large), "
-    "attribute, lift, conversion_pct. Never write a value that is not in that fact."
+_CLAIM_FIELDS = (
+    "Fields: for events (E) title, category, date, rating, action, most_recent (yes/no), before/after "
+    "(another event id); for P1 events, <type>_events, active_days, first_date, last_date; for P2 "
+    "most_common_category; for guesses (N) title, probability; for reasons (C) title, date; for segment "
+    "facts (S) users, share_pct, size (small/medium/large), attribute, lift, conversion_pct. Never write a "
+    "value that is not in that fact."
 )
+_CLAIM_FORMAT = (
+    "Reply with JSON. Each claim copies ONE value from ONE fact, exactly as the fact writes it: "
+    '{"fact": "E1", "field": "title", "value": "<the title in fact E1>"}. ' + _CLAIM_FIELDS
+)
+"""How a server behind ``--llm-url`` is asked for claims (as a JSON object, ``response_format``)."""
+_CLAIM_LINES = (
+    "Reply with lines: first {header}, then one line per claim: a fact id, a field, a colon and ONE "
+    'value copied exactly from that fact, text in double quotes, e.g. E1 title: "..." ' + _CLAIM_FIELDS
+)
+"""How the embedded model is asked for claims (lines under a grammar, :func:`claim_lines_grammar`): a
+third of the output tokens of the same claims as JSON, and each output token is a full decoding step."""
 
 
 class IntentExplanation(BaseModel):
@@ -112,6 +130,104 @@ def claims_schema(
         if shown is None or fid in shown
     ]
     return {"type": "array", "items": {"anyOf": variants}, "minItems": min_items, "maxItems": max_items}
+
+
+def _lark(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
+
+
+_QUOTED = r'/"[^"\n<>…]{1,120}…?"/'
+_LINE_VALUES = {
+    "number": r"/-?[0-9]{1,7}(\.[0-9]{1,3})?/",
+    "percent": r"/[0-9]{1,3}(\.[0-9]{1,2})?%?/",
+    "date": r"/[0-9]{4}-[0-9]{2}-[0-9]{2}/",
+    "size": '("small" | "medium" | "large")',
+    "most": '("yes" | "no")',
+}
+"""What a claim line's value may look like, by the kind of its field (:func:`.claims.fields_of`): the
+grammar keeps the value to the field's shape (a date, a count, yes/no, text in quotes; a category is one
+of the categories the prompt shows), so a small model cannot run past it ("Drama and Comedy", "25,1998")
+into the next fact; whether it is the *right* value is the verifier's job."""
+
+
+def _header_rule(name: str, spec: dict[str, Any]) -> str:
+    if "enum" in spec:
+        values = " | ".join(_lark(str(v)) for v in spec["enum"])
+    elif spec.get("type") == "number":
+        values = r"/(0(\.[0-9]{1,2})?|1(\.0{1,2})?)/"
+    else:
+        values = f"/[^\\n]{{1,{int(spec.get('maxLength', 60))}}}/"
+    return f"{_lark(name + ': ')} ({values})"
+
+
+def claim_lines_grammar(
+    facts: FactSet,
+    header: dict[str, Any],
+    *,
+    min_items: int = 2,
+    max_items: int = 3,
+    shown: set[str] | None = None,
+    unnamed: tuple[str, ...] = (),
+) -> str:
+    """An llguidance grammar for the line format of :data:`_CLAIM_LINES`: one ``name: value`` line per
+    ``header`` property (JSON-schema properties: an enum, a number in [0, 1] or a string), then
+    ``min_items``..``max_items`` lines ``<fact id> <field>: <value>`` naming a fact (of ``shown``, when
+    given), one of its fields (not those named in ``unnamed``) and a value of that field's shape."""
+    events = [f.id for f in facts.facts if f.kind == "event"]
+    event_ids = "(" + " | ".join(_lark(e) for e in events) + ")" if events else _QUOTED
+    names: dict[str, None] = {}
+    for fact in facts.facts:
+        if shown is None or fact.id in shown:
+            for key in ("shown", "leaf_categories", "categories"):
+                names.update(dict.fromkeys(str(c) for c in fact.values.get(key) or []))
+    categories = "(" + " | ".join(_lark(c) for c in names) + ")" if names else _QUOTED
+    alternatives = []
+    for fact in facts.facts:
+        if shown is not None and fact.id not in shown:
+            continue
+        for name, spec in fields_of(fact, facts).items():
+            if name in unnamed:
+                continue
+            if name == "intent":
+                value = "(" + " | ".join(_lark(i) for i in facts.intents) + ")"
+            elif spec.kind in ("order", "identity"):
+                value = event_ids
+            elif spec.kind == "member":
+                value = categories
+            elif spec.kind == "count":  # a digit more than the truth has: "3" then zeros is not a count
+                value = f"/[0-9]{{1,{len(str(abs(int(spec.truth)))) + 1}}}/"
+            else:
+                value = _LINE_VALUES.get(spec.kind, _QUOTED)
+            alternatives.append(f"{_lark(f'{fact.id} {name}: ')} {value}")
+    if not alternatives:
+        raise LLMError(f"no fact about {facts.subject} has a field a claim could state")
+    lines = ['start: header "\\n" claim' + ' "\\n" claim' * (min_items - 1)]
+    lines[0] += ' ("\\n" claim)?' * (max_items - min_items)
+    lines.append("header: " + ' "\\n" '.join(_header_rule(n, spec) for n, spec in header.items()))
+    lines.append("claim: " + " | ".join(alternatives))
+    return "%llguidance {}\n" + "\n".join(lines) + "\n"
+
+
+def parse_claim_lines(text: str, header: dict[str, Any]) -> dict[str, Any]:
+    """The object a line-format reply (:func:`claim_lines_grammar`) stands for: the header values and the
+    claims, in the shape of the JSON the same task asks a remote server for."""
+    lines = text.strip().splitlines()
+    if len(lines) < len(header):
+        raise ValueError(f"the reply has {len(lines)} lines, fewer than the {len(header)} header values")
+    out: dict[str, Any] = {"claims": []}
+    for (name, spec), line in zip(header.items(), lines, strict=False):
+        value = line.removeprefix(f"{name}: ").strip()
+        out[name] = float(value) if spec.get("type") == "number" else value
+    for line in lines[len(header) :]:
+        key, sep, value = line.partition(": ")
+        if not sep:
+            raise ValueError(f"the line {line!r} has no ': '")
+        fact, _, field_name = key.partition(" ")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = value[1:-1]
+        out["claims"].append({"fact": fact, "field": field_name, "value": value})
+    return out
 
 
 def _object_schema(properties: dict[str, Any]) -> dict[str, Any]:
@@ -201,7 +317,7 @@ def _loads(text: str) -> Any:
 _EXPLANATION_FACTS = {
     "activity": 1,
     "categories": 1,
-    "event": 5,
+    "event": 4,
     "next_item": 3,
     "influence": 3,
     "intent": 9,
@@ -229,19 +345,78 @@ def _claims_task(
     facts: FactSet,
     system: str,
     model: type[T],
-    schema: dict[str, Any],
+    header: dict[str, Any],
     *,
     shown: set[str] | None = None,
+    claims: tuple[int, int] = (2, 3),
+    name_subject: bool = True,
 ) -> tuple[T, ClaimReport, int]:
-    """Ask for ``model`` (a JSON object with a ``claims`` list) and verify its claims against all ``facts``
-    (the prompt shows the ``shown`` ones, all by default)."""
-    prompt = "\n".join(f"[{f.id}] {prompt_line(f)}" for f in facts.facts if shown is None or f.id in shown)
-    messages = [
-        {"role": "system", "content": system},
-        {"role": "user", "content": f"Facts about {facts.subject}:\n{prompt}"},
-    ]
-    answer, calls = ask_json(client, messages, model, schema)
+    """Ask for ``model`` (the ``header`` properties and a ``claims`` list) and verify its claims against all
+    ``facts`` (the prompt shows the ``shown`` ones, all by default).
+
+    ``system`` ends with ``{format}``, filled with how to write the reply: a server behind ``--llm-url``
+    returns a JSON object under ``response_format``; the embedded model writes lines under a grammar
+    (:func:`claim_lines_grammar`), which takes a third of the output tokens: ``claims`` bounds their
+    number there. Without ``name_subject`` the prompt does not name the subject (a user's alias is a dozen
+    prompt tokens that no explanation needs), and no claim may state it."""
+    prompt = prompt_lines(facts, shown)
+    about = f" about {facts.subject}" if name_subject else ""
+    user = {"role": "user", "content": f"Facts{about}:\n{prompt}"}
+    if client.remote:
+        schema = _object_schema({**header, "claims": claims_schema(facts, shown=shown)})
+        messages = [{"role": "system", "content": system.format(format=_CLAIM_FORMAT)}, user]
+        answer, calls = ask_json(client, messages, model, schema)
+    else:
+        head = ", ".join(f"{name}: ..." for name in header)
+        messages = [
+            {"role": "system", "content": system.format(format=_CLAIM_LINES.format(header=head))},
+            user,
+        ]
+        grammar = claim_lines_grammar(
+            facts,
+            header,
+            shown=shown,
+            min_items=claims[0],
+            max_items=claims[1],
+            unnamed=() if name_subject else ("user",),
+        )
+        reply, calls = client.chat(messages, grammar=grammar), 1
+        try:
+            answer = model.model_validate(parse_claim_lines(reply.text, header))
+        except (ValueError, ValidationError) as e:  # the grammar rules this out; say so if it happens
+            raise LLMError(f"the embedded model's reply does not parse: {e}: {reply.text[:200]!r}") from e
     return answer, verify_claims(list(answer.claims), facts), calls  # type: ignore[attr-defined]
+
+
+def prompt_lines(facts: FactSet, shown: set[str] | None = None) -> str:
+    """The facts (the ``shown`` ones, all by default) as the model reads them, one ``[id] ...`` line each.
+    An event on the same day as the event line above it says "same day" instead of the date again: a
+    date is ten prompt tokens (one per digit and dash)."""
+    lines, day = [], None
+    for fact in facts.facts:
+        if shown is not None and fact.id not in shown:
+            continue
+        line = prompt_line(fact)
+        if fact.kind == "event" and "date" in fact.values:
+            date = str(fact.values["date"])
+            if date == day:
+                line = "same day" + line[len(date) :]
+            day = date
+        lines.append(f"[{fact.id}] {line}")
+    return "\n".join(lines)
+
+
+def short_title(title: str, *, keep: int = 40) -> str:
+    """``title`` cut after the first whole word that makes it at least ``keep`` characters, with "…": the
+    verifier accepts such a prefix as the title (:mod:`.claims`), the rendered text states the whole one,
+    and long product titles ("100% Pure Cosmetics - Organic Coffee Bean Eye Cream, 1 fl oz cream") were a
+    third of a Beauty prompt's tokens and of the copied claims."""
+    if len(normalize(title)) <= keep + 8:
+        return title
+    cut = title.find(" ", keep)
+    while cut != -1 and len(normalize(title[:cut])) < keep:  # as the verifier counts: without punctuation
+        cut = title.find(" ", cut + 1)
+    return title if cut == -1 else title[:cut].rstrip(" ,;:-") + "…"
 
 
 def prompt_line(fact: Fact) -> str:
@@ -250,7 +425,7 @@ def prompt_line(fact: Fact) -> str:
     and prompt tokens are most of an explanation's time on a CPU."""
     v = fact.values
     if fact.kind == "event" and "ts" in v:
-        what = f'"{v["title"]}"' if v.get("title") else f"item {v['item_id']}"
+        what = f'"{short_title(str(v["title"]))}"' if v.get("title") else f"item {v['item_id']}"
         # Without times (a sequence log) the event's place in the order is all there is to say.
         when = v["date"] if "date" in v else fact.text.split(":", 1)[0]
         line = f"{when} {verb(str(v['event_type']))} {what}"
@@ -264,6 +439,23 @@ def prompt_line(fact: Fact) -> str:
         return line
     if fact.kind == "anomaly":
         return f"behaviour more unusual than {v['percentile']}% of users"
+    if fact.kind == "activity" and v.get("events_by_type"):
+        by_type = ", ".join(f"{t} {n}" for t, n in v["events_by_type"].items())
+        line = f"{v['events']} events ({by_type})"
+        if "first_date" not in v:
+            return line + " in order; the log has no times"
+        days = v["active_days"]
+        span = (
+            v["first_date"] if v["first_date"] == v["last_date"] else f"{v['first_date']} to {v['last_date']}"
+        )
+        return f"{line} on {days} active day{'s' if days != 1 else ''}, {span}"
+    if fact.kind == "categories" and v.get("shown"):
+        # Worded as the claim's field is named: "top categories: Thriller 13, Action 10" had the model
+        # name a runner-up as the most common category in 14 of 40 explanations.
+        first, *rest = v["shown"]
+        line = f"most_common_category: {first} ({v['counts'][first]} of {v['events']} events)"
+        counts = v["counts"]
+        return line + ("; then " + ", ".join(f"{c} {counts[c]}" for c in rest) if rest else "")
     return fact.text
 
 
@@ -273,25 +465,21 @@ def explain_intent(client: LLMClient, facts: FactSet) -> TaskResult[IntentExplan
     labels = ", ".join(facts.intents)
     shown = explanation_facts(facts)
     system = (
-        "You explain what an online user is probably trying to do, for a product analyst. Reply with JSON: "
+        "You explain what an online user is probably trying to do, for a product analyst. Give "
         f"the intent (one of: {labels}), "
         + ("" if facts.intent_from_model else "your confidence between 0 and 1, ")
-        + "and 2 or 3 claims from the facts that show why: the latest events, the activity, the most "
-        f"common category, the recommender's guesses and their reasons. {_CLAIM_FORMAT}"
+        + "and 2 claims from the facts that show why: the latest events, the activity, the most "
+        "common category, the recommender's guesses and their reasons. {format}"
     )
     # With an intent model the confidence is its probability, copied by code: asking the language model
     # to copy it cost ~7 output tokens (a quarter of a second) for a number that was then replaced.
     confidence_schema = (
         {} if facts.intent_from_model else {"confidence": {"type": "number", "minimum": 0, "maximum": 1}}
     )
-    schema = _object_schema(
-        {
-            "intent": {"type": "string", "enum": list(facts.intents)},
-            **confidence_schema,
-            "claims": claims_schema(facts, shown=shown),
-        }
+    header = {"intent": {"type": "string", "enum": list(facts.intents)}, **confidence_schema}
+    answer, report, calls = _claims_task(
+        client, facts, system, IntentExplanation, header, shown=shown, claims=(2, 2), name_subject=False
     )
-    answer, report, calls = _claims_task(client, facts, system, IntentExplanation, schema, shown=shown)
     problems = list(report.problems)
     intent, confidence = answer.intent, answer.confidence
     if intent not in facts.intents:
@@ -372,12 +560,12 @@ def describe_segment(client: LLMClient, facts: FactSet) -> TaskResult[SegmentDes
     """A short name and 1-4 verified claims for a segment (:func:`.facts.segment_facts`)."""
     start = time.perf_counter()
     system = (
-        "You describe a customer segment for a marketing team. Reply with JSON: a short name (at most five "
+        "You describe a customer segment for a marketing team. Give a short name (at most five "
         "words, built from words in the facts) and 2 or 3 claims from the facts on what sets it apart: "
-        f"its size, activity and over-represented attributes. {_CLAIM_FORMAT}"
+        "its size, activity and over-represented attributes. {format}"
     )
-    schema = _object_schema({"name": {"type": "string", "maxLength": 48}, "claims": claims_schema(facts)})
-    answer, report, calls = _claims_task(client, facts, system, SegmentDescription, schema)
+    header = {"name": {"type": "string", "maxLength": 48}}
+    answer, report, calls = _claims_task(client, facts, system, SegmentDescription, header)
     problems = list(report.problems) + segment_name_problems(answer.name, facts)
     name = (
         answer.name.strip()
