@@ -621,7 +621,8 @@ def llm_section(path: Path) -> list[str]:
             "model wrote free text checked literally (numbers, ids and quotes had to occur in the facts): "
             "*first try* is the share of first answers passing that check. From then on it returns claims "
             "checked one by one and the words are rendered from them: *first try* is the share of explanations "
-            "whose every claim was true as made, *verified* the share of all claims that were. *handed out*: "
+            "whose every claim was true as made, *verified* the share of all claims that were (as JSON until "
+            "commit c8b4edf, then as *claim lines* under a grammar). *handed out*: "
             "share of explanations whose words are grounded. Latency per explanation, model calls only.",
             "",
             "| dataset | users | output | first try | handed out | fallback | claims per answer / verified | "
@@ -630,7 +631,7 @@ def llm_section(path: Path) -> list[str]:
         ]
         for r in sorted(explain, key=lambda r: (r["dataset"], r["date"])):
             m = r["metrics"]
-            claims = "claims" if "claims_per_answer" in m else "free text"
+            claims = r["params"].get("output") or ("claims" if "claims_per_answer" in m else "free text")
             per = (
                 f"{m['claims_per_answer']:.2f} / {m['claims_verified_share']:.3f}"
                 if "claims_per_answer" in m

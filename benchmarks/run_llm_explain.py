@@ -153,6 +153,8 @@ def main() -> None:
                 "threads": args.threads,
                 "seed": args.seed,
                 "sequence_model": str(args.model) if args.model else None,
+                # How the embedded model writes claims (tasks._claims_task): lines under a grammar.
+                "output": "claim lines",
                 "usage": client.usage.to_dict(),
             },
             "peak_rss_mb": peak_rss_mb(),
