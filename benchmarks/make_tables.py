@@ -57,6 +57,8 @@ def _is_ranking(record: dict) -> bool:
         (
             "ingest-",
             "transformer-inference",
+            "transformer-busy",
+            "transformer-quiet",
             "fusion-",
             "llm-",
             "transformer-top20",
@@ -186,6 +188,47 @@ def gpu_section(path: Path) -> list[str]:
             f"{r['eval_seconds']:.2f} | {t.get('peak_gpu_mb', 0):.0f} | {r['peak_rss_mb']:.0f} | {r['git_commit']} |"
         )
     lines += ["", f"Machine: {rows[0]['machine']}.", ""]
+    return lines
+
+
+def busy_section(path: Path) -> list[str]:
+    runs = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    runs = [r for r in runs if r.get("params", {}).get("benchmark") == "run_busy"]
+    if not runs:
+        return []
+    latest = {r["params"]["condition"]: r for r in runs}  # the latest run of each condition
+    lines = [
+        "## On a busy machine",
+        "",
+        "`benchmarks/run_busy.py`: the ML-100k Behaviour Transformer (the demo's settings) trains 3 epochs, ranks "
+        "every test user in full, then the embedded model explains 8 users; each condition in a fresh process. "
+        "*busy*: one other CPU-bound process runs throughout; threads chosen by behaviorlm (torch follows the free "
+        "cores, `training/threads.py`; the LLM takes 1 thread when another core is busy). *busy-2-threads*: the "
+        "same competitor with both libraries fixed at 2 threads. *quiet-1-thread*: the bound a busy 2-core "
+        "machine sets (one core left). Slowdown = time / quiet time; target (issue 24): <= 1.5x.",
+        "",
+        "| condition | s per epoch | slowdown | ranking s | slowdown | explanation p50 s | slowdown | threads (torch changes, LLM) | commit |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
+    quiet = latest.get("quiet")
+    for name in ("quiet", "quiet-1-thread", "busy", "busy-2-threads"):
+        r = latest.get(name)
+        if r is None:
+            continue
+        m = r["metrics"]
+
+        def ratio(key: str, m: dict = m) -> str:
+            return f"{m[key] / quiet['metrics'][key]:.2f}x" if quiet and key in quiet["metrics"] else "—"
+
+        changes = r["params"].get("thread_changes") or []
+        torch_threads = ", ".join(f"{n} at {t:.0f} s" for t, n in changes) or "none"
+        lines.append(
+            f"| {name} | {m['seconds_per_epoch']:.1f} | {ratio('seconds_per_epoch')} | {m['eval_seconds']:.1f} | "
+            f"{ratio('eval_seconds')} | {m.get('explain_latency_s_p50', float('nan')):.1f} | "
+            f"{ratio('explain_latency_s_p50')} | {torch_threads}; LLM {r['params'].get('llm_threads')} | "
+            f"{r['git_commit']} |"
+        )
+    lines += ["", f"Machine: {runs[-1]['machine']}.", ""]
     return lines
 
 
@@ -1010,6 +1053,7 @@ def main() -> None:
         *ranking_section(records, best_gpu_runs(GPU_RESULTS)),
         *gpu_section(GPU_RESULTS),
         *inference_section(records),
+        *busy_section(RESULTS),
         *distill_section(records),
         *service_section(records),
         *bots_section(records),

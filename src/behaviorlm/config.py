@@ -7,6 +7,7 @@ Configs are pydantic models with defaults that work; load them from JSON/TOML di
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 import tomllib
@@ -219,42 +220,66 @@ def default_llm_threads(*, cores: int | None = None, load: float | None = None) 
     return 1 if load >= cores - wanted + 1.0 else wanted
 
 
-def other_processes_busy_cores(interval: float = 0.1) -> float:
-    """How many cores other processes keep busy now: the machine's busy time over ``interval`` seconds
-    (``/proc/stat``) less this process's own. Elsewhere, the 1-minute load average.
+def default_torch_threads(*, cores: int | None = None, busy: float = 0.0) -> int:
+    """Threads for torch training and ranking when ``busy`` cores are kept busy by other processes:
+    ``$BEHAVIORLM_TORCH_THREADS`` when set; else the cores the others leave free, at least 1 (a core
+    counts as taken from half a core's work: a CPU-bound process sharing 2 cores with our 2 threads
+    gets only ~2/3 of one). On 2 cores with one other CPU-bound process, 2 torch threads ran an
+    elementwise op 17x slower than 1 (15.5 vs 0.9 ms): each thread waits for the other."""
+    if os.environ.get("BEHAVIORLM_TORCH_THREADS"):
+        return int(os.environ["BEHAVIORLM_TORCH_THREADS"])
+    cores = cores or os.cpu_count() or 1
+    return max(1, min(cores, cores - math.floor(busy + 0.5)))
 
-    Not the load average alone: it trails by a minute and counts this process, so right after the demo
-    trained its Transformer on both cores it said "busy" and the language model ran on one thread, at
-    half speed, on an idle machine."""
 
-    def sample() -> tuple[float, float, float] | None:
+class CpuShare:
+    """How many cores other processes kept busy since the last look (``/proc/stat`` less this process's
+    own CPU time), measured over the work this process did in between: no sleeping sample. ``None`` where
+    ``/proc/stat`` cannot be read."""
+
+    def __init__(self) -> None:
+        self._last = self._sample()
+
+    @staticmethod
+    def _sample() -> tuple[float, float, float] | None:
         try:
             with open("/proc/stat") as f:
                 fields = [float(v) for v in f.readline().split()[1:]]
         except (OSError, ValueError):
             return None
-        idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
         own = os.times()
-        return sum(fields), idle, own.user + own.system
+        return sum(fields), fields[3] + (fields[4] if len(fields) > 4 else 0.0), own.user + own.system
 
-    first = sample()
-    if first is None:
-        try:
-            return os.getloadavg()[0]
-        except OSError:  # not available on this platform
-            return 0.0
+    def others_busy(self) -> float | None:
+        now = self._sample()
+        last, self._last = self._last, now
+        if now is None or last is None:
+            return None
+        total, idle, own = (b - a for a, b in zip(last, now, strict=True))
+        if total <= 0:
+            return None
+        cores = os.cpu_count() or 1
+        ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        elapsed = total / ticks / cores
+        return max(0.0, (total - idle) / total * cores - own / max(elapsed, 1e-9))
+
+
+def other_processes_busy_cores(interval: float = 0.1) -> float:
+    """How many cores other processes keep busy now: :class:`CpuShare` over ``interval`` seconds of sleep.
+    Elsewhere (no ``/proc/stat``), the 1-minute load average.
+
+    Not the load average alone: it trails by a minute and counts this process, so right after the demo
+    trained its Transformer on both cores it said "busy" and the language model ran on one thread, at
+    half speed, on an idle machine."""
+    share = CpuShare()
     time.sleep(interval)
-    second = sample()
-    if second is None:
+    busy = share.others_busy()
+    if busy is not None:
+        return busy
+    try:
+        return os.getloadavg()[0]
+    except OSError:  # not available on this platform
         return 0.0
-    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-    total, idle, own = (b - a for a, b in zip(first, second, strict=True))
-    cores = os.cpu_count() or 1
-    if total <= 0:
-        return 0.0
-    busy_cores = (total - idle) / total * cores
-    elapsed = total / ticks / cores  # wall seconds the sample spanned
-    return max(0.0, busy_cores - own / max(elapsed, 1e-9))
 
 
 def load_config(cls: type[ConfigT], source: dict | str | Path) -> ConfigT:

@@ -24,6 +24,7 @@ import torch
 from behaviorlm.data.sequences import Interactions
 from behaviorlm.evaluation import metrics
 from behaviorlm.models.base import Recommender, ScoringBatch, mask_seen_
+from behaviorlm.training.threads import AdaptiveThreads
 
 
 @dataclass(frozen=True)
@@ -145,8 +146,9 @@ def evaluate_ranking(
     sums: dict[str, float] = {}
     per_user_parts: dict[str, list[np.ndarray]] = {}
     covered = {k: np.zeros(n_items, dtype=bool) for k in ks}
-    with torch.inference_mode():
+    with torch.inference_mode(), AdaptiveThreads() as threads:
         for start in range(0, len(eval_users), batch_size):
+            threads.step()
             stop = min(start + batch_size, len(eval_users))
             batch = ScoringBatch(users=eval_users[start:stop], history=history)
             ptr = target_ptr[start : stop + 1] - target_ptr[start]

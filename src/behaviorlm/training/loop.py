@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from behaviorlm.training import distributed
+from behaviorlm.training.threads import AdaptiveThreads
 
 Batch = dict[str, torch.Tensor]
 
@@ -84,6 +85,9 @@ class TrainingHistory:
     stopped_early: bool = False
     stopped_by_time: bool = False
     resumed_from_epoch: int | None = None
+    thread_changes: list[tuple[float, int]] = field(default_factory=list)
+    """(seconds into training, torch threads) each time the thread count followed the cores other
+    processes left free (:class:`~behaviorlm.training.threads.AdaptiveThreads`)."""
 
     @property
     def total_seconds(self) -> float:
@@ -197,7 +201,7 @@ def train(
     )
     log_epochs = config.show_progress and is_main and not console.is_terminal
     started = time.perf_counter() - history.total_seconds
-    with progress:
+    with progress, AdaptiveThreads() as threads:
         task = progress.add_task("train", total=steps_per_epoch, epoch=start_epoch, loss=0.0, metric="–")
         for epoch in range(start_epoch, config.epochs):
             epoch_started = time.perf_counter()
@@ -223,6 +227,7 @@ def train(
                 total_loss += float(loss.detach())
                 n_batches += 1
                 progress.update(task, advance=1, loss=total_loss / n_batches)
+                threads.step()
             metric: float | None = None
             if validate is not None and ((epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs):
                 module.eval()
@@ -241,7 +246,8 @@ def train(
                 console.print(
                     f"epoch {epoch + 1}/{config.epochs}: loss {epoch_loss:.4f}"
                     + (f", validation {metric:.4f}" if metric is not None else "")
-                    + f", {history.epoch_seconds[-1]:.1f} s",
+                    + f", {history.epoch_seconds[-1]:.1f} s"
+                    + (f", {torch.get_num_threads()} torch threads" if threads.changes else ""),
                     highlight=False,
                 )
             if metric is not None:
@@ -274,6 +280,7 @@ def train(
             if distributed.any_rank(out_of_time):
                 history.stopped_by_time = True
                 break
+        history.thread_changes.extend(threads.changes)
     if best_state is not None:
         module.load_state_dict(best_state)
     module.eval()
