@@ -50,9 +50,9 @@ def test_intent_in_words(deployment, tmp_path):
         assert "United States" not in body["text"] and not body["first_try_grounded"]
         assert body["evidence"][0]["text"].startswith("20") and "viewed item i" in body["evidence"][0]["text"]
         assert "guess for the user's next item" in body["evidence"][1]["text"]
-        # The prompt names the user only by an alias.
+        # The prompt does not name the user at all (an explanation needs no alias; the raw id never).
         prompt = server.requests[0]["messages"][1]["content"]
-        assert "user3" not in prompt and "user-" in prompt
+        assert "user3" not in prompt and prompt.startswith("Facts:\n")
 
         headers = auth(deployment, "reader")
         assert client.get("/v1/users/nobody/explanation/words", headers=headers).status_code == 404
