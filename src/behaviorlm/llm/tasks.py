@@ -1,9 +1,11 @@
 """What the LLM layer does with facts: explain an intent, describe a segment (answers: :mod:`.tools`).
 
-The model's output is a list of claims (:mod:`.claims`), produced under constrained decoding: a JSON
-schema whose claim items can only name a fact that exists and a field that fact has (``response_format``
-on OpenAI-compatible servers, a llama.cpp grammar for the embedded model; a server that cannot do
-structured output gets one repair round-trip showing its validation error). Every claim is verified
+The model's output is a list of claims (:mod:`.claims`), produced under constrained decoding whose
+claims can only name a fact that exists and a field that fact has: a JSON schema as ``response_format``
+on OpenAI-compatible servers (a server that cannot do structured output gets one repair round-trip
+showing its validation error), and for the embedded model one claim per line under an llguidance
+grammar that also holds each value to its field's shape (:func:`claim_lines_grammar`; a third of the
+output tokens, which are most of an explanation's time on a CPU). Every claim is verified
 against its fact; a wrong value is corrected from the fact, an invented fact, field or relation is
 dropped, and the words a user reads are rendered from the kept claims with the facts' own values. When
 no claim survives, the explanation falls back to the user's activity and latest event (``source``
@@ -364,12 +366,13 @@ def _claims_task(
     user = {"role": "user", "content": f"Facts{about}:\n{prompt}"}
     if client.remote:
         schema = _object_schema({**header, "claims": claims_schema(facts, shown=shown)})
-        messages = [{"role": "system", "content": system.format(format=_CLAIM_FORMAT)}, user]
+        # replace, not str.format: an intent label in the system text may hold braces.
+        messages = [{"role": "system", "content": system.replace("{format}", _CLAIM_FORMAT)}, user]
         answer, calls = ask_json(client, messages, model, schema)
     else:
         head = ", ".join(f"{name}: ..." for name in header)
         messages = [
-            {"role": "system", "content": system.format(format=_CLAIM_LINES.format(header=head))},
+            {"role": "system", "content": system.replace("{format}", _CLAIM_LINES.format(header=head))},
             user,
         ]
         grammar = claim_lines_grammar(
