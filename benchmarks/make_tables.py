@@ -192,11 +192,14 @@ def gpu_section(path: Path) -> list[str]:
 
 
 def busy_section(path: Path) -> list[str]:
-    runs = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-    runs = [r for r in runs if r.get("params", {}).get("benchmark") == "run_busy"]
-    if not runs:
+    def condition(r: dict) -> tuple:
+        params = r.get("params", {})
+        return params.get("benchmark"), params.get("condition")
+
+    runs = latest_runs(path, dataset="ml-100k", key=condition)
+    latest = {name: r for (benchmark, name), r in runs.items() if benchmark == "run_busy"}
+    if not latest:
         return []
-    latest = {r["params"]["condition"]: r for r in runs}  # the latest run of each condition
     lines = [
         "## On a busy machine",
         "",
@@ -228,7 +231,7 @@ def busy_section(path: Path) -> list[str]:
             f"{ratio('explain_latency_s_p50')} | {torch_threads}; LLM {r['params'].get('llm_threads')} | "
             f"{r['git_commit']} |"
         )
-    lines += ["", f"Machine: {runs[-1]['machine']}.", ""]
+    lines += ["", f"Machine: {list(latest.values())[-1]['machine']}.", ""]
     return lines
 
 
