@@ -421,3 +421,37 @@ def test_metrics_by_target_popularity_average_the_users_of_each_group() -> None:
     plain = evaluate_ranking(model, history=history, targets=targets, ks=(10,))
     with pytest.raises(ValueError, match="per_user=True"):
         metrics_by_target_popularity(plain, targets=targets, item_counts=counts)
+
+
+class LengthOrderedModel(FixedScoresModel):
+    """FixedScoresModel that asks for users in order of history length and records each batch."""
+
+    name = "test-length-ordered-eval"
+    scores_by_history_length = True
+
+    def score(self, batch: ScoringBatch) -> torch.Tensor:
+        self.batches_.append(batch.users.copy())
+        return super().score(batch)
+
+
+def test_users_in_history_length_order_give_the_same_results() -> None:
+    rng = np.random.default_rng(3)
+    history, targets = _random_split(rng, n_users=60, n_items=25)
+    scores = rng.random((60, 25))
+    plain = evaluate_ranking(
+        FixedScoresModel(scores=scores).fit(history),
+        history=history,
+        targets=targets,
+        batch_size=7,
+        per_user=True,
+    )
+    model = LengthOrderedModel(scores=scores).fit(history)
+    model.batches_ = []
+    ordered = evaluate_ranking(model, history=history, targets=targets, batch_size=7, per_user=True)
+    seen = np.concatenate(model.batches_)
+    lengths = history.lengths()[seen]
+    assert (np.diff(lengths) >= 0).all() and not (np.diff(seen) >= 0).all()  # reordered, by length
+    assert ordered.metrics == pytest.approx(plain.metrics, rel=1e-12)
+    np.testing.assert_array_equal(ordered.users, plain.users)  # per-user values back in user order
+    for name, values in plain.per_user.items():
+        np.testing.assert_allclose(ordered.per_user[name], values, rtol=0, atol=0)

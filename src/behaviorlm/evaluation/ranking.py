@@ -141,6 +141,14 @@ def evaluate_ranking(
         raise ValueError(f"k={ks[-1]} exceeds the {n_candidates} candidates each target is ranked among")
 
     eval_users, target_ptr, target_items = _distinct_targets(targets, users)
+    order = None
+    if sampled_negatives is None and getattr(model, "scores_by_history_length", False):
+        # Users in order of history length: a sequence model's batch is cut to its longest window, so
+        # batches of similar lengths skip the padding (on Amazon Beauty, median 4 events, random batches
+        # of 512 were ~85% padding). The metrics do not depend on the order; per-user values are put back
+        # in user order below. (Sampled ranking keeps user order: its negatives are drawn batch by batch.)
+        order = np.argsort(history.lengths()[eval_users], kind="stable")
+        eval_users, target_ptr, target_items = _reorder_csr(eval_users, target_ptr, target_items, order)
     rng = np.random.default_rng(seed)
 
     sums: dict[str, float] = {}
@@ -172,6 +180,11 @@ def evaluate_ranking(
 
     n_users = len(eval_users)
     prefix = "" if sampled_negatives is None else "sampled_"
+    per_user_values = {f"{prefix}{name}": np.concatenate(parts) for name, parts in per_user_parts.items()}
+    if order is not None:
+        back = np.argsort(order)
+        eval_users = eval_users[back]
+        per_user_values = {name: values[back] for name, values in per_user_values.items()}
     result_metrics = {f"{prefix}{name}": total / n_users for name, total in sums.items()}
     if sampled_negatives is None:
         for k in ks:
@@ -194,11 +207,7 @@ def evaluate_ranking(
         protocol=protocol,
         eval_seconds=time.perf_counter() - started,
         users=eval_users if per_user else None,
-        per_user=(
-            {f"{prefix}{name}": np.concatenate(parts) for name, parts in per_user_parts.items()}
-            if per_user
-            else None
-        ),
+        per_user=per_user_values if per_user else None,
     )
 
 
@@ -344,6 +353,17 @@ def _distinct_targets(
     ptr = np.zeros(len(eval_users) + 1, dtype=np.int64)
     np.cumsum(counts, out=ptr[1:])
     return eval_users, ptr, keys % targets.n_items
+
+
+def _reorder_csr(
+    users: np.ndarray, ptr: np.ndarray, items: np.ndarray, order: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The CSR ``(users, ptr, items)`` with its rows taken in ``order``."""
+    counts = np.diff(ptr)[order]
+    new_ptr = np.zeros(len(order) + 1, dtype=np.int64)
+    np.cumsum(counts, out=new_ptr[1:])
+    within = np.arange(new_ptr[-1], dtype=np.int64) - np.repeat(new_ptr[:-1], counts)
+    return users[order], new_ptr, items[np.repeat(ptr[:-1][order], counts) + within]
 
 
 def _checked_scores(model: Recommender, batch: ScoringBatch, *, n_items: int) -> torch.Tensor:

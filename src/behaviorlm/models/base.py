@@ -77,6 +77,10 @@ class Recommender(ABC):
     name: ClassVar[str]
     """Registry name, e.g. ``"ease"``; used in checkpoints and on the command line."""
 
+    scores_by_history_length: ClassVar[bool] = False
+    """``score`` costs less when a batch's users have histories of similar length (a sequence model cuts
+    its batch to the longest window); full-ranking evaluation then takes the users in that order."""
+
     train_: Interactions
 
     def fit(self, train: Interactions, *, valid: Interactions | None = None) -> Self:

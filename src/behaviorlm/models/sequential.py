@@ -342,6 +342,8 @@ class SequentialRecommender(Recommender):
     data_parallel = True
     """``fit`` shards its data over torchrun processes (what ``behaviorlm train`` checks under torchrun)."""
 
+    scores_by_history_length = True
+
     def __init__(
         self,
         *,
