@@ -117,8 +117,10 @@ def test_trimmed_windows_give_the_same_hidden_states(model_class: str) -> None:
 
 def test_bad_arguments_are_clear() -> None:
     data = successor_sequences(n_users=10, n_items=10, length=4, seed=5)
-    with pytest.raises(ValueError, match="loss must be 'full' or 'sampled'"):
+    with pytest.raises(ValueError, match="loss must be 'auto', 'full' or 'sampled'"):
         BehaviorTransformer(**{**SMALL, "loss": "bpr"}).fit(data)
+    with pytest.raises(ValueError, match="group_by_length must be 'auto', True or False"):
+        BehaviorTransformer(**{**SMALL, "group_by_length": "yes"}).fit(data)
     with pytest.raises(ValueError, match="divisible by n_heads"):
         BehaviorTransformer(**{**SMALL, "d_model": 30, "n_heads": 4}).fit(data)
 

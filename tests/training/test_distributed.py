@@ -25,7 +25,7 @@ from behaviorlm.cli.main import app
 from behaviorlm.data.sequences import Interactions
 from behaviorlm.data.splits import leave_one_out
 from behaviorlm.models.base import ScoringBatch, load_model
-from behaviorlm.models.sequential import SequenceTensors
+from behaviorlm.models.sequential import SequenceTensors, auto_training_settings, padding_share
 from behaviorlm.models.transformer import BehaviorTransformer
 from behaviorlm.training import distributed
 
@@ -71,6 +71,52 @@ def test_shards_change_with_the_epoch_and_repeat_with_it() -> None:
 
     assert rows(3) == rows(3)
     assert rows(3) != rows(4)
+
+
+@pytest.mark.parametrize("world_size", [1, 2])
+def test_grouping_by_length_keeps_each_ranks_rows_and_sizes_and_cuts_padding(world_size: int) -> None:
+    n_rows, batch_size = 1003, 16
+    lengths = torch.from_numpy(np.random.default_rng(0).geometric(0.2, size=n_rows).clip(max=50))
+    for rank in range(world_size):
+        plain = distributed.shard_rows(
+            n_rows, batch_size=batch_size, seed=5, epoch=1, rank=rank, world_size=world_size
+        )
+        grouped = distributed.group_by_length(plain, lengths, pool=10, seed=5, epoch=1)
+        assert sorted(len(b) for b in grouped) == sorted(len(b) for b in plain)
+        assert len(grouped[0]) == len(plain[0])
+        assert sorted(torch.cat(grouped).tolist()) == sorted(torch.cat(plain).tolist())
+
+        def padded_cells(batches: list[torch.Tensor]) -> int:
+            return sum(int(lengths[b].max()) * len(b) for b in batches)
+
+        assert padded_cells(grouped) < 0.6 * padded_cells(plain)
+    # Every rank draws the same batch order (the same sizes at every step); epochs differ.
+    shards = [
+        distributed.group_by_length(
+            distributed.shard_rows(n_rows, batch_size=batch_size, seed=5, epoch=1, rank=r, world_size=2),
+            lengths,
+            pool=10,
+            seed=5,
+            epoch=1,
+        )
+        for r in (0, 1)
+    ]
+    assert [len(b) for b in shards[0]] == [len(b) for b in shards[1]]
+    again = distributed.group_by_length(
+        distributed.shard_rows(n_rows, batch_size=batch_size, seed=5, epoch=2, rank=0, world_size=1),
+        lengths,
+        pool=10,
+        seed=5,
+        epoch=2,
+    )
+    first = distributed.group_by_length(
+        distributed.shard_rows(n_rows, batch_size=batch_size, seed=5, epoch=1, rank=0, world_size=1),
+        lengths,
+        pool=10,
+        seed=5,
+        epoch=1,
+    )
+    assert [b.tolist() for b in again] != [b.tolist() for b in first]
 
 
 def test_batch_smaller_than_world_size_names_batch_size() -> None:
@@ -385,6 +431,37 @@ def test_the_largest_tensor_probe_sees_full_softmax_logits() -> None:
     with probe:
         BehaviorTransformer(**SAMPLED, loss="full", epochs=1, batch_size=64).fit(data)
     assert probe.largest >= 64 * 12 * n_items
+
+
+def test_auto_loss_is_full_up_to_the_cpu_limit_and_sampled_above() -> None:
+    # One event type, sequences of 13: 12 input positions per user, 64 users -> 768 positions.
+    for n_items, expected in ((20_000, "full"), (20_001, "sampled")):
+        data = big_catalogue_walks(n_items=n_items, n_users=64, length=13)
+        probe = LargestTensor()
+        with probe:
+            model = BehaviorTransformer(**SAMPLED, epochs=1, batch_size=64).fit(data)
+        assert model.loss == "auto" and model.training_summary()["loss"] == expected
+        if expected == "full":
+            assert probe.largest >= 64 * 12 * n_items
+        else:
+            assert probe.largest < 64 * 12 * n_items // 10  # 1,025 sampled logits per position at most
+    assert auto_training_settings(np.full(10, 5), n_items=54_542, batch_size=4, device_type="cuda")[
+        "loss"
+    ] == ("full")
+
+
+def test_auto_grouping_follows_the_padding_of_random_batches() -> None:
+    rng = np.random.default_rng(0)
+    short = rng.geometric(0.2, size=5000).clip(max=50)  # median ~4 in a window of 50, like Amazon Beauty
+    long = np.full(943, 50) - rng.integers(0, 10, size=943)  # nearly full windows, like ML-100k
+    assert padding_share(short, batch_size=128) > 0.7
+    assert padding_share(long, batch_size=128) < 0.2
+    assert padding_share(np.full(7, 3), batch_size=2) == 0.0
+    settings = [
+        auto_training_settings(x, n_items=100, batch_size=128, device_type="cpu") for x in (short, long)
+    ]
+    assert [s["group_by_length"] for s in settings] == [True, False]
+    assert [s["loss"] for s in settings] == ["full", "full"]
 
 
 if __name__ == "__main__":

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from behaviorlm.training.loop import TrainerConfig, lr_factor, train
+from behaviorlm.training import loop
+from behaviorlm.training.loop import TrainerConfig, budget_epochs, lr_factor, train
 
 
 def test_lr_schedule_warmup_then_cosine() -> None:
@@ -131,10 +133,63 @@ def test_progress_bar_renders_epoch_loss_and_metric() -> None:
     assert "epoch 1/3:" not in text  # a terminal gets the bar, not the log lines
 
 
-def test_progress_off_a_terminal_is_one_line_per_epoch() -> None:
+def test_progress_off_a_terminal_is_one_line_per_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
     """In a log file a bar would show only its final state after minutes of silence."""
+    # Threads fixed: on a busy machine (a parallel test run) a thread change would add a note to the line.
+    monkeypatch.setenv("BEHAVIORLM_TORCH_THREADS", str(torch.get_num_threads()))
     text, history = _train_with_progress(terminal=False)
     lines = text.splitlines()
     assert [line.split(":")[0] for line in lines] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
     assert f"loss {history.losses[-1]:.4f}" in lines[-1]
     assert f"validation {history.metrics[-1]:.4f}" in lines[-1] and lines[-1].endswith(" s")
+
+
+def test_budget_epochs_counts_the_epoch_that_ends_past_the_budget() -> None:
+    # 10 s epochs, 95 s budget: the run stops after the first epoch ending past 95 s, the 10th.
+    assert budget_epochs(max_seconds=95, elapsed=0, epochs_done=0, epoch_seconds=10, epochs=200) == 10
+    assert budget_epochs(max_seconds=95, elapsed=30, epochs_done=3, epoch_seconds=10, epochs=200) == 10
+    assert budget_epochs(max_seconds=95, elapsed=30, epochs_done=3, epoch_seconds=10, epochs=6) == 6
+    assert budget_epochs(max_seconds=95, elapsed=96, epochs_done=9, epoch_seconds=10, epochs=200) == 9
+    assert budget_epochs(max_seconds=95, elapsed=0, epochs_done=0, epoch_seconds=0, epochs=50) == 50
+
+
+def test_a_time_budget_plans_the_schedule_to_end_in_the_last_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
+    model, batches, loss_fn, validate = _problem()
+    calls: list[tuple[int, int, int]] = []
+    real = loop.lr_factor
+
+    def recording(step: int, *, total_steps: int, warmup_steps: int, min_ratio: float) -> float:
+        calls.append((step, total_steps, warmup_steps))
+        return real(step, total_steps=total_steps, warmup_steps=warmup_steps, min_ratio=min_ratio)
+
+    def slow_batches(epoch: int):
+        for batch in batches(epoch):
+            time.sleep(0.01)  # 4 steps: ~0.04 s per epoch
+            yield batch
+
+    monkeypatch.setattr(loop, "lr_factor", recording)
+    config = TrainerConfig(epochs=1000, max_seconds=0.4, patience=1000, show_progress=False)
+    history = train(
+        model, batches=slow_batches, steps_per_epoch=4, loss_fn=loss_fn, validate=validate, config=config
+    )
+    assert history.stopped_by_time and 3 <= history.epochs_run <= 20, history.epochs_run
+    # Planned for the budget, not for 1,000 epochs: the last plan is the run's length (within an epoch
+    # of timing noise), and the warmup is 2% of the planned steps, not of 4,000.
+    assert abs(history.planned_epochs[-1] - history.epochs_run) <= 1, (
+        history.planned_epochs,
+        history.epochs_run,
+    )
+    last_step, total, warmup = calls[-1]
+    assert total <= 25 * 4 and warmup <= 2
+    assert last_step >= total - 2 * 4  # the cosine had (nearly) reached its floor
+    # Without a budget nothing is re-planned.
+    model, batches, loss_fn, validate = _problem()
+    plain = train(
+        model,
+        batches=batches,
+        steps_per_epoch=4,
+        loss_fn=loss_fn,
+        validate=validate,
+        config=TrainerConfig(epochs=3, show_progress=False),
+    )
+    assert plain.planned_epochs == [] and calls[-1][1] == 3 * 4

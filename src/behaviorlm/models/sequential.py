@@ -14,7 +14,12 @@ such encoder into a :class:`~behaviorlm.models.base.Recommender`:
   ``"sampled"`` -- sampled softmax over ``n_negatives`` items shared by the batch, drawn from the
   training popularity raised to 0.75, with the logQ correction ``s - log(n_negatives · q)`` applied to
   positives and negatives alike (Bengio & Senécal 2008; Yi et al., "Sampling-bias-corrected neural
-  modeling for large corpus item recommendations", RecSys 2019) and accidental hits masked.
+  modeling for large corpus item recommendations", RecSys 2019) and accidental hits masked;
+  ``"auto"`` (the default) -- full up to :data:`FULL_SOFTMAX_MAX_ITEMS` items (20,000 on a CPU), sampled
+  above (see :func:`auto_training_settings`).
+* **Batches** are random sets of ``batch_size`` users, each cut to its longest window; with
+  ``group_by_length`` (``"auto"``: when random batches would be mostly padding, as on Amazon Beauty with
+  its median of 4 events) users of similar length share a batch (:func:`distributed.group_by_length`).
 * **Fitting** runs :func:`behaviorlm.training.loop.train` with early stopping on validation NDCG@10
   (full ranking, seen items masked) when validation targets are given. Under ``torchrun`` each process
   trains on its own shard of the users' sequences (:func:`behaviorlm.training.distributed.shard_rows`);
@@ -57,6 +62,54 @@ SERVING_TABLE_KEY = "serving.scoring_table"
 
 SCORING_TABLE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 """The dtypes a serving copy's item table may be frozen in."""
+
+FULL_SOFTMAX_MAX_ITEMS = {"cpu": 20_000, "cuda": 200_000}
+"""``loss="auto"``: the largest catalogue trained with the full softmax, per device type; larger ones use
+the sampled softmax. On 2 CPU cores the full softmax's forward and backward cost ~0.75 ms per position
+per 54,542 items (d_model 128): 345 s of an epoch on Amazon Beauty (54k items) against ~30 s for the
+rest, while at 12k items (s3rec/Beauty) it is the cheaper half and gives the best quality per epoch
+(Klenitskiy & Vasilev 2023). On a GPU it is cheap until the ``[positions, items]`` logits outgrow memory:
+a batch of 128 x 50 positions over 200k items is 5 GB in float32."""
+
+GROUP_BY_LENGTH_PADDING = 0.5
+"""``group_by_length="auto"``: group batches by sequence length when random batches, each cut to its
+longest sequence, would be more than this share padding (Amazon Beauty, median 4 events in a window
+of 50: 0.85; ML-100k, median 51: 0.24)."""
+
+LENGTH_POOL = 50
+"""Batches per pool that are sorted by length when grouping (see ``distributed.group_by_length``)."""
+
+
+def padding_share(lengths: np.ndarray, *, batch_size: int, seed: int = 0) -> float:
+    """The share of padding in random batches of ``batch_size`` rows with real ``lengths``, each batch
+    cut to its longest row (one seeded shuffle; deterministic)."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    if lengths.size == 0:
+        return 0.0
+    order = np.random.default_rng(seed).permutation(lengths.size)
+    shuffled = lengths[order]
+    starts = np.arange(0, lengths.size, batch_size)
+    longest = np.maximum.reduceat(shuffled, starts)
+    sizes = np.diff(np.append(starts, lengths.size))
+    cells = float((longest * sizes).sum())
+    return 0.0 if cells == 0 else 1.0 - float(shuffled.sum()) / cells
+
+
+def auto_training_settings(
+    lengths: np.ndarray, *, n_items: int, batch_size: int, device_type: str
+) -> dict[str, Any]:
+    """What ``loss="auto"`` and ``group_by_length="auto"`` become for this data: the full softmax up to
+    :data:`FULL_SOFTMAX_MAX_ITEMS` items on this device type, sampled above; batches grouped by length
+    when random ones would be more than :data:`GROUP_BY_LENGTH_PADDING` padding. ``lengths`` are the
+    training rows' input positions (at most ``max_len``). The choice depends on the data and the device
+    type only, never on the machine's load or core count, so the same data gives the same model."""
+    limit = FULL_SOFTMAX_MAX_ITEMS.get(device_type, FULL_SOFTMAX_MAX_ITEMS["cuda"])
+    share = padding_share(lengths, batch_size=batch_size)
+    return {
+        "loss": "full" if n_items <= limit else "sampled",
+        "group_by_length": share > GROUP_BY_LENGTH_PADDING,
+        "padding_share": round(share, 4),
+    }
 
 
 def _quantize_linear_layers(net: nn.Module) -> nn.Module:
@@ -349,8 +402,9 @@ class SequentialRecommender(Recommender):
         *,
         max_len: int = 50,
         n_time_buckets: int = 0,
-        loss: str = "full",
+        loss: str = "auto",
         n_negatives: int = 1024,
+        group_by_length: bool | str = "auto",
         epochs: int = 200,
         batch_size: int = 128,
         lr: float = 1e-3,
@@ -370,6 +424,7 @@ class SequentialRecommender(Recommender):
         self.n_time_buckets = n_time_buckets
         self.loss = loss
         self.n_negatives = n_negatives
+        self.group_by_length = group_by_length
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -481,8 +536,15 @@ class SequentialRecommender(Recommender):
 
     def _fit(self, train: Interactions) -> None:
         """Train on ``train``; with validation targets, stop early on their NDCG@10 and keep the best epoch."""
-        if self.loss not in ("full", "sampled"):
-            raise ValueError(f"{type(self).__name__}: loss must be 'full' or 'sampled', got {self.loss!r}")
+        if self.loss not in ("auto", "full", "sampled"):
+            raise ValueError(
+                f"{type(self).__name__}: loss must be 'auto', 'full' or 'sampled', got {self.loss!r}"
+            )
+        if self.group_by_length not in ("auto", True, False):
+            raise ValueError(
+                f"{type(self).__name__}: group_by_length must be 'auto', True or False, "
+                f"got {self.group_by_length!r}"
+            )
         if self.max_len < 1:
             raise ValueError(f"{type(self).__name__}: max_len must be >= 1, got {self.max_len}")
         if self.item_init not in ("random", "text"):
@@ -512,6 +574,13 @@ class SequentialRecommender(Recommender):
         data = SequenceTensors(
             train, users, length=self.max_len, n_buckets=self.n_time_buckets, with_targets=True
         )
+        self.auto_settings_ = auto_training_settings(
+            data.lengths.numpy(), n_items=train.n_items, batch_size=self.batch_size, device_type=device.type
+        )
+        self.loss_ = self.auto_settings_["loss"] if self.loss == "auto" else self.loss
+        group = self.group_by_length
+        group = self.auto_settings_["group_by_length"] if group == "auto" else group
+        self.group_by_length_ = bool(group)
         counts = torch.from_numpy(train.item_counts()).double()
         sampling = counts.pow(0.75) + 1e-12
         self.sampling_q_ = (sampling / sampling.sum()).float().to(device)
@@ -546,6 +615,10 @@ class SequentialRecommender(Recommender):
             # Random batches, cut to their longest sequence. (Batching users of similar length would
             # cut more padding, but on ML-100k it lost a tenth of NDCG@10 at the same epochs and more
             # per second of training: the optimiser's steps on batches of short sequences weigh as much.)
+            if self.group_by_length_:
+                shard = distributed.group_by_length(
+                    shard, data.lengths, pool=LENGTH_POOL, seed=self.seed, epoch=epoch
+                )
             for rows in shard:
                 batch = data.batch(rows, trim=True)
                 if teacher_data is not None:
@@ -569,7 +642,7 @@ class SequentialRecommender(Recommender):
                 teacher_logits = (teacher_hidden.to(teacher_table.dtype) @ teacher_table.T).float()
             student_logits = hidden[keep] @ self.net_.item_table().T
             hard = None
-            if self.loss != "full":
+            if self.loss_ != "full":
                 hard = self._next_item_loss(hidden, targets, generator=generator)
             return distillation_loss(
                 student_logits,
@@ -627,7 +700,7 @@ class SequentialRecommender(Recommender):
         h = hidden[keep]
         y = targets[keep]
         table = self.net_.item_table()
-        if self.loss == "full":
+        if self.loss_ == "full":
             return F.cross_entropy(h @ table.T, y)
         n_neg = min(self.n_negatives, table.shape[0])
         negatives = torch.multinomial(self.sampling_q_.cpu(), n_neg, replacement=True, generator=generator)
@@ -803,6 +876,10 @@ class SequentialRecommender(Recommender):
     def training_summary(self) -> dict[str, Any]:
         """Epochs, best epoch, time per epoch and total, from the last fit (and its teacher, if distilled)."""
         summary = {**self.history_.summary(), **self._gpu_memory_summary()}
+        if getattr(self, "loss_", None) is not None:
+            summary["loss"] = self.loss_
+            summary["group_by_length"] = self.group_by_length_
+            summary["padding_share_random_batches"] = self.auto_settings_["padding_share"]
         if getattr(self, "distilled_from_", None) is not None:
             summary["distilled_from"] = self.distilled_from_
         return summary

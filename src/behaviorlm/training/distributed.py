@@ -18,6 +18,8 @@ What the training loop takes from here (it owns the rest):
   of a one-process run with the same seed. Every rank gets the same number of equally sized batches
   (the shuffled order is padded by repeating its first rows, as ``DistributedSampler`` does), because a
   rank that ran one step fewer would leave the others waiting forever in the gradient all-reduce.
+* :func:`group_by_length` regroups a rank's batches by sequence length (less padding), keeping their
+  count and sizes.
 * :func:`broadcast_from_main`, :func:`all_reduce_mean`, :func:`any_rank`, :func:`all_gather_objects`
   keep decisions (early stopping, the time budget) and reported numbers identical on every rank.
 """
@@ -203,6 +205,33 @@ def shard_rows(
     mine = order[rank::world_size]
     per_rank = math.ceil(batch_size / world_size)
     return [mine[start : start + per_rank] for start in range(0, len(mine), per_rank)]
+
+
+def group_by_length(
+    batches: list[torch.Tensor], lengths: torch.Tensor, *, pool: int, seed: int, epoch: int
+) -> list[torch.Tensor]:
+    """``batches`` (one epoch's, from :func:`shard_rows`) regrouped so that each holds rows of similar
+    length: the shuffled rows are taken ``pool`` batches at a time, sorted by ``lengths[row]`` within the
+    pool and cut again into batches of the same sizes, whose order is then shuffled (seeded by
+    ``(seed, epoch)``, so every rank draws the same order). The idea of Hugging Face's
+    ``LengthGroupedSampler`` ("megabatches" of 50 batches): a batch cut to its longest row does
+    little padding work, while rows still meet new neighbours every epoch.
+
+    The batch count and sizes are unchanged (all but the last are full), so ranks stay in step.
+    """
+    if pool < 1:
+        raise ValueError(f"pool must be >= 1 batch, got {pool}")
+    if len(batches) <= 1:
+        return batches
+    size = len(batches[0])
+    rows = torch.cat(batches)
+    grouped: list[torch.Tensor] = []
+    for start in range(0, len(rows), pool * size):
+        chunk = rows[start : start + pool * size]
+        chunk = chunk[torch.argsort(lengths[chunk], stable=True)]
+        grouped.extend(chunk[i : i + size] for i in range(0, len(chunk), size))
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch + 7_919)
+    return [grouped[i] for i in torch.randperm(len(grouped), generator=generator).tolist()]
 
 
 def _check_shard_arguments(n_rows: int, *, batch_size: int, world_size: int) -> None:

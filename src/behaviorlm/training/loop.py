@@ -43,6 +43,12 @@ class TrainerConfig:
     ``warmup_fraction`` of the total steps ramps the learning rate up linearly, then it follows a cosine
     down to ``min_lr_ratio * lr`` (Loshchilov & Hutter, SGDR, ICLR 2017). Early stopping stops after
     ``patience`` validations without improvement and restores the best weights.
+
+    With ``max_seconds``, the total steps are those the time budget allows (when fewer than ``epochs``
+    epochs): estimated from the first ``BUDGET_PROBE_STEPS`` steps, then after every epoch from the
+    measured epoch time, validation included, so that the warmup is a share of the steps that will
+    really run and the cosine reaches its floor in the last epoch instead of staying near the peak
+    (budget-aware schedules: Li, Yumer & Ramanan, "Budgeted Training", ICLR 2020).
     """
 
     epochs: int = 200
@@ -85,6 +91,8 @@ class TrainingHistory:
     stopped_early: bool = False
     stopped_by_time: bool = False
     resumed_from_epoch: int | None = None
+    planned_epochs: list[int] = field(default_factory=list)
+    """With a time budget, the epochs the learning-rate schedule was planned for after each epoch."""
     thread_changes: list[tuple[float, int]] = field(default_factory=list)
     """(seconds into training, torch threads) each time the thread count followed the cores other
     processes left free (:class:`~behaviorlm.training.threads.AdaptiveThreads`)."""
@@ -117,6 +125,23 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+BUDGET_PROBE_STEPS = 20
+"""Steps timed before a time-budgeted run plans its schedule (see :class:`TrainerConfig`)."""
+
+
+def budget_epochs(
+    *, max_seconds: float, elapsed: float, epochs_done: int, epoch_seconds: float, epochs: int
+) -> int:
+    """The epochs a run stopping at the first epoch end past ``max_seconds`` will have run, at
+    ``epoch_seconds`` per epoch from ``elapsed`` seconds and ``epochs_done`` epochs on (at most ``epochs``)."""
+    if epoch_seconds <= 0:
+        return epochs
+    if elapsed > max_seconds and epochs_done:
+        return epochs_done
+    more = math.floor(max(0.0, max_seconds - elapsed) / epoch_seconds) + 1
+    return max(1, min(epochs, epochs_done + more))
 
 
 def lr_factor(step: int, *, total_steps: int, warmup_steps: int, min_ratio: float) -> float:
@@ -162,14 +187,33 @@ def train(
         lr=config.lr,
         betas=config.betas,
     )
-    total_steps = config.epochs * max(1, steps_per_epoch)
-    warmup_steps = int(config.warmup_fraction * total_steps)
+    steps = max(1, steps_per_epoch)
+    # Read by the schedule at every step; a time budget re-plans it (see TrainerConfig).
+    plan = {"total": config.epochs * steps, "warmup": int(config.warmup_fraction * config.epochs * steps)}
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         lambda step: lr_factor(
-            step, total_steps=total_steps, warmup_steps=warmup_steps, min_ratio=config.min_lr_ratio
+            step, total_steps=plan["total"], warmup_steps=plan["warmup"], min_ratio=config.min_lr_ratio
         ),
     )
+
+    def replan(*, elapsed: float, epochs_done: int, epoch_seconds: float, warmup: bool) -> None:
+        if config.max_seconds is None:
+            return
+        epochs = budget_epochs(
+            max_seconds=config.max_seconds,
+            elapsed=elapsed,
+            epochs_done=epochs_done,
+            epoch_seconds=epoch_seconds,
+            epochs=config.epochs,
+        )
+        # Every rank plans from rank 0's clock, so the learning rates stay identical.
+        epochs = int(distributed.broadcast_from_main(float(epochs)))
+        plan["total"] = epochs * steps
+        if warmup:
+            plan["warmup"] = int(config.warmup_fraction * plan["total"])
+        history.planned_epochs.append(epochs)
+
     step_module: Callable[[Batch], torch.Tensor] = loss_fn
     if config.compile and device.type == "cuda":
         step_module = torch.compile(loss_fn)
@@ -182,7 +226,7 @@ def train(
     start_epoch = 0
     ckpt = Path(config.checkpoint_dir) if config.checkpoint_dir else None
     if ckpt is not None and (ckpt / "trainer.json").exists():
-        start_epoch, history, bad_epochs = _resume(ckpt, module, optimizer, scheduler, rank=rank)
+        start_epoch, history, bad_epochs = _resume(ckpt, module, optimizer, scheduler, rank=rank, plan=plan)
         best_path = ckpt / "best.safetensors"
         best_state = load_file(str(best_path)) if best_path.exists() else None
 
@@ -210,6 +254,7 @@ def train(
             last_metric = next((f"{m:.4f}" for m in reversed(history.metrics) if m is not None), "–")
             progress.reset(task, total=steps_per_epoch, epoch=epoch + 1, loss=0.0, metric=last_metric)
             total_loss, n_batches = 0.0, 0
+            probe_started = time.perf_counter()
             for batch in batches(epoch):
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
                 with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
@@ -228,6 +273,9 @@ def train(
                 n_batches += 1
                 progress.update(task, advance=1, loss=total_loss / n_batches)
                 threads.step()
+                if epoch == start_epoch == 0 and n_batches == min(BUDGET_PROBE_STEPS, steps):
+                    step_seconds = (time.perf_counter() - probe_started) / n_batches
+                    replan(elapsed=0.0, epochs_done=0, epoch_seconds=step_seconds * steps, warmup=True)
             metric: float | None = None
             if validate is not None and ((epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs):
                 module.eval()
@@ -270,6 +318,7 @@ def train(
                         best_state,
                         metric,
                         rng_states,
+                        plan,
                     )
             if bad_epochs >= config.patience:
                 history.stopped_early = True
@@ -280,6 +329,13 @@ def train(
             if distributed.any_rank(out_of_time):
                 history.stopped_by_time = True
                 break
+            done = epoch + 1 - start_epoch
+            replan(
+                elapsed=time.perf_counter() - started,
+                epochs_done=epoch + 1,
+                epoch_seconds=sum(history.epoch_seconds[-done:]) / done,
+                warmup=False,
+            )
         history.thread_changes.extend(threads.changes)
     if best_state is not None:
         module.load_state_dict(best_state)
@@ -297,6 +353,7 @@ def _save_checkpoint(
     best_state: dict[str, torch.Tensor] | None,
     metric: float | None,
     rng_states: list[list[int]],
+    plan: dict[str, int],
 ) -> None:
     """Write the resumable state: weights, optimiser moments (safetensors) and counters (JSON).
 
@@ -322,6 +379,7 @@ def _save_checkpoint(
         "history": history.to_dict(),
         "bad_epochs": bad_epochs,
         "scheduler": scheduler.state_dict(),
+        "lr_plan": plan,
         "optimizer_scalars": steps,
         "torch_rng_by_rank": rng_states,
     }
@@ -337,8 +395,10 @@ def _resume(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     *,
     rank: int,
+    plan: dict[str, int],
 ) -> tuple[int, TrainingHistory, int]:
     meta = json.loads((directory / "trainer.json").read_text())
+    plan.update(meta.get("lr_plan", {}))
     module.load_state_dict(load_file(str(directory / "last.safetensors")))
     moments = load_file(str(directory / "optimizer.safetensors"))
     state = optimizer.state_dict()
