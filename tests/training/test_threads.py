@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import pytest
 import torch
 
@@ -32,7 +34,7 @@ def test_cpu_share_reads_this_machine():
 class _Busy:
     """Stands in for CpuShare: other processes keep ``level[0]`` cores busy."""
 
-    level = [0.0]
+    level: ClassVar[list[float]] = [0.0]
 
     def others_busy(self):
         return self.level[0]
