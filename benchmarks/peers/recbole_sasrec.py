@@ -1,21 +1,39 @@
-"""RecBole 1.2.1 SASRec on ML-100k under a wall-time cap, recorded as one benchmarks/results.jsonl line.
+"""RecBole 1.2.1 SASRec under a wall-time cap, recorded as one benchmarks/results.jsonl line.
 
 The peer a user would otherwise pick, run on the same data and leave-one-out split as
 ``benchmarks/run_sequential.py`` so the speed ratio is measured, not quoted. Run it with the RecBole
 venv (see ``setup_recbole.sh``), not the project's::
 
     benchmarks/peers/.venv-recbole/bin/python benchmarks/peers/recbole_sasrec.py --max-seconds 1500
+    benchmarks/peers/.venv-recbole/bin/python benchmarks/peers/recbole_sasrec.py --dataset s3rec-beauty
+
+Datasets (``--dataset``):
+
+* ``ml-100k`` (default): the bundled ``src/behaviorlm/datasets/ml-100k/ml-100k.inter``, which is RecBole's
+  own file, copied as is (RecBole's ``properties/dataset/ml-100k.yaml`` applies);
+* ``s3rec-beauty``, ``s3rec-sports``: exported by ``behaviorlm_export.py``, run in a subprocess with the
+  project's venv (``--behaviorlm-python``, default ``.venv/bin/python``; the RecBole venv cannot import
+  behaviorlm), from ``load_interactions(name)``, i.e. exactly the events behaviorlm's benchmarks read,
+  each user's events in behaviorlm's order with strictly increasing timestamps, so RecBole's
+  leave-one-out picks behaviorlm's targets.
+
+For every dataset the exporter also writes behaviorlm's own ``leave_one_out`` targets (for ML-100k it is
+only used for that), and the run prints and records both sides' users, items, events and valid/test
+targets and how many targets differ (``protocol.split_params.behaviorlm_check``). If the project's venv
+cannot run (it is being edited, say), ML-100k runs without the check; the S3-Rec sets cannot run.
 
 Configuration: RecBole's own defaults for SASRec (``properties/model/SASRec.yaml``,
-``properties/overall.yaml`` and, because the dataset is named ``ml-100k``, its
-``properties/dataset/ml-100k.yaml``) plus what the issue fixes: ``loss_type=CE`` (so no negative
-sampling), ``MAX_ITEM_LIST_LENGTH=200``, leave-one-out by time (``LS: valid_and_test``, ``order: TO``),
-full ranking, Hit/NDCG/MRR at 10 and 20, CPU, 2 threads.
+``properties/overall.yaml`` and, for ``ml-100k`` only, ``properties/dataset/ml-100k.yaml``) plus what the
+issue fixes: ``loss_type=CE`` (so no negative sampling), ``MAX_ITEM_LIST_LENGTH`` 200 on ML-100k and 50
+(behaviorlm's default window) on the S3-Rec sets, leave-one-out by time (``LS: valid_and_test``,
+``order: TO``), full ranking, Hit/NDCG/MRR at 10 and 20, CPU, ``--threads`` threads (default 2).
 
-The cap is enforced between epochs (an epoch is not started when the one before it says it would not
-fit) and, if a single epoch is longer than the cap, after the batch that crosses it; the partial epoch
-is then validated like a full one. Either way the best-validation checkpoint is evaluated on test and
-the run records ``training.stopped_by_time``.
+The cap is enforced between epochs (an epoch is not started when the one before it, validation
+included, says it would not fit) and inside an epoch: no batch is started once the cap minus the last
+validation pass's duration has passed (at least one batch runs), and the partial epoch is then
+validated like a full one. Training therefore ends by the cap, give or take one batch, except that the
+first epoch's validation has no earlier one to reserve time by. Either way the best-validation
+checkpoint is evaluated on test and the run records ``training.stopped_by_time``.
 
 Incompatibilities with the versions installed by ``setup_recbole.sh`` are patched here, not in
 site-packages:
@@ -48,11 +66,28 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 INTER_FILE = REPO / "src" / "behaviorlm" / "datasets" / "ml-100k" / "ml-100k.inter"
 RESULTS = REPO / "benchmarks" / "results.jsonl"
+EXPORTER = Path(__file__).resolve().with_name("behaviorlm_export.py")
+BEHAVIORLM_PYTHON = REPO / ".venv" / "bin" / "python"
+# RecBole's window per dataset: 200 on ML-100k (long histories, as before), behaviorlm's default 50 else.
+MAX_ITEM_LIST_LENGTH = {"ml-100k": 200, "s3rec-beauty": 50, "s3rec-sports": 50}
 
 
 def _parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--dataset",
+        choices=sorted(MAX_ITEM_LIST_LENGTH),
+        default="ml-100k",
+        help="ml-100k (bundled RecBole file, default) or an S3-Rec set exported from behaviorlm",
+    )
+    parser.add_argument(
+        "--behaviorlm-python",
+        type=Path,
+        default=BEHAVIORLM_PYTHON,
+        help="python of the project's venv, which runs behaviorlm_export.py "
+        f"(default {BEHAVIORLM_PYTHON.relative_to(REPO)})",
     )
     parser.add_argument(
         "--max-seconds",
@@ -127,6 +162,63 @@ def _git_commit() -> str:
         return "unknown"
 
 
+def _export_from_behaviorlm(python: Path, dataset: str, workdir: Path, *, inter: bool) -> dict[str, Any]:
+    """Run ``behaviorlm_export.py`` with the project's venv; return its ``behaviorlm_split.json``.
+
+    With ``inter`` it also writes ``workdir/<dataset>/<dataset>.inter``. Raises ``RuntimeError`` with the
+    exporter's stderr if it fails.
+    """
+    command = [str(python), str(EXPORTER), dataset, str(workdir)] + (["--inter"] if inter else [])
+    try:
+        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1800)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise RuntimeError(f"{' '.join(command)}: {exc}") from exc
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} exited {done.returncode}:\n{done.stderr.strip()}")
+    summary_file = workdir / "behaviorlm_split.json"
+    summary = json.loads(summary_file.read_text())
+    summary_file.unlink()
+    return summary
+
+
+def _recbole_targets(dataset, part) -> dict[str, str]:
+    """``{user token: target item token}`` of one evaluation dataloader (one row per user)."""
+    feat = part._dataset.inter_feat
+    users = dataset.id2token(dataset.uid_field, feat[dataset.uid_field].numpy())
+    items = dataset.id2token(dataset.iid_field, feat[dataset.iid_field].numpy())
+    if len(set(users.tolist())) != len(users):
+        raise RuntimeError("RecBole evaluation data has more than one target for a user")
+    return dict(zip(users.tolist(), items.tolist(), strict=True))
+
+
+def _behaviorlm_check(
+    behaviorlm: dict[str, Any], recbole_counts: dict[str, int], valid: dict[str, str], test: dict[str, str]
+) -> dict[str, Any]:
+    """Both sides' counts and how many valid / test targets differ (missing on either side counts)."""
+    targets: dict[str, list[str]] = behaviorlm["targets"]
+
+    def differing(recbole: dict[str, str], column: int) -> int:
+        ours = {user: pair[column] for user, pair in targets.items() if pair[column] is not None}
+        return sum(recbole.get(user) != item for user, item in ours.items()) + len(
+            recbole.keys() - ours.keys()
+        )
+
+    protocol = behaviorlm["protocol"]
+    return {
+        "behaviorlm": {
+            "n_users": behaviorlm["n_users"],
+            "n_items": behaviorlm["n_items"],
+            "n_events": behaviorlm["n_events"],
+            "n_valid_targets": protocol["n_valid_targets"],
+            "n_test_targets": protocol["n_test_targets"],
+            "n_users_train_only": protocol["n_users_train_only"],
+        },
+        "recbole": recbole_counts,
+        "valid_targets_differing": differing(valid, 0),
+        "test_targets_differing": differing(test, 1),
+    }
+
+
 class _StopByTime(Exception):
     """Raised from RecBole's end-of-epoch callback to leave ``Trainer.fit`` once the cap is reached."""
 
@@ -142,6 +234,7 @@ def _time_capped_trainer_class() -> type:
             super().__init__(config, model)
             self.deadline = deadline
             self.epoch_train_seconds: list[float] = []
+            self.valid_seconds: list[float] = []
             self.epoch_batches: list[int] = []
             self.batches_per_epoch = 0
             self.stopped_mid_epoch = False
@@ -150,11 +243,14 @@ def _time_capped_trainer_class() -> type:
             self.batches_per_epoch = len(train_data)
             done = 0
 
+            # The partial epoch is validated before fit returns: keep the last validation's time in hand.
+            deadline = self.deadline - (self.valid_seconds[-1] if self.valid_seconds else 0.0)
+
             def batches_until_deadline():
                 nonlocal done
                 for batch in train_data:
                     # At least one batch per epoch, so a tiny cap still yields a trained model.
-                    if done > 0 and time.perf_counter() >= self.deadline:
+                    if done > 0 and time.perf_counter() >= deadline:
                         self.stopped_mid_epoch = True
                         return
                     done += 1
@@ -167,6 +263,13 @@ def _time_capped_trainer_class() -> type:
             self.epoch_train_seconds.append(time.perf_counter() - started)
             self.epoch_batches.append(done)
             return loss
+
+        def _valid_epoch(self, valid_data, show_progress=False):
+            started = time.perf_counter()
+            try:
+                return super()._valid_epoch(valid_data, show_progress=False)
+            finally:
+                self.valid_seconds.append(time.perf_counter() - started)
 
     return TimeCappedTrainer
 
@@ -186,11 +289,24 @@ def main() -> None:
     from recbole.model.sequential_recommender import SASRec
     from recbole.utils import init_logger, init_seed
 
+    name = args.dataset
     workdir = Path(tempfile.mkdtemp(prefix="recbole-sasrec-"))
+    # behaviorlm's events and leave-one-out targets, from the project's venv (see behaviorlm_export.py).
+    # For the S3-Rec sets this also writes the .inter file RecBole reads; ML-100k keeps RecBole's own file
+    # and only uses the targets for the check, so it still runs when the project's venv cannot.
+    behaviorlm: dict[str, Any] | None = None
+    try:
+        behaviorlm = _export_from_behaviorlm(args.behaviorlm_python, name, workdir, inter=name != "ml-100k")
+    except RuntimeError as exc:
+        if name != "ml-100k":
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise SystemExit(f"cannot export {name} from behaviorlm: {exc}") from None
+        print(f"warning: no behaviorlm split to check against: {exc}", file=sys.stderr)
+    if name == "ml-100k":
+        (workdir / name).mkdir()
+        shutil.copyfile(INTER_FILE, workdir / name / f"{name}.inter")
     # RecBole writes log/, saved/ and log_tensorboard/ relative to the working directory.
     os.chdir(workdir)
-    (workdir / "ml-100k").mkdir()
-    shutil.copyfile(INTER_FILE, workdir / "ml-100k" / "ml-100k.inter")
 
     config_dict: dict[str, Any] = {
         "data_path": str(workdir),
@@ -204,7 +320,7 @@ def main() -> None:
         "train_batch_size": args.train_batch_size,
         "loss_type": "CE",
         "train_neg_sample_args": None,
-        "MAX_ITEM_LIST_LENGTH": 200,
+        "MAX_ITEM_LIST_LENGTH": MAX_ITEM_LIST_LENGTH[name],
         "eval_args": {
             "split": {"LS": "valid_and_test"},
             "group_by": "user",
@@ -217,7 +333,18 @@ def main() -> None:
         # RecBole rounds metrics to 4 places by default; keep more for the table.
         "metric_decimal_place": 6,
     }
-    config = Config(model="SASRec", dataset="ml-100k", config_dict=config_dict)
+    if name != "ml-100k":
+        # No properties/dataset/<name>.yaml exists, so overall.yaml's defaults apply: nothing is filtered
+        # (user/item_inter_num_interval "[0,inf)", rm_dup_inter None) or normalised (normalize_all None);
+        # only its load_col (user_id, item_id) must also take the timestamp that order TO sorts by.
+        config_dict["load_col"] = {"inter": ["user_id", "item_id", "timestamp"]}
+    # RecBole's Config also reads ``--key=value`` from sys.argv, over config_dict; hide this script's flags
+    # from it (``--epochs=5`` would otherwise reach it twice, and ``--dataset=...`` bypass the choices).
+    argv, sys.argv = sys.argv, sys.argv[:1]
+    try:
+        config = Config(model="SASRec", dataset=name, config_dict=config_dict)
+    finally:
+        sys.argv = argv
     init_seed(config["seed"], config["reproducibility"])
     torch.set_num_threads(args.threads)
     init_logger(config)
@@ -225,9 +352,34 @@ def main() -> None:
 
     wall_started = time.perf_counter()
     dataset = create_dataset(config)
+    # Before data_preparation, which replaces the events by one row per (user, prefix).
+    recbole_counts = {
+        "n_users": int(dataset.user_num - 1),  # index 0 is padding
+        "n_items": int(dataset.item_num - 1),
+        "n_events": len(dataset.inter_feat),
+    }
     train_data, valid_data, test_data = data_preparation(config, dataset)
     prepare_seconds = time.perf_counter() - wall_started
     logger.info(str(dataset))
+
+    recbole_valid = _recbole_targets(dataset, valid_data)
+    recbole_test = _recbole_targets(dataset, test_data)
+    recbole_counts |= {"n_valid_targets": len(recbole_valid), "n_test_targets": len(recbole_test)}
+    behaviorlm_check = None
+    if behaviorlm is not None:
+        behaviorlm_check = _behaviorlm_check(behaviorlm, recbole_counts, recbole_valid, recbole_test)
+    sides = {"recbole": recbole_counts}
+    if behaviorlm_check is not None:
+        sides = {"behaviorlm": behaviorlm_check["behaviorlm"], **sides}
+    for side, counts in sides.items():
+        print(f"{name} {side:10s} " + " ".join(f"{k} {v}" for k, v in counts.items()), file=sys.stderr)
+    if behaviorlm_check is not None:
+        print(
+            f"{name} targets differing from behaviorlm: valid {behaviorlm_check['valid_targets_differing']}, "
+            f"test {behaviorlm_check['test_targets_differing']}",
+            file=sys.stderr,
+            flush=True,
+        )
 
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = SASRec(config, train_data._dataset).to(config["device"])
@@ -287,8 +439,25 @@ def main() -> None:
     n_train_sequences = len(train_data._dataset)
     n_test_users = len(test_data._dataset)
 
+    if name == "ml-100k":
+        data = {
+            "source": "src/behaviorlm/datasets/ml-100k/ml-100k.inter (RecBole's own file, byte for byte)",
+            # RecBole min-max normalises the timestamp and stores it as float32, so events about a
+            # second apart tie and keep file order (a few targets differ from behaviorlm's
+            # leave_one_out, which orders by the integer timestamp: see behaviorlm_check).
+            "order": "timestamp as float32 after min-max normalisation, ties in file order",
+            "filtering": "none (RecBole's ml-100k.yaml: no k-core, no rating threshold)",
+        }
+    else:
+        assert behaviorlm is not None  # the S3-Rec sets exit above without it
+        data = {
+            "source": f"behaviorlm load_interactions({name!r}) exported by benchmarks/peers/behaviorlm_export.py",
+            "order": "behaviorlm's, kept by the .inter timestamps: " + behaviorlm["inter_timestamps"],
+            "filtering": "none in RecBole (overall.yaml defaults); the S3-Rec files are already 5-core",
+        }
+
     record = {
-        "dataset": "ml-100k",
+        "dataset": name,
         "model": "recbole-sasrec",
         "params": {
             key: config[key]
@@ -315,26 +484,26 @@ def main() -> None:
                 "seed",
             )
         }
-        | {"threads": args.threads, "max_seconds": args.max_seconds},
+        | {"threads": args.threads, "max_seconds": args.max_seconds, "device": "cpu"},
         "protocol": {
             "framework": f"RecBole {recbole.__version__}",
             "split": "leave-one-out",
             "split_params": {
                 "eval_args": config["eval_args"],
-                # RecBole min-max normalises the timestamp and stores it as float32, so events about
-                # a second apart tie and keep file order (4 test / 5 valid targets of 943 differ
-                # from behaviorlm's leave_one_out, which orders by the integer timestamp).
-                "order": "timestamp as float32 after min-max normalisation, ties in file order",
+                **data,
                 "n_users_evaluated": n_test_users,
                 "n_valid_targets": len(valid_data._dataset),
                 "n_test_targets": n_test_users,
                 "n_train_sequences": n_train_sequences,
-                "filtering": "none (RecBole's ml-100k.yaml: no k-core, no rating threshold)",
+                # Both sides' users / items / events / targets and how many targets differ; None when
+                # the project's venv could not run (ML-100k only).
+                "behaviorlm_check": behaviorlm_check,
             },
             "ranking": "full",
             "n_candidates": int(dataset.item_num - 1),
-            # FullSortEvalDataLoader passes no history for sequential models: only the padding item is
-            # excluded, items already in the user's history stay rankable.
+            # FullSortEvalDataLoader passes no history for sequential models (it builds uid2history_item
+            # for general models only), so _full_sort_batch_eval masks only the padding item 0: items
+            # already in the user's history (train, and for test also the validation item) stay rankable.
             "mask_seen": False,
             "tie_handling": "torch.topk order (not pessimistic)",
             "evaluated_on": "test",
@@ -355,6 +524,7 @@ def main() -> None:
             "seconds_per_epoch": seconds_per_epoch,
             "seconds_per_epoch_source": seconds_per_epoch_source,
             "epoch_train_seconds": trainer.epoch_train_seconds,
+            "valid_seconds": trainer.valid_seconds,
             "prepare_seconds": prepare_seconds,
             "best_epoch": best_epoch,
             "best_valid_score": float(best_valid_score),
