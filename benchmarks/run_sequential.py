@@ -39,6 +39,10 @@ MODELS: dict[str, dict[str, tuple[str, dict]]] = {
         "gru4rec": ("gru4rec", {}),
         "lightgcn": ("lightgcn", {}),
     },
+    # S3-Rec's Amazon Beauty (22,363 users, 12,101 items; the set of the RecBole peer comparison).
+    "s3rec-beauty": {
+        "transformer": ("transformer", {}),
+    },
     "sports": {
         "transformer": ("transformer", {}),
         "gru4rec": ("gru4rec", {}),

@@ -104,7 +104,7 @@ class GRU4Rec(SequentialRecommender):
         max_len: int = 50,
         n_time_buckets: int = 0,
         loss: str = "auto",
-        n_negatives: int = 1024,
+        n_negatives: int = 4096,
         group_by_length: bool | str = "auto",
         epochs: int = 200,
         batch_size: int = 128,

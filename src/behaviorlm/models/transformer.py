@@ -179,7 +179,7 @@ class BehaviorTransformer(SequentialRecommender):
         max_len: int = 50,
         n_time_buckets: int = 24,
         loss: str = "auto",
-        n_negatives: int = 1024,
+        n_negatives: int = 4096,
         group_by_length: bool | str = "auto",
         epochs: int = 200,
         batch_size: int = 128,
