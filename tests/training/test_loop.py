@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from pathlib import Path
 
@@ -193,3 +194,72 @@ def test_a_time_budget_plans_the_schedule_to_end_in_the_last_epoch(monkeypatch: 
         config=TrainerConfig(epochs=3, show_progress=False),
     )
     assert plain.planned_epochs == [] and calls[-1][1] == 3 * 4
+
+
+def test_a_stall_at_a_high_rate_restores_the_best_weights_and_anneals(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model, batches, loss_fn, _ = _problem()
+    scores = iter([0.1, 0.3, 0.2, 0.2, 0.25, 0.5, 0.4])  # best at epoch 2, stall for 2, anneal 2 epochs
+    snapshots: list[torch.Tensor] = []
+
+    def validate() -> float:
+        snapshots.append(model[0].weight.detach().clone())
+        return next(scores)
+
+    rates: list[float] = []
+    real = loop.lr_factor
+    monkeypatch.setattr(
+        loop, "lr_factor", lambda step, **kw: rates.append(real(step, **kw)) or real(step, **kw)
+    )
+    config = TrainerConfig(epochs=100, patience=2, anneal_epochs=3, min_lr_ratio=0.05, show_progress=False)
+    history = train(
+        model, batches=batches, steps_per_epoch=4, loss_fn=loss_fn, validate=validate, config=config
+    )
+    # Stalled after epoch 4 (2 epochs without beating epoch 2) with the cosine still near its peak:
+    # annealed for 3 epochs (5, 6, 7), then stopped; epoch 6 is the best and its weights are kept.
+    assert history.annealed_after_epoch == 4 and history.epochs_run == 7 and history.stopped_early
+    assert history.best_epoch == 6
+    assert torch.equal(model[0].weight, snapshots[5])
+    # The cosine planned for 100 epochs had hardly decayed before the stall.
+    assert rates[-1] > 0.9
+    # Without annealing the same run stops at the stall.
+    model, batches, loss_fn, _ = _problem()
+    scores = iter([0.1, 0.3, 0.2, 0.2, 0.25, 0.5, 0.4])
+    plain = train(
+        model,
+        batches=batches,
+        steps_per_epoch=4,
+        loss_fn=loss_fn,
+        validate=lambda: next(scores),
+        config=TrainerConfig(epochs=100, patience=2, show_progress=False),
+    )
+    assert plain.epochs_run == 4 and plain.annealed_after_epoch is None and plain.best_epoch == 2
+
+
+def test_annealing_restarts_from_the_best_weights_and_ends_at_the_floor() -> None:
+    model, batches, loss_fn, _ = _problem()
+    scores = iter([0.5, 0.1, 0.1, 0.1, 0.1])
+    config = TrainerConfig(epochs=100, patience=2, anneal_epochs=2, min_lr_ratio=0.05, show_progress=False)
+    seen: list[float] = []
+
+    def validate() -> float:
+        seen.append(float(model[0].weight.sum()))
+        return next(scores)
+
+    lrs: list[float] = []
+    original_step = torch.optim.AdamW.step
+
+    def step(self, *args, **kwargs):
+        lrs.append(self.param_groups[0]["lr"])
+        return original_step(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.optim.AdamW, "step", step)
+        history = train(
+            model, batches=batches, steps_per_epoch=4, loss_fn=loss_fn, validate=validate, config=config
+        )
+    assert history.annealed_after_epoch == 3 and history.epochs_run == 5 and history.best_epoch == 1
+    anneal = lrs[3 * 4 :]
+    assert all(b <= a for a, b in itertools.pairwise(anneal))  # decays monotonically
+    assert anneal[-1] < 0.2 * config.lr and anneal[0] > 0.9 * config.lr

@@ -76,6 +76,10 @@ GROUP_BY_LENGTH_PADDING = 0.5
 longest sequence, would be more than this share padding (Amazon Beauty, median 4 events in a window
 of 50: 0.85; ML-100k, median 51: 0.24)."""
 
+ANNEAL_EPOCHS = 3
+"""When validation stalls while the learning rate is still high, the best weights are restored and the
+rate decays to its floor over this many epochs (``TrainerConfig.anneal_epochs``)."""
+
 LENGTH_POOL = 50
 """Batches per pool that are sorted by length when grouping (see ``distributed.group_by_length``)."""
 
@@ -674,6 +678,7 @@ class SequentialRecommender(Recommender):
             show_progress=self.show_progress,
             amp=self.amp,
             compile=self.compile,
+            anneal_epochs=ANNEAL_EPOCHS,
         )
         self.history_: TrainingHistory = loop.train(
             self.net_,

@@ -66,6 +66,11 @@ class TrainerConfig:
     show_progress: bool = True
     compile: bool = False
     amp: bool = False
+    anneal_epochs: int = 0
+    """When early stopping would stop while the learning rate is still above twice its floor, restore the
+    best weights and decay the rate to its floor over this many epochs instead (0: stop at once). Early
+    stopping usually fires long before a cosine planned for ``epochs`` has decayed; the annealed
+    weights are kept only if they validate better."""
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -91,6 +96,8 @@ class TrainingHistory:
     stopped_early: bool = False
     stopped_by_time: bool = False
     resumed_from_epoch: int | None = None
+    annealed_after_epoch: int | None = None
+    """The epoch after which validation stalled and the learning rate was annealed (``anneal_epochs``)."""
     planned_epochs: list[int] = field(default_factory=list)
     """With a time budget, the epochs the learning-rate schedule was planned for after each epoch."""
     thread_changes: list[tuple[float, int]] = field(default_factory=list)
@@ -189,16 +196,29 @@ def train(
     )
     steps = max(1, steps_per_epoch)
     # Read by the schedule at every step; a time budget re-plans it (see TrainerConfig).
-    plan = {"total": config.epochs * steps, "warmup": int(config.warmup_fraction * config.epochs * steps)}
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda step: lr_factor(
-            step, total_steps=plan["total"], warmup_steps=plan["warmup"], min_ratio=config.min_lr_ratio
-        ),
-    )
+    plan: dict[str, float] = {
+        "total": config.epochs * steps,
+        "warmup": int(config.warmup_fraction * config.epochs * steps),
+    }
+
+    def factor(step: int) -> float:
+        if "anneal_start" in plan:  # cosine from the rate at the stall down to the floor
+            progress = min(1.0, (step - plan["anneal_start"]) / max(1.0, plan["anneal_steps"]))
+            top = plan["anneal_from"]
+            return config.min_lr_ratio + (top - config.min_lr_ratio) * 0.5 * (
+                1 + math.cos(math.pi * progress)
+            )
+        return lr_factor(
+            step,
+            total_steps=int(plan["total"]),
+            warmup_steps=int(plan["warmup"]),
+            min_ratio=config.min_lr_ratio,
+        )
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
     def replan(*, elapsed: float, epochs_done: int, epoch_seconds: float, warmup: bool) -> None:
-        if config.max_seconds is None:
+        if config.max_seconds is None or "anneal_start" in plan:
             return
         epochs = budget_epochs(
             max_seconds=config.max_seconds,
@@ -320,9 +340,29 @@ def train(
                         rng_states,
                         plan,
                     )
-            if bad_epochs >= config.patience:
+            annealed = history.annealed_after_epoch is not None
+            if annealed and epoch + 1 >= history.annealed_after_epoch + config.anneal_epochs:
                 history.stopped_early = True
                 break
+            if bad_epochs >= config.patience:
+                rate = factor(scheduler.last_epoch)
+                if (
+                    annealed
+                    or not config.anneal_epochs
+                    or best_state is None
+                    or rate <= 2 * config.min_lr_ratio
+                ):
+                    history.stopped_early = True
+                    break
+                # Validation stalled at a high learning rate: back to the best weights, then decay.
+                module.load_state_dict(best_state)
+                plan.update(
+                    anneal_start=scheduler.last_epoch,
+                    anneal_steps=config.anneal_epochs * steps,
+                    anneal_from=rate,
+                )
+                history.annealed_after_epoch = epoch + 1
+                bad_epochs = 0
             out_of_time = (
                 config.max_seconds is not None and time.perf_counter() - started > config.max_seconds
             )
@@ -353,7 +393,7 @@ def _save_checkpoint(
     best_state: dict[str, torch.Tensor] | None,
     metric: float | None,
     rng_states: list[list[int]],
-    plan: dict[str, int],
+    plan: dict[str, float],
 ) -> None:
     """Write the resumable state: weights, optimiser moments (safetensors) and counters (JSON).
 
@@ -395,7 +435,7 @@ def _resume(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     *,
     rank: int,
-    plan: dict[str, int],
+    plan: dict[str, float],
 ) -> tuple[int, TrainingHistory, int]:
     meta = json.loads((directory / "trainer.json").read_text())
     plan.update(meta.get("lr_plan", {}))
