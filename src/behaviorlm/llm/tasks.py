@@ -182,7 +182,8 @@ def claim_lines_grammar(
         if shown is None or fact.id in shown:
             for key in ("shown", "leaf_categories", "categories"):
                 names.update(dict.fromkeys(str(c) for c in fact.values.get(key) or []))
-    categories = "(" + " | ".join(_lark(c) for c in names) + ")" if names else _QUOTED
+    # Sorted: the same facts give the same grammar in every process (some category lists come from sets).
+    categories = "(" + " | ".join(_lark(c) for c in sorted(names)) + ")" if names else _QUOTED
     alternatives = []
     for fact in facts.facts:
         if shown is not None and fact.id not in shown:
