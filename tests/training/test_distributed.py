@@ -77,45 +77,28 @@ def test_shards_change_with_the_epoch_and_repeat_with_it() -> None:
 def test_grouping_by_length_keeps_each_ranks_rows_and_sizes_and_cuts_padding(world_size: int) -> None:
     n_rows, batch_size = 1003, 16
     lengths = torch.from_numpy(np.random.default_rng(0).geometric(0.2, size=n_rows).clip(max=50))
-    for rank in range(world_size):
+
+    def plain_and_grouped(
+        *, epoch: int, rank: int, world: int
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         plain = distributed.shard_rows(
-            n_rows, batch_size=batch_size, seed=5, epoch=1, rank=rank, world_size=world_size
+            n_rows, batch_size=batch_size, seed=5, epoch=epoch, rank=rank, world_size=world
         )
-        grouped = distributed.group_by_length(plain, lengths, pool=10, seed=5, epoch=1)
+        return plain, distributed.group_by_length(plain, lengths, pool=10, seed=5, epoch=epoch)
+
+    def padded_cells(batches: list[torch.Tensor]) -> int:
+        return sum(int(lengths[b].max()) * len(b) for b in batches)
+
+    for rank in range(world_size):
+        plain, grouped = plain_and_grouped(epoch=1, rank=rank, world=world_size)
         assert sorted(len(b) for b in grouped) == sorted(len(b) for b in plain)
         assert len(grouped[0]) == len(plain[0])
         assert sorted(torch.cat(grouped).tolist()) == sorted(torch.cat(plain).tolist())
-
-        def padded_cells(batches: list[torch.Tensor]) -> int:
-            return sum(int(lengths[b].max()) * len(b) for b in batches)
-
         assert padded_cells(grouped) < 0.6 * padded_cells(plain)
     # Every rank draws the same batch order (the same sizes at every step); epochs differ.
-    shards = [
-        distributed.group_by_length(
-            distributed.shard_rows(n_rows, batch_size=batch_size, seed=5, epoch=1, rank=r, world_size=2),
-            lengths,
-            pool=10,
-            seed=5,
-            epoch=1,
-        )
-        for r in (0, 1)
-    ]
+    shards = [plain_and_grouped(epoch=1, rank=r, world=2)[1] for r in (0, 1)]
     assert [len(b) for b in shards[0]] == [len(b) for b in shards[1]]
-    again = distributed.group_by_length(
-        distributed.shard_rows(n_rows, batch_size=batch_size, seed=5, epoch=2, rank=0, world_size=1),
-        lengths,
-        pool=10,
-        seed=5,
-        epoch=2,
-    )
-    first = distributed.group_by_length(
-        distributed.shard_rows(n_rows, batch_size=batch_size, seed=5, epoch=1, rank=0, world_size=1),
-        lengths,
-        pool=10,
-        seed=5,
-        epoch=1,
-    )
+    first, again = (plain_and_grouped(epoch=e, rank=0, world=1)[1] for e in (1, 2))
     assert [b.tolist() for b in again] != [b.tolist() for b in first]
 
 
