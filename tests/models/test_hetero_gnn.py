@@ -9,6 +9,8 @@ import torch
 from behaviorlm.data.purchase import purchase_cutoffs, purchase_snapshot, store_time_range
 from behaviorlm.data.store import EventStore
 from behaviorlm.evaluation.metrics import roc_auc
+from behaviorlm.models.base import ModelLoadError, load_model, load_recommender
+from behaviorlm.models.heads import load_intent_model
 from behaviorlm.models.hetero_gnn import PurchaseGNN, PurchaseGNNConfig
 from behaviorlm.testing.purchase import write_planted_purchase_store
 
@@ -38,8 +40,18 @@ def test_graph_only_gnn_learns_the_planted_rule(snapshots, tmp_path) -> None:
     scores = np.concatenate([model.predict_proba(s) for s in test])
     assert 0.02 < y.mean() < 0.3 and y.sum() >= 50
     assert roc_auc(y, y_score=scores) > 0.8
-    loaded = PurchaseGNN.load(model.save(tmp_path / "gnn"))
+    saved = model.save(tmp_path / "gnn")
+    loaded = PurchaseGNN.load(saved)
     np.testing.assert_allclose(loaded.predict_proba(test[0]), model.predict_proba(test[0]), rtol=1e-5)
+    # The one loader reads it too, and says what it is where a recommender or an intent model is needed.
+    assert isinstance(load_model(saved), PurchaseGNN)
+    with pytest.raises(ModelLoadError, match="holds a hetero-gnn model, which does not rank items"):
+        load_recommender(saved)
+    with pytest.raises(ModelLoadError, match="an intent model is one of"):
+        load_intent_model(saved)
+    # A folder saved before the shared layout (gnn.json) still loads.
+    (saved / "model.json").rename(saved / "gnn.json")
+    np.testing.assert_allclose(PurchaseGNN.load(saved).predict_proba(test[0]), loaded.predict_proba(test[0]))
 
 
 def test_unfitted_and_mismatched_features_raise(snapshots) -> None:

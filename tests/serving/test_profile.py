@@ -145,7 +145,14 @@ def test_a_posted_event_shows_in_the_profile_at_once(client, titled) -> None:
         "time": "2027-01-15T08:00:00Z",
     }
     assert after["last_event"] == "2027-01-15T08:00:00Z" and after["active_days"] == 2
-    assert after["next_items"][0]["item_id"] == "i026"  # the model reads the new latest event too
+    # The model has never seen 'cart': it reads the latest events without it, as /recommendations does.
+    recs = client.get("/v1/users/user7/recommendations?k=5", headers=read).json()
+    assert recs["skipped_events"] == 1
+    assert [i["item_id"] for i in after["next_items"]] == [i["item_id"] for i in recs["items"]]
+    viewed = {**posted, "event_type": "view", "timestamp": 1_800_000_060}
+    assert client.post("/v1/events", json={"events": [viewed]}, headers=write).json()["stored"] == 1
+    after = client.get("/v1/users/user7/profile", headers=read).json()
+    assert after["next_items"][0]["item_id"] == "i026"  # the model reads the new latest event at once
     # Scored and segmented before the post: those parts stay until the caches refresh.
     assert (
         after["anomaly_percentile"] == before["anomaly_percentile"] and after["segment"] == before["segment"]

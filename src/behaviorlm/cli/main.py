@@ -1453,6 +1453,7 @@ def _explain_predictions(user_id: str, *, model: Path, store: Path, top: int, wh
     from behaviorlm.causal.influence import deletion_influence
     from behaviorlm.models.base import load_recommender
     from behaviorlm.models.sequential import SequentialRecommender
+    from behaviorlm.models.window import latest_events, model_history
 
     estimator = load_recommender(model)
     if not isinstance(estimator, SequentialRecommender):
@@ -1460,16 +1461,10 @@ def _explain_predictions(user_id: str, *, model: Path, store: Path, top: int, wh
             f"explain needs a sequence model (transformer, gru4rec); {model} holds {estimator.name!r}"
         )
     with EventStore(store, read_only=True) as es:
-        # One event beyond the window: deleting a window event lets it in, as it would for the model.
-        events = es.user_events(user_id, limit=estimator.max_len + 1)
+        events = latest_events(es, user_id, estimator)
     if not events["item_id"]:
         raise ValueError(f"user {user_id!r} has no events in {store}")
-    request = estimator.history_from_events(
-        events["item_id"],
-        event_types=events["event_type"],
-        timestamps=events["timestamp"],
-        unknown_event_types="skip",
-    )
+    request = model_history(estimator, events)
     if request.interactions.n_events == 0:
         raise ValueError(f"none of user {user_id!r}'s events is on an item and event type the model knows")
     recs = estimator.recommend(np.array([0]), k=top, history=request.interactions)

@@ -1,4 +1,5 @@
-"""The one place that computes metrics: pure numpy functions with the formula in each docstring.
+"""The one place that computes metrics, with the formula in each docstring: ranking metrics in numpy (ours:
+they read the full-ranking protocol's rank layout), classification metrics through scikit-learn.
 
 Ranking metrics take the **0-based rank** of each target item in a ranking (rank 0 = top of the list),
 flattened over users in CSR layout: user ``u``'s target ranks are
@@ -8,14 +9,15 @@ user's targets should be distinct items. They return one value per user (``float
 reported metric is the mean over users. How ranks are produced (full ranking, seen-item masking, ties)
 is the evaluator's business, see :mod:`behaviorlm.evaluation.ranking`.
 
-Classification metrics (propensity / intent tasks) follow scikit-learn's definitions without depending
-on it: binary labels are ``0``/``1`` with ``1`` the positive class, and a ratio whose denominator is zero
-(e.g. precision with no predicted positive) is ``0.0``, as scikit-learn's ``zero_division=0``.
+Classification metrics (propensity / intent tasks) are scikit-learn's, behind checks that name the bad
+argument or row: binary labels are ``0``/``1`` with ``1`` the positive class, and a ratio whose
+denominator is zero (e.g. precision with no predicted positive) is ``0.0`` (``zero_division=0``).
 """
 
 from __future__ import annotations
 
 import numpy as np
+import sklearn.metrics as skm
 
 # ---------------------------------------------------------------------------------------------- ranking
 
@@ -192,43 +194,34 @@ def threshold_scores(y_score: np.ndarray, *, threshold: float = 0.5) -> np.ndarr
     return (y_score >= threshold).astype(np.int64)
 
 
-def _binary_counts(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[int, int, int, int]:
-    """``(TP, FP, FN, TN)`` of binary labels."""
+def _binary_pair(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     y_true, y_pred = _check_pair(y_true, y_pred, other_name="y_pred")
-    t = _check_binary(y_true, name="y_true")
-    p = _check_binary(y_pred, name="y_pred")
-    tp = int(np.sum((t == 1) & (p == 1)))
-    fp = int(np.sum((t == 0) & (p == 1)))
-    fn = int(np.sum((t == 1) & (p == 0)))
-    return tp, fp, fn, len(t) - tp - fp - fn
+    return _check_binary(y_true, name="y_true"), _check_binary(y_pred, name="y_pred")
 
 
-def _ratio(num: float, den: float) -> float:
-    return float(num / den) if den > 0 else 0.0
+# The formulas are scikit-learn's (the checks above are ours: they name the argument and the bad row).
+# tests/evaluation/test_metrics.py checks each against a hand computation.
 
 
 def accuracy(y_true: np.ndarray, *, y_pred: np.ndarray) -> float:
     """Accuracy: ``(1/n) sum_i 1[y_pred_i = y_true_i]``; labels may be any (binary or multiclass)."""
     y_true, y_pred = _check_pair(y_true, y_pred, other_name="y_pred")
-    return float(np.mean(y_true == y_pred))
+    return float(skm.accuracy_score(y_true, y_pred))
 
 
 def precision(y_true: np.ndarray, *, y_pred: np.ndarray) -> float:
     """Binary precision: ``TP / (TP + FP)`` (0 when nothing is predicted positive)."""
-    tp, fp, _, _ = _binary_counts(y_true, y_pred)
-    return _ratio(tp, tp + fp)
+    return float(skm.precision_score(*_binary_pair(y_true, y_pred), zero_division=0))
 
 
 def recall(y_true: np.ndarray, *, y_pred: np.ndarray) -> float:
     """Binary recall (sensitivity): ``TP / (TP + FN)`` (0 when there is no positive)."""
-    tp, _, fn, _ = _binary_counts(y_true, y_pred)
-    return _ratio(tp, tp + fn)
+    return float(skm.recall_score(*_binary_pair(y_true, y_pred), zero_division=0))
 
 
 def f1_score(y_true: np.ndarray, *, y_pred: np.ndarray) -> float:
     """Binary F1: ``2 TP / (2 TP + FP + FN)`` (the harmonic mean of precision and recall; 0 if undefined)."""
-    tp, fp, fn, _ = _binary_counts(y_true, y_pred)
-    return _ratio(2 * tp, 2 * tp + fp + fn)
+    return float(skm.f1_score(*_binary_pair(y_true, y_pred), zero_division=0))
 
 
 def macro_f1(y_true: np.ndarray, *, y_pred: np.ndarray) -> float:
@@ -238,43 +231,26 @@ def macro_f1(y_true: np.ndarray, *, y_pred: np.ndarray) -> float:
     class treated one-vs-rest; labels may be integers or strings.
     """
     y_true, y_pred = _check_pair(y_true, y_pred, other_name="y_pred")
-    classes = np.union1d(np.unique(y_true), np.unique(y_pred))
-    scores = [
-        f1_score((y_true == c).astype(np.int64), y_pred=(y_pred == c).astype(np.int64)) for c in classes
-    ]
-    return float(np.mean(scores))
+    return float(skm.f1_score(y_true, y_pred, average="macro", zero_division=0))
 
 
-def _average_ranks(values: np.ndarray) -> np.ndarray:
-    """1-based ranks of ``values`` (ascending), tied values sharing the mean of their ranks."""
-    order = np.argsort(values, kind="stable")
-    sorted_values = values[order]
-    starts = np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])
-    ends = np.r_[starts[1:], len(values)]
-    # A tie group occupying sorted positions [a, b) holds 1-based ranks a+1..b, whose mean is (a+1+b)/2.
-    group_rank = (starts + 1 + ends) / 2.0
-    ranks = np.empty(len(values), dtype=np.float64)
-    ranks[order] = np.repeat(group_rank, ends - starts)
-    return ranks
+def _scored_pair(y_true: np.ndarray, y_score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    y_true, y_score = _check_pair(y_true, y_score, other_name="y_score")
+    return _check_binary(y_true, name="y_true"), _check_scores(y_score)
 
 
 def roc_auc(y_true: np.ndarray, *, y_score: np.ndarray) -> float:
-    """Area under the ROC curve via the Mann–Whitney U statistic (Hanley & McNeil, 1982).
+    """Area under the ROC curve: the probability that a random positive outscores a random negative, a
+    tie counting 1/2 (the Mann–Whitney U statistic over ``P N`` pairs; Hanley & McNeil, 1982).
 
-    With ``R_i`` the 1-based rank of ``y_score_i`` among all scores (ties get their average rank),
-    ``P`` positives and ``N`` negatives: ``AUC = (sum_{i positive} R_i - P (P + 1) / 2) / (P N)``,
-    i.e. the probability that a random positive outscores a random negative, a tie counting 1/2.
     Raises ``ValueError`` unless both classes are present.
     """
-    y_true, y_score = _check_pair(y_true, y_score, other_name="y_score")
-    t = _check_binary(y_true, name="y_true")
-    s = _check_scores(y_score)
+    t, s = _scored_pair(y_true, y_score)
     n_pos = int(t.sum())
     n_neg = len(t) - n_pos
     if n_pos == 0 or n_neg == 0:
         raise ValueError(f"ROC-AUC needs both classes in y_true; got {n_pos} positives and {n_neg} negatives")
-    rank_sum_pos = float(_average_ranks(s)[t == 1].sum())
-    return (rank_sum_pos - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
+    return float(skm.roc_auc_score(t, s))
 
 
 def average_precision(y_true: np.ndarray, *, y_score: np.ndarray) -> float:
@@ -285,19 +261,7 @@ def average_precision(y_true: np.ndarray, *, y_score: np.ndarray) -> float:
     ``AP = sum_j (R_j - R_{j-1}) P_j`` with ``R_0 = 0``; tied scores enter together, as one step.
     Raises ``ValueError`` when ``y_true`` has no positive (recall is undefined).
     """
-    y_true, y_score = _check_pair(y_true, y_score, other_name="y_score")
-    t = _check_binary(y_true, name="y_true")
-    s = _check_scores(y_score)
-    n_pos = int(t.sum())
-    if n_pos == 0:
+    t, s = _scored_pair(y_true, y_score)
+    if int(t.sum()) == 0:
         raise ValueError("average precision needs at least one positive in y_true")
-    order = np.argsort(-s, kind="stable")
-    s_sorted = s[order]
-    t_sorted = t[order]
-    # Last position of each group of equal scores: the cut points of the distinct thresholds.
-    cut = np.r_[np.flatnonzero(s_sorted[1:] != s_sorted[:-1]), len(s) - 1]
-    tp = np.cumsum(t_sorted)[cut].astype(np.float64)
-    predicted_pos = cut + 1.0
-    precision_at = tp / predicted_pos
-    recall_at = tp / n_pos
-    return float(np.sum(np.diff(np.r_[0.0, recall_at]) * precision_at))
+    return float(skm.average_precision_score(t, s))

@@ -30,6 +30,7 @@ import numpy as np
 from behaviorlm.data.store import EventStore
 from behaviorlm.llm.privacy import scrub_pii
 from behaviorlm.llm.weights import cache_dir
+from behaviorlm.models.window import last_events, model_history, read_window
 
 SHOPPING_INTENTS = ("browsing", "comparing options", "ready to buy", "repeat purchase", "lapsing")
 """Intent labels for stores with commerce events (cart, purchase, …) and no intent model."""
@@ -195,11 +196,7 @@ def user_facts(
     alias = user_alias(user_id)
     by_type = ", ".join(f"{t} {n}" for t, n in profile.events_by_type.items())
     # One read of the user's latest events serves the activity and event facts and both models' windows.
-    window = max(
-        recent,
-        model.max_len + 1 if model is not None else 0,
-        intent_model.max_len if intent_model is not None else 0,
-    )
+    window = max([recent] + [read_window(m) for m in (model, intent_model) if m is not None])
     latest = store.user_events(user_id, limit=window, details=True)
     timed = has_times(max(latest["timestamp"], default=ORDER_ONLY_BEFORE))
     if timed:
@@ -231,7 +228,7 @@ def user_facts(
         category_fact = _category_fact(store, user_id, k=top_categories)
         if category_fact is not None:
             facts.append(category_fact)
-    events = _last(latest, recent)
+    events = last_events(latest, recent)
     titles = item_info(store, set(events["item_id"]))
     n = len(events["item_id"])
     reviews: list[Fact] = []
@@ -319,7 +316,7 @@ def user_facts(
         facts.extend(
             _model_facts(
                 store,
-                _last(latest, model.max_len + 1),
+                latest,
                 model,
                 k=next_items,
                 with_influence=with_influence,
@@ -328,8 +325,7 @@ def user_facts(
         )
         if graph is not None:
             facts.extend(_path_facts(store, graph, user_id, facts, k=paths))
-    intent_events = _last(latest, intent_model.max_len) if intent_model is not None else latest
-    intents, from_model = _intent_facts(store, intent_events, intent_model, facts)
+    intents, from_model = _intent_facts(store, latest, intent_model, facts)
     return FactSet(alias, facts, intents=intents, intent_from_model=from_model)
 
 
@@ -466,11 +462,6 @@ def verb(event_type: str) -> str:
     return _VERBS.get(event_type, event_type)
 
 
-def _last(events: dict[str, list[Any]], n: int) -> dict[str, list[Any]]:
-    """The last ``n`` of :meth:`EventStore.user_events`' lists (oldest first)."""
-    return {key: values[max(len(values) - n, 0) :] for key, values in events.items()}
-
-
 def _model_facts(
     store: EventStore,
     events: dict[str, list[Any]],
@@ -480,16 +471,11 @@ def _model_facts(
     with_influence: bool,
     event_facts: int,
 ) -> list[Fact]:
-    """Next-item facts; ``events``: the user's latest ``model.max_len + 1`` events (one beyond the window, so
-    that deleting a window event lets it in, as it would for the model)."""
+    """Next-item facts from the user's latest events (read as :func:`model_history` reads them: the last
+    ``max_len + 1``, so that deleting a window event lets the older one in, as it would for the model)."""
     from behaviorlm.causal.influence import deletion_influence
 
-    request = model.history_from_events(
-        events["item_id"],
-        event_types=events["event_type"],
-        timestamps=events["timestamp"],
-        unknown_event_types="skip",
-    )
+    request = model_history(model, events)
     if request.interactions.n_events == 0:
         return []
     recs = model.recommend(np.array([0]), k=k, history=request.interactions)
@@ -556,12 +542,7 @@ def _intent_facts(
         return (SHOPPING_INTENTS if types & _COMMERCE_TYPES else CONTENT_INTENTS), False
     from behaviorlm.models.heads import intent_classes
 
-    history = intent_model.history_from_events(
-        events["item_id"],
-        event_types=events["event_type"],
-        timestamps=events["timestamp"],
-        unknown_event_types="skip",
-    )
+    history = model_history(intent_model, events)
     # The history is one user (index 0); SequenceClassifier requires the users, the others accept them.
     proba = intent_model.predict_proba(history.interactions, users=np.array([0]))[0]
     classes = [str(c) for c in intent_classes(intent_model)]

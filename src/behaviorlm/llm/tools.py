@@ -38,6 +38,7 @@ from behaviorlm.llm.client import LLMClient
 from behaviorlm.llm.facts import Fact, has_times, item_info, user_alias, verb
 from behaviorlm.llm.privacy import scrub_pii
 from behaviorlm.llm.tasks import ask_json
+from behaviorlm.models.window import latest_events, model_history
 
 REFUSAL = "I don't know: the data about this user does not answer that."
 PERSONAL_REFUSAL = (
@@ -394,13 +395,7 @@ def _require_model(ctx: UserContext) -> Any:
 
 
 def _request(ctx: UserContext, model: Any) -> Any:
-    events = ctx.store.user_events(ctx.user_id, limit=model.max_len + 1)
-    return model.history_from_events(
-        events["item_id"],
-        event_types=events["event_type"],
-        timestamps=events["timestamp"],
-        unknown_event_types="skip",
-    )
+    return model_history(model, latest_events(ctx.store, ctx.user_id, model))
 
 
 @dataclass(frozen=True)

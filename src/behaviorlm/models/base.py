@@ -243,19 +243,27 @@ def model_registry() -> dict[str, type[Recommender]]:
 
 
 def encoder_model_registry() -> dict[str, type]:
-    """The models on the behaviour encoder that are not recommenders (task heads, the pretrainer), by the
-    name their ``model.json`` records. :func:`load_model` reads these too."""
+    """The saved models that are not recommenders (task heads and the pretrainer on the behaviour encoder,
+    the purchase GNN), by the name their ``model.json`` records; each reads itself with ``cls.load(path)``.
+    :func:`load_model` reads these too."""
     from behaviorlm.models.heads import EventTagger, NextEventTypeModel, SequenceClassifier
+    from behaviorlm.models.hetero_gnn import PurchaseGNN
     from behaviorlm.models.pretraining import MaskedBehaviorPretrainer
 
     return {
-        c.name: c for c in (NextEventTypeModel, SequenceClassifier, EventTagger, MaskedBehaviorPretrainer)
+        c.name: c
+        for c in (NextEventTypeModel, SequenceClassifier, EventTagger, MaskedBehaviorPretrainer, PurchaseGNN)
     }
 
 
-def load_model(path: str | Path) -> Any:
-    """Load any saved behaviorlm model: a recommender written by :meth:`Recommender.save`, or a task head
-    / pretrainer written by ``EncoderModel.save`` (:func:`encoder_model_registry`); ``model.json`` says which.
+def load_model(path: str | Path, *, expect: tuple[type, ...] | None = None, otherwise: str = "") -> Any:
+    """Load any saved behaviorlm model — the one loader every command and the service use: a recommender
+    written by :meth:`Recommender.save`, a task head / pretrainer written by ``EncoderModel.save`` or the
+    purchase GNN (:func:`encoder_model_registry`); ``model.json`` says which.
+
+    ``expect``: the classes the caller can use, e.g. a recommender for ``serve --model`` or an intent model
+    for ``--intent-model``; another saved model is a :class:`ModelLoadError` saying what the folder holds,
+    followed by ``otherwise`` (what would do instead).
 
     The folder is checked before anything in it is used (``behaviorlm.models._validate``): any problem —
     a missing or tampered file, params of the wrong type, weights of the wrong shape or dtype, NaN
@@ -263,23 +271,26 @@ def load_model(path: str | Path) -> Any:
     """
     path = Path(path)
     try:
-        return _load_checked(path)
+        model = _load_checked(path)
     except ModelLoadError:
         raise
     except (OSError, ValueError, TypeError, KeyError, IndexError, RuntimeError, ArithmeticError) as exc:
         # What the checks did not foresee still becomes the one error type, with the reason.
         raise ModelLoadError(f"{path}: cannot load the model: {one_line(exc)}") from exc
+    if expect is not None and not isinstance(model, expect):
+        names = ", ".join(c.__name__ for c in expect)
+        raise ModelLoadError(f"{path} holds a {model.name} model{otherwise or f', which is not a {names}'}")
+    return model
 
 
 def load_recommender(path: str | Path) -> Recommender:
     """:func:`load_model` for the places that rank items (evaluate, serve, explain): a saved task head or
     pretrainer there is a :class:`ModelLoadError` that says what the folder holds."""
-    model = load_model(path)
-    if not isinstance(model, Recommender):
-        raise ModelLoadError(
-            f"{path} holds a {model.name} model, which does not rank items; recommenders: {sorted(model_registry())}"
-        )
-    return model
+    return load_model(
+        path,
+        expect=(Recommender,),
+        otherwise=f", which does not rank items; recommenders: {sorted(model_registry())}",
+    )
 
 
 def _load_checked(path: Path) -> Any:

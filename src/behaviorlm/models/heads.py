@@ -21,7 +21,7 @@ architecture arguments must match, see :meth:`~behaviorlm.models.pretraining.Enc
 
 :func:`purchase_within_next` derives sequence labels from the data ("does the user purchase within the
 next N events?"); any other label (e.g. annotated intents) goes in a :class:`SequenceLabels` directly.
-Evaluation reports use :mod:`behaviorlm.evaluation.metrics`.
+Evaluation reports use scikit-learn's metrics (models do not import :mod:`behaviorlm.evaluation`).
 """
 
 from __future__ import annotations
@@ -32,12 +32,12 @@ from pathlib import Path
 from typing import Any, Self
 
 import numpy as np
+import sklearn.metrics as skm
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from behaviorlm.data.sequences import Interactions
-from behaviorlm.evaluation import metrics
 from behaviorlm.models.pretraining import EncoderModel, load_encoder_state
 from behaviorlm.models.sequential import IGNORE, SequenceTensors
 from behaviorlm.models.transformer import BehaviorTransformerNet
@@ -261,15 +261,15 @@ def classification_report(y_true: np.ndarray, *, proba: np.ndarray, classes: np.
     y_pred = classes[proba.argmax(axis=1)]
     report: dict[str, Any] = {
         "n": len(y_true),
-        "accuracy": metrics.accuracy(y_true, y_pred=y_pred),
-        "macro_f1": metrics.macro_f1(y_true, y_pred=y_pred),
+        "accuracy": float(skm.accuracy_score(y_true, y_pred)),
+        "macro_f1": float(skm.f1_score(y_true, y_pred, average="macro", zero_division=0)),
     }
     if len(classes) == 2:
         positive = (y_true == classes[1]).astype(np.int64)
-        report["f1"] = metrics.f1_score(positive, y_pred=(y_pred == classes[1]).astype(np.int64))
+        report["f1"] = float(skm.f1_score(positive, (y_pred == classes[1]).astype(np.int64), zero_division=0))
         if 0 < positive.sum() < len(positive):
-            report["roc_auc"] = metrics.roc_auc(positive, y_score=proba[:, 1])
-            report["average_precision"] = metrics.average_precision(positive, y_score=proba[:, 1])
+            report["roc_auc"] = float(skm.roc_auc_score(positive, proba[:, 1]))
+            report["average_precision"] = float(skm.average_precision_score(positive, proba[:, 1]))
     return report
 
 
@@ -385,7 +385,7 @@ class NextEventTypeModel(_HeadModel):
 
             def validate() -> float:
                 predicted = self.predict(valid.history, users=valid.users)
-                return metrics.accuracy(valid.labels, y_pred=predicted)
+                return float(skm.accuracy_score(valid.labels, predicted))
 
         self._train(n_rows=len(users), make_batch=make_batch, loss_fn=loss_fn, validate=validate)
         return self
@@ -533,13 +533,13 @@ class SequenceClassifier(_LabelHead):
                 # majority class's share while the model improves, so it could not pick an epoch.
                 def validate() -> float:
                     proba = self.predict_proba(valid.history, users=valid.users)
-                    return metrics.roc_auc(positive, y_score=proba[:, 1])
+                    return float(skm.roc_auc_score(positive, proba[:, 1]))
 
             else:
 
                 def validate() -> float:
-                    return metrics.accuracy(
-                        valid.labels, y_pred=self.predict(valid.history, users=valid.users)
+                    return float(
+                        skm.accuracy_score(valid.labels, self.predict(valid.history, users=valid.users))
                     )
 
         self._train(n_rows=len(labelled.users), make_batch=make_batch, loss_fn=loss_fn, validate=validate)
@@ -638,7 +638,9 @@ class EventTagger(_LabelHead):
 
             def validate() -> float:
                 predicted = self.predict(valid.interactions, users=valid.selected_users)
-                return metrics.macro_f1(valid.tags[valid_events], y_pred=predicted)
+                return float(
+                    skm.f1_score(valid.tags[valid_events], predicted, average="macro", zero_division=0)
+                )
 
         self._train(n_rows=len(data.items), make_batch=make_batch, loss_fn=loss_fn, validate=validate)
         return self
@@ -677,17 +679,14 @@ class EventTagger(_LabelHead):
 
 
 def load_intent_model(path: str | Path) -> NextEventTypeModel | SequenceClassifier:
-    """Load a saved :class:`NextEventTypeModel` or :class:`SequenceClassifier` (whichever ``path`` holds)."""
-    import json
+    """:func:`behaviorlm.models.base.load_model` for ``--intent-model``: a saved :class:`NextEventTypeModel`
+    or :class:`SequenceClassifier`; another saved model is a ``ModelLoadError`` saying what it holds."""
+    from behaviorlm.models.base import load_model
 
-    meta_file = Path(path) / "model.json"
-    if not meta_file.exists():
-        raise FileNotFoundError(f"{meta_file} not found: {path} is not a saved behaviorlm model")
-    name = json.loads(meta_file.read_text()).get("model")
-    classes = {cls.name: cls for cls in (NextEventTypeModel, SequenceClassifier)}
-    if name not in classes:
-        raise ValueError(f"{path} holds a {name!r} model; an intent model is one of {sorted(classes)}")
-    return classes[name].load(path)
+    classes = (NextEventTypeModel, SequenceClassifier)
+    return load_model(
+        path, expect=classes, otherwise=f"; an intent model is one of {[c.name for c in classes]}"
+    )
 
 
 def intent_classes(model: NextEventTypeModel | SequenceClassifier) -> list[str]:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Self
 
 import numpy as np
+import sklearn.metrics as skm
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
@@ -44,7 +45,8 @@ from behaviorlm.data.purchase import PurchaseSnapshot
 from behaviorlm.training import loop
 from behaviorlm.training.loop import TrainerConfig
 
-CONFIG_JSON = "gnn.json"
+MODEL_JSON = "model.json"  # the one checkpoint format: model.json + weights.safetensors (models.base)
+LEGACY_JSON = "gnn.json"  # what folders saved before the shared format hold instead of model.json
 WEIGHTS_FILE = "weights.safetensors"
 
 
@@ -218,8 +220,6 @@ class PurchaseGNN:
     # ------------------------------------------------------------------ fitting
     def fit(self, train: list[PurchaseSnapshot], *, valid: list[PurchaseSnapshot] | None = None) -> Self:
         """Learn from the training snapshots; stop early on the validation snapshots' ROC-AUC."""
-        from behaviorlm.evaluation.metrics import roc_auc
-
         if not train or sum(s.n_positives for s in train) == 0:
             raise ValueError("PurchaseGNN.fit: the training snapshots have no purchased candidate pair")
         config = self.config
@@ -263,7 +263,7 @@ class PurchaseGNN:
 
         def validate() -> float:
             scores = np.concatenate([self._predict(t) for t, _ in valid_data])
-            return roc_auc(np.concatenate([y for _, y in valid_data]), y_score=scores)
+            return float(skm.roc_auc_score(np.concatenate([y for _, y in valid_data]), scores))
 
         history = loop.train(
             self.net_,
@@ -321,7 +321,8 @@ class PurchaseGNN:
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
-        """Write ``gnn.json`` (config, vocabularies, normalisation) and ``weights.safetensors``."""
+        """Write ``model.json`` (name, config, vocabularies, normalisation) and ``weights.safetensors``, the
+        layout every saved model has (:func:`behaviorlm.models.base.load_model` reads it)."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in self.net_.state_dict().items()}, str(path / WEIGHTS_FILE))
@@ -339,16 +340,19 @@ class PurchaseGNN:
             "best_epoch": self.best_epoch_,
             "history": self.history_,
         }
-        (path / CONFIG_JSON).write_text(json.dumps(meta))
+        (path / MODEL_JSON).write_text(json.dumps(meta))
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> PurchaseGNN:
-        """Read a model written by :meth:`save`."""
+        """Read a model written by :meth:`save` (or an older folder with ``gnn.json``)."""
         path = Path(path)
-        if not (path / CONFIG_JSON).exists():
-            raise FileNotFoundError(f"{path / CONFIG_JSON} not found: {path} is not a saved purchase GNN")
-        meta = json.loads((path / CONFIG_JSON).read_text())
+        meta_file = next((path / n for n in (MODEL_JSON, LEGACY_JSON) if (path / n).exists()), None)
+        if meta_file is None:
+            raise FileNotFoundError(f"{path / MODEL_JSON} not found: {path} is not a saved purchase GNN")
+        meta = json.loads(meta_file.read_text())
+        if meta.get("model", cls.name) != cls.name:
+            raise ValueError(f"{meta_file}: holds a {meta.get('model')!r} model, not {cls.name!r}")
         model = cls(config=PurchaseGNNConfig(**meta["config"]))
         model.feature_names_ = tuple(meta["feature_names"])
         model.input_dims_ = meta["input_dims"]

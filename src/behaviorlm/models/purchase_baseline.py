@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Literal, Self
 
 import numpy as np
+import sklearn.metrics as skm
 
 from behaviorlm.data.purchase import PurchaseSnapshot
 
@@ -58,8 +59,6 @@ class PurchaseFeatureBaseline:
 
     def fit(self, train: list[PurchaseSnapshot], *, valid: list[PurchaseSnapshot] | None = None) -> Self:
         """Fit on the training snapshots' pairs; pick the grid value with the best validation ROC-AUC."""
-        from behaviorlm.evaluation.metrics import roc_auc
-
         x = np.concatenate([s.features for s in train])
         y = np.concatenate([s.labels for s in train])
         if y.sum() == 0:
@@ -73,7 +72,7 @@ class PurchaseFeatureBaseline:
             model = self._make(value).fit(x, y)
             if valid:
                 scores = np.concatenate([model.predict_proba(s.features)[:, 1] for s in valid])
-                auc = roc_auc(np.concatenate([s.labels for s in valid]), y_score=scores)
+                auc = float(skm.roc_auc_score(np.concatenate([s.labels for s in valid]), scores))
                 self.valid_roc_auc_[str(value)] = auc
                 if best is None or auc > best[0]:
                     best = (auc, value, model)

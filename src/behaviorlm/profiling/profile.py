@@ -23,6 +23,7 @@ import numpy as np
 
 from behaviorlm.data.sequences import Interactions
 from behaviorlm.data.store import EventStore
+from behaviorlm.models.window import model_history
 from behaviorlm.profiling.anomalies import AnomalyDetector, AnomalyReason
 from behaviorlm.profiling.interests import Topics, find_topics, topic_shares, user_interest_vectors
 
@@ -160,13 +161,16 @@ def build_profile(
         profile["segment"] = segments.segment(user_id)
     predicted: list[tuple[str, float]] = []
     if model is not None:
-        prediction = model.predict_next(
-            item_ids,
-            event_types=types if set(types) <= set(model.trained_on.event_type_vocab) else None,
-            timestamps=times.tolist(),
-            k=5,
-        )
-        predicted = list(zip(prediction.item_ids, map(float, prediction.scores), strict=True))
+        # The model reads the latest events as every single-user path does (behaviorlm.models.window), so
+        # these next items are the service's /recommendations and the explanation's target.
+        request = model_history(model, events)
+        if request.interactions.n_events:
+            recs = model.recommend(np.array([0]), k=5, history=request.interactions)
+            predicted = [
+                (str(model.trained_on.item_ids[i]), float(score))
+                for i, score in zip(recs.items[0], recs.scores[0], strict=True)
+                if np.isfinite(score)
+            ]
     titles = _titles(store, [item_ids[j] for j in latest] + [item for item, _ in predicted])
     profile["recent_items"] = [
         {

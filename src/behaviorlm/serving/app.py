@@ -41,6 +41,7 @@ from behaviorlm.data.ingest import IngestError, pseudonymize_user_id
 from behaviorlm.data.store import EventStore, StoreError
 from behaviorlm.models.base import load_recommender
 from behaviorlm.models.sequential import EventHistory
+from behaviorlm.models.window import latest_events, model_history, read_window
 from behaviorlm.profiling.segments import SegmentMapDrawing, UserSegments
 from behaviorlm.serving.dashboard import mount_dashboard
 from behaviorlm.serving.history import HistoryCache
@@ -404,12 +405,13 @@ class _Service:
         else:
             self.intent_model = None
         self.history = HistoryCache(
-            window=getattr(self.model, "max_len", 1), max_users=config.history_cache_users
+            window=read_window(self.model) if self.model is not None else 1,
+            max_users=config.history_cache_users,
         )
         if self.model is not None and self.store.count("events") > 0:
             n_users = self.store.scalar("SELECT count(DISTINCT user_id) FROM events")
             if n_users <= config.history_cache_users:
-                self.history.preload(self.store.recent_events(per_user=self.model.max_len))
+                self.history.preload(self.store.recent_events(per_user=read_window(self.model)))
         self._local = threading.local()
         self._readers: list[EventStore] = []
         self._readers_lock = threading.Lock()
@@ -442,29 +444,21 @@ class _Service:
         return model.quantized() if self.config.quantize and hasattr(model, "quantized") else model
 
     def request_history(self, user_id: str, model: Any) -> tuple[int, EventHistory]:
-        """The user's latest stored events (as many as ``model`` reads) in ``model``'s index space, and how
-        many events were read; events on items or types the model does not know are left out.
+        """The user's latest stored events as ``model`` reads them (:mod:`behaviorlm.models.window`, as the
+        CLI and the LLM facts read them) in ``model``'s index space, and how many events were read; events on
+        items or types the model does not know are left out.
 
         The recommendation model reads them through the history cache; other models from the store.
         """
         try:
             stored_id = pseudonymize_user_id(user_id, config=self.config.ingest)
             if model is self.model:
-                window = model.max_len
-                events = self.history.get(
-                    stored_id, lambda user: self.reader().user_events(user, limit=window)
-                )
+                events = self.history.get(stored_id, lambda user: latest_events(self.reader(), user, model))
             else:
-                events = self.reader().user_events(stored_id, limit=model.max_len)
+                events = latest_events(self.reader(), stored_id, model)
         except (IngestError, StoreError) as exc:
             raise HTTPException(status_code=503, detail=str(exc)) from None
-        request = model.history_from_events(
-            events["item_id"],
-            event_types=events["event_type"],
-            timestamps=events["timestamp"],
-            unknown_event_types="skip",
-        )
-        return len(events["item_id"]), request
+        return len(events["item_id"]), model_history(model, events)
 
     def stored_user_id(self, user_id: str) -> str:
         """The id the store keeps for ``user_id`` (its pseudonym, when users are pseudonymized)."""
@@ -1142,8 +1136,10 @@ def create_app(config: ServiceConfig) -> FastAPI:
                 fresh = service.load_model()
             except (OSError, ValueError) as exc:
                 raise HTTPException(status_code=409, detail=f"could not load {config.model}: {exc}") from None
-            if fresh.max_len != service.history.window:
-                service.history = HistoryCache(window=fresh.max_len, max_users=config.history_cache_users)
+            if read_window(fresh) != service.history.window:
+                service.history = HistoryCache(
+                    window=read_window(fresh), max_users=config.history_cache_users
+                )
             service.model = fresh
             return {"status": "reloaded", "model": fresh.name}
 
