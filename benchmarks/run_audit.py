@@ -68,6 +68,7 @@ def main() -> None:
     from behaviorlm.data.splits import leave_one_out
     from behaviorlm.evaluation.audit import audit_recommender, plot_group_quality, read_user_attributes
     from behaviorlm.evaluation.benchmark import append_jsonl, git_commit, machine_description, peak_rss_mb
+    from behaviorlm.evaluation.ranking import RankingValidation
     from behaviorlm.models.base import model_registry
 
     if args.dataset == "ml-1m":
@@ -89,7 +90,7 @@ def main() -> None:
             params = {**params, "max_train_seconds": args.max_train_seconds}
         model = registry[name](**params)
         started = time.perf_counter()
-        model.fit(split.train, valid=split.valid)
+        model.fit(split.train, valid=RankingValidation(split.train, split.valid))
         train_seconds = time.perf_counter() - started
         started = time.perf_counter()
         report = audit_recommender(

@@ -44,7 +44,7 @@ from behaviorlm.data.datasets import load_interactions
 from behaviorlm.data.splits import Split, leave_one_out
 from behaviorlm.demo import DEMO_TRANSFORMER
 from behaviorlm.evaluation.benchmark import append_jsonl, git_commit, machine_description, peak_rss_mb
-from behaviorlm.evaluation.ranking import evaluate_ranking
+from behaviorlm.evaluation.ranking import RankingValidation, evaluate_ranking
 from behaviorlm.models.gru4rec import GRU4Rec
 from behaviorlm.models.sequential import SequentialRecommender
 from behaviorlm.models.transformer import BehaviorTransformer
@@ -165,7 +165,9 @@ def run_dataset(dataset: str, args: argparse.Namespace) -> None:
         )
 
     started = time.perf_counter()
-    teacher = BehaviorTransformer(**config["teacher"]).fit(split.train, valid=split.valid)
+    teacher = BehaviorTransformer(**config["teacher"]).fit(
+        split.train, valid=RankingValidation(split.train, split.valid)
+    )
     teacher_seconds = time.perf_counter() - started
     teacher_metrics = measure(teacher, split, users, parameters=n_parameters(teacher))
     rec = record(
@@ -189,13 +191,13 @@ def run_dataset(dataset: str, args: argparse.Namespace) -> None:
             if kd:
                 student.fit(
                     split.train,
-                    valid=split.valid,
+                    valid=RankingValidation(split.train, split.valid),
                     teacher=teacher,
                     distill_alpha=args.alpha,
                     distill_temperature=args.temperature,
                 )
             else:
-                student.fit(split.train, valid=split.valid)
+                student.fit(split.train, valid=RankingValidation(split.train, split.valid))
             seconds = time.perf_counter() - started
             variants = [(f"{'distilled' if kd else 'undistilled'}-{name}", student)]
             if kd:

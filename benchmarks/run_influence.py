@@ -40,6 +40,7 @@ from behaviorlm.causal.influence import DELETION_ORDERS, deletion_curve
 from behaviorlm.data.datasets import load_interactions
 from behaviorlm.data.splits import leave_one_out
 from behaviorlm.evaluation.benchmark import append_jsonl, git_commit, machine_description, peak_rss_mb
+from behaviorlm.evaluation.ranking import RankingValidation
 from behaviorlm.models.transformer import BehaviorTransformer
 from run_sequential import MODELS
 
@@ -75,7 +76,7 @@ def main() -> None:
     split = leave_one_out(load_interactions(args.dataset))
     model = BehaviorTransformer(**settings, max_train_seconds=args.max_train_seconds, seed=args.seed)
     started = time.perf_counter()
-    model.fit(split.train, valid=split.valid)
+    model.fit(split.train, valid=RankingValidation(split.train, split.valid))
     train_seconds = time.perf_counter() - started
     training = model.training_summary()
     print(

@@ -29,6 +29,7 @@ from behaviorlm.config import LLMConfig
 from behaviorlm.data.datasets import load_interactions, open_dataset_store
 from behaviorlm.data.splits import leave_one_out
 from behaviorlm.evaluation.benchmark import append_jsonl, git_commit, machine_description, peak_rss_mb
+from behaviorlm.evaluation.ranking import RankingValidation
 from behaviorlm.llm.client import LLMClient
 from behaviorlm.llm.rerank import MAX_HISTORY, label_prior, llm_rerank, order_by_labels
 from behaviorlm.models.base import ScoringBatch, mask_seen_
@@ -65,7 +66,7 @@ def main() -> None:
         **TRANSFORMER_SETTINGS[args.dataset], max_train_seconds=args.max_train_seconds, seed=args.seed
     )
     started = time.perf_counter()
-    model.fit(split.train, valid=split.valid)
+    model.fit(split.train, valid=RankingValidation(split.train, split.valid))
     train_seconds = time.perf_counter() - started
     print(f"transformer trained in {train_seconds:.0f} s: {model.training_summary()}", flush=True)
 

@@ -41,7 +41,7 @@ from behaviorlm.data.splits import leave_one_out
 from behaviorlm.data.store import StoreError
 from behaviorlm.data.text import TextEmbedder, event_texts, item_texts, text_vectors
 from behaviorlm.evaluation.benchmark import append_jsonl, git_commit, machine_description, peak_rss_mb
-from behaviorlm.evaluation.ranking import evaluate_ranking
+from behaviorlm.evaluation.ranking import RankingValidation, evaluate_ranking
 from behaviorlm.models.transformer import BehaviorTransformer
 from behaviorlm.profiling.fusion import (
     FusedRecommender,
@@ -102,7 +102,9 @@ def run(name: str, *, threads: int, truncate: bool, out: Path) -> None:
     lengths = split.train.lengths()
 
     started = time.perf_counter()
-    behaviour = BehaviorTransformer(**spec["transformer"]).fit(split.train, valid=split.valid)
+    behaviour = BehaviorTransformer(**spec["transformer"]).fit(
+        split.train, valid=RankingValidation(split.train, split.valid)
+    )
     behaviour_seconds = time.perf_counter() - started
     started = time.perf_counter()
     text = TextInterestRecommender().fit(
@@ -110,7 +112,9 @@ def run(name: str, *, threads: int, truncate: bool, out: Path) -> None:
     )
     text_seconds = time.perf_counter() - started + embed_seconds
     started = time.perf_counter()
-    fused = FusedRecommender(behaviour=behaviour, text=text).fit(split.train, valid=split.valid)
+    fused = FusedRecommender(behaviour=behaviour, text=text).fit(
+        split.train, valid=RankingValidation(split.train, split.valid)
+    )
     fusion_seconds = time.perf_counter() - started
 
     sources = ["reviews written in training events"] * spec["reviews"] + ["item descriptions"] * spec[
@@ -182,7 +186,9 @@ def run(name: str, *, threads: int, truncate: bool, out: Path) -> None:
     for k in spec.get("truncate", ()) if truncate else ():
         short_train, short_history = last_events(split.train, k), last_events(split.test_history, k)
         started = time.perf_counter()
-        fused_k = FusedRecommender(behaviour=behaviour, text=text).fit(short_train, valid=split.valid)
+        fused_k = FusedRecommender(behaviour=behaviour, text=text).fit(
+            short_train, valid=RankingValidation(short_train, split.valid)
+        )
         seconds = time.perf_counter() - started
         protocol = {"history": f"last {k} events of train+valid", "truncated_to": k}
         for model_name, model, params in (

@@ -23,7 +23,7 @@ import torch
 from behaviorlm.data.datasets import load_interactions
 from behaviorlm.data.splits import Split, leave_one_out
 from behaviorlm.evaluation.benchmark import append_jsonl, git_commit, machine_description, peak_rss_mb
-from behaviorlm.evaluation.ranking import evaluate_ranking
+from behaviorlm.evaluation.ranking import RankingValidation, evaluate_ranking
 from behaviorlm.models.sequential import SequentialRecommender
 from behaviorlm.models.transformer import BehaviorTransformer
 
@@ -60,7 +60,7 @@ def main() -> None:
     split = leave_one_out(load_interactions(args.dataset))
     model = BehaviorTransformer(**CONFIGS.get(args.dataset, {}))
     started = time.perf_counter()
-    model.fit(split.train, valid=split.valid)
+    model.fit(split.train, valid=RankingValidation(split.train, split.valid))
     train_seconds = time.perf_counter() - started
 
     torch.set_num_threads(args.threads)

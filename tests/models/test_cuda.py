@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from behaviorlm.evaluation.ranking import evaluate_ranking
+from behaviorlm.evaluation.ranking import RankingValidation, evaluate_ranking
 from behaviorlm.models.base import ScoringBatch, load_model
 from behaviorlm.models.gru4rec import GRU4Rec
 from behaviorlm.models.heads import NextEventTypeModel, SequenceLabels
@@ -58,7 +58,7 @@ def test_gpu_model_saves_loads_on_cpu_and_predicts_next(tmp_path) -> None:
     last = np.zeros(data.n_events, dtype=bool)
     last[data.user_ptr[1:] - 1] = True
     train, valid = data.filter_events(~last), data.filter_events(last)
-    model = BehaviorTransformer(**SMALL, device="cuda").fit(train, valid=valid)
+    model = BehaviorTransformer(**SMALL, device="cuda").fit(train, valid=RankingValidation(train, valid))
     assert model.training_summary()["peak_gpu_mb"] > 0
     users = np.arange(data.n_users)
     gpu_scores = model.score(ScoringBatch(users=users, history=data))

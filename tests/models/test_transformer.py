@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from behaviorlm.data.sequences import Interactions
+from behaviorlm.evaluation.ranking import RankingValidation
 from behaviorlm.models.base import ScoringBatch
 from behaviorlm.models.sequential import IGNORE, SequenceTensors, gap_buckets
 from behaviorlm.models.transformer import BehaviorTransformer
@@ -62,12 +63,34 @@ def test_validation_early_stopping_keeps_best_epoch() -> None:
     keep = np.ones(data.n_events, dtype=bool)
     keep[data.user_ptr[1:] - 1] = False
     valid = data.filter_events(~keep)
-    model = BehaviorTransformer(**{**SMALL, "epochs": 60, "patience": 3}).fit(held.train, valid=valid)
+    model = BehaviorTransformer(**{**SMALL, "epochs": 60, "patience": 3}).fit(
+        held.train, valid=RankingValidation(held.train, valid)
+    )
     summary = model.training_summary()
     metrics = [m for m in model.history_.metrics if m is not None]
     assert summary["best_valid_ndcg@10"] == pytest.approx(max(metrics))
     assert summary["best_epoch"] == int(np.argmax(metrics)) + 1
     assert summary["stopped_early"] == (summary["epochs_run"] < 60)
+
+
+def test_validation_is_a_callable_built_by_the_caller() -> None:
+    data = successor_sequences(n_users=40, n_items=20, length=8, seed=5)
+    last = np.zeros(data.n_events, dtype=bool)
+    last[data.user_ptr[1:] - 1] = True
+    train, targets = data.filter_events(~last), data.filter_events(last)
+    fast = {**SMALL, "epochs": 3, "patience": 1}
+    # Targets instead of a validation callable: one error that says what to pass.
+    with pytest.raises(TypeError, match=r"valid= takes a validation callable .*RankingValidation\(train"):
+        BehaviorTransformer(**fast).fit(train, valid=targets)
+    with pytest.raises(ValueError, match="metric must be hr@K, ndcg@K, recall@K"):
+        RankingValidation(train, targets, metric="ndcg")
+    # Any metric of the protocol; the summary names it.
+    model = BehaviorTransformer(**fast).fit(train, valid=RankingValidation(train, targets, metric="hr@5"))
+    assert model.training_summary()["best_valid_hr@5"] == pytest.approx(max(model.history_.metrics))
+    # No validation targets: nothing to stop on, every epoch runs (as without valid=).
+    empty = targets.filter_events(np.zeros(targets.n_events, dtype=bool))
+    model = BehaviorTransformer(**fast).fit(train, valid=RankingValidation(train, empty))
+    assert model.history_.epochs_run == 3 and model.history_.metrics == [None] * 3
 
 
 def test_gap_buckets_by_hand() -> None:

@@ -9,7 +9,7 @@ import torch
 
 from behaviorlm.data.sequences import Interactions
 from behaviorlm.data.splits import leave_one_out
-from behaviorlm.evaluation.ranking import evaluate_ranking
+from behaviorlm.evaluation.ranking import RankingValidation, evaluate_ranking
 from behaviorlm.models.base import ScoringBatch
 from behaviorlm.models.baselines import EASE, Popularity
 from behaviorlm.profiling.fusion import (
@@ -99,7 +99,9 @@ def fit_fusion(*, text_predictive: bool) -> tuple[FusedRecommender, dict[str, fl
         descriptions = rng.normal(0, 1, (N_ITEMS, 64))
         behaviour = EASE(l2=50.0).fit(split.train)
     text = TextInterestRecommender().fit(split.train, item_description_vectors=descriptions)
-    fused = FusedRecommender(behaviour=behaviour, text=text).fit(split.train, valid=split.valid)
+    fused = FusedRecommender(behaviour=behaviour, text=text).fit(
+        split.train, valid=RankingValidation(split.train, split.valid)
+    )
     test = {
         name: evaluate_ranking(model, history=split.test_history, targets=split.test, ks=(10,)).metrics[
             "ndcg@10"
@@ -134,7 +136,9 @@ def test_reviews_the_users_wrote_carry_the_signal() -> None:
     reviews = np.eye(8)[cluster_of_item()[split.train.items]] + rng.normal(0, 0.3, (split.train.n_events, 8))
     text = TextInterestRecommender().fit(split.train, review_vectors=reviews)
     pop = Popularity().fit(split.train)
-    fused = FusedRecommender(behaviour=pop, text=text).fit(split.train, valid=split.valid)
+    fused = FusedRecommender(behaviour=pop, text=text).fit(
+        split.train, valid=RankingValidation(split.train, split.valid)
+    )
     assert fused.selection_.text_weight >= 0.5
     by_length = evaluate_by_history_length(
         fused, history=split.test_history, targets=split.test, lengths=split.train.lengths()

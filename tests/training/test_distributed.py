@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 from behaviorlm.cli.main import app
 from behaviorlm.data.sequences import Interactions
 from behaviorlm.data.splits import leave_one_out
+from behaviorlm.evaluation.ranking import RankingValidation
 from behaviorlm.models.base import ScoringBatch, load_model
 from behaviorlm.models.sequential import SequenceTensors, auto_training_settings, padding_share
 from behaviorlm.models.transformer import BehaviorTransformer
@@ -200,7 +201,7 @@ def train_planted(out: Path) -> None:
     SequenceTensors.batch = recording_batch  # type: ignore[method-assign]
     try:
         model = BehaviorTransformer(**TRANSFORMER, checkpoint_dir=str(out / "checkpoint")).fit(
-            split.train, valid=split.valid
+            split.train, valid=RankingValidation(split.train, split.valid)
         )
     finally:
         SequenceTensors.batch = original  # type: ignore[method-assign]

@@ -486,6 +486,7 @@ def train(
     Under torchrun (torchrun --nproc_per_node N -m behaviorlm.cli.main train ...) sequence models train
     data-parallel with the same flags; rank 0 alone prints and writes --out (docs/distributed-training.md).
     """
+    from behaviorlm.evaluation.ranking import RankingValidation
     from behaviorlm.models.base import model_registry
     from behaviorlm.training import distributed
 
@@ -542,9 +543,11 @@ def train(
             if encoder_state is not None:
                 from behaviorlm.models.pretraining import fit_from_pretrained
 
-                fit_from_pretrained(estimator, encoder_state, sp.train, valid=sp.valid)
+                fit_from_pretrained(
+                    estimator, encoder_state, sp.train, valid=RankingValidation(sp.train, sp.valid)
+                )
             else:
-                estimator.fit(sp.train, valid=sp.valid, **fit_kwargs)
+                estimator.fit(sp.train, valid=RankingValidation(sp.train, sp.valid), **fit_kwargs)
             seconds = time.perf_counter() - started
         if not main_process:
             return
@@ -782,7 +785,7 @@ def distill(
     """Distil a trained sequence model into a smaller student: the student learns from the next item and
     from the teacher's scores over the whole catalogue (KD). Trained on the teacher's split, so `evaluate`
     compares them on the same test targets; `serve` with quantize = true serves its int8 copy."""
-    from behaviorlm.evaluation.ranking import evaluate_ranking
+    from behaviorlm.evaluation.ranking import RankingValidation, evaluate_ranking
     from behaviorlm.models.base import model_registry
     from behaviorlm.models.sequential import SequentialRecommender
 
@@ -798,7 +801,11 @@ def distill(
     student = _build_estimator(registry[model], {"max_len": teacher.max_len, **params}, what=model)
     started = time.perf_counter()
     student.fit(
-        sp.train, valid=sp.valid, teacher=teacher, distill_alpha=alpha, distill_temperature=temperature
+        sp.train,
+        valid=RankingValidation(sp.train, sp.valid),
+        teacher=teacher,
+        distill_alpha=alpha,
+        distill_temperature=temperature,
     )
     seconds = time.perf_counter() - started
     student.save(out)
@@ -1209,6 +1216,7 @@ def fuse(
     written in training events; the packaged sentence model), the text weight chosen on validation NDCG@10,
     then report the test split by history length (docs/profiling.md#text--behaviour)."""
     from behaviorlm.data.store import StoreError
+    from behaviorlm.evaluation.ranking import RankingValidation
     from behaviorlm.profiling.fusion import FusedRecommender, evaluate_by_history_length, fit_text_scorer
 
     estimator, sp = _trained_model_and_split(model_dir, store)
@@ -1220,7 +1228,9 @@ def fuse(
         data = es.interactions()
         text = fit_text_scorer(es, data, sp.train, cache=cache)
     with _status("choosing the text weight on validation …"):
-        fused = FusedRecommender(behaviour=estimator, text=text).fit(sp.train, valid=sp.valid)
+        fused = FusedRecommender(behaviour=estimator, text=text).fit(
+            sp.train, valid=RankingValidation(sp.train, sp.valid)
+        )
     lengths = sp.train.lengths()
     results = {
         name: evaluate_by_history_length(model, history=sp.test_history, targets=sp.test, lengths=lengths)
@@ -1706,13 +1716,13 @@ def graph_train(
 
 
 def _graph_train_recommend(out: Path, *, store: Path, epochs: int, seed: int, split_spec: dict) -> None:
-    from behaviorlm.evaluation.ranking import evaluate_ranking
+    from behaviorlm.evaluation.ranking import RankingValidation, evaluate_ranking
     from behaviorlm.models.lightgcn import LightGCN
 
     sp = _make_split(store, **split_spec)
     model = LightGCN(epochs=epochs, seed=seed, show_progress=True)
     started = time.perf_counter()
-    model.fit(sp.train, valid=sp.valid)
+    model.fit(sp.train, valid=RankingValidation(sp.train, sp.valid))
     seconds = time.perf_counter() - started
     model.save(out)
     (out / SPLIT_FILE).write_text(json.dumps({"split": split_spec, "train_seconds": seconds}, indent=2))

@@ -183,7 +183,7 @@ def pseudonymize_user_id(raw_id: str, *, config: IngestConfig) -> str:
     else ``raw_id`` itself. Lets a service look up a user by the id its caller knows."""
     if not config.pseudonymize_users:
         return raw_id
-    return _pseudonym(_pseudonym_key_from(config), raw_id)
+    return pseudonym(pseudonym_key_from(config), raw_id)
 
 
 def _check_readable(path: Path) -> None:
@@ -323,7 +323,7 @@ def _create_empty_rejects(run: _Run) -> None:
 _MAX_FIRST_LINE_BYTES = 1 << 20
 
 
-def _read_header(path: Path, delimiter: str, *, header: bool = False) -> list[str]:
+def read_header(path: Path, delimiter: str, *, header: bool = False) -> list[str]:
     """The fields of line 1 (a header with ``header``), or of data: the first line of at most 1 MiB.
 
     A header line over 1 MiB, or with a field over :data:`MAX_COLUMN_NAME_CHARS`, is an error naming
@@ -379,7 +379,8 @@ def _split_line(text: str, delimiter: str) -> list[str]:
         csv.field_size_limit(previous)
 
 
-def _sniff_delimiter(path: Path, config: IngestConfig) -> str:
+def sniff_delimiter(path: Path, config: IngestConfig) -> str:
+    """The configured delimiter; else a tab for TSV and RecBole atomic files, a comma otherwise."""
     if config.delimiter:
         return config.delimiter
     if config.format == "tsv" or path.suffix.lower() in (
@@ -617,7 +618,7 @@ def _copy_bytes(src: Any, dst: Any, n: int) -> None:
 def source_columns(path: Path, *, delimiter: str, header: bool, wanted: dict[str, str]) -> list[str]:
     """The file's column names (``column0``.. without a header), checked: no repeated name, and every
     source column of ``wanted`` (canonical field -> source column) present."""
-    first = _read_header(path, delimiter, header=header)
+    first = read_header(path, delimiter, header=header)
     columns = first if header else [f"column{i}" for i in range(len(first))]
     if len(set(columns)) != len(columns):
         dupes = sorted({c for c in columns if columns.count(c) > 1})
@@ -834,7 +835,7 @@ def _quote_ident(name: str) -> str:
 
 def _read_csv_source(run: _Run) -> None:
     config = run.config
-    delimiter = _sniff_delimiter(run.path, config)
+    delimiter = sniff_delimiter(run.path, config)
     mapping = dict(config.columns)
     require_mapping(run.path, run.config, mapping)
     stage_delimited(run, mapping=mapping, delimiter=delimiter, header=config.header)
@@ -1115,7 +1116,7 @@ def is_tianchi_header(header: list[str]) -> bool:
 def _read_taobao_source(run: _Run) -> None:
     """Taobao UserBehavior CSV (``user,item,category,behavior,unix_seconds``, no header), or the Tianchi
     216549 variant with a Chinese header (adds brand, item name, category name and price)."""
-    header = _read_header(run.path, ",")  # line 1 may be data: its fields are only looked at
+    header = read_header(run.path, ",")  # line 1 may be data: its fields are only looked at
     if is_tianchi_header(header):
         if len(header) < 10:
             raise IngestError(
@@ -1147,7 +1148,7 @@ def _read_taobao_source(run: _Run) -> None:
 
 def _recbole_columns(path: Path) -> dict[str, str]:
     """Header ``name:type`` -> ``{name: "name:type"}`` for a RecBole atomic file."""
-    return {col.split(":", 1)[0]: col for col in _read_header(path, "\t", header=True)}
+    return {col.split(":", 1)[0]: col for col in read_header(path, "\t", header=True)}
 
 
 def _read_recbole_source(run: _Run) -> None:
@@ -1237,7 +1238,7 @@ def _recbole_users(run: _Run, path: Path) -> None:
         user_ids = users.column("user_id").to_pylist()
         if run.config.pseudonymize_users:
             key = _pseudonym_key(run)
-            user_ids = [_pseudonym(key, u) for u in user_ids]
+            user_ids = [pseudonym(key, u) for u in user_ids]
         name = run.register(
             "users",
             pa.table(
@@ -1310,10 +1311,11 @@ _READERS: dict[str, Callable[[_Run], None]] = {
 
 # ---------------------------------------------------------------------------------------------- pseudonyms
 def _pseudonym_key(run: _Run) -> bytes:
-    return _pseudonym_key_from(run.config)
+    return pseudonym_key_from(run.config)
 
 
-def _pseudonym_key_from(config: IngestConfig) -> bytes:
+def pseudonym_key_from(config: IngestConfig) -> bytes:
+    """The pseudonym key from the environment variable ``config`` names (the Spark engine reads it too)."""
     key = os.environ.get(config.pseudonym_key_env)
     if not key:
         raise IngestError(
@@ -1323,7 +1325,7 @@ def _pseudonym_key_from(config: IngestConfig) -> bytes:
     return key.encode("utf-8")
 
 
-def _pseudonym(key: bytes, raw_id: str) -> str:
+def pseudonym(key: bytes, raw_id: str) -> str:
     """Keyed pseudonym: ``u_`` + the first 20 hex digits (80 bits) of HMAC-SHA256(key, raw id)."""
     return "u_" + hmac.new(key, raw_id.encode("utf-8"), hashlib.sha256).hexdigest()[:20]
 
@@ -1554,7 +1556,7 @@ def _pseudonymize(run: _Run, checked: str) -> None:
         pa.table(
             {
                 "raw": pa.array(raw_users, type=pa.string()),
-                "pseudo": pa.array([_pseudonym(key, u) for u in raw_users], type=pa.string()),
+                "pseudo": pa.array([pseudonym(key, u) for u in raw_users], type=pa.string()),
             }
         ),
     )

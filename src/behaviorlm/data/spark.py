@@ -46,12 +46,12 @@ from behaviorlm.data.ingest import (
     TAOBAO_EXTRA,
     IngestError,
     IngestSummary,
-    _pseudonym,
-    _pseudonym_key_from,
-    _read_header,
-    _sniff_delimiter,
     is_tianchi_header,
+    pseudonym,
+    pseudonym_key_from,
+    read_header,
     require_mapping,
+    sniff_delimiter,
     source_columns,
 )
 from behaviorlm.data.schema import EVENT_COLUMNS
@@ -239,12 +239,12 @@ class _Layout:
 def _layout(path: Path, config: IngestConfig) -> _Layout:
     extra: dict[str, str] = {}
     if config.format == "taobao":
-        if is_tianchi_header(_read_header(path, ",")):
+        if is_tianchi_header(read_header(path, ",")):
             raise IngestError(f"{path}: the Tianchi Taobao variant is read by --engine duckdb only")
         delimiter, has_header = ",", False
         mapping, extra = dict(TAOBAO_COLUMNS), dict(TAOBAO_EXTRA)
     else:
-        delimiter, has_header, mapping = _sniff_delimiter(path, config), config.header, dict(config.columns)
+        delimiter, has_header, mapping = sniff_delimiter(path, config), config.header, dict(config.columns)
         require_mapping(path, config, mapping)
     columns = source_columns(path, delimiter=delimiter, header=has_header, wanted={**mapping, **extra})
     return _Layout(columns=columns, mapping=mapping, extra=extra, delimiter=delimiter, header=has_header)
@@ -527,13 +527,13 @@ def _pseudonymize(checked: DataFrame, config: IngestConfig) -> DataFrame:
 
     As in the DuckDB path, this happens after validation (the id-length check sees the raw id) and before
     event ids are derived (content keys hash the pseudonym)."""
-    key = _pseudonym_key_from(config)
+    key = pseudonym_key_from(config)
 
     @F.udf(returnType=T.StringType(), useArrow=True)
-    def pseudonym(raw_id: str | None) -> str | None:
-        return None if raw_id is None else _pseudonym(key, raw_id)
+    def keyed(raw_id: str | None) -> str | None:
+        return None if raw_id is None else pseudonym(key, raw_id)
 
-    users = checked.select("f_user_id").distinct().withColumn("_pseudo", pseudonym("f_user_id"))
+    users = checked.select("f_user_id").distinct().withColumn("_pseudo", keyed("f_user_id"))
     joined = checked.join(users, "f_user_id", "left")
     return joined.withColumn("f_user_id", F.col("_pseudo")).drop("_pseudo")
 

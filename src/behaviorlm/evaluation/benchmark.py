@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from behaviorlm.data.splits import Split
-from behaviorlm.evaluation.ranking import evaluate_ranking, metrics_by_target_popularity
+from behaviorlm.evaluation.ranking import RankingValidation, evaluate_ranking, metrics_by_target_popularity
 from behaviorlm.models.base import Recommender
 
 
@@ -71,7 +71,7 @@ def fit_and_evaluate(
     if on not in ("test", "valid"):
         raise ValueError(f"on must be 'test' or 'valid', got {on!r}")
     started = time.perf_counter()
-    model.fit(split.train, valid=split.valid, **(fit_kwargs or {}))
+    model.fit(split.train, valid=RankingValidation(split.train, split.valid), **(fit_kwargs or {}))
     train_seconds = time.perf_counter() - started
     history, targets = (split.test_history, split.test) if on == "test" else (split.train, split.valid)
     result = evaluate_ranking(

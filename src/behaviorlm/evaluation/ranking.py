@@ -211,6 +211,48 @@ def evaluate_ranking(
     )
 
 
+class RankingValidation:
+    """A :data:`~behaviorlm.models.base.Validation` for recommenders: ``metric`` of ``targets`` ranked from
+    ``history`` under :func:`evaluate_ranking`'s full-ranking protocol (seen items masked).
+
+    ``model.fit(split.train, valid=RankingValidation(split.train, split.valid))`` stops early on validation
+    NDCG@10. The caller builds it, so the models package does not import this one (docs/architecture.md).
+    With no target events it scores nothing: models fitted with it train without early stopping.
+    """
+
+    def __init__(
+        self, history: Interactions, targets: Interactions, *, metric: str = "ndcg@10", batch_size: int = 512
+    ) -> None:
+        _check_index_space(history, targets)
+        name, at, k = metric.partition("@")
+        ranked = name in ("hr", "ndcg", "recall") and at and k.isdigit() and int(k) >= 1
+        if not ranked and metric != "mrr":
+            raise ValueError(f"metric must be hr@K, ndcg@K, recall@K (K >= 1) or mrr, got {metric!r}")
+        self.history = history
+        self.targets = targets
+        self.metric = metric
+        self.ks = (int(k),) if at else (10,)
+        self.batch_size = batch_size
+
+    @property
+    def empty(self) -> bool:
+        """No target events: nothing to score (models fitted with it do not stop early)."""
+        return self.targets.n_events == 0
+
+    def __call__(self, model: Recommender) -> float:
+        if self.empty:
+            raise ValueError("no validation targets to rank")
+        result = evaluate_ranking(
+            model,
+            history=self.history,
+            targets=self.targets,
+            ks=self.ks,
+            batch_size=self.batch_size,
+            split_name="validation",
+        )
+        return float(result.metrics[self.metric])
+
+
 def item_popularity_groups(
     item_counts: np.ndarray, *, tail_share: float = 0.8, cold_max_events: int = 2
 ) -> dict[str, np.ndarray]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -71,6 +72,29 @@ class Recommendations:
     scores: np.ndarray
 
 
+Validation = Callable[["Recommender"], float]
+"""A model's score on held-out data, higher is better: what early stopping and model selection read.
+
+The caller builds it (``behaviorlm.evaluation.ranking.RankingValidation`` for the full-ranking protocol),
+so models never import the evaluation package. One with an ``empty`` attribute that is true has nothing to
+score (no validation targets): models then train without early stopping (:func:`active_validation`)."""
+
+
+def active_validation(valid: Validation | None) -> Validation | None:
+    """``valid``, or None when there is none or it has nothing to score (``valid.empty``)."""
+    return None if valid is None or getattr(valid, "empty", False) else valid
+
+
+def check_validation(valid: object, *, where: str) -> None:
+    """A clear error for ``fit(valid=...)`` given data instead of a :data:`Validation` callable."""
+    if valid is not None and not callable(valid):
+        raise TypeError(
+            f"{where}: valid= takes a validation callable (model -> score, higher is better), got "
+            f"{type(valid).__name__}; for validation targets pass "
+            "behaviorlm.evaluation.ranking.RankingValidation(train, valid_targets)"
+        )
+
+
 class Recommender(ABC):
     """Base class of every recommender. Subclasses implement ``_fit``, ``score`` and the state hooks."""
 
@@ -83,14 +107,16 @@ class Recommender(ABC):
 
     train_: Interactions
 
-    def fit(self, train: Interactions, *, valid: Interactions | None = None) -> Self:
+    def fit(self, train: Interactions, *, valid: Validation | None = None) -> Self:
         """Learn from ``train`` and return ``self``.
 
-        ``valid`` holds validation targets (their history is ``train``) for models that tune or stop
-        early on them; models without such a step ignore it.
+        ``valid`` scores the model on held-out data (higher is better) for models that tune or stop early
+        on it — usually ``behaviorlm.evaluation.ranking.RankingValidation(train, valid_targets)``, NDCG@10
+        of the validation targets under full ranking; models without such a step ignore it.
         """
         if train.n_events == 0:
             raise ValueError(f"{type(self).__name__}.fit: the training data has no interactions")
+        check_validation(valid, where=f"{type(self).__name__}.fit")
         self.train_ = train
         self._valid = valid
         try:

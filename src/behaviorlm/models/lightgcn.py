@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from behaviorlm.data.sequences import Interactions
-from behaviorlm.models.base import Recommender, ScoringBatch, register
+from behaviorlm.models.base import Recommender, ScoringBatch, active_validation, register
 from behaviorlm.training import loop
 from behaviorlm.training.loop import TrainerConfig, TrainingHistory, seed_everything
 
@@ -133,15 +133,14 @@ class LightGCN(Recommender):
             return -torch.nn.functional.logsigmoid(pos - neg).mean() + self.l2 * reg
 
         validate = None
-        valid = self._valid
-        if valid is not None and valid.n_events:
-            from behaviorlm.evaluation.ranking import evaluate_ranking
+        valid = active_validation(self._valid)
+        # The name training_summary() gives the validation score ("ndcg@10" for RankingValidation's default).
+        self.validation_metric_ = str(getattr(valid, "metric", "validation"))
+        if valid is not None:
 
             def validate() -> float:
                 self._cache_item_layers(adjacency)
-                return evaluate_ranking(
-                    self, history=train, targets=valid, ks=(10,), batch_size=1024
-                ).metrics["ndcg@10"]
+                return float(valid(self))
 
         self.history_: TrainingHistory = loop.train(
             self.net_,
@@ -190,7 +189,7 @@ class LightGCN(Recommender):
 
     def training_summary(self) -> dict:
         """Epochs, best epoch, time per epoch and total, from the last fit."""
-        return self.history_.summary()
+        return self.history_.summary(metric=getattr(self, "validation_metric_", "ndcg@10"))
 
     # ------------------------------------------------------------------ persistence
     def _state(self) -> dict[str, torch.Tensor]:

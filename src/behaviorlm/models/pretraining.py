@@ -42,6 +42,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from behaviorlm.data.sequences import Interactions
+from behaviorlm.models.base import Validation
 from behaviorlm.models.sequential import (
     IGNORE,
     EventHistory,
@@ -577,7 +578,7 @@ def fit_from_pretrained(
     encoder_state: Mapping[str, torch.Tensor],
     train: Interactions,
     *,
-    valid: Interactions | None = None,
+    valid: Validation | None = None,
 ) -> SequentialRecommender:
     """Fit a next-item recommender whose encoder starts from pretrained weights; returns ``model``.
 

@@ -50,7 +50,7 @@ from torch import nn
 
 from behaviorlm.data.features import ItemFeatures
 from behaviorlm.data.sequences import Interactions, gather_padded
-from behaviorlm.models.base import Recommender, ScoringBatch
+from behaviorlm.models.base import Recommender, ScoringBatch, Validation, active_validation
 from behaviorlm.training import distributed, loop
 from behaviorlm.training.loop import TrainerConfig, TrainingHistory, seed_everything
 
@@ -458,13 +458,14 @@ class SequentialRecommender(Recommender):
         self,
         train: Interactions,
         *,
-        valid: Interactions | None = None,
+        valid: Validation | None = None,
         item_features: ItemFeatures | None = None,
         teacher: SequentialRecommender | None = None,
         distill_alpha: float | None = None,
         distill_temperature: float | None = None,
     ) -> SequentialRecommender:
-        """Fit on ``train`` (early stopping on ``valid``), optionally with item attribute/text features.
+        """Fit on ``train`` (early stopping on ``valid``, a :data:`~behaviorlm.models.base.Validation` such as
+        ``RankingValidation(train, valid_targets)``), optionally with item attribute/text features.
 
         With ``teacher`` (a fitted sequence model over the same items and event types, reading at least
         this model's ``max_len`` events) this model is trained as its student: the loss at every position
@@ -659,13 +660,13 @@ class SequentialRecommender(Recommender):
             )
 
         validate = None
-        valid = self._valid
-        if valid is not None and valid.n_events:
-            from behaviorlm.evaluation.ranking import evaluate_ranking
+        valid = active_validation(self._valid)
+        # The name training_summary() gives the validation score ("ndcg@10" for RankingValidation's default).
+        self.validation_metric_ = str(getattr(valid, "metric", "validation"))
+        if valid is not None:
 
             def validate() -> float:
-                result = evaluate_ranking(self, history=train, targets=valid, ks=(10,), batch_size=512)
-                return result.metrics["ndcg@10"]
+                return float(valid(self))
 
         config = TrainerConfig(
             epochs=self.epochs,
@@ -881,7 +882,10 @@ class SequentialRecommender(Recommender):
 
     def training_summary(self) -> dict[str, Any]:
         """Epochs, best epoch, time per epoch and total, from the last fit (and its teacher, if distilled)."""
-        summary = {**self.history_.summary(), **self._gpu_memory_summary()}
+        summary = {
+            **self.history_.summary(metric=getattr(self, "validation_metric_", "ndcg@10")),
+            **self._gpu_memory_summary(),
+        }
         if getattr(self, "loss_", None) is not None:
             summary["loss"] = self.loss_
             summary["group_by_length"] = self.group_by_length_

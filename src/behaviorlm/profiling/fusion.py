@@ -42,8 +42,8 @@ import torch
 
 from behaviorlm.data.sequences import Interactions
 from behaviorlm.data.store import EventStore
-from behaviorlm.evaluation.ranking import RankingResult, evaluate_ranking
-from behaviorlm.models.base import Recommender, ScoringBatch
+from behaviorlm.evaluation.ranking import RankingResult, RankingValidation, evaluate_ranking
+from behaviorlm.models.base import Recommender, ScoringBatch, Validation
 from behaviorlm.profiling.interests import user_interest_vectors, written_text_vectors
 
 TEXT_WEIGHTS = tuple(round(0.05 * i, 2) for i in range(21))
@@ -111,7 +111,7 @@ class TextInterestRecommender(Recommender):
         self,
         train: Interactions,
         *,
-        valid: Interactions | None = None,
+        valid: Validation | None = None,
         review_vectors: np.ndarray | None = None,
         item_description_vectors: np.ndarray | None = None,
     ) -> Self:
@@ -221,10 +221,11 @@ class FusedRecommender(Recommender):
     """``w_text · z(text score) + (1 - w_text) · z(behaviour score)`` with ``w_text`` chosen on validation.
 
     ``behaviour`` and ``text`` are recommenders already fitted on the training split this model is fitted
-    on; :meth:`fit` (``fit(train, valid=valid)``) only chooses the weight: the ``text_weights`` value with
-    the best ``metric`` (full ranking of ``valid`` from ``train``, seen items masked), the smallest weight
-    among equals, so text has to improve validation to get any say. The result is in ``selection_``. Not
-    saved: save the behaviour model and fit the fusion again.
+    on; :meth:`fit` (``fit(train, valid=RankingValidation(train, valid_targets, metric=...))``) only chooses
+    the weight: the ``text_weights`` value with the best validation metric (full ranking of the targets
+    from ``train``, seen items masked), the smallest weight among equals, so text has to improve
+    validation to get any say. The result is in ``selection_``. Not saved: save the behaviour model and
+    fit the fusion again.
 
     ``cache_megabytes`` bounds the memory used to keep the components' validation scores between grid
     points (each component is scored once when they fit, every time otherwise).
@@ -238,25 +239,28 @@ class FusedRecommender(Recommender):
         behaviour: Recommender,
         text: Recommender,
         text_weights: tuple[float, ...] = TEXT_WEIGHTS,
-        metric: str = "ndcg@10",
         cache_megabytes: float = 1024.0,
     ) -> None:
         self.behaviour = behaviour
         self.text = text
         self.text_weights = text_weights
-        self.metric = metric
         self.cache_megabytes = cache_megabytes
 
+    def fit(self, train: Interactions, *, valid: Validation | None = None) -> Self:
+        if not isinstance(valid, RankingValidation) or valid.targets.n_events == 0:
+            raise ValueError(
+                "FusedRecommender.fit needs validation targets: "
+                "fit(train, valid=RankingValidation(train, valid_targets))"
+            )
+        return super().fit(train, valid=valid)
+
     def _fit(self, train: Interactions) -> None:
-        valid = self._valid
-        if valid is None or valid.n_events == 0:
-            raise ValueError("FusedRecommender.fit needs validation targets: fit(train, valid=valid)")
+        valid: RankingValidation = self._valid
         for part, component in (("behaviour", self.behaviour), ("text", self.text)):
             fitted_on = component.trained_on
             if fitted_on.n_items != train.n_items or fitted_on.n_users != train.n_users:
                 raise ValueError(f"the {part} model was fitted on another index space than train")
-        k = int(self.metric.split("@")[1]) if "@" in self.metric else 10
-        n_valid_users = len(np.unique(valid.event_users()))
+        n_valid_users = len(np.unique(valid.targets.event_users()))
         cache_bytes = 2 * 4 * n_valid_users * train.n_items
         self._cache: dict[bytes, tuple[torch.Tensor, torch.Tensor]] | None = (
             {} if cache_bytes <= self.cache_megabytes * 2**20 else None
@@ -265,16 +269,13 @@ class FusedRecommender(Recommender):
         try:
             for weight in self.text_weights:
                 self.text_weight_ = float(weight)
-                result = evaluate_ranking(
-                    self, history=train, targets=valid, ks=(k,), split_name="validation"
-                )
-                results[float(weight)] = result.metrics[self.metric]
+                results[float(weight)] = valid(self)
         finally:
             del self._cache
         best = max(results.values())
         chosen = min(w for w, value in results.items() if value == best)
         self.text_weight_ = chosen
-        self.selection_ = WeightSelection(text_weight=chosen, metric=self.metric, validation=results)
+        self.selection_ = WeightSelection(text_weight=chosen, metric=valid.metric, validation=results)
 
     def _component_scores(self, batch: ScoringBatch) -> tuple[torch.Tensor, torch.Tensor]:
         cache = getattr(self, "_cache", None)
@@ -289,7 +290,9 @@ class FusedRecommender(Recommender):
 
     def score(self, batch: ScoringBatch) -> torch.Tensor:
         if not hasattr(self, "text_weight_"):
-            raise RuntimeError("FusedRecommender is not fitted yet: call fit(train, valid=valid) first")
+            raise RuntimeError(
+                "FusedRecommender is not fitted yet: call fit(train, valid=RankingValidation(train, targets))"
+            )
         behaviour, text = self._component_scores(batch)
         return fused_scores(behaviour, text, text_weight=self.text_weight_)
 
@@ -298,7 +301,6 @@ class FusedRecommender(Recommender):
             "behaviour": self.behaviour.name,
             "text": self.text.name,
             "text_weights": list(self.text_weights),
-            "metric": self.metric,
         }
 
     def save(self, path: str | Path) -> Path:
