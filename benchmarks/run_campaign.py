@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from behaviorlm.causal.effects import EffectConfig
+from behaviorlm.causal.learners import EffectConfig
 from behaviorlm.data.datasets import load_interactions
 from behaviorlm.evaluation.benchmark import append_jsonl, git_commit, machine_description, peak_rss_mb
 from behaviorlm.marketing.audience import compare_targeting

@@ -28,16 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from behaviorlm.causal.effects import (
-    ECONML_METHODS,
-    OWN_METHODS,
-    EffectConfig,
-    activity_segments,
-    analyze_effects,
-    build_effect_table,
-    effect_windows,
-    plot_segment_effects,
-)
+from behaviorlm.causal.effects import ECONML_METHODS, OWN_METHODS, analyze_effects, plot_segment_effects
+from behaviorlm.causal.learners import EffectConfig
+from behaviorlm.causal.table import activity_segments, build_effect_table, effect_windows
 from behaviorlm.data.datasets import load_interactions
 from behaviorlm.evaluation.benchmark import append_jsonl, git_commit, machine_description, peak_rss_mb
 from behaviorlm.testing.causal_synthetic import causal_synthetic

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from behaviorlm.causal.effects import CausalGraph, EffectConfig, analyze_effects, estimate_effects
+from behaviorlm.causal.effects import analyze_effects, estimate_effects
+from behaviorlm.causal.learners import EffectConfig
+from behaviorlm.causal.table import CausalGraph
 from behaviorlm.testing.causal_synthetic import causal_synthetic
 
 pytest.importorskip("dowhy")

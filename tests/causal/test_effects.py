@@ -9,17 +9,14 @@ import numpy as np
 import pytest
 
 from behaviorlm.causal.effects import (
-    EffectConfig,
-    EffectTable,
-    activity_segments,
     analyze_effects,
-    build_effect_table,
-    effect_windows,
     estimate_effects,
     plot_segment_effects,
     refute_effects,
     segment_effects,
 )
+from behaviorlm.causal.learners import EffectConfig
+from behaviorlm.causal.table import EffectTable, activity_segments, build_effect_table, effect_windows
 from behaviorlm.data.sequences import Interactions
 from behaviorlm.testing.causal_synthetic import FEATURE_NAMES, causal_synthetic
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from behaviorlm.causal.effects import EffectConfig
+from behaviorlm.causal.learners import EffectConfig
 from behaviorlm.causal.uplift import cross_fitted_uplift
 from behaviorlm.evaluation.uplift import uplift_curves
 from behaviorlm.marketing.audience import AudienceConfig, build_audience, compare_targeting, select_by_value

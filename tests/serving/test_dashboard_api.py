@@ -14,7 +14,8 @@ import pytest
 from fastapi.testclient import TestClient
 from tests.serving.conftest import N_ITEMS, auth
 
-from behaviorlm.causal.effects import EffectConfig, analyze_effects
+from behaviorlm.causal.effects import analyze_effects
+from behaviorlm.causal.learners import EffectConfig
 from behaviorlm.config import ConfigError, ServiceConfig, load_config
 from behaviorlm.data.splits import leave_one_out
 from behaviorlm.data.store import EventStore

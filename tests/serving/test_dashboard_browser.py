@@ -26,7 +26,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from behaviorlm.causal.effects import EffectConfig, analyze_effects
+from behaviorlm.causal.effects import analyze_effects
+from behaviorlm.causal.learners import EffectConfig
 from behaviorlm.config import IngestConfig
 from behaviorlm.data.ingest import ingest_records
 from behaviorlm.data.splits import leave_one_out

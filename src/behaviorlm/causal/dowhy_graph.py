@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from behaviorlm.causal.effects import Z_95, CausalGraph, EffectTable
+from behaviorlm.causal.learners import Z_95
+from behaviorlm.causal.table import CausalGraph, EffectTable
 
 TREATMENT, OUTCOME = "treatment", "outcome"
 BOOTSTRAP_SIMULATIONS = 30

@@ -7,12 +7,12 @@ how focused, how recently they came) drive both T and Y. This module estimates t
 effect (ATE, on the outcome's scale: for a binary outcome, percentage points of conversion) under the
 assumption that those traits are captured by the user's activity *before* the treatment window.
 
-Design (:class:`EffectWindows`, :func:`build_effect_table`): three consecutive windows. Confounders are
+Design (:mod:`behaviorlm.causal.table`: ``EffectWindows``, ``build_effect_table``): three consecutive windows. Confounders are
 counted in the feature window, the treatment is "did T in the treatment window", the outcome is "did
 Y in the outcome window". Everything adjusted for is measured before the treatment, so it cannot be
 a consequence of it. The population is every user with at least one event in the feature window.
 
-The assumed causal graph (:class:`CausalGraph`): every feature → T, every feature → Y, T → Y, and
+The assumed causal graph (``behaviorlm.causal.table.CausalGraph``): every feature → T, every feature → Y, T → Y, and
 segment → Y (an effect modifier). The features form a backdoor adjustment set if there is no
 unmeasured confounder -- an assumption no estimator can check; the refutations below probe how
 fragile the estimate is, they do not prove it.
@@ -58,7 +58,6 @@ import textwrap
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
-from itertools import pairwise
 from pathlib import Path
 from typing import Any, Literal
 
@@ -68,11 +67,21 @@ import numpy as np
 # with more threads than free cores runs many times slower on a shared machine.
 from threadpoolctl import threadpool_limits
 
-from behaviorlm.data.sequences import Interactions
+from behaviorlm.causal.learners import (
+    Z_95,
+    EffectConfig,
+    Nuisances,
+    classifier,
+    cross_fit,
+    fit_predict,
+    is_binary,
+    propensity_model,
+    regressor,
+)
+from behaviorlm.causal.table import CausalGraph, EffectTable
 
 EstimatorName = Literal["naive", "regression", "ipw", "aipw", "dml", "econml-dml", "econml-dr"]
 SegmentMethod = Literal["dr-learner", "x-learner"]
-Learner = Literal["boosting", "linear"]
 
 OWN_METHODS: tuple[EstimatorName, ...] = ("naive", "regression", "ipw", "aipw", "dml")
 """The estimators implemented here (no optional dependency)."""
@@ -80,356 +89,8 @@ ECONML_METHODS: tuple[EstimatorName, ...] = ("econml-dml", "econml-dr")
 """Estimators that call EconML (the ``causal`` extra)."""
 SEGMENT_METHODS: tuple[SegmentMethod, ...] = ("dr-learner", "x-learner")
 
-Z_95 = 1.959963984540054
-"""Two-sided 95% normal quantile."""
-HOUR_SECONDS = 3600
 MIN_ARM_USERS_PER_SEGMENT = 10
 """A segment's effect is estimated only with at least this many treated and untreated users in it."""
-
-FEATURE_DESCRIPTIONS: dict[str, str] = {
-    "pre_<type>_count": "events of that type in the feature window (one column per event type)",
-    "pre_distinct_items": "distinct items the user touched in the feature window",
-    "pre_active_hours": "distinct clock hours (UTC) with at least one event in the feature window",
-    "pre_span_hours": "hours between the user's first and last event in the feature window",
-    "pre_recency_hours": "hours from the user's last feature-window event to the treatment window",
-    "pre_distinct_categories": "distinct item categories among the feature-window events (with item categories)",
-    "pre_top_category_share": "share of the user's categorised events in their most frequent category",
-    "pre_mean_price": "mean price of the items behind the feature-window events whose price is known (else 0)",
-    "pre_price_known": "share of the feature-window events whose item has a known price",
-}
-"""The confounders :func:`build_effect_table` computes, all from the feature window only."""
-
-
-# ---------------------------------------------------------------------------------------------- windows
-@dataclass(frozen=True)
-class EffectWindows:
-    """Three consecutive half-open windows, in UTC seconds.
-
-    Features are counted in ``[features_start, treatment_start)``, the treatment in
-    ``[treatment_start, outcome_start)`` and the outcome in ``[outcome_start, outcome_end)``.
-    """
-
-    features_start: int
-    treatment_start: int
-    outcome_start: int
-    outcome_end: int
-
-    def __post_init__(self) -> None:
-        bounds = (self.features_start, self.treatment_start, self.outcome_start, self.outcome_end)
-        if not all(a < b for a, b in pairwise(bounds)):
-            raise ValueError(
-                "windows must be consecutive and non-empty: features_start < treatment_start < "
-                f"outcome_start < outcome_end, got {self.describe()}"
-            )
-
-    def describe(self) -> dict[str, str]:
-        """Each window as ``"<ISO start> .. <ISO end>"`` (UTC)."""
-
-        def iso(seconds: int) -> str:
-            return datetime.fromtimestamp(seconds, tz=UTC).isoformat(timespec="seconds")
-
-        return {
-            "features": f"{iso(self.features_start)} .. {iso(self.treatment_start)}",
-            "treatment": f"{iso(self.treatment_start)} .. {iso(self.outcome_start)}",
-            "outcome": f"{iso(self.outcome_start)} .. {iso(self.outcome_end)}",
-        }
-
-
-def effect_windows(
-    interactions: Interactions, *, split_time: int | None = None, window_hours: float | None = None
-) -> EffectWindows:
-    """Windows for an event log: the outcome window starts at ``split_time``.
-
-    * Neither given: the log's time span is halved; the outcome window is the second half, the
-      treatment window the second half of the first half, and features come from the first quarter.
-    * ``window_hours`` given: the outcome and treatment windows are each that long, the outcome window
-      starting at ``split_time`` (default: ``window_hours`` before the last event), the treatment window
-      right before it; features come from everything earlier.
-    * ``split_time`` only: the outcome window runs from it to the end; the time before it is halved
-      into the feature and treatment windows.
-    """
-    if interactions.n_events == 0:
-        raise ValueError("the event log is empty")
-    first = int(interactions.timestamps.min())
-    end = int(interactions.timestamps.max()) + 1
-    width = None
-    if window_hours is not None:
-        if not window_hours > 0:
-            raise ValueError(f"window_hours must be positive, got {window_hours}")
-        width = round(window_hours * HOUR_SECONDS)
-    if split_time is None:
-        split_time = end - width if width is not None else first + (end - first) // 2
-    if not first < split_time < end:
-        raise ValueError(
-            f"split time {_iso(split_time)} is outside the log's time span {_iso(first)} .. {_iso(end)}"
-        )
-    outcome_end = min(split_time + width, end) if width is not None else end
-    treatment_start = split_time - width if width is not None else first + (split_time - first) // 2
-    if treatment_start <= first:
-        raise ValueError(
-            f"no time left for the feature window: the treatment window starts at {_iso(treatment_start)}, "
-            f"the log at {_iso(first)}; use a later split time or shorter windows"
-        )
-    return EffectWindows(
-        features_start=first,
-        treatment_start=treatment_start,
-        outcome_start=split_time,
-        outcome_end=outcome_end,
-    )
-
-
-def _iso(seconds: int) -> str:
-    return datetime.fromtimestamp(seconds, tz=UTC).isoformat(timespec="seconds")
-
-
-# ---------------------------------------------------------------------------------------------- table
-@dataclass(frozen=True, eq=False)
-class EffectTable:
-    """One row per user: confounders, a binary treatment, an outcome, and optionally a segment.
-
-    Attributes:
-        user_ids: external id of each row's user.
-        features: ``float64 [n, d]`` confounders measured before the treatment.
-        feature_names: name of each feature column.
-        treatment: ``int64 [n]`` 1 if the user did the treatment, else 0.
-        outcome: ``float64 [n]`` the outcome (0/1 for a conversion).
-        treatment_name: what the treatment is (e.g. the event type ``cart``).
-        outcome_name: what the outcome is (e.g. ``purchase``).
-        segment: optional ``[n]`` segment label of each user, for per-segment effects.
-        windows: the windows the table was built from, when it came from an event log.
-    """
-
-    user_ids: np.ndarray
-    features: np.ndarray
-    feature_names: tuple[str, ...]
-    treatment: np.ndarray
-    outcome: np.ndarray
-    treatment_name: str
-    outcome_name: str
-    segment: np.ndarray | None = None
-    windows: EffectWindows | None = None
-
-    def __post_init__(self) -> None:
-        n = len(self.user_ids)
-        if self.features.shape != (n, len(self.feature_names)):
-            raise ValueError(
-                f"features must be [n_users={n}, n_features={len(self.feature_names)}], got {self.features.shape}"
-            )
-        if self.treatment.shape != (n,) or self.outcome.shape != (n,):
-            raise ValueError("treatment and outcome need one entry per user")
-        if not np.isin(self.treatment, (0, 1)).all():
-            raise ValueError("treatment must be 0 or 1 for every user")
-        if self.segment is not None and self.segment.shape != (n,):
-            raise ValueError("segment needs one label per user")
-        if not np.isfinite(self.features).all() or not np.isfinite(self.outcome).all():
-            raise ValueError("features and outcome must be finite")
-
-    @property
-    def n_users(self) -> int:
-        return len(self.user_ids)
-
-    @property
-    def n_treated(self) -> int:
-        return int(self.treatment.sum())
-
-    def rows(self, index: np.ndarray) -> EffectTable:
-        """The table restricted (or resampled) to the given row indices."""
-        return replace(
-            self,
-            user_ids=self.user_ids[index],
-            features=self.features[index],
-            treatment=self.treatment[index],
-            outcome=self.outcome[index],
-            segment=None if self.segment is None else self.segment[index],
-        )
-
-
-def build_effect_table(
-    interactions: Interactions,
-    *,
-    treatment: str,
-    outcome: str,
-    windows: EffectWindows,
-    item_category: np.ndarray | None = None,
-    item_price: np.ndarray | None = None,
-) -> EffectTable:
-    """Per-user analysis table from an event log (see :data:`FEATURE_DESCRIPTIONS` for the features).
-
-    ``item_category`` (a label per item index, ``None``/empty where unknown) adds the category confounders
-    ``pre_distinct_categories`` and ``pre_top_category_share``; ``item_price`` (a number per item index,
-    NaN where unknown) adds ``pre_mean_price`` and ``pre_price_known`` (see :data:`FEATURE_DESCRIPTIONS`).
-    :meth:`behaviorlm.data.store.EventStore.item_confounders` reads both from a store.
-
-    Treatment: the user did ``treatment`` (an event type) in the treatment window. Outcome: the user did
-    ``outcome`` in the outcome window. Population: users with at least one event in the feature window.
-    Events in the treatment window other than the treatment itself are *not* used: they happen at the
-    same time as the treatment and may be caused by it (a user who carts then views the cart).
-    """
-    vocab = interactions.event_type_vocab
-    for role, name in (("treatment", treatment), ("outcome", outcome)):
-        if name not in vocab:
-            raise ValueError(
-                f"{role} event type {name!r} is not in this event log; its event types are {list(vocab)}"
-            )
-    if treatment == outcome:
-        raise ValueError(f"treatment and outcome are both {treatment!r}; they must differ")
-    ts = interactions.timestamps
-    users = interactions.event_users()
-    in_features = (ts >= windows.features_start) & (ts < windows.treatment_start)
-    population = np.unique(users[in_features])
-    if len(population) == 0:
-        raise ValueError(f"no user has an event in the feature window {windows.describe()['features']}")
-    n_users = interactions.n_users
-    t_code, y_code = vocab.index(treatment), vocab.index(outcome)
-    in_treatment = (ts >= windows.treatment_start) & (ts < windows.outcome_start)
-    in_outcome = (ts >= windows.outcome_start) & (ts < windows.outcome_end)
-    did_treatment = np.bincount(users[in_treatment & (interactions.event_types == t_code)], minlength=n_users)
-    did_outcome = np.bincount(users[in_outcome & (interactions.event_types == y_code)], minlength=n_users)
-
-    pre_users, pre_items, pre_ts = users[in_features], interactions.items[in_features], ts[in_features]
-    pre_types = interactions.event_types[in_features]
-    columns: dict[str, np.ndarray] = {}
-    for code, name in enumerate(vocab):
-        columns[f"pre_{name}_count"] = np.bincount(pre_users[pre_types == code], minlength=n_users)
-    pairs = np.unique(np.stack([pre_users, pre_items]), axis=1)
-    columns["pre_distinct_items"] = np.bincount(pairs[0], minlength=n_users)
-    hours = np.unique(np.stack([pre_users, pre_ts // HOUR_SECONDS]), axis=1)
-    columns["pre_active_hours"] = np.bincount(hours[0], minlength=n_users)
-    last = np.full(n_users, np.iinfo(np.int64).min, dtype=np.int64)
-    np.maximum.at(last, pre_users, pre_ts)
-    first = np.full(n_users, np.iinfo(np.int64).max, dtype=np.int64)
-    np.minimum.at(first, pre_users, pre_ts)
-    columns["pre_span_hours"] = np.where(first <= last, last - first, 0) / HOUR_SECONDS
-    columns["pre_recency_hours"] = np.where(first <= last, windows.treatment_start - last, 0) / HOUR_SECONDS
-    if item_category is not None:
-        columns.update(
-            _category_columns(np.asarray(item_category, dtype=object), pre_users, pre_items, n_users)
-        )
-    if item_price is not None:
-        columns.update(
-            _price_columns(np.asarray(item_price, dtype=np.float64), pre_users, pre_items, n_users)
-        )
-
-    names = tuple(columns)
-    features = np.stack([np.asarray(columns[c], dtype=np.float64)[population] for c in names], axis=1)
-    return EffectTable(
-        user_ids=interactions.user_ids[population],
-        features=features,
-        feature_names=names,
-        treatment=(did_treatment[population] > 0).astype(np.int64),
-        outcome=(did_outcome[population] > 0).astype(np.float64),
-        treatment_name=treatment,
-        outcome_name=outcome,
-        windows=windows,
-    )
-
-
-def _category_columns(
-    item_category: np.ndarray, users: np.ndarray, items: np.ndarray, n_users: int
-) -> dict[str, np.ndarray]:
-    """Distinct categories per user and the share of the user's categorised events in their top category."""
-    known = np.array([c is not None and c == c and str(c) != "" for c in item_category], dtype=bool)
-    labels = np.unique(item_category[known].astype(str)) if known.any() else np.array([], dtype=str)
-    code = np.full(len(item_category), -1, dtype=np.int64)
-    code[known] = np.searchsorted(labels, item_category[known].astype(str))
-    event_code = code[items]
-    has = event_code >= 0
-    pairs = np.unique(np.stack([users[has], event_code[has]]), axis=1)
-    distinct = np.bincount(pairs[0], minlength=n_users) if pairs.size else np.zeros(n_users, dtype=np.int64)
-    top_share = np.zeros(n_users)
-    if has.any():
-        counts = np.unique(np.stack([users[has], event_code[has]]), axis=1, return_counts=True)
-        (pair_users, _), pair_counts = counts
-        top = np.zeros(n_users, dtype=np.int64)
-        np.maximum.at(top, pair_users, pair_counts)
-        total = np.bincount(users[has], minlength=n_users)
-        top_share = np.divide(top, total, out=np.zeros(n_users), where=total > 0)
-    return {"pre_distinct_categories": distinct, "pre_top_category_share": top_share}
-
-
-def _price_columns(
-    item_price: np.ndarray, users: np.ndarray, items: np.ndarray, n_users: int
-) -> dict[str, np.ndarray]:
-    """Mean price of the items behind a user's events (0 when none is known) and the share of events with a
-    known price, so that "no price" is not read as "price 0"."""
-    price = item_price[items]
-    known = np.isfinite(price)
-    total = np.bincount(users, minlength=n_users)
-    n_known = np.bincount(users[known], minlength=n_users)
-    price_sum = np.bincount(users[known], weights=price[known], minlength=n_users)
-    mean = np.divide(price_sum, n_known, out=np.zeros(n_users), where=n_known > 0)
-    share = np.divide(n_known, total, out=np.zeros(n_users), where=total > 0)
-    return {"pre_mean_price": mean, "pre_price_known": share}
-
-
-def activity_segments(table: EffectTable, *, n_groups: int = 3) -> EffectTable:
-    """The table with users segmented by feature-window activity (total ``pre_*_count``) into at most
-    ``n_groups`` quantile groups, labelled in order with their event-count range, e.g.
-    ``"activity q1: 1 event"``, ``"activity q2: 2-11 events"``. Tied counts stay in one group, so a log
-    where most users have one event gets fewer groups."""
-    count_columns = [i for i, name in enumerate(table.feature_names) if name.endswith("_count")]
-    if not count_columns:
-        raise ValueError("the table has no pre_<type>_count features to segment by")
-    if not 2 <= n_groups <= 9:
-        raise ValueError(f"n_groups must be between 2 and 9, got {n_groups}")
-    activity = table.features[:, count_columns].sum(axis=1)
-    cuts = np.unique(np.quantile(activity, np.arange(1, n_groups) / n_groups, method="lower"))
-    # Users at a cut belong to the group below it: with most users at the minimum, that group is theirs.
-    group = np.searchsorted(cuts, activity, side="left")
-    labels = np.empty(table.n_users, dtype=object)
-    for rank, g in enumerate(np.unique(group), start=1):
-        members = activity[group == g]
-        low, high = int(members.min()), int(members.max())
-        span = f"{low}-{high} events" if low != high else f"{low} event" + ("s" if low != 1 else "")
-        labels[group == g] = f"activity q{rank}: {span}"
-    return replace(table, segment=labels.astype(str))
-
-
-# ---------------------------------------------------------------------------------------------- config
-@dataclass(frozen=True)
-class EffectConfig:
-    """Settings of the estimators and refutations (defaults work; an unknown key is a TypeError).
-
-    Attributes:
-        learner: nuisance models: ``"boosting"`` (histogram gradient boosting, flexible) or
-            ``"linear"`` (standardised logistic / ridge regression, fast).
-        n_folds: cross-fitting folds (Chernozhukov et al. 2018, sec. 3).
-        propensity_clip: propensities are clipped to ``[clip, 1 - clip]`` in IPW and AIPW.
-        seed: seeds folds, learners, permutations and subsets.
-        n_threads: BLAS/OpenMP threads per model fit (more threads than free cores slows boosting down).
-        placebo_draws: permutations of the treatment in the placebo refutation.
-        subset_draws: random subsets in the data-subset refutation.
-        subset_fraction: share of users in each subset.
-        random_cause_tolerance_se: the random-common-cause refutation passes when the estimate moves by
-            at most this many of its standard errors.
-        x_learner_bootstrap: bootstrap resamples for the X-learner's per-segment intervals (each refits five
-            models, so this dominates the cost of ``x-learner``).
-    """
-
-    learner: Learner = "boosting"
-    n_folds: int = 5
-    propensity_clip: float = 0.01
-    seed: int = 0
-    n_threads: int = 1
-    placebo_draws: int = 3
-    subset_draws: int = 3
-    subset_fraction: float = 0.8
-    random_cause_tolerance_se: float = 1.0
-    x_learner_bootstrap: int = 30
-
-    def __post_init__(self) -> None:
-        if self.learner not in ("boosting", "linear"):
-            raise ValueError(f"learner must be 'boosting' or 'linear', got {self.learner!r}")
-        if self.n_folds < 2:
-            raise ValueError(f"n_folds must be at least 2, got {self.n_folds}")
-        if not 0.0 <= self.propensity_clip < 0.5:
-            raise ValueError(f"propensity_clip must be in [0, 0.5), got {self.propensity_clip}")
-        if not 0.0 < self.subset_fraction < 1.0:
-            raise ValueError(f"subset_fraction must be in (0, 1), got {self.subset_fraction}")
-        for name in ("n_threads", "placebo_draws", "subset_draws", "x_learner_bootstrap"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-
 
 # ---------------------------------------------------------------------------------------------- results
 RefutationName = Literal["placebo-treatment", "random-common-cause", "data-subset"]
@@ -503,150 +164,6 @@ class SegmentEffect:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class CausalGraph:
-    """The assumed causal graph: confounders → treatment, confounders → outcome, treatment → outcome,
-    effect modifiers → outcome. The backdoor adjustment set is the confounders (Pearl 2009, sec. 3.3.1),
-    valid when no confounder is missing from them."""
-
-    treatment: str
-    outcome: str
-    confounders: tuple[str, ...]
-    effect_modifiers: tuple[str, ...] = ()
-
-    @property
-    def edges(self) -> tuple[tuple[str, str], ...]:
-        out = [(c, self.treatment) for c in self.confounders]
-        out += [(c, self.outcome) for c in self.confounders]
-        out += [(m, self.outcome) for m in self.effect_modifiers]
-        out.append((self.treatment, self.outcome))
-        return tuple(out)
-
-    @property
-    def adjustment_set(self) -> tuple[str, ...]:
-        return self.confounders
-
-    def to_dot(self) -> str:
-        lines = [f'  "{a}" -> "{b}";' for a, b in self.edges]
-        return "digraph effect {\n" + "\n".join(lines) + "\n}"
-
-
-# ---------------------------------------------------------------------------------------------- nuisances
-@dataclass(frozen=True)
-class _Nuisances:
-    """Cross-fitted (out-of-fold) predictions for every user."""
-
-    propensity: np.ndarray  # P(T=1 | X), clipped
-    outcome_mean: np.ndarray  # E[Y | X]
-    outcome_untreated: np.ndarray  # E[Y | T=0, X]
-    outcome_treated: np.ndarray  # E[Y | T=1, X]
-
-
-def _is_binary(values: np.ndarray) -> bool:
-    return bool(np.isin(values, (0.0, 1.0)).all())
-
-
-def _propensity_model(config: EffectConfig) -> Any:
-    """P(T=1 | x). Smoother than the outcome models (slower learning, fewer and larger leaves, L2): an
-    overfitted propensity near 0 or 1 becomes a huge inverse weight in IPW and AIPW (Kang & Schafer 2007),
-    which on the synthetic benchmark widened AIPW's interval by 40% without reducing its bias."""
-    if config.learner == "boosting":
-        from sklearn.ensemble import HistGradientBoostingClassifier
-
-        return HistGradientBoostingClassifier(
-            max_iter=100,
-            learning_rate=0.05,
-            max_leaf_nodes=8,
-            min_samples_leaf=100,
-            l2_regularization=1.0,
-            early_stopping=False,
-            random_state=config.seed,
-        )
-    return _classifier(config)
-
-
-def _boosting_settings(config: EffectConfig) -> dict[str, Any]:
-    """The gradient-boosting settings shared by the propensity and outcome models."""
-    return {
-        "max_iter": 100,
-        "max_leaf_nodes": 15,
-        "min_samples_leaf": 40,
-        "early_stopping": False,
-        "random_state": config.seed,
-    }
-
-
-def _classifier(config: EffectConfig) -> Any:
-    if config.learner == "boosting":
-        from sklearn.ensemble import HistGradientBoostingClassifier
-
-        return HistGradientBoostingClassifier(**_boosting_settings(config))
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import FunctionTransformer, StandardScaler
-
-    return make_pipeline(FunctionTransformer(np.arcsinh), StandardScaler(), LogisticRegression(max_iter=1000))
-
-
-def _regressor(config: EffectConfig) -> Any:
-    if config.learner == "boosting":
-        from sklearn.ensemble import HistGradientBoostingRegressor
-
-        return HistGradientBoostingRegressor(**_boosting_settings(config))
-    from sklearn.linear_model import Ridge
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import FunctionTransformer, StandardScaler
-
-    return make_pipeline(FunctionTransformer(np.arcsinh), StandardScaler(), Ridge(alpha=1.0))
-
-
-def _fit_predict(
-    x_train: np.ndarray,
-    y_train: np.ndarray,
-    x_test: np.ndarray,
-    *,
-    binary: bool,
-    config: EffectConfig,
-    propensity: bool = False,
-) -> np.ndarray:
-    """E[y | x] on ``x_test`` from a model fitted on the training rows (a constant if y does not vary);
-    ``propensity`` picks the smoother treatment model."""
-    if len(y_train) == 0:
-        raise ValueError("a cross-fitting fold has no rows for one of the models; use fewer folds")
-    if np.all(y_train == y_train[0]):
-        return np.full(len(x_test), float(y_train[0]))
-    if binary:
-        model = _propensity_model(config) if propensity else _classifier(config)
-        return model.fit(x_train, y_train.astype(np.int64)).predict_proba(x_test)[:, 1]
-    return _regressor(config).fit(x_train, y_train).predict(x_test)
-
-
-def _folds(treatment: np.ndarray, config: EffectConfig) -> list[tuple[np.ndarray, np.ndarray]]:
-    from sklearn.model_selection import StratifiedKFold
-
-    splitter = StratifiedKFold(n_splits=config.n_folds, shuffle=True, random_state=config.seed)
-    return list(splitter.split(np.zeros(len(treatment)), treatment))
-
-
-def _cross_fit(x: np.ndarray, t: np.ndarray, y: np.ndarray, config: EffectConfig) -> _Nuisances:
-    """Out-of-fold nuisance predictions: the cross-fitting of Chernozhukov et al. (2018, sec. 3); the
-    estimators then pool every fold's scores (their DML2)."""
-    n = len(t)
-    binary = _is_binary(y)
-    e, m, mu0, mu1 = (np.empty(n) for _ in range(4))
-    with threadpool_limits(limits=config.n_threads):
-        for train, test in _folds(t, config):
-            xt, tt, yt = x[train], t[train], y[train]
-            e[test] = _fit_predict(xt, tt, x[test], binary=True, config=config, propensity=True)
-            m[test] = _fit_predict(xt, yt, x[test], binary=binary, config=config)
-            mu0[test] = _fit_predict(xt[tt == 0], yt[tt == 0], x[test], binary=binary, config=config)
-            mu1[test] = _fit_predict(xt[tt == 1], yt[tt == 1], x[test], binary=binary, config=config)
-    clip = config.propensity_clip
-    return _Nuisances(
-        propensity=np.clip(e, clip, 1.0 - clip), outcome_mean=m, outcome_untreated=mu0, outcome_treated=mu1
-    )
-
-
 def _design(table: EffectTable) -> np.ndarray:
     """Features plus one-hot segments (effect modifiers), without constant columns."""
     blocks = [table.features]
@@ -703,7 +220,7 @@ def _ipw(t: np.ndarray, y: np.ndarray, e: np.ndarray) -> tuple[float, float]:
     return mean1 - mean0, float(psi.std(ddof=1) / math.sqrt(len(t)))
 
 
-def _aipw_scores(t: np.ndarray, y: np.ndarray, nu: _Nuisances) -> np.ndarray:
+def _aipw_scores(t: np.ndarray, y: np.ndarray, nu: Nuisances) -> np.ndarray:
     """Robins, Rotnitzky & Zhao (1994) doubly robust score of each user:
     mu1 - mu0 + t (y - mu1) / e - (1 - t) (y - mu0) / (1 - e). Its mean is the ATE."""
     e, mu0, mu1 = nu.propensity, nu.outcome_untreated, nu.outcome_treated
@@ -714,7 +231,7 @@ def _mean_with_se(scores: np.ndarray) -> tuple[float, float]:
     return float(scores.mean()), float(scores.std(ddof=1) / math.sqrt(len(scores)))
 
 
-def _dml(t: np.ndarray, y: np.ndarray, nu: _Nuisances) -> tuple[float, float]:
+def _dml(t: np.ndarray, y: np.ndarray, nu: Nuisances) -> tuple[float, float]:
     """Chernozhukov et al. (2018), partially linear model, partialling-out score:
     theta = sum(v * w) / sum(v * v) with v = t - E[t|x], w = y - E[y|x] (cross-fitted); variance
     mean(psi^2) / mean(v^2)^2 / n with psi = v (w - theta v) (their sec. 4.1)."""
@@ -734,12 +251,12 @@ def _econml(
         from econml.dr import LinearDRLearner
     except ImportError as exc:
         raise ImportError(f"method {method!r} needs EconML: pip install 'behaviorlm[causal]'") from exc
-    binary = _is_binary(y)
-    outcome_model = _classifier(config) if binary else _regressor(config)
+    binary = is_binary(y)
+    outcome_model = classifier(config) if binary else regressor(config)
     if method == "econml-dml":
         model = LinearDML(
             model_y=outcome_model,
-            model_t=_propensity_model(config),
+            model_t=propensity_model(config),
             discrete_treatment=True,
             discrete_outcome=binary,
             cv=config.n_folds,
@@ -747,7 +264,7 @@ def _econml(
         )
     else:
         model = LinearDRLearner(
-            model_propensity=_propensity_model(config),
+            model_propensity=propensity_model(config),
             model_regression=outcome_model,
             discrete_outcome=binary,
             min_propensity=max(config.propensity_clip, 1e-6),
@@ -765,7 +282,7 @@ def _econml(
 
 def _estimate_from(
     table: EffectTable, methods: tuple[EstimatorName, ...], config: EffectConfig
-) -> tuple[list[EffectEstimate], _Nuisances | None, np.ndarray]:
+) -> tuple[list[EffectEstimate], Nuisances | None, np.ndarray]:
     _check_variation(table, config)
     unknown = [m for m in methods if m not in OWN_METHODS + ECONML_METHODS]
     if unknown:
@@ -775,7 +292,7 @@ def _estimate_from(
     x = _design(table)
     t = table.treatment.astype(np.float64)
     y = table.outcome
-    nuisances = _cross_fit(x, t, y, config) if {"ipw", "aipw", "dml"} & set(methods) else None
+    nuisances = cross_fit(x, t, y, config) if {"ipw", "aipw", "dml"} & set(methods) else None
     out = []
     for method in methods:
         if method == "naive":
@@ -981,21 +498,21 @@ def _x_learner_cate(x: np.ndarray, t: np.ndarray, y: np.ndarray, config: EffectC
     D1 = y - mu0(x) on the treated and D0 = mu1(x) - y on the untreated, each regressed on x; then
     tau(x) = e(x) tau0(x) + (1 - e(x)) tau1(x). Each imputation uses the *other* arm's model, so no
     cross-fitting is needed; returns tau for every row."""
-    binary = _is_binary(y)
+    binary = is_binary(y)
     treated, untreated = t == 1, t == 0
-    mu0 = _fit_predict(x[untreated], y[untreated], x[treated], binary=binary, config=config)
-    mu1 = _fit_predict(x[treated], y[treated], x[untreated], binary=binary, config=config)
-    tau1 = _fit_predict(x[treated], y[treated] - mu0, x, binary=False, config=config)
-    tau0 = _fit_predict(x[untreated], mu1 - y[untreated], x, binary=False, config=config)
+    mu0 = fit_predict(x[untreated], y[untreated], x[treated], binary=binary, config=config)
+    mu1 = fit_predict(x[treated], y[treated], x[untreated], binary=binary, config=config)
+    tau1 = fit_predict(x[treated], y[treated] - mu0, x, binary=False, config=config)
+    tau0 = fit_predict(x[untreated], mu1 - y[untreated], x, binary=False, config=config)
     clip = config.propensity_clip
-    e = np.clip(_fit_predict(x, t, x, binary=True, config=config, propensity=True), clip, 1.0 - clip)
+    e = np.clip(fit_predict(x, t, x, binary=True, config=config, propensity=True), clip, 1.0 - clip)
     return e * tau0 + (1.0 - e) * tau1
 
 
 def _segment_effects_from(
     table: EffectTable,
     x: np.ndarray,
-    nu: _Nuisances,
+    nu: Nuisances,
     methods: tuple[SegmentMethod, ...],
     config: EffectConfig,
 ) -> list[SegmentEffect]:
@@ -1075,7 +592,7 @@ def segment_effects(
     config = config or EffectConfig()
     _check_variation(table, config)
     x = _design(table)
-    nu = _cross_fit(x, table.treatment.astype(np.float64), table.outcome, config)
+    nu = cross_fit(x, table.treatment.astype(np.float64), table.outcome, config)
     return _segment_effects_from(table, x, nu, tuple(methods), config)
 
 
@@ -1229,7 +746,7 @@ def analyze_effects(
         nu = (
             nuisances
             if nuisances is not None
-            else _cross_fit(x, table.treatment.astype(np.float64), table.outcome, config)
+            else cross_fit(x, table.treatment.astype(np.float64), table.outcome, config)
         )
         segments = _segment_effects_from(table, x, nu, tuple(segment_methods), config)
     treated = table.treatment == 1
@@ -1280,7 +797,7 @@ MIN_OUTCOME_EVENTS_PER_ARM = 30
 
 
 def sparse_outcome_warnings(table: EffectTable) -> tuple[str, ...]:
-    if not _is_binary(table.outcome):
+    if not is_binary(table.outcome):
         return ()
     treated = table.treatment == 1
     counts = {"treated": int(table.outcome[treated].sum()), "untreated": int(table.outcome[~treated].sum())}

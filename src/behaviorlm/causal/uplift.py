@@ -29,7 +29,7 @@ from typing import Any, Literal
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from behaviorlm.causal.effects import EffectConfig, _classifier, _folds, _propensity_model, _regressor
+from behaviorlm.causal.learners import EffectConfig, classifier, folds, propensity_model, regressor
 
 UpliftLearner = Literal["t-learner", "x-learner", "dr-learner"]
 UPLIFT_LEARNERS: tuple[UpliftLearner, ...] = ("t-learner", "x-learner", "dr-learner")
@@ -46,18 +46,18 @@ def _make_learner(learner: UpliftLearner, config: EffectConfig) -> Any:
     # Regressors on the 0/1 outcome estimate its probability (squared loss), which is what the
     # meta-learners subtract; a classifier's predict() would return labels instead.
     if learner == "t-learner":
-        return TLearner(models=_regressor(config))
+        return TLearner(models=regressor(config))
     if learner == "x-learner":
         return XLearner(
-            models=_regressor(config),
-            cate_models=_regressor(config),
-            propensity_model=_propensity_model(config),
+            models=regressor(config),
+            cate_models=regressor(config),
+            propensity_model=propensity_model(config),
         )
     if learner == "dr-learner":
         return DRLearner(
-            model_propensity=_propensity_model(config),
-            model_regression=_regressor(config),
-            model_final=_regressor(config),
+            model_propensity=propensity_model(config),
+            model_regression=regressor(config),
+            model_final=regressor(config),
             min_propensity=max(config.propensity_clip, 1e-6),
             cv=2,
             random_state=config.seed,
@@ -113,7 +113,7 @@ def cross_fitted_uplift(
     y = np.asarray(y, dtype=np.float64)
     _check(x, t, y)
     tau = np.empty(len(t))
-    for train, test in _folds(t, config):
+    for train, test in folds(t, config):
         tau[test] = fit_predict_uplift(x[train], t[train], y[train], x[test], learner=learner, config=config)
     return tau
 
@@ -130,7 +130,7 @@ def fit_predict_response(
     if np.all(y_train == y_train[0]):
         return np.full(len(x_test), float(y_train[0]))
     with threadpool_limits(limits=config.n_threads):
-        model = _classifier(config).fit(x_train, y_train.astype(np.int64))
+        model = classifier(config).fit(x_train, y_train.astype(np.int64))
         return model.predict_proba(x_test)[:, 1]
 
 
@@ -141,6 +141,6 @@ def cross_fitted_response(
     :func:`cross_fitted_uplift`, so both scores come from the same splits)."""
     config = config or EffectConfig()
     p = np.empty(len(y))
-    for train, test in _folds(np.asarray(t), config):
+    for train, test in folds(np.asarray(t), config):
         p[test] = fit_predict_response(x[train], y[train], x[test], config=config)
     return p

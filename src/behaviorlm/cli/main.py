@@ -1540,11 +1540,8 @@ def effects(
 ) -> None:
     """Average causal effect of one behaviour on a later one (naive, regression, IPW, AIPW, DML), with
     refutations and per-activity-segment effects; see docs/causal-effects.md."""
-    from behaviorlm.causal.effects import (
-        EffectConfig,
-        analyze_effects,
-        plot_segment_effects,
-    )
+    from behaviorlm.causal.effects import analyze_effects, plot_segment_effects
+    from behaviorlm.causal.learners import EffectConfig
 
     table, windows = _effect_table_from_store(
         store, treatment=treatment, outcome=outcome, split_time=split_time, window_hours=window_hours
@@ -1589,7 +1586,8 @@ def _effect_table_from_store(
 ) -> tuple[Any, Any]:
     """The per-user effect table (activity segments; category and price confounders when the store has
     them) and its windows, for ``effects`` and ``audience --store``."""
-    from behaviorlm.causal.effects import activity_segments, build_effect_table, effect_windows, utc_seconds
+    from behaviorlm.causal.effects import utc_seconds
+    from behaviorlm.causal.table import activity_segments, build_effect_table, effect_windows
 
     _require_store(store)
     with EventStore(store, read_only=True) as es:
@@ -1983,7 +1981,7 @@ def audience(
 ) -> None:
     """Campaign audience by uplift under a budget: who to contact so the contact adds the most
     conversions (not who converts anyway); see docs/marketing.md."""
-    from behaviorlm.causal.effects import EffectConfig
+    from behaviorlm.causal.learners import EffectConfig
     from behaviorlm.marketing.audience import AudienceConfig, build_audience, compare_targeting, read_campaign
     from behaviorlm.testing.campaign import default_campaign
 

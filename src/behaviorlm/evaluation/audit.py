@@ -37,8 +37,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+import behaviorlm.evaluation.metrics as metrics
 from behaviorlm.data.sequences import Interactions
-from behaviorlm.evaluation import metrics
 from behaviorlm.evaluation.ranking import evaluate_ranking
 from behaviorlm.models.base import Recommender
 from behaviorlm.models.reranking import PopularityPenalized

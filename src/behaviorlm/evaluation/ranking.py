@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
+import behaviorlm.evaluation.metrics as metrics
 from behaviorlm.data.sequences import Interactions
-from behaviorlm.evaluation import metrics
 from behaviorlm.models.base import Recommender, ScoringBatch, mask_seen_
 from behaviorlm.training.threads import AdaptiveThreads
 

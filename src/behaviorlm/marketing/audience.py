@@ -29,7 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from behaviorlm.causal.effects import EffectConfig, EffectTable, activity_segments, sparse_outcome_warnings
+from behaviorlm.causal.effects import sparse_outcome_warnings
+from behaviorlm.causal.learners import EffectConfig
+from behaviorlm.causal.table import EffectTable, activity_segments
 from behaviorlm.causal.uplift import (
     UPLIFT_LEARNERS,
     UpliftLearner,

@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from behaviorlm.causal.effects import EffectTable, EffectWindows, activity_segments, build_effect_table
+from behaviorlm.causal.table import EffectTable, EffectWindows, activity_segments, build_effect_table
 from behaviorlm.data.sequences import Interactions
 
 USER_KINDS: tuple[str, ...] = ("persuadable", "sure_thing", "lost_cause", "sleeping_dog")

@@ -42,7 +42,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from behaviorlm.causal.effects import EffectTable, EffectWindows
+from behaviorlm.causal.table import EffectTable, EffectWindows
 from behaviorlm.data.sequences import Interactions
 
 _START_SECONDS = 1_600_000_000
