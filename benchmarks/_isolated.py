@@ -14,7 +14,7 @@ def _fit_evaluate(
     from behaviorlm.data.datasets import load_interactions
     from behaviorlm.data.splits import leave_one_out
     from behaviorlm.evaluation.benchmark import fit_and_evaluate
-    from behaviorlm.models.base import model_registry
+    from behaviorlm.models.registry import model_registry
 
     torch.set_num_threads(threads)
     split = leave_one_out(load_interactions(dataset))

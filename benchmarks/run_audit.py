@@ -69,7 +69,7 @@ def main() -> None:
     from behaviorlm.evaluation.audit import audit_recommender, plot_group_quality, read_user_attributes
     from behaviorlm.evaluation.benchmark import append_jsonl, git_commit, machine_description, peak_rss_mb
     from behaviorlm.evaluation.ranking import RankingValidation
-    from behaviorlm.models.base import model_registry
+    from behaviorlm.models.registry import model_registry
 
     if args.dataset == "ml-1m":
         interactions, attributes = _ml1m(seed=0)

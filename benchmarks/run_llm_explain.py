@@ -38,7 +38,7 @@ from behaviorlm.evaluation.benchmark import append_jsonl, git_commit, machine_de
 from behaviorlm.llm.client import LLMClient, LLMError
 from behaviorlm.llm.facts import user_facts
 from behaviorlm.llm.tasks import explain_intent
-from behaviorlm.models.base import load_model
+from behaviorlm.models.registry import load_model
 from behaviorlm.profiling.anomalies import AnomalyDetector
 
 RESULTS = Path(__file__).resolve().parent / "results.jsonl"

@@ -22,7 +22,7 @@ import torch
 from behaviorlm.data.datasets import load_interactions
 from behaviorlm.data.splits import temporal_split_by_quantile
 from behaviorlm.evaluation.benchmark import append_jsonl, fit_and_evaluate
-from behaviorlm.models.base import model_registry
+from behaviorlm.models.registry import model_registry
 
 RESULTS = Path(__file__).resolve().parent / "results.jsonl"
 MODELS = {

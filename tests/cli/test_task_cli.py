@@ -11,9 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from behaviorlm.cli.main import app
-from behaviorlm.models.base import ModelLoadError, load_model, load_recommender
 from behaviorlm.models.heads import EventTagger, NextEventTypeModel, SequenceClassifier
 from behaviorlm.models.pretraining import MaskedBehaviorPretrainer
+from behaviorlm.models.registry import ModelLoadError, load_model, load_recommender
 from behaviorlm.testing.purchase import write_planted_purchase_store
 
 runner = CliRunner()

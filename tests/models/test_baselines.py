@@ -11,7 +11,7 @@ import torch
 
 from behaviorlm.data.sequences import Interactions
 from behaviorlm.models import base as model_base
-from behaviorlm.models.base import Recommender, ScoringBatch, load_model
+from behaviorlm.models.base import Recommender, ScoringBatch
 from behaviorlm.models.baselines import (
     EASE,
     EASE_DENSE_BUDGET_BYTES,
@@ -21,6 +21,7 @@ from behaviorlm.models.baselines import (
     RandomRecommender,
     item_knn_similarity,
 )
+from behaviorlm.models.registry import load_model
 from behaviorlm.testing import (
     check_beats_reference,
     check_deterministic,

@@ -11,10 +11,11 @@ import pytest
 import torch
 
 from behaviorlm.evaluation.ranking import RankingValidation, evaluate_ranking
-from behaviorlm.models.base import ScoringBatch, load_model
+from behaviorlm.models.base import ScoringBatch
 from behaviorlm.models.gru4rec import GRU4Rec
 from behaviorlm.models.heads import NextEventTypeModel, SequenceLabels
 from behaviorlm.models.pretraining import MaskedBehaviorPretrainer
+from behaviorlm.models.registry import load_model
 from behaviorlm.models.transformer import BehaviorTransformer
 from behaviorlm.testing.synthetic import funnel_sequences, hold_out_last_event, successor_sequences
 

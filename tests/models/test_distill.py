@@ -9,9 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from behaviorlm.models.base import ModelLoadError, ScoringBatch, load_model
+from behaviorlm.models.base import ScoringBatch
 from behaviorlm.models.baselines import Popularity
 from behaviorlm.models.gru4rec import GRU4Rec
+from behaviorlm.models.registry import ModelLoadError, load_model
 from behaviorlm.models.sequential import SERVING_TABLE_KEY, distillation_loss
 from behaviorlm.models.transformer import BehaviorTransformer
 from behaviorlm.testing.conformance import hit_rate_at_k

@@ -9,9 +9,8 @@ import torch
 from behaviorlm.data.purchase import purchase_cutoffs, purchase_snapshot, store_time_range
 from behaviorlm.data.store import EventStore
 from behaviorlm.evaluation.metrics import roc_auc
-from behaviorlm.models.base import ModelLoadError, load_model, load_recommender
-from behaviorlm.models.heads import load_intent_model
 from behaviorlm.models.hetero_gnn import PurchaseGNN, PurchaseGNNConfig
+from behaviorlm.models.registry import ModelLoadError, load_intent_model, load_model, load_recommender
 from behaviorlm.testing.purchase import write_planted_purchase_store
 
 

@@ -8,8 +8,9 @@ import scipy.sparse as sp
 import torch
 
 from behaviorlm.data.sequences import Interactions
-from behaviorlm.models.base import ScoringBatch, load_model
+from behaviorlm.models.base import ScoringBatch
 from behaviorlm.models.lightgcn import LightGCN, LightGCNNet, _normalised_adjacency
+from behaviorlm.models.registry import load_model
 from behaviorlm.testing import check_recommender
 
 FAST = {"d_model": 16, "epochs": 15, "batch_size": 512, "lr": 2e-2, "eval_every": 5}

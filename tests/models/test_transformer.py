@@ -206,7 +206,7 @@ def _cold_start_auc(model: BehaviorTransformer, data: Interactions) -> float:
 
 
 def test_item_attributes_make_cold_start_items_rankable(tmp_path) -> None:
-    from behaviorlm.models.base import load_model
+    from behaviorlm.models.registry import load_model
 
     data, features = _genre_world()
     with_features = BehaviorTransformer(**SMALL).fit(data, item_features=features)

@@ -220,7 +220,8 @@ def test_align_to_model_drops_what_the_model_never_saw(deployment) -> None:
     import numpy as np
 
     from behaviorlm.data.sequences import Interactions
-    from behaviorlm.models.base import align_to_model, load_model
+    from behaviorlm.models.base import align_to_model
+    from behaviorlm.models.registry import load_model
 
     model = load_model(deployment["model"])
     data = Interactions.from_events(

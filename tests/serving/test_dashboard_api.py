@@ -21,7 +21,7 @@ from behaviorlm.data.splits import leave_one_out
 from behaviorlm.data.store import EventStore
 from behaviorlm.evaluation.audit import audit_recommender
 from behaviorlm.marketing.audience import compare_targeting
-from behaviorlm.models.base import load_model
+from behaviorlm.models.registry import load_model
 from behaviorlm.profiling.anomalies import FEATURES
 from behaviorlm.serving.app import create_app
 from behaviorlm.serving.reports import MAX_REPORT_BYTES

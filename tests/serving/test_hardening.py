@@ -27,7 +27,8 @@ from safetensors.torch import load_file, save_file
 from tests.serving.conftest import auth
 
 from behaviorlm.config import ServiceConfig
-from behaviorlm.models.base import MODEL_JSON, WEIGHTS_FILE, ModelLoadError, load_model
+from behaviorlm.models.base import MODEL_JSON, WEIGHTS_FILE
+from behaviorlm.models.registry import ModelLoadError, load_model
 from behaviorlm.serving.app import create_app
 from behaviorlm.serving.security import create_key
 

@@ -7,7 +7,8 @@ from fastapi.testclient import TestClient
 from behaviorlm.config import IngestConfig, ServiceConfig
 from behaviorlm.data.ingest import ingest_records
 from behaviorlm.data.store import EventStore
-from behaviorlm.models.heads import NextEventTypeModel, load_intent_model
+from behaviorlm.models.heads import NextEventTypeModel
+from behaviorlm.models.registry import load_intent_model
 from behaviorlm.serving.app import create_app
 from behaviorlm.serving.security import create_key
 

@@ -17,7 +17,7 @@ from behaviorlm.config import IngestConfig, ServiceConfig
 from behaviorlm.data.ingest import ingest_records
 from behaviorlm.data.store import EventStore
 from behaviorlm.llm.facts import user_facts
-from behaviorlm.models.base import load_recommender
+from behaviorlm.models.registry import load_recommender
 from behaviorlm.models.window import latest_events, model_history, read_window
 from behaviorlm.serving.app import create_app
 

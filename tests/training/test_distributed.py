@@ -25,7 +25,8 @@ from behaviorlm.cli.main import app
 from behaviorlm.data.sequences import Interactions
 from behaviorlm.data.splits import leave_one_out
 from behaviorlm.evaluation.ranking import RankingValidation
-from behaviorlm.models.base import ScoringBatch, load_model
+from behaviorlm.models.base import ScoringBatch
+from behaviorlm.models.registry import load_model
 from behaviorlm.models.sequential import SequenceTensors, auto_training_settings, padding_share
 from behaviorlm.models.transformer import BehaviorTransformer
 from behaviorlm.training import distributed

@@ -72,7 +72,7 @@ SPLIT_FILE = "split.json"
 MODEL_NAMES = "ease, gru4rec, itemknn, lightgcn, pop, random, transformer"
 HEAD_NAMES = "event_tagger, next_event_type, sequence_classifier"
 """The task heads on the behaviour encoder that ``train`` fits with ``--label`` (models.heads)."""
-"""The recommenders of models.base.model_registry(), for help texts; written out because importing every
+"""The recommenders of models.registry.model_registry(), for help texts; written out because importing every
 model to list them costs each command a second. tests/cli/test_cli.py checks it against the registry."""
 
 
@@ -348,7 +348,7 @@ def _require_store(store: Path) -> None:
 # ---------------------------------------------------------------------------------------------- split
 def _trained_model_and_split(model_dir: Path, store: Path) -> tuple[Any, Split]:
     """A model saved by `behaviorlm train` and the same split of ``store`` it was trained on (checked)."""
-    from behaviorlm.models.base import load_recommender
+    from behaviorlm.models.registry import load_recommender
 
     split_file = model_dir / SPLIT_FILE
     if not split_file.exists():
@@ -487,7 +487,7 @@ def train(
     data-parallel with the same flags; rank 0 alone prints and writes --out (docs/distributed-training.md).
     """
     from behaviorlm.evaluation.ranking import RankingValidation
-    from behaviorlm.models.base import model_registry
+    from behaviorlm.models.registry import model_registry
     from behaviorlm.training import distributed
 
     params = _param_values(param)
@@ -564,8 +564,8 @@ def train(
 
 
 def _load_pretrainer(path: Path):
-    from behaviorlm.models.base import load_model
     from behaviorlm.models.pretraining import MaskedBehaviorPretrainer
+    from behaviorlm.models.registry import load_model
 
     pretrainer = load_model(path)
     if not isinstance(pretrainer, MaskedBehaviorPretrainer):
@@ -786,7 +786,7 @@ def distill(
     from the teacher's scores over the whole catalogue (KD). Trained on the teacher's split, so `evaluate`
     compares them on the same test targets; `serve` with quantize = true serves its int8 copy."""
     from behaviorlm.evaluation.ranking import RankingValidation, evaluate_ranking
-    from behaviorlm.models.base import model_registry
+    from behaviorlm.models.registry import model_registry
     from behaviorlm.models.sequential import SequentialRecommender
 
     teacher, sp = _trained_model_and_split(teacher_dir, store)
@@ -1015,7 +1015,7 @@ def profile(
     json_out: Annotated[Path | None, typer.Option(help="Also write the profile as JSON.")] = None,
 ) -> None:
     """A readable card of one user: activity, interests, how anomalous, likely next items."""
-    from behaviorlm.models.base import load_recommender
+    from behaviorlm.models.registry import load_recommender
     from behaviorlm.profiling.profile import build_profile
 
     _require_store(store)
@@ -1062,7 +1062,7 @@ def segments(
 ) -> None:
     """Segment users by behaviour; ids stay stable when re-run into the same --out folder."""
     from behaviorlm.data.features import item_features_from_store
-    from behaviorlm.models.base import load_recommender
+    from behaviorlm.models.registry import load_recommender
     from behaviorlm.profiling import segments as seg
 
     if method not in ("kmeans", "hdbscan"):
@@ -1375,7 +1375,7 @@ def explain(
         return
     from behaviorlm.llm.facts import user_facts
     from behaviorlm.llm.tasks import explain_intent
-    from behaviorlm.models.heads import load_intent_model
+    from behaviorlm.models.registry import load_intent_model
 
     with EventStore(store, read_only=True) as es, _status("collecting the facts …"):
         graph = None
@@ -1426,7 +1426,7 @@ def ask(
     and the answer is written from their results; "I don't know" when no tool answers it."""
     from behaviorlm.llm.tools import UserContext
     from behaviorlm.llm.tools import ask as ask_tools
-    from behaviorlm.models.base import load_recommender
+    from behaviorlm.models.registry import load_recommender
 
     if not question.strip():
         raise ValueError("the question is empty")
@@ -1461,7 +1461,7 @@ def _explain_predictions(user_id: str, *, model: Path, store: Path, top: int, wh
     import math
 
     from behaviorlm.causal.influence import deletion_influence
-    from behaviorlm.models.base import load_recommender
+    from behaviorlm.models.registry import load_recommender
     from behaviorlm.models.sequential import SequentialRecommender
     from behaviorlm.models.window import latest_events, model_history
 

@@ -1,7 +1,7 @@
 """Checks on a saved model folder before anything in it is trusted.
 
 A model folder may come from elsewhere (a colleague, a download, a half-finished copy), and the service
-swaps a reloaded model in while answering requests. So :func:`behaviorlm.models.base.load_model` reads
+swaps a reloaded model in while answering requests. So :func:`behaviorlm.models.registry.load_model` reads
 it defensively: every file must be a regular file (a symlink to ``/dev/zero`` would never finish
 reading), ``model.json`` must have the documented shape and its ``params`` the constructor's names and
 types, the weights must parse as safetensors, the training index space must be consistent, every

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Self
 
 import numpy as np
@@ -676,17 +675,6 @@ class EventTagger(_LabelHead):
         proba = self.predict_proba(tagged.interactions, users=tagged.selected_users)
         report = classification_report(tagged.tags[tagged.event_index()], proba=proba, classes=self.classes_)
         return {"protocol": f"one tag per event, windows of {self.max_len} events", **report}
-
-
-def load_intent_model(path: str | Path) -> NextEventTypeModel | SequenceClassifier:
-    """:func:`behaviorlm.models.base.load_model` for ``--intent-model``: a saved :class:`NextEventTypeModel`
-    or :class:`SequenceClassifier`; another saved model is a ``ModelLoadError`` saying what it holds."""
-    from behaviorlm.models.base import load_model
-
-    classes = (NextEventTypeModel, SequenceClassifier)
-    return load_model(
-        path, expect=classes, otherwise=f"; an intent model is one of {[c.name for c in classes]}"
-    )
 
 
 def intent_classes(model: NextEventTypeModel | SequenceClassifier) -> list[str]:

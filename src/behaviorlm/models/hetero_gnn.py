@@ -322,7 +322,7 @@ class PurchaseGNN:
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
         """Write ``model.json`` (name, config, vocabularies, normalisation) and ``weights.safetensors``, the
-        layout every saved model has (:func:`behaviorlm.models.base.load_model` reads it)."""
+        layout every saved model has (:func:`behaviorlm.models.registry.load_model` reads it)."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in self.net_.state_dict().items()}, str(path / WEIGHTS_FILE))

@@ -39,7 +39,7 @@ from behaviorlm import __version__
 from behaviorlm.config import ServiceConfig
 from behaviorlm.data.ingest import IngestError, pseudonymize_user_id
 from behaviorlm.data.store import EventStore, StoreError
-from behaviorlm.models.base import load_recommender
+from behaviorlm.models.registry import load_recommender
 from behaviorlm.models.sequential import EventHistory
 from behaviorlm.models.window import latest_events, model_history, read_window
 from behaviorlm.profiling.segments import SegmentMapDrawing, UserSegments
@@ -399,7 +399,7 @@ class _Service:
         self.metrics = RequestMetrics()
         self.model = self.load_model() if config.model else None
         if config.intent_model:
-            from behaviorlm.models.heads import load_intent_model
+            from behaviorlm.models.registry import load_intent_model
 
             self.intent_model = load_intent_model(config.intent_model)
         else:

@@ -33,7 +33,8 @@ import numpy as np
 import torch
 
 from behaviorlm.data.sequences import Interactions
-from behaviorlm.models.base import Recommender, ScoringBatch, load_model, model_registry
+from behaviorlm.models.base import Recommender, ScoringBatch
+from behaviorlm.models.registry import load_model, model_registry
 from behaviorlm.testing.synthetic import HeldOutLastEvent, hold_out_last_event, planted_pattern_interactions
 
 ModelFactory = Callable[[], Recommender]
@@ -195,7 +196,7 @@ def check_deterministic(make_model: ModelFactory, *, data: Interactions) -> None
 
 
 def check_save_load_round_trip(make_model: ModelFactory, *, data: Interactions) -> None:
-    """``save`` then :func:`~behaviorlm.models.base.load_model` gives a model that scores identically."""
+    """``save`` then :func:`~behaviorlm.models.registry.load_model` gives a model that scores identically."""
     model = make_model().fit(data)
     name = _describe(model)
     users = np.arange(data.n_users)
