@@ -817,7 +817,7 @@ def effects_section(path: Path) -> list[str]:
     lines = [
         "## Population effects: planted confounding",
         "",
-        "`benchmarks/run_effects.py`: users of `behaviorlm.testing.causal_synthetic` with confounded carting "
+        "`benchmarks/run_effects.py`: users of `behaviorlm.synthetic.causal` with confounded carting "
         f"and a known effect of carting on purchase (ATE 0.17); {len({r['params']['seed'] for r in synthetic})} "
         "seeds per size. Mean absolute relative error of the estimated ATE and how often the 95% interval covers the "
         "truth. Target of the causal issue: within 10% while the naive difference is off by more than 30%.",
@@ -1013,7 +1013,7 @@ def campaign_section(path: Path) -> list[str]:
     lines = [
         "## Campaign targeting: uplift vs propensity",
         "",
-        f"`benchmarks/run_campaign.py`: `behaviorlm.testing.campaign.synthetic_campaign` on the "
+        f"`benchmarks/run_campaign.py`: `behaviorlm.synthetic.campaign.synthetic_campaign` on the "
         f"{first['params']['events']} users ({first['n_users']:,}; {shares}; 50% randomly contacted). Models "
         f"fitted on {p['n_train']:,} users, every ordering scored on the other {p['n_test']:,}; mean over "
         f"{len({s for _, s in latest})} seeds. AUUC and Qini coefficient per user; incremental conversions per "

@@ -1,6 +1,6 @@
 """Campaign targeting: uplift vs propensity vs random on a synthetic campaign over real Taobao users.
 
-The campaign is behaviorlm.testing.campaign.synthetic_campaign layered on the Taobao UserBehavior slice
+The campaign is behaviorlm.synthetic.campaign.synthetic_campaign layered on the Taobao UserBehavior slice
 (taobao-110k: every user's behaviour in the slice as features, a randomised 50% coupon, planted
 persuadables / sure things / lost causes / sleeping dogs). For each seed, half the users (stratified by
 treatment) train the models and the other half are ranked by each ordering; the metrics come from the
@@ -28,7 +28,7 @@ from behaviorlm.causal.learners import EffectConfig
 from behaviorlm.data.datasets import load_interactions
 from behaviorlm.evaluation.benchmark import append_jsonl, git_commit, machine_description, peak_rss_mb
 from behaviorlm.marketing.audience import compare_targeting
-from behaviorlm.testing.campaign import synthetic_campaign
+from behaviorlm.synthetic.campaign import synthetic_campaign
 
 RESULTS = Path(__file__).resolve().parent / "results.jsonl"
 DOCS_IMG = Path(__file__).resolve().parent.parent / "docs" / "img"
@@ -69,7 +69,7 @@ def main() -> None:
                     "params": {"seed": seed, "learner": config.learner, "events": args.dataset},
                     "protocol": {
                         **comparison.protocol,
-                        "generator": "behaviorlm.testing.campaign.synthetic_campaign",
+                        "generator": "behaviorlm.synthetic.campaign.synthetic_campaign",
                         "treatment_share": 0.5,
                         "kind_shares": campaign.kind_shares(),
                         "true_ate": campaign.true_ate,

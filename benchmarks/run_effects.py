@@ -1,6 +1,6 @@
 """Population effects: planted-effect recovery on synthetic users, and cart -> purchase on Taobao.
 
-1. ``causal-synthetic``: users from behaviorlm.testing.causal_synthetic (planted confounding, true ATE
+1. ``causal-synthetic``: users from behaviorlm.synthetic.causal (planted confounding, true ATE
    of carting on purchasing ~0.17, heterogeneous by segment) at a few sizes and seeds. For every
    estimator: the estimate, its relative error and whether its 95% interval covers the truth (the
    sample ATE of that draw); the same for the DR-learner's per-segment effects (model
@@ -33,7 +33,7 @@ from behaviorlm.causal.learners import EffectConfig
 from behaviorlm.causal.table import activity_segments, build_effect_table, effect_windows
 from behaviorlm.data.datasets import load_interactions
 from behaviorlm.evaluation.benchmark import append_jsonl, git_commit, machine_description, peak_rss_mb
-from behaviorlm.testing.causal_synthetic import causal_synthetic
+from behaviorlm.synthetic.causal import causal_synthetic
 
 RESULTS = Path(__file__).resolve().parent / "results.jsonl"
 DOCS_IMG = Path(__file__).resolve().parent.parent / "docs" / "img"
@@ -109,7 +109,7 @@ def synthetic(args: argparse.Namespace, methods: tuple[str, ...], config: Effect
                             "n_folds": config.n_folds,
                         },
                         protocol={
-                            "generator": "behaviorlm.testing.causal_synthetic.causal_synthetic",
+                            "generator": "behaviorlm.synthetic.causal.causal_synthetic",
                             "estimand": "sample ATE of cart on purchase (additive, by segment)"
                             if not model.startswith("segment-")
                             else "true effect of cart on purchase in the segment",

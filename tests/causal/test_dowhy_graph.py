@@ -8,7 +8,7 @@ import pytest
 from behaviorlm.causal.effects import analyze_effects, estimate_effects
 from behaviorlm.causal.learners import EffectConfig
 from behaviorlm.causal.table import CausalGraph
-from behaviorlm.testing.causal_synthetic import causal_synthetic
+from behaviorlm.synthetic.causal import causal_synthetic
 
 pytest.importorskip("dowhy")
 

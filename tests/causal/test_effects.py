@@ -18,7 +18,7 @@ from behaviorlm.causal.effects import (
 from behaviorlm.causal.learners import EffectConfig
 from behaviorlm.causal.table import EffectTable, activity_segments, build_effect_table, effect_windows
 from behaviorlm.data.sequences import Interactions
-from behaviorlm.testing.causal_synthetic import FEATURE_NAMES, causal_synthetic
+from behaviorlm.synthetic.causal import FEATURE_NAMES, causal_synthetic
 
 FAST = EffectConfig(n_folds=3, placebo_draws=2, subset_draws=2)
 

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from behaviorlm.cli.main import app
 from behaviorlm.data.ingest import ingest_records
 from behaviorlm.data.store import EventStore
-from behaviorlm.testing.causal_synthetic import causal_synthetic
+from behaviorlm.synthetic.causal import causal_synthetic
 
 runner = CliRunner()
 

@@ -123,3 +123,59 @@ def test_constructor_validates_layout() -> None:
             event_types=np.array([0], dtype=np.int16),
             event_type_vocab=("x",),
         )
+
+
+def _assert_same(a: Interactions, b: Interactions) -> None:
+    for field in ("user_ids", "item_ids", "user_ptr", "items", "timestamps", "event_types"):
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field), err_msg=field)
+    assert a.event_type_vocab == b.event_type_vocab
+
+
+def test_arrow_and_pandas_round_trips() -> None:
+    import pandas as pd
+    import pyarrow as pa
+
+    data = Interactions.from_events(
+        user_ids=np.array(["u2", "u1", "u2", "u1", "u1"]),
+        item_ids=np.array(["b", "a", "c", "a", "b"]),
+        timestamps=np.array([5, 3, 1, 3, 9]),
+        event_types=np.array(["view", "cart", "view", "view", "cart"]),
+        event_type_vocab=("cart", "view"),
+    )
+    table = data.to_arrow()
+    assert table.column_names == ["user_id", "item_id", "timestamp", "event_type"]
+    assert table.schema.field("timestamp").type == pa.timestamp("s", tz="UTC")
+    assert table.column("user_id").to_pylist() == ["u1", "u1", "u1", "u2", "u2"]
+    _assert_same(Interactions.from_arrow(table), data)
+    frame = data.to_pandas()
+    assert isinstance(frame, pd.DataFrame) and len(frame) == data.n_events
+    _assert_same(Interactions.from_pandas(frame), data)
+    # Other column names, integer ids and integer seconds; pandas datetimes without a zone count as UTC.
+    raw = pd.DataFrame(
+        {
+            "visitor": [7, 7, 8],
+            "sku": [100, 101, 100],
+            "when": pd.to_datetime(["2024-01-01 00:00:05", "2024-01-01 00:00:01", "2024-01-01 00:00:00"]),
+        }
+    )
+    read = Interactions.from_pandas(raw, user="visitor", item="sku", timestamp="when", event_type=None)
+    assert read.user_ids.tolist() == ["7", "8"] and read.item_ids.tolist() == ["100", "101"]
+    assert read.event_type_vocab == ("interaction",)
+    assert read.items.tolist() == [1, 0, 0]  # user 7's events in time order
+    assert read.timestamps[0] == 1_704_067_201
+    # A record batch (or anything exporting Arrow) is read the same way.
+    _assert_same(Interactions.from_arrow(table.to_batches()[0]), data)
+
+
+def test_arrow_input_errors_name_the_column_and_row() -> None:
+    import pyarrow as pa
+
+    good = {"user_id": ["u1", "u2"], "item_id": ["a", "b"], "timestamp": [1, 2]}
+    with pytest.raises(ValueError, match=r"columns \['timestamp'\] not found; the table has"):
+        Interactions.from_arrow(pa.table({k: v for k, v in good.items() if k != "timestamp"}))
+    with pytest.raises(ValueError, match=r"column 'item_id' has 1 null value.*at row 1"):
+        Interactions.from_arrow(pa.table({**good, "item_id": ["a", None]}))
+    with pytest.raises(ValueError, match="column 'timestamp' must hold integer UTC seconds or timestamps"):
+        Interactions.from_arrow(pa.table({**good, "timestamp": [1.5, 2.5]}))
+    with pytest.raises(TypeError, match="expected a pyarrow Table or a DataFrame"):
+        Interactions.from_arrow([("u1", "a", 1)])

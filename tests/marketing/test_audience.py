@@ -1,5 +1,5 @@
 """Audiences by uplift on a synthetic campaign with planted persuadables, sure things, lost causes and
-sleeping dogs (behaviorlm.testing.campaign, layered on the package's synthetic event logs)."""
+sleeping dogs (behaviorlm.synthetic.campaign, layered on the package's synthetic event logs)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from behaviorlm.causal.learners import EffectConfig
 from behaviorlm.causal.uplift import cross_fitted_uplift
 from behaviorlm.evaluation.uplift import uplift_curves
 from behaviorlm.marketing.audience import AudienceConfig, build_audience, compare_targeting, select_by_value
-from behaviorlm.testing.campaign import USER_KINDS, synthetic_campaign
-from behaviorlm.testing.causal_synthetic import causal_synthetic
+from behaviorlm.synthetic.campaign import USER_KINDS, synthetic_campaign
+from behaviorlm.synthetic.causal import causal_synthetic
 
 torch.set_num_threads(1)
 

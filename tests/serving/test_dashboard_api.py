@@ -25,8 +25,8 @@ from behaviorlm.models.registry import load_model
 from behaviorlm.profiling.anomalies import FEATURES
 from behaviorlm.serving.app import create_app
 from behaviorlm.serving.reports import MAX_REPORT_BYTES
-from behaviorlm.testing.campaign import synthetic_campaign
-from behaviorlm.testing.causal_synthetic import causal_synthetic
+from behaviorlm.synthetic.campaign import synthetic_campaign
+from behaviorlm.synthetic.causal import causal_synthetic
 
 FAST = EffectConfig(n_folds=2, placebo_draws=2, subset_draws=2, learner="linear", seed=0)
 

@@ -37,8 +37,8 @@ from behaviorlm.marketing.audience import compare_targeting
 from behaviorlm.models.transformer import BehaviorTransformer
 from behaviorlm.serving.dashboard import CONTENT_SECURITY_POLICY
 from behaviorlm.serving.security import create_key
-from behaviorlm.testing.campaign import synthetic_campaign
-from behaviorlm.testing.causal_synthetic import causal_synthetic
+from behaviorlm.synthetic.campaign import synthetic_campaign
+from behaviorlm.synthetic.causal import causal_synthetic
 from behaviorlm.testing.fake_llm import FakeLLMServer, Step
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -1983,7 +1983,7 @@ def audience(
     conversions (not who converts anyway); see docs/marketing.md."""
     from behaviorlm.causal.learners import EffectConfig
     from behaviorlm.marketing.audience import AudienceConfig, build_audience, compare_targeting, read_campaign
-    from behaviorlm.testing.campaign import default_campaign
+    from behaviorlm.synthetic.campaign import default_campaign
 
     if sum([campaign is not None, synthetic, store is not None]) != 1:
         raise ValueError(

@@ -12,10 +12,28 @@ model fitted on one can score the other without any re-mapping.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 import torch
+
+
+def _arrow_table(data: Any) -> Any:
+    """``data`` as a ``pyarrow.Table``: a table as is; record batches, or any object exporting Arrow."""
+    import pyarrow as pa
+
+    if isinstance(data, pa.Table):
+        return data
+    if isinstance(data, pa.RecordBatch):
+        return pa.Table.from_batches([data])
+    if hasattr(data, "__arrow_c_stream__") or hasattr(data, "__arrow_c_array__"):
+        return pa.table(data)
+    if type(data).__module__.startswith("pandas"):
+        return pa.Table.from_pandas(data, preserve_index=False)
+    raise TypeError(
+        f"expected a pyarrow Table or a DataFrame that exports Arrow (polars, pandas), got {type(data).__name__}"
+    )
 
 
 @dataclass(frozen=True, eq=False)
@@ -106,6 +124,102 @@ class Interactions:
             event_types=type_idx[perm],
             event_type_vocab=tuple(event_type_vocab),
         )
+
+    @classmethod
+    def from_arrow(
+        cls,
+        data: Any,
+        *,
+        user: str = "user_id",
+        item: str = "item_id",
+        timestamp: str = "timestamp",
+        event_type: str | None = "event_type",
+        event_type_vocab: tuple[str, ...] | None = None,
+    ) -> Interactions:
+        """Build from a table of events: a ``pyarrow.Table`` or anything that exports Arrow — a polars or
+        pandas DataFrame, a DuckDB relation (the Arrow PyCapsule interface), pyarrow record batches.
+
+        ``user`` / ``item`` / ``timestamp`` / ``event_type`` name the columns. Ids may be strings or
+        integers (kept as their text); ``timestamp`` holds integers (UTC seconds) or Arrow timestamps (any
+        unit; naive ones are read as UTC); a missing ``event_type`` column (or ``event_type=None``) means
+        one type, ``"interaction"``. The vocabulary is the sorted distinct types unless given. A missing
+        column, a null, or a column of the wrong type is a ``ValueError`` that names the column (and the
+        first bad row). Events of a user keep their order when times tie (row order).
+        """
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        table = _arrow_table(data)
+        names = table.column_names
+        wanted = [c for c in (user, item, timestamp) if c not in names]
+        if event_type is not None and event_type not in names and event_type != "event_type":
+            wanted.append(event_type)
+        if wanted:
+            raise ValueError(f"columns {wanted} not found; the table has {names}")
+        columns = [user, item, timestamp] + ([event_type] if event_type in names else [])
+        for name in columns:
+            nulls = table.column(name).null_count
+            if nulls:
+                row = int(pc.index(pc.is_null(table.column(name)), True).as_py())
+                raise ValueError(f"column {name!r} has {nulls} null value(s), the first at row {row}")
+
+        def ids(name: str) -> np.ndarray:
+            column = table.column(name)
+            if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+                if not (pa.types.is_integer(column.type) or pa.types.is_dictionary(column.type)):
+                    raise ValueError(f"column {name!r} must hold string or integer ids, not {column.type}")
+                column = column.cast(pa.string())
+            return column.to_numpy(zero_copy_only=False).astype(str)
+
+        times = table.column(timestamp)
+        if pa.types.is_timestamp(times.type):
+            # Sub-second parts are cut (the models read whole seconds).
+            times = times.cast(pa.timestamp("s", tz=times.type.tz), safe=False).cast(pa.int64())
+        elif not pa.types.is_integer(times.type):
+            raise ValueError(
+                f"column {timestamp!r} must hold integer UTC seconds or timestamps, not {times.type}"
+            )
+        if event_type in names:
+            types = table.column(event_type).cast(pa.string()).to_numpy(zero_copy_only=False).astype(str)
+            vocab = event_type_vocab or tuple(sorted(set(types.tolist())))
+        else:
+            types, vocab = None, ("interaction",)
+        return cls.from_events(
+            user_ids=ids(user),
+            item_ids=ids(item),
+            timestamps=times.to_numpy().astype(np.int64),
+            event_types=types,
+            event_type_vocab=vocab,
+        )
+
+    @classmethod
+    def from_pandas(cls, frame: Any, **columns: Any) -> Interactions:
+        """:meth:`from_arrow` for a pandas DataFrame (its index is not read)."""
+        import pyarrow as pa
+
+        return cls.from_arrow(pa.Table.from_pandas(frame, preserve_index=False), **columns)
+
+    def to_arrow(self) -> Any:
+        """The events as a ``pyarrow.Table`` in user, then time order: ``user_id``, ``item_id`` (strings),
+        ``timestamp`` (UTC, seconds), ``event_type`` (strings). :meth:`from_arrow` reads it back to the
+        same interactions; ``polars.from_arrow`` and ``.to_pandas()`` give DataFrames."""
+        import pyarrow as pa
+
+        users = np.repeat(np.arange(self.n_users), self.lengths())
+        return pa.table(
+            {
+                "user_id": pa.array(self.user_ids.astype(str)[users], pa.string()),
+                "item_id": pa.array(self.item_ids.astype(str)[self.items], pa.string()),
+                "timestamp": pa.array(self.timestamps, pa.int64()).cast(pa.timestamp("s", tz="UTC")),
+                "event_type": pa.array(
+                    np.asarray(self.event_type_vocab, dtype=object)[self.event_types], pa.string()
+                ),
+            }
+        )
+
+    def to_pandas(self) -> Any:
+        """:meth:`to_arrow` as a pandas DataFrame."""
+        return self.to_arrow().to_pandas()
 
     # ------------------------------------------------------------------ shape
     @property

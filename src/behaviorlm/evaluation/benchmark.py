@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from behaviorlm.data.splits import Split
+from behaviorlm.estimator import json_params
 from behaviorlm.evaluation.ranking import RankingValidation, evaluate_ranking, metrics_by_target_popularity
 from behaviorlm.models.base import Recommender
 
@@ -97,7 +98,7 @@ def fit_and_evaluate(
     return BenchmarkRecord(
         dataset=dataset,
         model=model.name,
-        params=model.get_params(),
+        params=json_params(model),
         protocol=protocol,
         metrics={**result.metrics, **extra},
         n_users=result.n_users,

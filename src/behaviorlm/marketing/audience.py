@@ -550,8 +550,8 @@ def campaign_frame(table: EffectTable) -> Any:
 def synthetic_comparison(*, n_users: int = 6000, seed: int = 0) -> TargetingComparison:
     """Uplift (X-learner) vs propensity vs random vs the planted truth on a small synthetic campaign over the
     package's synthetic event log (no data folder needed; a few seconds on one core)."""
-    from behaviorlm.testing.campaign import synthetic_campaign
-    from behaviorlm.testing.causal_synthetic import causal_synthetic
+    from behaviorlm.synthetic.campaign import synthetic_campaign
+    from behaviorlm.synthetic.causal import causal_synthetic
 
     events = causal_synthetic(n_users=n_users, seed=seed).interactions
     assert events is not None

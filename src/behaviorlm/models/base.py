@@ -19,7 +19,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import ClassVar, Self
 
 import numpy as np
 import scipy.sparse as sp
@@ -27,6 +27,7 @@ import torch
 from safetensors.torch import save_file
 
 from behaviorlm.data.sequences import Interactions
+from behaviorlm.estimator import Estimator, json_params
 
 MODEL_JSON = "model.json"
 WEIGHTS_FILE = "weights.safetensors"
@@ -86,7 +87,7 @@ def check_validation(valid: object, *, where: str) -> None:
         )
 
 
-class Recommender(ABC):
+class Recommender(Estimator, ABC):
     """Base class of every recommender. Subclasses implement ``_fit``, ``score`` and the state hooks."""
 
     name: ClassVar[str]
@@ -162,15 +163,11 @@ class Recommender(ABC):
         return Recommendations(users=users, items=out_items, scores=out_scores)
 
     # ------------------------------------------------------------------ persistence
-    def get_params(self) -> dict[str, Any]:
-        """Constructor arguments (JSON-serializable), as scikit-learn's ``get_params``."""
-        return {k: v for k, v in vars(self).items() if not k.endswith("_") and not k.startswith("_")}
-
     def _state(self) -> dict[str, torch.Tensor]:
         """Learned tensors to save; subclasses extend."""
         return {}
 
-    def _load_state(self, tensors: dict[str, torch.Tensor]) -> None:  # noqa: B027 (optional hook)
+    def _load_state(self, tensors: dict[str, torch.Tensor]) -> None:
         """Restore what :meth:`_state` returned; models without learned tensors keep this no-op."""
 
     def save(self, path: str | Path) -> Path:
@@ -186,7 +183,7 @@ class Recommender(ABC):
         save_file(tensors, str(path / WEIGHTS_FILE))
         meta = {
             "model": self.name,
-            "params": self.get_params(),
+            "params": json_params(self),
             "user_ids": train.user_ids.tolist(),
             "item_ids": train.item_ids.tolist(),
             "event_type_vocab": list(train.event_type_vocab),

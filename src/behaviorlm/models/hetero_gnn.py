@@ -42,6 +42,7 @@ from torch_geometric.nn import HeteroConv, SAGEConv
 
 from behaviorlm.data.graph import BehaviorGraph, EdgeType
 from behaviorlm.data.purchase import PurchaseSnapshot
+from behaviorlm.estimator import Estimator
 from behaviorlm.training import loop
 from behaviorlm.training.loop import TrainerConfig
 
@@ -167,7 +168,7 @@ class HeteroSAGE(nn.Module):
         return self.scorer(torch.cat([hu, hi, hu * hi, pair], dim=-1)).squeeze(-1)
 
 
-class PurchaseGNN:
+class PurchaseGNN(Estimator):
     """Heterogeneous GraphSAGE purchase predictor (see the module docstring).
 
     ``fit(train_snapshots, valid=valid_snapshots)`` returns ``self``; ``predict_proba(snapshot)`` gives

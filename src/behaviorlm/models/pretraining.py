@@ -42,6 +42,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from behaviorlm.data.sequences import Interactions
+from behaviorlm.estimator import Estimator, json_params
 from behaviorlm.models.base import Validation
 from behaviorlm.models.sequential import (
     IGNORE,
@@ -59,7 +60,7 @@ WEIGHTS_FILE = "weights.safetensors"
 
 
 # ---------------------------------------------------------------------------------------- shared base
-class EncoderModel:
+class EncoderModel(Estimator):
     """Base of the models built on :class:`BehaviorTransformerNet` outside next-item recommendation.
 
     scikit-learn conventions: the constructor only stores its keyword arguments, learned state ends in
@@ -127,10 +128,6 @@ class EncoderModel:
     history_: TrainingHistory
 
     # ------------------------------------------------------------------ parameters
-    def get_params(self) -> dict[str, Any]:
-        """Constructor arguments (JSON-serializable), as scikit-learn's ``get_params``."""
-        return {k: v for k, v in vars(self).items() if not k.endswith("_") and not k.startswith("_")}
-
     def encoder_params(self) -> dict[str, Any]:
         """The architecture arguments, to build a compatible model: ``SequenceClassifier(**p.encoder_params())``."""
         return {k: getattr(self, k) for k in self.ENCODER_PARAMS}
@@ -264,7 +261,7 @@ class EncoderModel:
         save_file(tensors, str(path / WEIGHTS_FILE))
         meta = {
             "model": self.name,
-            "params": self.get_params(),
+            "params": json_params(self),
             "n_items": self.n_items_,
             "event_type_vocab": list(self.event_type_vocab_),
             "item_ids": None if getattr(self, "item_ids_", None) is None else self.item_ids_.tolist(),

@@ -16,12 +16,13 @@ import numpy as np
 import sklearn.metrics as skm
 
 from behaviorlm.data.purchase import PurchaseSnapshot
+from behaviorlm.estimator import Estimator
 
 LOGISTIC_C_GRID: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)
 BOOSTING_ROUNDS_GRID: tuple[int, ...] = (50, 150, 300)
 
 
-class PurchaseFeatureBaseline:
+class PurchaseFeatureBaseline(Estimator):
     """``kind="logistic"`` (standardised features, L2 logistic regression) or ``kind="boosting"``
     (scikit-learn ``HistGradientBoostingClassifier``, depth-limited trees)."""
 

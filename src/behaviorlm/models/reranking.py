@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -76,10 +75,6 @@ class PopularityPenalized(Recommender):
         std = torch.where(std > 0, std, torch.ones_like(std))
         penalty = self.penalty * self.log_popularity_z_.to(scores.device)
         return (scores - mean) / std - penalty[None, :]
-
-    def get_params(self) -> dict[str, Any]:
-        """The penalty and the wrapped model's name and parameters (JSON-serializable)."""
-        return {"model": self.model.name, "model_params": self.model.get_params(), "penalty": self.penalty}
 
     def save(self, path: str | Path) -> Path:
         raise TypeError(

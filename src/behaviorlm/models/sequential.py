@@ -50,6 +50,7 @@ from torch import nn
 
 from behaviorlm.data.features import ItemFeatures
 from behaviorlm.data.sequences import Interactions, gather_padded
+from behaviorlm.estimator import json_params
 from behaviorlm.models.base import Recommender, ScoringBatch, Validation, active_validation
 from behaviorlm.training import distributed, loop
 from behaviorlm.training.loop import TrainerConfig, TrainingHistory, seed_everything
@@ -695,7 +696,7 @@ class SequentialRecommender(Recommender):
         if distillation is not None:
             self.distilled_from_ = {
                 "teacher": distillation["teacher"].name,
-                "teacher_params": distillation["teacher"].get_params(),
+                "teacher_params": json_params(distillation["teacher"]),
                 "alpha": distillation["alpha"],
                 "temperature": distillation["temperature"],
             }

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from behaviorlm.data.sequences import Interactions
+from behaviorlm.estimator import Estimator
 from behaviorlm.models.sequential import IGNORE, SequenceTensors, SequentialRecommender
 
 FEATURES = (
@@ -187,7 +188,7 @@ class AnomalyReason:
     """The feature's 75th percentile over all users."""
 
 
-class AnomalyDetector:
+class AnomalyDetector(Estimator):
     """Isolation forest over :func:`user_behaviour_features` (robustly scaled); higher score = more anomalous.
 
     Fit on the users to screen (no labels needed): ``fit(interactions)``, then ``scores_`` holds one
@@ -358,7 +359,7 @@ def percentile_ranks(reference: np.ndarray, values: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(values), 0.5, ranks)
 
 
-class ForestSurprisalDetector:
+class ForestSurprisalDetector(Estimator):
     """The isolation forest and sequence surprisal, rank-averaged; higher score = more anomalous.
 
     ``score(u) = (rank_forest(u) + rank_surprisal(u)) / 2`` with each rank the user's mid-rank percentile

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from behaviorlm.data.sequences import Interactions
+from behaviorlm.estimator import Estimator
 
 DAY = 86_400
 
@@ -110,7 +111,7 @@ def churn_snapshot(interactions: Interactions, *, cutoff: int, horizon_seconds: 
     )
 
 
-class ChurnModel:
+class ChurnModel(Estimator):
     """Gradient-boosted trees (scikit-learn's histogram GBM) over all :data:`CHURN_FEATURES`."""
 
     def __init__(self, *, max_iter: int = 200, learning_rate: float = 0.05, seed: int = 0) -> None:
@@ -132,7 +133,7 @@ class ChurnModel:
         return self.model_.predict_proba(snapshot.features)[:, 1]
 
 
-class RecencyFrequencyBaseline:
+class RecencyFrequencyBaseline(Estimator):
     """Logistic regression on log recency and log frequency only."""
 
     _COLUMNS = (CHURN_FEATURES.index("days_since_last_event"), CHURN_FEATURES.index("events"))

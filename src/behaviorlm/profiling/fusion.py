@@ -296,13 +296,6 @@ class FusedRecommender(Recommender):
         behaviour, text = self._component_scores(batch)
         return fused_scores(behaviour, text, text_weight=self.text_weight_)
 
-    def get_params(self) -> dict[str, object]:
-        return {
-            "behaviour": self.behaviour.name,
-            "text": self.text.name,
-            "text_weights": list(self.text_weights),
-        }
-
     def save(self, path: str | Path) -> Path:
         raise ValueError(
             f"{type(self).__name__} is not saved: save the behaviour model and fit the fusion again"

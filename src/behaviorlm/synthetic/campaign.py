@@ -151,10 +151,10 @@ def synthetic_campaign(
 
 def default_campaign(*, max_users: int | None = None, seed: int = 0) -> tuple[SyntheticCampaign, str]:
     """A campaign on the Taobao UserBehavior slice when the benchmark data folder has it, else on the
-    package's synthetic event log (6,000 users of :func:`~behaviorlm.testing.causal_synthetic.causal_synthetic`);
+    package's synthetic event log (6,000 users of :func:`~behaviorlm.synthetic.causal.causal_synthetic`);
     returns it with the name of the log it is layered on."""
     from behaviorlm.data.datasets import dataset_path, load_interactions
-    from behaviorlm.testing.causal_synthetic import causal_synthetic
+    from behaviorlm.synthetic.causal import causal_synthetic
 
     try:
         dataset_path("taobao-110k")

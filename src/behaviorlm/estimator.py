@@ -1,0 +1,76 @@
+"""scikit-learn's estimator conventions, shared by every behaviorlm model.
+
+Each model's constructor only stores its keyword arguments, unchanged and under their own names; learned
+state ends in ``_``. :class:`Estimator` then gives it scikit-learn's ``get_params(deep=True)`` and
+``set_params(**params)`` (nested ``component__param`` keys included), so ``sklearn.base.clone``,
+parameter searches and pipelines work on behaviorlm models. :func:`json_params` is the JSON view written
+to ``model.json`` and to benchmark records (a nested model as its name and parameters).
+
+Written here rather than inheriting ``sklearn.base.BaseEstimator``: that class also brings scikit-learn's
+HTML repr, tags and metadata routing, which a recommender's ``fit(train, valid=...)`` does not follow; the
+two methods below are all ``clone`` needs (tests/test_estimator.py clones every model).
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Self
+
+
+class Estimator:
+    """``get_params`` / ``set_params`` over the constructor's keyword arguments."""
+
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        signature = inspect.signature(cls.__init__)
+        return sorted(
+            name
+            for name, p in signature.parameters.items()
+            if name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        )
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor arguments by name; with ``deep``, also those of nested estimators as
+        ``name__param``."""
+        params: dict[str, Any] = {}
+        for name in self._param_names():
+            value = getattr(self, name)
+            params[name] = value
+            if deep and isinstance(value, Estimator):
+                params.update({f"{name}__{k}": v for k, v in value.get_params(deep=True).items()})
+        return params
+
+    def set_params(self, **params: Any) -> Self:
+        """Set constructor arguments (``name__param`` reaches into a nested estimator); returns ``self``.
+
+        An unknown name is a ``ValueError`` listing the valid ones. The new values take effect at the next
+        ``fit``.
+        """
+        valid = self._param_names()
+        nested: dict[str, dict[str, Any]] = {}
+        for key, value in params.items():
+            name, sep, sub = key.partition("__")
+            if name not in valid:
+                raise ValueError(
+                    f"{type(self).__name__}.set_params: unknown parameter {name!r}; parameters: {valid}"
+                )
+            if sep:
+                nested.setdefault(name, {})[sub] = value
+            else:
+                setattr(self, name, value)
+        for name, sub_params in nested.items():
+            component = getattr(self, name)
+            if not isinstance(component, Estimator):
+                raise ValueError(f"{type(self).__name__}.set_params: {name!r} has no parameters of its own")
+            component.set_params(**sub_params)
+        return self
+
+
+def json_params(estimator: Estimator) -> dict[str, Any]:
+    """``get_params(deep=False)`` with each nested estimator written as ``{"name": ..., "params": ...}``."""
+    out: dict[str, Any] = {}
+    for name, value in estimator.get_params(deep=False).items():
+        if isinstance(value, Estimator):
+            value = {"name": getattr(value, "name", type(value).__name__), "params": json_params(value)}
+        out[name] = value
+    return out
