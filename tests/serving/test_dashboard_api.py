@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from behaviorlm.evaluation.audit import audit_recommender
 from behaviorlm.marketing.audience import compare_targeting
 from behaviorlm.models.registry import load_model
 from behaviorlm.profiling.anomalies import FEATURES
+from behaviorlm.serving import dashboard
 from behaviorlm.serving.app import create_app
 from behaviorlm.serving.reports import MAX_REPORT_BYTES
 from behaviorlm.synthetic.campaign import synthetic_campaign
@@ -321,6 +323,13 @@ def test_the_dashboard_page_and_its_icon_come_from_the_service(client) -> None:
         and '<link rel="icon" type="image/svg+xml" href="/dashboard/icon.svg">' in page.text
     )
     assert "http://" not in page.text.replace("http://www.w3.org/2000/svg", "")  # nothing from elsewhere
+    # The stylesheet and script (package data: serving/static/) are inlined whole, placeholders filled.
+    static = Path(dashboard.__file__).parent / "static"
+    script = (static / "dashboard.js").read_text()
+    filled = script.replace("__LIMIT__", str(dashboard.TIMELINE_LIMIT)).replace("__K__", str(dashboard.TOP_K))
+    assert "__K__" in script and filled in page.text
+    assert (static / "dashboard.css").read_text() in page.text
+    assert not re.search(r"__(CSS|JS|VERSION|LIMIT|K)__", page.text)
     icon = client.get("/dashboard/icon.svg")
     assert icon.status_code == 200 and icon.headers["content-type"] == "image/svg+xml"
     assert icon.headers["content-security-policy"] == "default-src 'none'"
