@@ -183,6 +183,21 @@ def test_segment_map_is_the_principal_plane_by_hand() -> None:
         segment_map(x, np.zeros(4))
 
 
+def test_segment_map_equals_the_covariance_eigenvectors() -> None:
+    # scikit-learn's PCA gives the numbers of the eigendecomposition of the covariance it replaced.
+    x = np.random.default_rng(3).normal(size=(200, 6)) * np.array([5.0, 3.0, 1.0, 0.5, 0.2, 0.1])
+    centred = x - x.mean(axis=0)
+    values, vectors = np.linalg.eigh(centred.T @ centred / len(x))
+    axes = vectors[:, ::-1][:, :2]
+    axes = axes * np.where(axes[np.abs(axes).argmax(axis=0), [0, 1]] < 0, -1.0, 1.0)
+    found = segment_map(x, np.zeros(200))
+    np.testing.assert_allclose(found.coordinates, centred @ axes, atol=1e-4)
+    np.testing.assert_allclose(found.explained_variance, values[::-1][:2] / values.sum(), rtol=1e-9)
+    # Identical users: no variance, all zeros.
+    flat = segment_map(np.ones((4, 3)), np.zeros(4))
+    assert not flat.coordinates.any() and flat.explained_variance == (0.0, 0.0)
+
+
 def test_segment_map_is_deterministic_and_keeps_clusters_apart() -> None:
     x, labels = clusters()
     first, again = segment_map(x, labels), segment_map(x.copy(), labels)

@@ -311,10 +311,10 @@ class SegmentMap:
 
 
 def segment_map(representations: np.ndarray, labels: np.ndarray) -> SegmentMap:
-    """Principal component analysis (Pearson 1901; Jolliffe 2002, eq. 1.1) of ``[n_users, d]``
-    ``representations``: centre them, take the two eigenvectors of their covariance with the largest
-    eigenvalues, and give each user their projections on them; ``labels`` (one segment id per user) are
-    kept beside the coordinates for drawing.
+    """Principal component analysis (Pearson 1901; Jolliffe 2002, eq. 1.1; scikit-learn's ``PCA``) of
+    ``[n_users, d]`` ``representations``: centre them, take the two directions of largest variance, and give
+    each user their projections on them; ``labels`` (one segment id per user) are kept beside the
+    coordinates for drawing.
 
     Deterministic: an eigenvector's sign is arbitrary, so each axis is oriented to make its
     largest-magnitude loading positive. An axis without variance (one-dimensional input, identical
@@ -329,16 +329,18 @@ def segment_map(representations: np.ndarray, labels: np.ndarray) -> SegmentMap:
     coordinates = np.zeros((len(x), 2), dtype=np.float32)
     if len(x) == 0 or x.shape[1] == 0:
         return SegmentMap(coordinates=coordinates, labels=labels, explained_variance=(0.0, 0.0))
+    from sklearn.decomposition import PCA
+
     centred = x - x.mean(axis=0)
-    eigenvalues, eigenvectors = np.linalg.eigh(centred.T @ centred / len(x))  # ascending
-    top = np.argsort(-eigenvalues, kind="stable")[:2]
-    axes = eigenvectors[:, top]
+    n_axes = min(2, x.shape[1], len(x))
+    if not np.any(centred):  # no variance at all: every axis is zeros
+        return SegmentMap(coordinates=coordinates, labels=labels, explained_variance=(0.0, 0.0))
+    pca = PCA(n_components=n_axes, svd_solver="full").fit(centred)
+    axes = pca.components_.T  # [d, n_axes]
     pivots = np.abs(axes).argmax(axis=0)
-    axes = axes * np.where(axes[pivots, np.arange(axes.shape[1])] < 0, -1.0, 1.0)
-    coordinates[:, : axes.shape[1]] = centred @ axes
-    variance = np.maximum(eigenvalues, 0.0)
-    total = variance.sum()
-    shares = [float(variance[j] / total) if total > 0 else 0.0 for j in top] + [0.0, 0.0]
+    axes = axes * np.where(axes[pivots, np.arange(n_axes)] < 0, -1.0, 1.0)
+    coordinates[:, :n_axes] = centred @ axes
+    shares = [float(v) for v in pca.explained_variance_ratio_] + [0.0, 0.0]
     return SegmentMap(coordinates=coordinates, labels=labels, explained_variance=(shares[0], shares[1]))
 
 
