@@ -39,6 +39,7 @@ from behaviorlm.evaluation.benchmark import append_jsonl, git_commit, machine_de
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results.jsonl"
 STAGES = ("ingest-duckdb", "prepare-spark", "sequences", "train-epoch")
+CATALOGUE_STAGES = ("ingest-duckdb", "sequences", "train", "serve")
 TRAIN_USERS = 5_000
 
 
@@ -60,8 +61,43 @@ def generate(path: Path, *, events: int, seed: int = 0) -> dict[str, int]:
     return {"users": n_users, "items": n_items}
 
 
+def generate_catalogue(
+    path: Path, *, users: int, items: int, events: int, zipf: float = 1.0, seed: int = 0
+) -> dict[str, Any]:
+    """Taobao UserBehavior-style rows over a catalogue of exactly ``items`` items and ``users`` users.
+
+    The first ``users`` rows give every user one event and the first ``items`` rows every item one event
+    (so the store, and the model's item table, has exactly that many of each); the other rows draw the
+    user uniformly (each user's count is then about Poisson(events / users)) and the item from a bounded
+    Zipf law, item of popularity rank ``r`` with probability proportional to ``r ** -zipf``. Item ids are
+    the ranks scattered by a multiplicative hash, so popularity is not the id order. Times are uniform
+    over 9 days; no bad rows, no duplicates (the ingest stage of ``--sizes`` covers those).
+    """
+    if events < max(users, items):
+        raise SystemExit(f"--events {events:,} must be at least --users and --items")
+    rng = np.random.default_rng(seed)
+    user = np.concatenate([np.arange(users), rng.integers(0, users, events - users)]) + 1
+    cdf = np.cumsum(np.arange(1, items + 1, dtype=np.float64) ** -zipf)
+    cdf /= cdf[-1]
+    drawn = np.minimum(np.searchsorted(cdf, rng.random(events - items), side="right"), items - 1)
+    rank = np.concatenate([rng.permutation(items), drawn])
+    item = (rank + 1) * 2_654_435_761 % 1_000_000_007
+    behavior = np.array(["pv", "cart", "fav", "buy"])[rng.choice(4, events, p=[0.89, 0.06, 0.03, 0.02])]
+    ts = 1_511_539_200 + rng.integers(0, 9 * 86_400, events)
+    table = pa.table({"u": user, "i": item, "c": item % 9_000, "b": behavior, "t": ts})
+    pacsv.write_csv(table, path, write_options=pacsv.WriteOptions(include_header=False))
+    top = np.bincount(rank, minlength=items)
+    return {
+        "users": users,
+        "items": items,
+        "zipf": zipf,
+        "top_item_share": float(top.max() / events),
+        "top_1pct_items_share": float(np.sort(top)[::-1][: max(1, items // 100)].sum() / events),
+    }
+
+
 # ---------------------------------------------------------------------------------------------- stages
-def _ingest_duckdb(csv: Path, work: Path) -> dict[str, Any]:
+def _ingest_duckdb(csv: Path, work: Path, opts: dict[str, Any]) -> dict[str, Any]:
     from behaviorlm.config import IngestConfig
     from behaviorlm.data.ingest import ingest_file
     from behaviorlm.data.store import EventStore
@@ -78,7 +114,7 @@ def _ingest_duckdb(csv: Path, work: Path) -> dict[str, Any]:
     }
 
 
-def _prepare_spark(csv: Path, work: Path) -> dict[str, Any]:
+def _prepare_spark(csv: Path, work: Path, opts: dict[str, Any]) -> dict[str, Any]:
     from behaviorlm.config import IngestConfig
     from behaviorlm.data.spark import prepare_spark, spark_session
 
@@ -98,7 +134,7 @@ def _prepare_spark(csv: Path, work: Path) -> dict[str, Any]:
     }
 
 
-def _sequences(csv: Path, work: Path) -> dict[str, Any]:
+def _sequences(csv: Path, work: Path, opts: dict[str, Any]) -> dict[str, Any]:
     from behaviorlm.data.store import EventStore
 
     started = time.perf_counter()
@@ -114,13 +150,13 @@ def _sequences(csv: Path, work: Path) -> dict[str, Any]:
     }
 
 
-def _train_epoch(csv: Path, work: Path) -> dict[str, Any]:
+def _train_epoch(csv: Path, work: Path, opts: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from behaviorlm.data.store import EventStore
     from behaviorlm.models.transformer import BehaviorTransformer
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(opts["threads"])
     with EventStore(work / "store.duckdb", read_only=True) as store:
         inter = store.interactions()
     subset = inter.filter_events(inter.event_users() < TRAIN_USERS)
@@ -139,26 +175,248 @@ def _train_epoch(csv: Path, work: Path) -> dict[str, Any]:
     }
 
 
+def _train(csv: Path, work: Path, opts: dict[str, Any]) -> dict[str, Any]:
+    """The default behaviour Transformer fitted on every user over the whole catalogue, its first epoch cut
+    after ``opts["train_seconds"]`` (or at its end, if sooner); the model is saved for ``serve``.
+
+    The fit is the model's own (``BehaviorTransformer().fit``, every default); only ``loop.train`` is
+    wrapped, in this process, so that it runs one epoch whose batches stop at the time budget. Each
+    step's time is taken between the loop's requests for consecutive batches (batch slicing, forward,
+    loss, backward, clipping, AdamW, schedule); AdamW's own share through torch's global optimizer hooks.
+    """
+    import dataclasses
+
+    import torch
+    import torch.optim.optimizer as optim_hooks
+
+    from behaviorlm.data.store import EventStore
+    from behaviorlm.models.sequential import IGNORE
+    from behaviorlm.models.transformer import BehaviorTransformer
+    from behaviorlm.training import loop
+
+    torch.set_num_threads(opts["threads"])
+    started = time.perf_counter()
+    with EventStore(work / "store.duckdb", read_only=True) as store:
+        inter = store.interactions()
+    load_seconds = time.perf_counter() - started
+    budget = float(opts["train_seconds"])
+    marks: list[float] = []  # when the loop asked for each batch (the last: when it asked past the budget)
+    positions: list[int] = []  # positions with a target (trained events) in each batch
+    plan: dict[str, int] = {}
+    optimizer_seconds: list[float] = []
+    real_train = loop.train
+
+    def one_budgeted_epoch(module: Any, *, batches: Any, steps_per_epoch: int, config: Any, **kw: Any) -> Any:
+        plan["steps_per_epoch"] = steps_per_epoch
+
+        def cut(epoch: int) -> Any:
+            source = iter(batches(epoch))
+            while True:
+                marks.append(time.perf_counter())
+                if marks[-1] - marks[0] >= budget:
+                    return
+                batch = next(source, None)
+                if batch is None:
+                    return
+                positions.append(int((batch["targets"] != IGNORE).sum()))
+                yield batch
+
+        return real_train(
+            module,
+            batches=cut,
+            steps_per_epoch=steps_per_epoch,
+            config=dataclasses.replace(config, epochs=1),
+            **kw,
+        )
+
+    pre = optim_hooks.register_optimizer_step_pre_hook(
+        lambda *_: optimizer_seconds.append(-time.perf_counter())
+    )
+    post = optim_hooks.register_optimizer_step_post_hook(
+        lambda *_: optimizer_seconds.__setitem__(-1, optimizer_seconds[-1] + time.perf_counter())
+    )
+    loop.train = one_budgeted_epoch
+    try:
+        model = BehaviorTransformer()
+        fit_started = time.perf_counter()
+        model.fit(inter)
+        fit_seconds = time.perf_counter() - fit_started
+    finally:
+        loop.train = real_train
+        pre.remove()
+        post.remove()
+    steps = len(marks) - 1
+    step_s = np.diff(marks)
+    warm = min(3, steps - 1)  # the first steps pay for first-touch allocations
+    steady = float(step_s[warm:].mean())
+    lengths = inter.lengths()
+    epoch_positions = int(np.minimum(lengths[lengths >= 2] - 1, model.max_len).sum())
+    summary = model.training_summary()
+    started = time.perf_counter()
+    model.save(work / "model")
+    save_seconds = time.perf_counter() - started
+    n_params = sum(p.numel() for p in model.net_.parameters())
+    seconds_per_epoch = plan["steps_per_epoch"] * steady
+    return {
+        "seconds": float(step_s.sum()),
+        "rows_per_s": epoch_positions / seconds_per_epoch,
+        "load_seconds": load_seconds,
+        "setup_seconds": marks[0] - fit_started,
+        "fit_seconds": fit_seconds,
+        "save_seconds": save_seconds,
+        "model_mb": sum(f.stat().st_size for f in (work / "model").iterdir()) / 2**20,
+        "train_users": int((lengths >= 2).sum()),
+        "users": inter.n_users,
+        "items": inter.n_items,
+        "events": inter.n_events,
+        "epoch_positions": epoch_positions,
+        "steps_measured": steps,
+        "steps_per_epoch": plan["steps_per_epoch"],
+        "full_epoch": steps == plan["steps_per_epoch"],
+        "seconds_per_step": float(step_s.mean()),
+        "seconds_per_step_after_warmup": steady,
+        "warmup_steps_excluded": warm,
+        "optimizer_seconds_per_step": float(np.mean(optimizer_seconds[warm:steps])),
+        "positions_per_s": float(sum(positions[warm:steps]) / step_s[warm:].sum()),
+        "seconds_per_epoch": seconds_per_epoch,
+        "seconds_per_epoch_source": (
+            "measured"
+            if steps == plan["steps_per_epoch"]
+            else f"derived: steps_per_epoch x mean of {steps - warm} measured steps"
+        ),
+        "parameters": n_params,
+        "item_table_mb": model.net_.item_emb.weight.numel() * 4 / 2**20,
+        "d_model": model.d_model,
+        "max_len": model.max_len,
+        "batch_size": model.batch_size,
+        "n_negatives": model.n_negatives,
+        "loss": summary["loss"],
+        "group_by_length": summary["group_by_length"],
+        "padding_share_random_batches": summary["padding_share_random_batches"],
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def _serve(csv: Path, work: Path, opts: dict[str, Any]) -> dict[str, Any]:
+    """``behaviorlm serve`` with the ``train`` stage's model and the event store (default service settings:
+    int8 / bfloat16 serving copy, history cache preloaded when the store has at most 10^6 users), under
+    service_load.py's open-loop load of top-10 recommendations for random users."""
+    import asyncio
+    import json
+    import sys
+
+    if str(HERE) not in sys.path:
+        sys.path.insert(0, str(HERE))
+    from behaviorlm.data.store import EventStore
+    from behaviorlm.serving.security import create_key
+    from service_load import cpu_seconds, recommend_load, start_service, stop_service
+
+    store_path = work / "store.duckdb"
+    with EventStore(store_path, read_only=True) as store:
+        users = [
+            str(u)
+            for (u,) in store.rows(
+                "SELECT user_id FROM (SELECT DISTINCT user_id FROM events) USING SAMPLE 5000 ROWS (reservoir, 0)"
+            )
+        ]
+    keys_file = work / "keys.json"
+    keys_file.unlink(missing_ok=True)
+    key = create_key(keys_file, name="load", scopes=["read"])
+    config = work / "service.json"
+    config.write_text(
+        json.dumps(
+            {
+                "store": str(store_path),
+                "model": str(work / "model"),
+                "keys_file": str(keys_file),
+                "rate_limit_per_minute": 1_000_000,
+                **(
+                    {}
+                    if opts["history_cache_users"] is None
+                    else {"history_cache_users": opts["history_cache_users"]}
+                ),
+            }
+        )
+    )
+    peak, done = 0, threading.Event()
+    server_pid: list[int] = []
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            try:
+                if server_pid:
+                    peak = max(peak, psutil.Process(server_pid[0]).memory_info().rss)
+            except psutil.Error:
+                pass
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    started = time.perf_counter()
+    server, base = start_service(config, work / "server.log", wait_seconds=opts["serve_wait_seconds"])
+    server_pid.append(server.pid)
+    try:
+        startup_seconds = time.perf_counter() - started
+        ready_rss = psutil.Process(server.pid).memory_info().rss
+        import httpx
+
+        example = httpx.get(
+            f"{base}/v1/users/{users[0]}/recommendations",
+            params={"k": 10},
+            headers={"X-API-Key": key},
+            timeout=120,
+        )
+        example.raise_for_status()
+        n_items = len(example.json()["items"])
+        cpu_before = cpu_seconds(server.pid)
+        load = asyncio.run(recommend_load(base, key, users, rps=opts["rps"], seconds=opts["serve_seconds"]))
+        load["server_cpu_ms_per_request"] = (
+            1000 * (cpu_seconds(server.pid) - cpu_before) / (load["requests"] + 20)
+        )
+        end_rss = psutil.Process(server.pid).memory_info().rss
+    finally:
+        stop_service(server)
+        done.set()
+        sampler.join()
+    return {
+        "seconds": startup_seconds,
+        "rows_per_s": load["rps"],
+        "startup_seconds": startup_seconds,
+        "server_ready_rss_mb": ready_rss / 2**20,
+        "server_end_rss_mb": end_rss / 2**20,
+        "server_peak_rss_mb": peak / 2**20,
+        "example_items_returned": n_items,
+        "target_rps": opts["rps"],
+        "load_seconds": opts["serve_seconds"],
+        "k": 10,
+        "history_cache_users": opts["history_cache_users"],
+        **load,
+    }
+
+
 _STAGE_FUNCS = {
     "ingest-duckdb": _ingest_duckdb,
     "prepare-spark": _prepare_spark,
     "sequences": _sequences,
     "train-epoch": _train_epoch,
+    "train": _train,
+    "serve": _serve,
 }
 
 
-def _child(stage: str, csv: str, work: str, queue: mp.Queue) -> None:
+def _child(stage: str, csv: str, work: str, opts: dict[str, Any], queue: mp.Queue) -> None:
     try:
-        queue.put(_STAGE_FUNCS[stage](Path(csv), Path(work)))
+        queue.put(_STAGE_FUNCS[stage](Path(csv), Path(work), opts))
     except Exception as exc:  # reported by the parent with the stage's name
         queue.put({"error": f"{type(exc).__name__}: {exc}"})
 
 
-def run_stage(stage: str, csv: Path, work: Path) -> dict[str, Any]:
+def run_stage(stage: str, csv: Path, work: Path, opts: dict[str, Any]) -> dict[str, Any]:
     """Run ``stage`` in a spawned process; add the peak RSS of its whole process tree (sampled every 0.1 s)."""
     ctx = mp.get_context("spawn")
     queue: mp.Queue = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(stage, str(csv), str(work), queue))
+    proc = ctx.Process(target=_child, args=(stage, str(csv), str(work), opts, queue))
     proc.start()
     peak, done = 0, threading.Event()
 
@@ -175,7 +433,13 @@ def run_stage(stage: str, csv: Path, work: Path) -> dict[str, Any]:
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    result = queue.get()
+    result = None
+    while result is None:
+        try:
+            result = queue.get(timeout=1)
+        except Exception:  # queue.Empty: still running, or dead without an answer (e.g. killed for memory)
+            if not proc.is_alive():
+                result = {"error": f"the process exited with {proc.exitcode} and no result"}
     proc.join()
     done.set()
     sampler.join()
@@ -197,8 +461,11 @@ def render_table() -> str:
     latest: dict[tuple[int, str], dict[str, Any]] = {}
     for line in RESULTS.read_text().splitlines():
         record = json.loads(line)
-        if record.get("model", "").startswith("scale-") and record.get("dataset", "").startswith(
-            "synthetic-"
+        dataset = record.get("dataset", "")
+        if (
+            record.get("model", "").startswith("scale-")
+            and dataset.startswith("synthetic-")
+            and not dataset.startswith(CATALOGUE_DATASET)
         ):
             latest[(record["params"]["events"], record["model"][len("scale-") :])] = record
     rows = [
@@ -225,14 +492,144 @@ def render_table() -> str:
     return "\n".join(rows) + f"\n\nMachine: {machine}; CPU only.\n"
 
 
+CATALOGUE_DATASET = "synthetic-catalogue-"
+CATALOGUE_BEGIN = "<!-- catalogue-table:begin (benchmarks/run_scale.py --table) -->"
+CATALOGUE_END = "<!-- catalogue-table:end -->"
+
+
+def _short(n: int) -> str:
+    """1000000 -> '1m', 100000 -> '100k' (dataset names)."""
+    for size, suffix in ((1_000_000, "m"), (1_000, "k")):
+        if n >= size and n % size == 0:
+            return f"{n // size}{suffix}"
+    return str(n)
+
+
+def render_catalogue_table() -> str:
+    """The latest record of each (users, items, events, stage) of ``--catalogue`` runs as a Markdown table."""
+    import json
+
+    latest: dict[tuple[int, int, int, str, int], dict[str, Any]] = {}
+    for line in RESULTS.read_text().splitlines():
+        record = json.loads(line)
+        if record.get("model", "").startswith("scale-") and record.get("dataset", "").startswith(
+            CATALOGUE_DATASET
+        ):
+            p = record["params"]
+            stage = record["model"][len("scale-") :]
+            variant = record["metrics"].get("history_cache_users")  # serve: the service's cache setting
+            latest[(p["events"], p["items"], p["users"], stage, -1 if variant is None else variant)] = record
+    rows = [
+        "| users / items / events | stage | seconds | peak RSS (MB) | result |",
+        "|---:|---|---:|---:|---|",
+    ]
+    order = sorted(latest.items(), key=lambda kv: (kv[0][:3], CATALOGUE_STAGES.index(kv[0][3]), -kv[0][4]))
+    for (events, items, users, stage, cache), r in order:
+        m = r["metrics"]
+        if stage == "ingest-duckdb":
+            result = f"{m['rows_per_s']:,.0f} events/s; store {m['store_mb']:,.0f} MB"
+        elif stage == "sequences":
+            result = f"{m['rows_per_s']:,.0f} events/s; {m['users']:,} users, {m['items']:,} items in memory"
+        elif stage == "train":
+            epoch = m["seconds_per_epoch"]
+            source = (
+                "one full epoch, measured"
+                if m["full_epoch"]
+                else f"derived: {m['steps_per_epoch']:,} steps x the mean of {m['steps_measured']:,} measured "
+                f"steps, first {m['warmup_steps_excluded']} excluded"
+            )
+            hours = f" = {epoch / 3600:.1f} h" if epoch >= 360 else ""
+            result = (
+                f"{m['steps_measured']:,} of {m['steps_per_epoch']:,} steps ({m['batch_size']} users each): "
+                f"{m['seconds_per_step_after_warmup']:.2f} s/step, of which AdamW "
+                f"{m['optimizer_seconds_per_step']:.2f} s; {m['positions_per_s']:,.0f} events/s; "
+                f"**{epoch:,.0f} s per epoch{hours}** ({source}); "
+                f"d_model {m['d_model']}, max_len {m['max_len']}, loss {m['loss']}, "
+                f"{m['n_negatives']:,} negatives, {m['parameters'] / 1e6:.0f} M parameters "
+                f"(item table {m['item_table_mb']:,.0f} MB); load from store {m['load_seconds']:.0f} s, "
+                f"setup {m['setup_seconds']:.0f} s, save {m['save_seconds']:.0f} s ({m['model_mb']:,.0f} MB)"
+            )
+        else:
+            cached = (
+                "history cache preloaded (default)"
+                if cache == -1
+                else f"history_cache_users = {cache:,}"
+                + (" (every request reads the store)" if cache == 0 else "")
+            )
+            result = (
+                f"{cached}: top-10 p50 **{m['p50_ms']:.1f} ms**, p99 **{m['p99_ms']:.1f} ms**, max {m['max_ms']:.0f} ms "
+                f"at {m['rps']:.1f} req/s for {m['load_seconds']:.0f} s ({m['requests']:,} requests, "
+                f"{m['errors']} errors; {m['server_cpu_ms_per_request']:.1f} CPU ms/request); service up in "
+                f"{m['startup_seconds']:.0f} s at {m['server_ready_rss_mb']:,.0f} MB, service peak "
+                f"{m['server_peak_rss_mb']:,.0f} MB"
+            )
+        peak = m["server_peak_rss_mb"] if stage == "serve" else r["peak_rss_mb"]
+        rows.append(
+            f"| {users:,} / {items:,} / {events:,} | {stage} | {m['seconds']:,.1f} | {peak:,.0f} | {result} |"
+        )
+    machine = next(iter(latest.values()))["machine"] if latest else "n/a"
+    threads = {r["params"].get("threads") for r in latest.values()}
+    return "\n".join(rows) + (
+        f"\n\nMachine: {machine}; CPU only; every stage pinned to one core with "
+        f"{', '.join(str(t) for t in sorted(threads, key=str))} thread(s) "
+        "(`taskset -c 1`, `--threads 1`, `OMP_NUM_THREADS=1`, `BEHAVIORLM_TORCH_THREADS=1`). "
+        "Seconds: ingest and sequences wall time; train the measured steps; serve the service's start-up. "
+        "Peak RSS: the stage's process tree, for serve the service process alone.\n"
+    )
+
+
+def _replace_between(text: str, begin: str, end: str, body: str) -> str:
+    if begin not in text or end not in text:
+        raise SystemExit(f"{DOC} has no {begin} ... {end} markers")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return head + begin + "\n" + body + end + tail
+
+
 def write_table() -> None:
-    text = DOC.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{DOC} has no {BEGIN} ... {END} markers")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    DOC.write_text(head + BEGIN + "\n" + render_table() + END + tail)
-    print(f"wrote the table to {DOC}")
+    text = _replace_between(DOC.read_text(), BEGIN, END, render_table())
+    text = _replace_between(text, CATALOGUE_BEGIN, CATALOGUE_END, render_catalogue_table())
+    DOC.write_text(text)
+    print(f"wrote the tables to {DOC}")
+
+
+def _record(dataset: str, stage: str, result: dict[str, Any], params: dict[str, Any]) -> None:
+    append_jsonl(
+        RESULTS,
+        {
+            "dataset": dataset,
+            "model": f"scale-{stage}",
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "git_commit": git_commit(),
+            "machine": machine_description(),
+            "metrics": {k: v for k, v in result.items() if k != "peak_rss_mb"},
+            "params": params,
+            "peak_rss_mb": result["peak_rss_mb"],
+        },
+    )
+
+
+def run_catalogue(args: argparse.Namespace, stages: list[str], root: Path, opts: dict[str, Any]) -> None:
+    """``--catalogue``: one generated log of ``--users`` users, ``--items`` items, ``--events`` events."""
+    work = root / f"catalogue-{args.users}-{args.items}-{args.events}"
+    work.mkdir(parents=True, exist_ok=True)
+    csv = work / "UserBehavior.csv"
+    started = time.perf_counter()
+    shape = generate_catalogue(csv, users=args.users, items=args.items, events=args.events, zipf=args.zipf)
+    print(f"generated {args.events:,} events in {time.perf_counter() - started:.0f} s: {shape}", flush=True)
+    dataset = f"{CATALOGUE_DATASET}{_short(args.items)}"
+    params = {
+        "events": args.events,
+        "csv_mb": csv.stat().st_size / 2**20,
+        **shape,
+        "threads": args.threads,
+        "cores": len(psutil.Process().cpu_affinity()),
+        **({"train_seconds": args.train_seconds} if "train" in stages else {}),
+    }
+    for stage in stages:
+        result = run_stage(stage, csv, work, opts)
+        print(f"{dataset} {stage:<14} {result}", flush=True)
+        _record(dataset, stage, result, params)
 
 
 def main() -> None:
@@ -240,48 +637,74 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--sizes", default="100000,1000000,10000000")
-    parser.add_argument("--stages", default=",".join(STAGES))
+    parser.add_argument("--stages", default=None, help="Default: every stage of the mode.")
     parser.add_argument("--work", type=Path, default=None, help="Scratch directory (default: a temp dir).")
     parser.add_argument(
-        "--table", action="store_true", help="Only render docs/scale.md's table from results.jsonl."
+        "--table", action="store_true", help="Only render docs/scale.md's tables from results.jsonl."
+    )
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of the training stages.")
+    catalogue = parser.add_argument_group("catalogue scale (--catalogue)")
+    catalogue.add_argument(
+        "--catalogue",
+        action="store_true",
+        help="One log of --users users x --items items x --events events (Zipf popularity) instead of --sizes; "
+        f"stages {list(CATALOGUE_STAGES)}.",
+    )
+    catalogue.add_argument("--users", type=int, default=1_000_000)
+    catalogue.add_argument("--items", type=int, default=1_000_000)
+    catalogue.add_argument("--events", type=int, default=20_000_000)
+    catalogue.add_argument("--zipf", type=float, default=1.0, help="Popularity exponent (rank ** -zipf).")
+    catalogue.add_argument(
+        "--train-seconds", type=float, default=600, help="Time budget of the train stage's one epoch."
+    )
+    catalogue.add_argument("--rps", type=float, default=10, help="Recommendation requests per second.")
+    catalogue.add_argument("--serve-seconds", type=float, default=60, help="Length of the load.")
+    catalogue.add_argument(
+        "--history-cache-users",
+        type=int,
+        default=None,
+        help="The service's history_cache_users (default: the service's own default).",
+    )
+    catalogue.add_argument(
+        "--serve-wait", type=float, default=1800, help="Seconds the service may take to start."
     )
     args = parser.parse_args()
     if args.table:
         write_table()
         return
-    stages = [s for s in args.stages.split(",") if s]
-    unknown = sorted(set(stages) - set(STAGES))
+    known = CATALOGUE_STAGES if args.catalogue else STAGES
+    stages = [s for s in (args.stages or ",".join(known)).split(",") if s]
+    unknown = sorted(set(stages) - set(known))
     if unknown:
-        parser.error(f"--stages: unknown {unknown}; stages are {list(STAGES)}")
+        parser.error(f"--stages: unknown {unknown}; stages are {list(known)}")
+    opts = {
+        "threads": args.threads,
+        "train_seconds": args.train_seconds,
+        "rps": args.rps,
+        "serve_seconds": args.serve_seconds,
+        "serve_wait_seconds": args.serve_wait,
+        "history_cache_users": args.history_cache_users,
+    }
     root = args.work or Path(tempfile.mkdtemp(prefix="behaviorlm-scale-"))
     try:
-        for size in (int(s) for s in args.sizes.split(",")):
-            work = root / str(size)
-            work.mkdir(parents=True, exist_ok=True)
-            csv = work / "UserBehavior.csv"
-            shape = generate(csv, events=size)
-            csv_mb = csv.stat().st_size / 2**20
-            for stage in stages:
-                result = run_stage(stage, csv, work)
-                print(
-                    f"{size:>10,} events  {stage:<14} {result['seconds']:8.1f} s  "
-                    f"{result['rows_per_s']:>12,.0f} events/s  peak {result['peak_rss_mb']:8.0f} MB",
-                    flush=True,
-                )
-                append_jsonl(
-                    RESULTS,
-                    {
-                        "dataset": f"synthetic-{size}",
-                        "model": f"scale-{stage}",
-                        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-                        "git_commit": git_commit(),
-                        "machine": machine_description(),
-                        "metrics": {k: v for k, v in result.items() if k != "peak_rss_mb"},
-                        "params": {"events": size, "csv_mb": csv_mb, **shape},
-                        "peak_rss_mb": result["peak_rss_mb"],
-                    },
-                )
-            shutil.rmtree(work / "spark-out", ignore_errors=True)
+        if args.catalogue:
+            run_catalogue(args, stages, root, opts)
+        else:
+            for size in (int(s) for s in args.sizes.split(",")):
+                work = root / str(size)
+                work.mkdir(parents=True, exist_ok=True)
+                csv = work / "UserBehavior.csv"
+                shape = generate(csv, events=size)
+                csv_mb = csv.stat().st_size / 2**20
+                for stage in stages:
+                    result = run_stage(stage, csv, work, opts)
+                    print(
+                        f"{size:>10,} events  {stage:<14} {result['seconds']:8.1f} s  "
+                        f"{result['rows_per_s']:>12,.0f} events/s  peak {result['peak_rss_mb']:8.0f} MB",
+                        flush=True,
+                    )
+                    _record(f"synthetic-{size}", stage, result, {"events": size, "csv_mb": csv_mb, **shape})
+                shutil.rmtree(work / "spark-out", ignore_errors=True)
     finally:
         if args.work is None:
             shutil.rmtree(root, ignore_errors=True)

@@ -46,6 +46,34 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def start_service(config: Path, log: Path, *, wait_seconds: float = 60) -> tuple[subprocess.Popen, str]:
+    """Start ``behaviorlm serve --config config`` on a free loopback port (output to ``log``) and wait until
+    ``/v1/health`` answers: (the server process, its base URL). Raises if it exits or is not up in time."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "behaviorlm.cli.main", "serve", "--config", str(config), "--port", str(port)],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + wait_seconds
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"behaviorlm serve exited with {server.returncode}; see {log}")
+        try:
+            if httpx.get(f"{base}/v1/health", timeout=1).status_code == 200:
+                return server, base
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    stop_service(server)
+    raise RuntimeError(f"behaviorlm serve was not up after {wait_seconds:.0f} s; see {log}")
+
+
+def stop_service(server: subprocess.Popen) -> None:
+    server.send_signal(signal.SIGTERM)
+    server.wait(timeout=60)
+
+
 def prepare(workdir: Path) -> tuple[Path, list[str]]:
     """Store with Amazon Beauty, a Beauty-sized model, a keys file and a service config."""
     from behaviorlm.data.datasets import ingest_dataset
@@ -185,29 +213,8 @@ def main() -> None:
         workdir = Path(tmp)
         config, users = prepare(workdir)
         key = (workdir / "key").read_text()
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "behaviorlm.cli.main",
-                "serve",
-                "--config",
-                str(config),
-                "--port",
-                str(port),
-            ],
-            stdout=(workdir / "server.log").open("wb"),
-            stderr=subprocess.STDOUT,
-        )
+        server, base = start_service(config, workdir / "server.log")
         try:
-            for _ in range(600):
-                try:
-                    if httpx.get(f"{base}/v1/health", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
             cpu_before = cpu_seconds(server.pid)
             recommend = asyncio.run(recommend_load(base, key, users, rps=args.rps, seconds=args.seconds))
             recommend["server_cpu_ms_per_request"] = (
@@ -218,8 +225,7 @@ def main() -> None:
                 events_load(base, key, batch=args.batch, batches=args.batches, clients=args.clients)
             )
         finally:
-            server.send_signal(signal.SIGTERM)
-            server.wait(timeout=60)
+            stop_service(server)
         with EventStore(workdir / "events.duckdb", read_only=True) as store:
             stored = store.scalar("SELECT count(*) FROM events WHERE event_id LIKE 'load-%'")
         events["stored"] = stored
