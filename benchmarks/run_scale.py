@@ -237,7 +237,9 @@ def _train(csv: Path, work: Path, opts: dict[str, Any]) -> dict[str, Any]:
     )
     loop.train = one_budgeted_epoch
     try:
-        model = BehaviorTransformer()
+        model = BehaviorTransformer(
+            **({} if opts["batch_size"] is None else {"batch_size": opts["batch_size"]})
+        )
         fit_started = time.perf_counter()
         model.fit(inter)
         fit_seconds = time.perf_counter() - fit_started
@@ -509,7 +511,7 @@ def render_catalogue_table() -> str:
     """The latest record of each (users, items, events, stage) of ``--catalogue`` runs as a Markdown table."""
     import json
 
-    latest: dict[tuple[int, int, int, str, int], dict[str, Any]] = {}
+    latest: dict[tuple[int, int, int, str, tuple[Any, ...]], dict[str, Any]] = {}
     for line in RESULTS.read_text().splitlines():
         record = json.loads(line)
         if record.get("model", "").startswith("scale-") and record.get("dataset", "").startswith(
@@ -517,15 +519,20 @@ def render_catalogue_table() -> str:
         ):
             p = record["params"]
             stage = record["model"][len("scale-") :]
-            variant = record["metrics"].get("history_cache_users")  # serve: the service's cache setting
-            latest[(p["events"], p["items"], p["users"], stage, -1 if variant is None else variant)] = record
+            # Variants of a stage: serve's history cache setting and request rate, train's batch size.
+            m = record["metrics"]
+            variant = (m.get("history_cache_users"), m.get("target_rps"), m.get("batch_size"))
+            latest[(p["events"], p["items"], p["users"], stage, variant)] = record
     rows = [
         "| users / items / events | stage | seconds | peak RSS (MB) | result |",
         "|---:|---|---:|---:|---|",
     ]
-    order = sorted(latest.items(), key=lambda kv: (kv[0][:3], CATALOGUE_STAGES.index(kv[0][3]), -kv[0][4]))
-    for (events, items, users, stage, cache), r in order:
+    order = sorted(
+        latest.items(), key=lambda kv: (kv[0][:3], CATALOGUE_STAGES.index(kv[0][3]), kv[1]["date"])
+    )
+    for (events, items, users, stage, _), r in order:
         m = r["metrics"]
+        cache = m.get("history_cache_users")
         if stage == "ingest-duckdb":
             result = f"{m['rows_per_s']:,.0f} events/s; store {m['store_mb']:,.0f} MB"
         elif stage == "sequences":
@@ -552,13 +559,13 @@ def render_catalogue_table() -> str:
         else:
             cached = (
                 "history cache preloaded (default)"
-                if cache == -1
+                if cache is None
                 else f"history_cache_users = {cache:,}"
                 + (" (every request reads the store)" if cache == 0 else "")
             )
             result = (
-                f"{cached}: top-10 p50 **{m['p50_ms']:.1f} ms**, p99 **{m['p99_ms']:.1f} ms**, max {m['max_ms']:.0f} ms "
-                f"at {m['rps']:.1f} req/s for {m['load_seconds']:.0f} s ({m['requests']:,} requests, "
+                f"{cached}: top-10 p50 **{m['p50_ms']:,.1f} ms**, p99 **{m['p99_ms']:,.1f} ms**, max {m['max_ms']:,.0f} ms "
+                f"at {m['rps']:.1f} req/s (open loop, {m['target_rps']:g} scheduled) for {m['load_seconds']:.0f} s ({m['requests']:,} requests, "
                 f"{m['errors']} errors; {m['server_cpu_ms_per_request']:.1f} CPU ms/request); service up in "
                 f"{m['startup_seconds']:.0f} s at {m['server_ready_rss_mb']:,.0f} MB, service peak "
                 f"{m['server_peak_rss_mb']:,.0f} MB"
@@ -657,6 +664,9 @@ def main() -> None:
     catalogue.add_argument(
         "--train-seconds", type=float, default=600, help="Time budget of the train stage's one epoch."
     )
+    catalogue.add_argument(
+        "--batch-size", type=int, default=None, help="train: the model's batch_size (default: its default)."
+    )
     catalogue.add_argument("--rps", type=float, default=10, help="Recommendation requests per second.")
     catalogue.add_argument("--serve-seconds", type=float, default=60, help="Length of the load.")
     catalogue.add_argument(
@@ -684,6 +694,7 @@ def main() -> None:
         "serve_seconds": args.serve_seconds,
         "serve_wait_seconds": args.serve_wait,
         "history_cache_users": args.history_cache_users,
+        "batch_size": args.batch_size,
     }
     root = args.work or Path(tempfile.mkdtemp(prefix="behaviorlm-scale-"))
     try:
