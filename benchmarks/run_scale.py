@@ -13,8 +13,21 @@ whose peak memory (the whole process tree: the Spark JVM and its Python workers 
     .venv/bin/python benchmarks/run_scale.py                    # 1e5, 1e6, 1e7
     .venv/bin/python benchmarks/run_scale.py --sizes 100000 --stages ingest-duckdb,sequences
 
-Each (size, stage) is one line of benchmarks/results.jsonl (dataset ``synthetic-<N>``, model ``scale-<stage>``);
-``make_tables.py`` renders them in docs/scale.md's table.
+``--catalogue`` (issue 24, item 5) generates one log over an exact catalogue instead: ``--users`` users,
+``--items`` items (default 10^6 each; bounded Zipf popularity) and ``--events`` events (2 x 10^7), see
+:func:`generate_catalogue`, and runs ``ingest-duckdb``, ``sequences`` and
+
+* ``train``: the default behaviour Transformer (``BehaviorTransformer().fit``, every default) over all users
+  and the whole item table, its first epoch cut after ``--train-seconds``; seconds per epoch are derived
+  from the measured steps (or measured, when the epoch ends within the budget); the model is saved;
+* ``serve``: ``behaviorlm serve`` with that model and the store, under service_load.py's open-loop load of
+  top-10 recommendations (``--rps`` for ``--serve-seconds``); the service's own peak RSS is sampled.
+
+    taskset -c 1 env OMP_NUM_THREADS=1 BEHAVIORLM_TORCH_THREADS=1 \\
+        .venv/bin/python benchmarks/run_scale.py --catalogue --threads 1 --work /tmp/catalogue
+
+Each (size, stage) is one line of benchmarks/results.jsonl (dataset ``synthetic-<N>``, or
+``synthetic-catalogue-<items>``, model ``scale-<stage>``); ``--table`` renders them in docs/scale.md's tables.
 """
 
 from __future__ import annotations
