@@ -216,7 +216,7 @@ def test_train_with_item_knowledge_saves_the_item_features(tmp_path: Path) -> No
 
 
 def test_help_lists_every_registered_model() -> None:
-    from behaviorlm.cli.main import MODEL_NAMES
+    from behaviorlm.cli.common import MODEL_NAMES
     from behaviorlm.models.registry import model_registry
 
     assert MODEL_NAMES.split(", ") == sorted(model_registry())

@@ -398,7 +398,7 @@ def test_the_cli_names_a_tampered_model_in_one_line(tampered, deployment, monkey
     import uvicorn
     from typer.testing import CliRunner
 
-    from behaviorlm.cli.main import SPLIT_FILE
+    from behaviorlm.cli.common import SPLIT_FILE
     from behaviorlm.cli.main import app as cli
 
     def never(*args, **kwargs):
