@@ -38,7 +38,6 @@ TOP_K = 10
 """Recommendations shown for a user."""
 
 
-
 STATIC = Path(__file__).parent / "static"
 """The page's sources, shipped as package data: ``dashboard.html`` (the template), ``dashboard.css``,
 ``dashboard.js`` and ``icon.svg`` (without an icon, browsers ask for ``/favicon.ico`` and log the 404)."""
