@@ -6,14 +6,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from behaviorlm.models.gru4rec import GRU4Rec
 from behaviorlm.models.pretraining import (
     MaskedBehaviorPretrainer,
-    fit_from_pretrained,
-    load_encoder_state,
     mask_events,
 )
 from behaviorlm.models.sequential import IGNORE
-from behaviorlm.models.transformer import BehaviorTransformer, BehaviorTransformerNet
+from behaviorlm.models.transformer import BehaviorTransformer, BehaviorTransformerNet, load_encoder_state
 from behaviorlm.testing.synthetic import funnel_sequences, hold_out_last_event, successor_sequences
 
 ENCODER = {"d_model": 32, "n_layers": 1, "n_heads": 2, "dropout": 0.0, "max_len": 12}
@@ -98,7 +97,7 @@ def test_encoder_state_fits_a_plain_encoder_and_survives_save_load(tmp_path) -> 
         torch.testing.assert_close(on_disk[key], value)
 
 
-def test_fit_from_pretrained_starts_from_the_pretrained_encoder() -> None:
+def test_init_encoder_starts_from_the_pretrained_encoder() -> None:
     data = successor_sequences(n_users=200, n_items=40, length=13, seed=4)
     held = hold_out_last_event(data)
     pretrainer = MaskedBehaviorPretrainer(**{**PRETRAIN, "epochs": 5}).fit(held.train)
@@ -106,14 +105,14 @@ def test_fit_from_pretrained_starts_from_the_pretrained_encoder() -> None:
 
     # One step at a negligible learning rate leaves the network where the pretrained encoder put it.
     frozen = BehaviorTransformer(**ENCODER, epochs=1, lr=1e-12, batch_size=1000)
-    fit_from_pretrained(frozen, state, held.train)
+    frozen.fit(held.train, init_encoder=state)
     for key, value in frozen.net_.state_dict().items():
         torch.testing.assert_close(value, state[key], atol=1e-6, rtol=0)
-    assert "_build_net" not in vars(frozen)  # the injected builder is gone again
+    assert not hasattr(frozen, "_init_encoder")  # nothing of the call stays on the model
 
     # Fine-tuning from the pretrained encoder then learns the next item.
-    tuned = fit_from_pretrained(
-        BehaviorTransformer(**ENCODER, epochs=20, lr=5e-3, batch_size=50), state, held.train
+    tuned = BehaviorTransformer(**ENCODER, epochs=20, lr=5e-3, batch_size=50).fit(
+        held.train, init_encoder=state
     )
     recs = tuned.recommend(held.users, k=1, exclude_seen=False)
     assert float((recs.items[:, 0] == held.targets).mean()) > 0.9
@@ -123,10 +122,13 @@ def test_a_mismatched_encoder_is_refused_with_the_reason() -> None:
     data = successor_sequences(n_users=30, n_items=20, length=8, seed=5)
     state = MaskedBehaviorPretrainer(**{**PRETRAIN, "epochs": 1}).fit(data).encoder_state()
     with pytest.raises(ValueError, match=r"pos_emb.weight has shape \(12, 32\), this model needs \(8, 32\)"):
-        fit_from_pretrained(BehaviorTransformer(**{**ENCODER, "max_len": 8}, epochs=1), state, data)
+        BehaviorTransformer(**{**ENCODER, "max_len": 8}, epochs=1).fit(data, init_encoder=state)
     other_catalogue = successor_sequences(n_users=30, n_items=25, length=8, seed=5)
     with pytest.raises(ValueError, match=r"item_emb\.weight"):
-        fit_from_pretrained(BehaviorTransformer(**ENCODER, epochs=1), state, other_catalogue)
+        BehaviorTransformer(**ENCODER, epochs=1).fit(other_catalogue, init_encoder=state)
+    # A model without a Transformer encoder says so before training.
+    with pytest.raises(TypeError, match=r"GRU4Rec\.fit: init_encoder needs a Transformer encoder"):
+        GRU4Rec(epochs=1).fit(data, init_encoder=state)
 
 
 def test_bad_arguments_are_named() -> None:

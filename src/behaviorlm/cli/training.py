@@ -147,13 +147,8 @@ def train(
         with status:
             started = time.perf_counter()
             if encoder_state is not None:
-                from behaviorlm.models.pretraining import fit_from_pretrained
-
-                fit_from_pretrained(
-                    estimator, encoder_state, sp.train, valid=RankingValidation(sp.train, sp.valid)
-                )
-            else:
-                estimator.fit(sp.train, valid=RankingValidation(sp.train, sp.valid), **fit_kwargs)
+                fit_kwargs["init_encoder"] = encoder_state
+            estimator.fit(sp.train, valid=RankingValidation(sp.train, sp.valid), **fit_kwargs)
             seconds = time.perf_counter() - started
         if not main_process:
             return

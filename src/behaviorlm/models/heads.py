@@ -37,9 +37,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from behaviorlm.data.sequences import Interactions
-from behaviorlm.models.pretraining import EncoderModel, load_encoder_state
+from behaviorlm.models.pretraining import EncoderModel
 from behaviorlm.models.sequential import IGNORE, SequenceTensors
-from behaviorlm.models.transformer import BehaviorTransformerNet
+from behaviorlm.models.transformer import BehaviorTransformerNet, load_encoder_state
 from behaviorlm.training.loop import Batch, seed_everything
 
 

@@ -15,9 +15,8 @@ The ``[MASK]`` tokens are one extra row in each of the item and event-type embed
 *after* the padding row, so the encoder reads them as real events and its padding index is unchanged.
 :meth:`MaskedBehaviorPretrainer.encoder_state` drops those rows again: what it returns loads directly
 into a :class:`~behaviorlm.models.transformer.BehaviorTransformerNet` of the same architecture and
-catalogue, i.e. into the task heads of :mod:`behaviorlm.models.heads` (``fit(..., init_encoder=...)``)
-or into a next-item :class:`~behaviorlm.models.transformer.BehaviorTransformer`
-(:func:`fit_from_pretrained`).
+catalogue: every model on that encoder takes it as ``fit(..., init_encoder=state)`` — the task heads of
+:mod:`behaviorlm.models.heads` and the next-item :class:`~behaviorlm.models.transformer.BehaviorTransformer`.
 
 References: Sun et al., "BERT4Rec: Sequential Recommendation with Bidirectional Encoder Representations
 from Transformer", CIKM 2019 (the cloze objective over items); Devlin et al., "BERT", NAACL 2019.
@@ -31,7 +30,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -43,12 +42,10 @@ from torch import nn
 
 from behaviorlm.data.sequences import Interactions
 from behaviorlm.estimator import Estimator, json_params
-from behaviorlm.models.base import Validation
 from behaviorlm.models.sequential import (
     IGNORE,
     EventHistory,
     SequenceTensors,
-    SequentialRecommender,
     raw_history,
 )
 from behaviorlm.models.transformer import BehaviorTransformerNet
@@ -289,30 +286,6 @@ class EncoderModel(Estimator):
         model.net_.load_state_dict(load_file(str(path / WEIGHTS_FILE)))
         model.net_.eval()
         return model
-
-
-def load_encoder_state(encoder: BehaviorTransformerNet, state: Mapping[str, torch.Tensor]) -> None:
-    """Copy pretrained encoder weights into ``encoder``, or say which key or shape does not fit.
-
-    ``state`` is what :meth:`MaskedBehaviorPretrainer.encoder_state` returns (or the state dict of any
-    :class:`BehaviorTransformerNet`). A mismatch means the two models differ in architecture arguments
-    (``d_model``, ``n_layers``, ``max_len``, ``n_time_buckets``, ...) or in catalogue / event types.
-    """
-    expected = encoder.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise ValueError(
-            f"pretrained encoder state does not fit: missing keys {missing[:5]}, unexpected keys {unexpected[:5]} "
-            "(were both models built with the same n_layers and n_time_buckets?)"
-        )
-    for key, value in expected.items():
-        if tuple(state[key].shape) != tuple(value.shape):
-            raise ValueError(
-                f"pretrained encoder state does not fit: {key} has shape {tuple(state[key].shape)}, "
-                f"this model needs {tuple(value.shape)} (same d_model, max_len, catalogue and event types?)"
-            )
-    encoder.load_state_dict(dict(state))
 
 
 # ---------------------------------------------------------------------------------------- masking
@@ -568,37 +541,3 @@ class MaskedBehaviorPretrainer(EncoderModel):
         path.parent.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in self.encoder_state().items()}, str(path))
         return path
-
-
-def fit_from_pretrained(
-    model: SequentialRecommender,
-    encoder_state: Mapping[str, torch.Tensor],
-    train: Interactions,
-    *,
-    valid: Validation | None = None,
-) -> SequentialRecommender:
-    """Fit a next-item recommender whose encoder starts from pretrained weights; returns ``model``.
-
-    ``model`` is an unfitted :class:`~behaviorlm.models.transformer.BehaviorTransformer` (or another
-    :class:`SequentialRecommender` whose network is a :class:`BehaviorTransformerNet`) built with the
-    pretrainer's :meth:`~EncoderModel.encoder_params`; ``train`` must use the pretrainer's catalogue and
-    event types. Fitting is otherwise exactly ``model.fit(train, valid=valid)`` (causal fine-tuning
-    of the whole network with next-item cross-entropy).
-    """
-    build = model._build_net
-
-    def build_pretrained(**build_args: Any) -> nn.Module:
-        # Whatever the recommender passes its builder (sizes, item features) goes through unchanged.
-        net = build(**build_args)
-        if not isinstance(net, BehaviorTransformerNet):
-            raise TypeError(f"{type(model).__name__} does not use a BehaviorTransformerNet encoder")
-        load_encoder_state(net, encoder_state)
-        return net
-
-    # The recommender builds its network inside fit; shadowing the builder on the instance for this one
-    # call injects the pretrained weights without a constructor argument (those must stay JSON).
-    model._build_net = build_pretrained  # type: ignore[method-assign]
-    try:
-        return model.fit(train, valid=valid)
-    finally:
-        del model._build_net

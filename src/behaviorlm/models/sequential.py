@@ -39,7 +39,7 @@ from __future__ import annotations
 import copy
 import warnings
 from abc import abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -445,6 +445,10 @@ class SequentialRecommender(Recommender):
         self.compile = compile
         self.item_init = item_init
 
+    def _load_encoder(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Copy pretrained encoder weights into the freshly built ``net_`` (models with a Transformer encoder)."""
+        raise TypeError(f"{type(self).__name__} has no Transformer encoder to start from pretrained weights")
+
     @abstractmethod
     def _build_net(
         self, *, n_items: int, n_event_types: int, item_features: dict[str, torch.Tensor] | None
@@ -461,6 +465,7 @@ class SequentialRecommender(Recommender):
         *,
         valid: Validation | None = None,
         item_features: ItemFeatures | None = None,
+        init_encoder: Mapping[str, torch.Tensor] | None = None,
         teacher: SequentialRecommender | None = None,
         distill_alpha: float | None = None,
         distill_temperature: float | None = None,
@@ -474,7 +479,17 @@ class SequentialRecommender(Recommender):
         with weight ``distill_alpha`` (default 0.5) on the teacher's softened distribution at temperature
         ``distill_temperature`` (default 2.0). The teacher reads its own window (its ``max_len`` and time
         buckets) of the same sequences, in eval mode and without gradients, and is left unchanged.
+
+        ``init_encoder`` (``MaskedBehaviorPretrainer.encoder_state()``, pretrained with this model's
+        architecture arguments, catalogue and event types) starts the network from those weights and
+        fine-tunes all of it; a tensor that does not fit is a ``ValueError`` naming it.
         """
+        if init_encoder is not None and type(self)._load_encoder is SequentialRecommender._load_encoder:
+            raise TypeError(
+                f"{type(self).__name__}.fit: init_encoder needs a Transformer encoder; {type(self).__name__} "
+                "has none (pretrain a BehaviorTransformer, or train this model from scratch)"
+            )
+        self._init_encoder = init_encoder
         if item_features is not None and item_features.n_items != train.n_items:
             raise ValueError(
                 f"item_features describe {item_features.n_items} items but the training data has {train.n_items}"
@@ -498,7 +513,7 @@ class SequentialRecommender(Recommender):
         try:
             return super().fit(train, valid=valid)
         finally:
-            del self._item_features, self._distillation
+            del self._item_features, self._distillation, self._init_encoder
 
     def _check_teacher(
         self, teacher: SequentialRecommender, train: Interactions, *, alpha: float, temperature: float
@@ -571,6 +586,8 @@ class SequentialRecommender(Recommender):
             n_event_types=len(train.event_type_vocab),
             item_features=self._item_features,
         )
+        if self._init_encoder is not None:  # pretrained weights (MaskedBehaviorPretrainer.encoder_state())
+            self._load_encoder(self._init_encoder)
         if self.item_init == "text":
             init_from_text(self.net_.item_emb.weight, self._item_features["text"])
         self.net_ = self.net_.to(device)

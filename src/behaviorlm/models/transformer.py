@@ -18,6 +18,7 @@ Vaswani et al., NeurIPS 2017 and Xiong et al., ICML 2020 (pre-norm blocks).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -222,6 +223,9 @@ class BehaviorTransformer(SequentialRecommender):
         self.n_heads = n_heads
         self.dropout = dropout
 
+    def _load_encoder(self, state: Mapping[str, torch.Tensor]) -> None:
+        load_encoder_state(self.net_, state)
+
     def _build_net(
         self, *, n_items: int, n_event_types: int, item_features: dict[str, torch.Tensor] | None = None
     ) -> nn.Module:
@@ -236,3 +240,27 @@ class BehaviorTransformer(SequentialRecommender):
             n_time_buckets=self.n_time_buckets,
             item_features=item_features,
         )
+
+
+def load_encoder_state(encoder: BehaviorTransformerNet, state: Mapping[str, torch.Tensor]) -> None:
+    """Copy pretrained encoder weights into ``encoder``, or say which key or shape does not fit.
+
+    ``state`` is what :meth:`MaskedBehaviorPretrainer.encoder_state` returns (or the state dict of any
+    :class:`BehaviorTransformerNet`). A mismatch means the two models differ in architecture arguments
+    (``d_model``, ``n_layers``, ``max_len``, ``n_time_buckets``, ...) or in catalogue / event types.
+    """
+    expected = encoder.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise ValueError(
+            f"pretrained encoder state does not fit: missing keys {missing[:5]}, unexpected keys {unexpected[:5]} "
+            "(were both models built with the same n_layers and n_time_buckets?)"
+        )
+    for key, value in expected.items():
+        if tuple(state[key].shape) != tuple(value.shape):
+            raise ValueError(
+                f"pretrained encoder state does not fit: {key} has shape {tuple(state[key].shape)}, "
+                f"this model needs {tuple(value.shape)} (same d_model, max_len, catalogue and event types?)"
+            )
+    encoder.load_state_dict(dict(state))
