@@ -21,6 +21,9 @@ The checks:
 * :func:`check_recommend_contract` — ``k`` distinct unseen items per user, sorted by score.
 * :func:`check_beats_reference` — HR@10 on held-out last events of
   :func:`~behaviorlm.testing.synthetic.planted_pattern_interactions` beats a reference model.
+
+Models that do not rank items (task heads, the pretrainer, the purchase GNN) pass :func:`check_model`: the
+same parameter, unfitted, determinism and save/load checks over whatever they predict.
 """
 
 from __future__ import annotations
@@ -28,11 +31,13 @@ from __future__ import annotations
 import json
 import tempfile
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
 
 from behaviorlm.data.sequences import Interactions
+from behaviorlm.estimator import json_params
 from behaviorlm.models.base import Recommender, ScoringBatch
 from behaviorlm.models.registry import load_model, model_registry
 from behaviorlm.testing.synthetic import HeldOutLastEvent, hold_out_last_event, planted_pattern_interactions
@@ -329,3 +334,63 @@ def check_recommender(
         return {}
     model_hr, reference_hr = check_beats_reference(make_model, data=data, reference=must_beat)
     return {"hr@10": model_hr, "reference_hr@10": reference_hr}
+
+
+def check_model(
+    make_model: Callable[[], Any],
+    *,
+    fit: Callable[[Any], Any],
+    predict: Callable[[Any], np.ndarray],
+) -> None:
+    """The checks every saved model passes, whatever it predicts (``predict(model)`` gives its output on
+    fixed data; ``fit(model)`` fits it and returns what ``fit`` returned):
+
+    * parameters: ``sklearn.base.clone`` rebuilds an equal unfitted model; ``fit`` returns the model itself
+      and leaves its parameters unchanged;
+    * unfitted: ``predict`` before ``fit`` raises (``RuntimeError`` or ``ValueError``), never a wrong answer;
+    * deterministic: two fits of fresh models give identical predictions;
+    * save/load: :func:`~behaviorlm.models.registry.load_model` reads what ``save`` wrote back to the same
+      class and parameters, predicting identically.
+    """
+    from sklearn.base import clone
+
+    model = make_model()
+    name = type(model).__name__
+    params = json.dumps(json_params(model), sort_keys=True, default=str)
+    twin = clone(model)
+    _require(
+        json.dumps(json_params(twin), sort_keys=True, default=str) == params,
+        f"params check failed: clone({name}) has other parameters",
+    )
+    try:
+        predict(make_model())
+    except (RuntimeError, ValueError):
+        pass
+    else:
+        raise AssertionError(f"unfitted check failed: {name} predicted before fit")
+    _require(fit(model) is model, f"params check failed: {name}.fit did not return the model itself")
+    _require(
+        json.dumps(json_params(model), sort_keys=True, default=str) == params,
+        f"params check failed: fit changed {name}'s parameters",
+    )
+    first = np.asarray(predict(model))
+    again = make_model()
+    fit(again)
+    _require(
+        np.array_equal(np.asarray(predict(again)), first),
+        f"determinism check failed: two fits of {name} predict differently",
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save(tmp)
+        loaded = load_model(tmp)
+    _require(
+        type(loaded) is type(model), f"save/load check failed: {name} came back as {type(loaded).__name__}"
+    )
+    _require(
+        json.dumps(json_params(loaded), sort_keys=True, default=str) == params,
+        f"save/load check failed: {name}'s parameters changed",
+    )
+    _require(
+        np.array_equal(np.asarray(predict(loaded)), first),
+        f"save/load check failed: the reloaded {name} predicts differently",
+    )
