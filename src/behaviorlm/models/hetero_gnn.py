@@ -272,14 +272,7 @@ class PurchaseGNN(Estimator):
             steps_per_epoch=len(train),
             loss_fn=loss_fn,
             validate=validate if valid_data else None,
-            config=TrainerConfig(
-                epochs=config.epochs,
-                lr=config.lr,
-                weight_decay=config.weight_decay,
-                patience=config.patience,
-                seed=config.seed,
-                show_progress=self.show_progress,
-            ),
+            config=TrainerConfig.from_model(config, show_progress=self.show_progress),
         )
         self.net_.eval()
         self.history_: list[dict[str, float]] = [

@@ -148,17 +148,8 @@ class LightGCN(Recommender):
             steps_per_epoch=n_batches,
             loss_fn=loss_fn,
             validate=validate,
-            config=TrainerConfig(
-                epochs=self.epochs,
-                lr=self.lr,
-                patience=self.patience,
-                eval_every=self.eval_every,
-                max_seconds=self.max_train_seconds,
-                seed=self.seed,
-                show_progress=self.show_progress,
-                warmup_fraction=0.0,
-                min_lr_ratio=1.0,  # constant learning rate, as in the paper
-            ),
+            # A constant learning rate, as in the paper.
+            config=TrainerConfig.from_model(self, warmup_fraction=0.0, min_lr_ratio=1.0),
         )
         self._cache_item_layers(adjacency)
 

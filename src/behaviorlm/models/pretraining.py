@@ -210,16 +210,7 @@ class EncoderModel(Estimator):
             for start in range(0, n_rows, self.batch_size):
                 yield make_batch(order[start : start + self.batch_size], generator)
 
-        config = TrainerConfig(
-            epochs=self.epochs,
-            lr=self.lr,
-            weight_decay=self.weight_decay,
-            patience=self.patience,
-            max_seconds=self.max_train_seconds,
-            seed=self.seed,
-            checkpoint_dir=self.checkpoint_dir,
-            show_progress=self.show_progress,
-        )
+        config = TrainerConfig.from_model(self)
         self.history_ = loop.train(
             self.net_,
             batches=batches,

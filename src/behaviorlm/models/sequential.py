@@ -686,20 +686,7 @@ class SequentialRecommender(Recommender):
             def validate() -> float:
                 return float(valid(self))
 
-        config = TrainerConfig(
-            epochs=self.epochs,
-            lr=self.lr,
-            weight_decay=self.weight_decay,
-            patience=self.patience,
-            eval_every=self.eval_every,
-            max_seconds=self.max_train_seconds,
-            seed=self.seed,
-            checkpoint_dir=self.checkpoint_dir,
-            show_progress=self.show_progress,
-            amp=self.amp,
-            compile=self.compile,
-            anneal_epochs=ANNEAL_EPOCHS,
-        )
+        config = TrainerConfig.from_model(self, anneal_epochs=ANNEAL_EPOCHS)
         self.history_: TrainingHistory = loop.train(
             self.net_,
             batches=batches,

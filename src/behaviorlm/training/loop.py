@@ -72,6 +72,18 @@ class TrainerConfig:
     stopping usually fires long before a cosine planned for ``epochs`` has decayed; the annealed
     weights are kept only if they validate better."""
 
+    @classmethod
+    def from_model(cls, model: object, **settings: Any) -> TrainerConfig:
+        """The options a model's constructor holds — those of :data:`MODEL_TRAINING_PARAMS` it has (one it
+        lacks keeps this class's default) — plus ``settings`` the model fixes itself (e.g. a constant
+        learning rate). The one place a model's parameters become the loop's settings."""
+        held = {
+            option: getattr(model, param)
+            for param, option in MODEL_TRAINING_PARAMS.items()
+            if hasattr(model, param)
+        }
+        return cls(**{**held, **settings})
+
     def __post_init__(self) -> None:
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
@@ -81,6 +93,23 @@ class TrainerConfig:
             raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
         if self.patience < 1 or self.eval_every < 1:
             raise ValueError("patience and eval_every must be >= 1")
+
+
+MODEL_TRAINING_PARAMS: dict[str, str] = {
+    "epochs": "epochs",
+    "lr": "lr",
+    "weight_decay": "weight_decay",
+    "patience": "patience",
+    "eval_every": "eval_every",
+    "max_train_seconds": "max_seconds",
+    "seed": "seed",
+    "checkpoint_dir": "checkpoint_dir",
+    "show_progress": "show_progress",
+    "amp": "amp",
+    "compile": "compile",
+}
+"""Constructor parameter of a neural model -> the :class:`TrainerConfig` option it sets. Every neural model
+names its training parameters this way (same name, same meaning, same type in every model)."""
 
 
 @dataclass
