@@ -241,3 +241,20 @@ def test_missing_attributes_are_a_clear_error(planted) -> None:
         )
     with pytest.raises(ValueError, match="need user attributes"):
         audit_recommender(model, history=split.test_history, targets=split.test, groups=("gender",))
+
+
+def test_bootstrap_means_are_scipys_and_the_hand_written_draws() -> None:
+    # SciPy's bootstrap distribution equals the loop it replaced (rows drawn with rng.integers, a block
+    # of resamples at a time) from the same generator, for small and large groups alike.
+    from behaviorlm.evaluation.audit import _bootstrap_means
+
+    rng = np.random.default_rng(0)
+    for n in (7, 337, 5000):
+        values = rng.random((n, 2))
+        expected = np.empty((300, 2))
+        draw = np.random.default_rng(1)
+        block = max(1, 1_000_000 // n)
+        for start in range(0, 300, block):
+            stop = min(start + block, 300)
+            expected[start:stop] = values[draw.integers(0, n, size=(stop - start, n))].mean(axis=1)
+        np.testing.assert_array_equal(_bootstrap_means(values, 300, np.random.default_rng(1)), expected)

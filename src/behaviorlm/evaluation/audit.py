@@ -726,7 +726,11 @@ def _permutation_spreads(
     n_permutations: int,
     rng: np.random.Generator,
 ) -> np.ndarray:
-    """``[n_permutations, n_metrics]`` max-minus-min group means after shuffling the users' groups."""
+    """``[n_permutations, n_metrics]`` max-minus-min group means after shuffling the users' groups.
+
+    Kept rather than ``scipy.stats.permutation_test``: that runs the same test at the same speed (46 vs 49 ms
+    for 1,000 permutations of 943 users in 3 groups) but, from the same seed, draws a different null
+    distribution, so switching would change every published p-value without improving any."""
     keep = np.isin(codes, compared)
     values, group = matrix[keep], codes[keep]
     remap = np.full(codes.max() + 1, -1)
