@@ -455,3 +455,27 @@ def test_users_in_history_length_order_give_the_same_results() -> None:
     np.testing.assert_array_equal(ordered.users, plain.users)  # per-user values back in user order
     for name, values in plain.per_user.items():
         np.testing.assert_allclose(ordered.per_user[name], values, rtol=0, atol=0)
+
+
+def test_results_as_dataframes() -> None:
+    # Recommendations and per-user metrics come out as Arrow tables / pandas DataFrames with external ids.
+    from behaviorlm.models.baselines import Popularity
+
+    data = Interactions.from_events(
+        user_ids=np.array(["a", "a", "b", "b", "c"]),
+        item_ids=np.array(["x", "y", "x", "z", "y"]),
+        timestamps=np.array([1, 2, 1, 2, 1]),
+    )
+    model = Popularity().fit(data)
+    recs = model.recommend(np.arange(3), k=3)
+    frame = recs.to_pandas(model.trained_on)
+    assert list(frame.columns) == ["user", "rank", "item", "score"]
+    # Each user has 3 - (seen items) unseen items; the masked seen ones are left out.
+    assert frame.groupby("user")["item"].apply(list).to_dict() == {"a": ["z"], "b": ["y"], "c": ["x", "z"]}
+    assert recs.to_arrow().column("user").to_pylist() == [0, 1, 2, 2]
+    result = evaluate_ranking(model, history=data, targets=data, ks=(1,), mask_seen=False, per_user=True)
+    table = result.to_pandas(data)
+    assert table["user"].tolist() == ["a", "b", "c"]
+    assert table["hr@1"].mean() == pytest.approx(result.metrics["hr@1"])
+    with pytest.raises(ValueError, match="per_user=True"):
+        evaluate_ranking(model, history=data, targets=data, ks=(1,)).to_pandas()

@@ -60,6 +60,20 @@ class RankingResult:
             "eval_seconds": self.eval_seconds,
         }
 
+    def to_arrow(self, space: Interactions | None = None) -> Any:
+        """The per-user values as a ``pyarrow.Table`` (``user`` and one column per metric; with ``space``,
+        e.g. the history's interactions, users are their external ids). Needs ``per_user=True``."""
+        import pyarrow as pa
+
+        if self.per_user is None or self.users is None:
+            raise ValueError("no per-user values: evaluate with evaluate_ranking(..., per_user=True)")
+        users = self.users if space is None else space.user_ids[self.users].astype(str)
+        return pa.table({"user": users, **{name: values for name, values in self.per_user.items()}})
+
+    def to_pandas(self, space: Interactions | None = None) -> Any:
+        """:meth:`to_arrow` as a pandas DataFrame (its column means are :attr:`metrics`)."""
+        return self.to_arrow(space).to_pandas()
+
     def describe(self) -> str:
         """One line stating the protocol and the metrics."""
         p = self.protocol

@@ -19,7 +19,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import scipy.sparse as sp
@@ -62,6 +62,32 @@ class Recommendations:
     users: np.ndarray
     items: np.ndarray
     scores: np.ndarray
+
+    def to_arrow(self, space: Interactions | None = None) -> Any:
+        """A long ``pyarrow.Table``: ``user``, ``rank`` (1 = best), ``item``, ``score``; with ``space`` (e.g.
+        ``model.trained_on``) users and items are their external ids, else indices. Entries scored
+        ``-inf`` (seen items masked, reached only when ``k`` passes the unseen ones) are left out;
+        ``.to_pandas()`` or ``polars.from_arrow`` give a DataFrame."""
+        import pyarrow as pa
+
+        n_users, k = self.items.shape
+        keep = np.isfinite(self.scores).ravel()
+        users = np.repeat(np.asarray(self.users), k)[keep]
+        items = self.items.ravel()[keep]
+        if space is not None:
+            users, items = space.user_ids[users].astype(str), space.item_ids[items].astype(str)
+        return pa.table(
+            {
+                "user": users,
+                "rank": np.tile(np.arange(1, k + 1), n_users)[keep],
+                "item": items,
+                "score": self.scores.ravel()[keep].astype(np.float64),
+            }
+        )
+
+    def to_pandas(self, space: Interactions | None = None) -> Any:
+        """:meth:`to_arrow` as a pandas DataFrame."""
+        return self.to_arrow(space).to_pandas()
 
 
 Validation = Callable[["Recommender"], float]
