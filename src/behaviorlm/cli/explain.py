@@ -64,28 +64,30 @@ def explain(
     if model is None and not words:
         raise ValueError("nothing to explain: give --model, or leave --words on")
     require_store(store)
-    estimator = None
-    if model is not None:
-        estimator = _explain_predictions(user_id, model=model, store=store, top=top, why=why)
-    if not words:
-        return
     from behaviorlm.llm.facts import user_facts
     from behaviorlm.llm.tasks import explain_intent
     from behaviorlm.models.registry import load_intent_model
 
-    with EventStore(store, read_only=True) as es, spinner("collecting the facts …"):
-        graph = None
-        if paths and estimator is not None:
-            from behaviorlm.data.graph import build_graph
+    # One store connection serves the predictions and the facts.
+    with EventStore(store, read_only=True) as es:
+        estimator = None
+        if model is not None:
+            estimator = _explain_predictions(user_id, model=model, store=es, top=top, why=why)
+        if not words:
+            return
+        with spinner("collecting the facts …"):
+            graph = None
+            if paths and estimator is not None:
+                from behaviorlm.data.graph import build_graph
 
-            graph = build_graph(es)
-        facts = user_facts(
-            es,
-            user_id,
-            model=estimator,
-            intent_model=load_intent_model(intent_model) if intent_model is not None else None,
-            graph=graph,
-        )
+                graph = build_graph(es)
+            facts = user_facts(
+                es,
+                user_id,
+                model=estimator,
+                intent_model=load_intent_model(intent_model) if intent_model is not None else None,
+                graph=graph,
+            )
     with (
         llm_client(llm_url, llm_model) as client,
         spinner("the language model is writing …"),
@@ -152,7 +154,7 @@ def ask(
         json_out.write_text(json.dumps(result.to_dict(), indent=2, default=str))
 
 
-def _explain_predictions(user_id: str, *, model: Path, store: Path, top: int, why: bool) -> Any:
+def _explain_predictions(user_id: str, *, model: Path, store: EventStore, top: int, why: bool) -> Any:
     """Print the next-item table (and with ``why`` the influence table); return the loaded model."""
     import math
 
@@ -166,10 +168,9 @@ def _explain_predictions(user_id: str, *, model: Path, store: Path, top: int, wh
         raise ValueError(
             f"explain needs a sequence model (transformer, gru4rec); {model} holds {estimator.name!r}"
         )
-    with EventStore(store, read_only=True) as es:
-        events = latest_events(es, user_id, estimator)
+    events = latest_events(store, user_id, estimator)
     if not events["item_id"]:
-        raise ValueError(f"user {user_id!r} has no events in {store}")
+        raise ValueError(f"user {user_id!r} has no events in {store.path}")
     request = model_history(estimator, events)
     if request.interactions.n_events == 0:
         raise ValueError(f"none of user {user_id!r}'s events is on an item and event type the model knows")
