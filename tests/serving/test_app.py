@@ -7,6 +7,7 @@ import itertools
 
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 from tests.serving.conftest import N_ITEMS, auth
 
 from behaviorlm.config import ServiceConfig
@@ -92,9 +93,18 @@ def test_posted_events_are_stored_once_and_bad_ones_quarantined(client, deployme
     }
     again = client.post("/v1/events", json={"events": batch}, headers=headers).json()
     assert (again["stored"], again["duplicates"], again["quarantined"]) == (0, 2, 1)
-    metrics = client.get("/metrics").text
-    assert "behaviorlm_events_stored_total 2" in metrics
-    assert 'route="/v1/events",status="200"' in metrics
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(client.get("/metrics").text)
+        for s in family.samples
+    }
+    assert samples[("behaviorlm_events_stored_total", ())] == 2
+    assert samples[("behaviorlm_events_quarantined_total", ())] == 2
+    assert samples[("behaviorlm_events_duplicate_total", ())] == 2
+    posts = (("method", "POST"), ("route", "/v1/events"), ("status", "200"))
+    assert samples[("behaviorlm_requests_total", posts)] == 2
+    seconds = (("le", "+Inf"), ("method", "POST"), ("route", "/v1/events"))
+    assert samples[("behaviorlm_request_seconds_bucket", seconds)] == 2
 
 
 def test_a_posted_event_changes_the_next_recommendation_at_once(client, deployment) -> None:

@@ -1,70 +1,51 @@
-"""Request counters and latency histograms in the Prometheus text format (no client library needed)."""
+"""Request counters, latency histograms and event counters, exposed in the Prometheus text format by
+``prometheus_client`` (one registry per service, so several apps in one process do not share series)."""
 
 from __future__ import annotations
 
-import bisect
-import threading
-from collections import defaultdict
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-# Latency bucket upper bounds in seconds (Prometheus convention: cumulative, plus +Inf).
+# Latency bucket upper bounds in seconds (cumulative buckets, plus +Inf).
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 class RequestMetrics:
-    """Thread-safe request counts by (method, route, status) and latency histograms by route."""
+    """Request counts by (method, route, status), latency histograms by (method, route), and counts of
+    posted events stored, quarantined and duplicate. Thread-safe (``prometheus_client``'s own locks)."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts: dict[tuple[str, str, int], int] = defaultdict(int)
-        self._buckets: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0] * (len(BUCKETS) + 1))
-        self._sums: dict[tuple[str, str], float] = defaultdict(float)
-        self.events_stored = 0
-        self.events_quarantined = 0
-        self.events_duplicate = 0
+        self.registry = CollectorRegistry()
+        self._requests = Counter(
+            "behaviorlm_requests",
+            "HTTP requests by method, route and status.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self._seconds = Histogram(
+            "behaviorlm_request_seconds",
+            "Request latency.",
+            ["method", "route"],
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
+        self._events = {
+            name: Counter(f"behaviorlm_events_{name}", text, registry=self.registry)
+            for name, text in (
+                ("stored", "Posted events stored."),
+                ("quarantined", "Posted events quarantined with a reason."),
+                ("duplicate", "Posted events already stored (same event_id)."),
+            )
+        }
 
     def observe(self, *, method: str, route: str, status: int, seconds: float) -> None:
-        with self._lock:
-            self._counts[(method, route, status)] += 1
-            self._buckets[(method, route)][bisect.bisect_left(BUCKETS, seconds)] += 1
-            self._sums[(method, route)] += seconds
+        self._requests.labels(method=method, route=route, status=str(status)).inc()
+        self._seconds.labels(method=method, route=route).observe(seconds)
 
     def count_events(self, *, stored: int, quarantined: int, duplicates: int) -> None:
-        with self._lock:
-            self.events_stored += stored
-            self.events_quarantined += quarantined
-            self.events_duplicate += duplicates
+        for name, n in (("stored", stored), ("quarantined", quarantined), ("duplicate", duplicates)):
+            if n:
+                self._events[name].inc(n)
 
     def render(self) -> str:
         """The exposition text served at ``/metrics``."""
-        lines = [
-            "# HELP behaviorlm_requests_total HTTP requests by method, route and status.",
-            "# TYPE behaviorlm_requests_total counter",
-        ]
-        with self._lock:
-            for (method, route, status), n in sorted(self._counts.items()):
-                lines.append(
-                    f'behaviorlm_requests_total{{method="{method}",route="{route}",status="{status}"}} {n}'
-                )
-            lines += [
-                "# HELP behaviorlm_request_seconds Request latency.",
-                "# TYPE behaviorlm_request_seconds histogram",
-            ]
-            for (method, route), counts in sorted(self._buckets.items()):
-                labels = f'method="{method}",route="{route}"'
-                cumulative = 0
-                for bound, n in zip((*BUCKETS, "+Inf"), counts, strict=True):
-                    cumulative += n
-                    lines.append(f'behaviorlm_request_seconds_bucket{{{labels},le="{bound}"}} {cumulative}')
-                lines.append(f"behaviorlm_request_seconds_sum{{{labels}}} {self._sums[(method, route)]:.6f}")
-                lines.append(f"behaviorlm_request_seconds_count{{{labels}}} {cumulative}")
-            for name, value, help_text in (
-                ("events_stored", self.events_stored, "Posted events stored."),
-                ("events_quarantined", self.events_quarantined, "Posted events quarantined with a reason."),
-                ("events_duplicate", self.events_duplicate, "Posted events already stored (same event_id)."),
-            ):
-                lines += [
-                    f"# HELP behaviorlm_{name}_total {help_text}",
-                    f"# TYPE behaviorlm_{name}_total counter",
-                    f"behaviorlm_{name}_total {value}",
-                ]
-        return "\n".join(lines) + "\n"
+        return generate_latest(self.registry).decode("utf-8")
