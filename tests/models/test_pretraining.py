@@ -7,6 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 from behaviorlm.models.gru4rec import GRU4Rec
+from behaviorlm.models.heads import SequenceClassifier
 from behaviorlm.models.pretraining import (
     MaskedBehaviorPretrainer,
     mask_events,
@@ -137,3 +138,14 @@ def test_bad_arguments_are_named() -> None:
         MaskedBehaviorPretrainer(mask_prob=0.0).fit(data)
     with pytest.raises(RuntimeError, match="not fitted"):
         MaskedBehaviorPretrainer().encoder_state()
+
+
+def test_default_pretrainer_fits_default_models() -> None:
+    # The encoder architecture defaults are the Transformer's, so default models take default pretraining.
+    data = successor_sequences(n_users=20, n_items=12, length=6, seed=7)
+    state = MaskedBehaviorPretrainer(epochs=1).fit(data).encoder_state()
+    # Every shape-setting default agrees (dropout, which sets no shape, is tuned per task: 0.1 and 0.3).
+    shapes = {k: v for k, v in MaskedBehaviorPretrainer().encoder_params().items() if k != "dropout"}
+    assert shapes == {k: getattr(BehaviorTransformer(), k) for k in shapes}
+    assert shapes == {k: getattr(SequenceClassifier(), k) for k in shapes}
+    BehaviorTransformer(epochs=1).fit(data, init_encoder=state)

@@ -430,7 +430,7 @@ class _LabelHead(_HeadModel):
         self,
         *,
         bidirectional: bool = True,
-        d_model: int = 64,
+        d_model: int = 128,
         n_layers: int = 2,
         n_heads: int = 2,
         dropout: float = 0.1,

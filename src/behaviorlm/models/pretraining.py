@@ -84,7 +84,7 @@ class EncoderModel(Estimator):
     def __init__(
         self,
         *,
-        d_model: int = 64,
+        d_model: int = 128,
         n_layers: int = 2,
         n_heads: int = 2,
         dropout: float = 0.1,
@@ -365,7 +365,7 @@ class MaskedBehaviorPretrainer(EncoderModel):
         self,
         *,
         mask_prob: float = 0.2,
-        d_model: int = 64,
+        d_model: int = 128,
         n_layers: int = 2,
         n_heads: int = 2,
         dropout: float = 0.1,
