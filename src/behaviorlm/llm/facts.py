@@ -30,7 +30,7 @@ import numpy as np
 from behaviorlm.data.store import EventStore
 from behaviorlm.llm.privacy import scrub_pii
 from behaviorlm.llm.weights import cache_dir
-from behaviorlm.models.window import last_events, model_history, read_window
+from behaviorlm.models.window import last_events, latest_events, model_history
 
 SHOPPING_INTENTS = ("browsing", "comparing options", "ready to buy", "repeat purchase", "lapsing")
 """Intent labels for stores with commerce events (cart, purchase, …) and no intent model."""
@@ -196,8 +196,7 @@ def user_facts(
     alias = user_alias(user_id)
     by_type = ", ".join(f"{t} {n}" for t, n in profile.events_by_type.items())
     # One read of the user's latest events serves the activity and event facts and both models' windows.
-    window = max([recent] + [read_window(m) for m in (model, intent_model) if m is not None])
-    latest = store.user_events(user_id, limit=window, details=True)
+    latest = latest_events(store, user_id, model, intent_model, at_least=recent, details=True)
     timed = has_times(max(latest["timestamp"], default=ORDER_ONLY_BEFORE))
     if timed:
         days = f"{profile.active_days} active day{'s' if profile.active_days != 1 else ''}"

@@ -447,7 +447,11 @@ class SequentialRecommender(Recommender):
 
     def _load_encoder(self, state: Mapping[str, torch.Tensor]) -> None:
         """Copy pretrained encoder weights into the freshly built ``net_`` (models with a Transformer encoder)."""
-        raise TypeError(f"{type(self).__name__} has no Transformer encoder to start from pretrained weights")
+        name = type(self).__name__
+        raise TypeError(
+            f"{name}.fit: init_encoder needs a Transformer encoder; {name} has none (pretrain a "
+            "BehaviorTransformer, or train this model from scratch)"
+        )
 
     @abstractmethod
     def _build_net(
@@ -484,11 +488,6 @@ class SequentialRecommender(Recommender):
         architecture arguments, catalogue and event types) starts the network from those weights and
         fine-tunes all of it; a tensor that does not fit is a ``ValueError`` naming it.
         """
-        if init_encoder is not None and type(self)._load_encoder is SequentialRecommender._load_encoder:
-            raise TypeError(
-                f"{type(self).__name__}.fit: init_encoder needs a Transformer encoder; {type(self).__name__} "
-                "has none (pretrain a BehaviorTransformer, or train this model from scratch)"
-            )
         self._init_encoder = init_encoder
         if item_features is not None and item_features.n_items != train.n_items:
             raise ValueError(

@@ -60,14 +60,13 @@ def last_events(events: Events, n: int) -> Events:
 def latest_events(
     store: EventStore,
     user_id: str,
-    model: ReadsHistory | None = None,
-    *,
+    *models: ReadsHistory | None,
     at_least: int = 0,
     details: bool = False,
 ) -> Events:
-    """User ``user_id``'s latest :func:`read_window` events for ``model`` (at least ``at_least``; without a
-    model, the last ``at_least``), oldest first, in one store query."""
-    n = max(at_least, read_window(model) if model is not None else 0)
+    """User ``user_id``'s latest events, oldest first, in one store query: as many as the longest
+    :func:`read_window` of ``models`` (``None`` entries are skipped), and at least ``at_least``."""
+    n = max([at_least] + [read_window(model) for model in models if model is not None])
     return store.user_events(user_id, limit=n, details=details)
 
 
