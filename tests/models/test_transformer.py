@@ -9,7 +9,7 @@ import torch
 from behaviorlm.data.sequences import Interactions
 from behaviorlm.evaluation.ranking import RankingValidation
 from behaviorlm.models.base import ScoringBatch
-from behaviorlm.models.sequential import IGNORE, SequenceTensors, gap_buckets
+from behaviorlm.models.sequential import IGNORE, SequenceTensors, gap_buckets, window_gap_buckets
 from behaviorlm.models.transformer import BehaviorTransformer
 from behaviorlm.testing import check_recommender
 from behaviorlm.testing.synthetic import hold_out_last_event, successor_sequences
@@ -101,6 +101,36 @@ def test_gap_buckets_by_hand() -> None:
     assert gap_buckets(times, valid, n_buckets=8).tolist() == [[0, 0, 1, 2, 3, 7]]
 
 
+def test_window_gap_buckets_equal_gap_buckets() -> None:
+    rng = np.random.default_rng(3)
+    # Zero, negative (out of order), small and huge gaps, and powers of two minus one (log2 edges).
+    gaps = np.concatenate([[0, -5, 1, 2, 3, 7, 15, 2**20 - 1, 2**20, 10**9], rng.integers(0, 10**7, 200)])
+    times = np.cumsum(gaps)
+    expected = gap_buckets(
+        torch.from_numpy(times)[None], torch.ones(1, len(times), dtype=torch.bool), n_buckets=24
+    )
+    assert window_gap_buckets(times, n_buckets=24).tolist() == expected[0].tolist()
+    assert window_gap_buckets(times[:1], n_buckets=24).tolist() == [0]
+    assert window_gap_buckets(times, n_buckets=0).tolist() == [0] * len(times)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_unpadded_window_gives_the_masked_path_hidden_states(causal: bool) -> None:
+    """A window without padding skips building the attention mask; its hidden states are those of the
+    same window read in a padded batch (the masked path)."""
+    data = successor_sequences(n_users=20, n_items=30, length=12, seed=9, typed=True)
+    model = BehaviorTransformer(**{**SMALL, "epochs": 1, "n_time_buckets": 8}).fit(data)
+    net = model.net_.eval()
+    pad = net.n_items
+    items = torch.tensor([[pad, pad, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6]])
+    types = torch.zeros_like(items)
+    buckets = torch.tensor([[0, 0, 0, 2, 3, 1], [0, 1, 2, 3, 4, 5]])
+    with torch.no_grad():
+        batch = net(items, types, buckets, causal=causal)
+        alone = net(items[1:], types[1:], buckets[1:], causal=causal)
+    torch.testing.assert_close(alone[0], batch[1], rtol=1e-5, atol=1e-5)
+
+
 def test_sequence_tensors_shift_targets_and_pad() -> None:
     data = Interactions.from_events(
         user_ids=np.array(["a", "a", "a", "b", "b"]),
@@ -167,6 +197,49 @@ def test_predict_next_from_a_raw_history() -> None:
     assert unknown.unknown_items == ["never-seen"] and unknown.item_ids == ["i011"]
     with pytest.raises(ValueError, match=r"event types \['teleport'\]"):
         model.predict_next(history, event_types=["teleport"] * 4)
+
+
+@pytest.mark.parametrize("model_class", ["transformer", "gru4rec"])
+def test_predict_next_matches_recommend(model_class: str) -> None:
+    """predict_next's direct path gives recommend's items and scores: histories shorter and longer than
+    the window, with time gaps, with and without seen items, float and int8 serving copies."""
+    from behaviorlm.models.gru4rec import GRU4Rec
+
+    data = successor_sequences(n_users=60, n_items=30, length=30, seed=8, typed=True)
+    rng = np.random.default_rng(0)
+    gaps = rng.integers(1, 100_000, size=len(data.items))
+    data = Interactions(
+        user_ids=data.user_ids,
+        item_ids=data.item_ids,
+        user_ptr=data.user_ptr,
+        items=data.items,
+        timestamps=np.concatenate(
+            [np.cumsum(gaps[s:e]) for s, e in zip(data.user_ptr[:-1], data.user_ptr[1:], strict=True)]
+        ),
+        event_types=data.event_types,
+        event_type_vocab=data.event_type_vocab,
+    )
+    settings = {**SMALL, "epochs": 2, "n_time_buckets": 12}
+    if model_class == "transformer":
+        model = BehaviorTransformer(**settings).fit(data)
+    else:
+        model = GRU4Rec(**{k: v for k, v in settings.items() if k not in ("n_layers", "n_heads")}).fit(data)
+    vocab = data.event_type_vocab
+    for served in (model, model.quantized()):
+        for user, length in [(0, 3), (1, 16), (2, 30)]:  # the window is 16 events
+            start = data.user_ptr[user]
+            events = slice(start, start + length)
+            items = [str(data.item_ids[i]) for i in data.items[events]]
+            types = [vocab[t] for t in data.event_types[events]]
+            times = data.timestamps[events].tolist()
+            for exclude_seen in (True, False):
+                fast = served.predict_next(
+                    items, event_types=types, timestamps=times, k=7, exclude_seen=exclude_seen
+                )
+                history = served.history_from_events(items, event_types=types, timestamps=times).interactions
+                slow = served.recommend(np.array([0]), k=7, exclude_seen=exclude_seen, history=history)
+                assert fast.item_ids == [str(data.item_ids[i]) for i in slow.items[0]]
+                np.testing.assert_allclose(fast.scores, slow.scores[0], rtol=1e-5, atol=1e-6)
 
 
 def _genre_world(seed: int = 0):

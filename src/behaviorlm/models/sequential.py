@@ -142,6 +142,16 @@ def gap_buckets(timestamps: torch.Tensor, valid: torch.Tensor, *, n_buckets: int
     return torch.where(valid & ~first, buckets, torch.zeros_like(buckets))
 
 
+def window_gap_buckets(timestamps: np.ndarray, *, n_buckets: int) -> np.ndarray:
+    """:func:`gap_buckets` of one window without padding (``int64 [L]``), in numpy: a request's window
+    is read once, where a dozen tiny tensor operations cost more than the arithmetic."""
+    buckets = np.zeros(len(timestamps), dtype=np.int64)
+    if n_buckets and len(timestamps) > 1:
+        gaps = np.maximum(np.diff(timestamps), 0).astype(np.float64)
+        buckets[1:] = np.minimum(1 + np.floor(np.log2(1 + gaps)).astype(np.int64), n_buckets - 1)
+    return buckets
+
+
 def distillation_loss(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
@@ -729,10 +739,14 @@ class SequentialRecommender(Recommender):
         data = SequenceTensors(
             batch.history, batch.users, length=self.max_len, n_buckets=self.n_time_buckets, with_targets=False
         )
-        device = next(self.net_.parameters()).device
         start = data.items.shape[1] - max(1, int(data.lengths.max()))  # padding-only columns: no work
+        return self._last_hidden(data.items[:, start:], data.types[:, start:], data.buckets[:, start:])
+
+    def _last_hidden(self, items: torch.Tensor, types: torch.Tensor, buckets: torch.Tensor) -> torch.Tensor:
+        """The network's hidden state at the last position of each ``[B, L]`` row, ``[B, d]``."""
+        device = next(self.net_.parameters()).device
         with torch.no_grad():
-            hidden = self.net_(*(t[:, start:].to(device) for t in (data.items, data.types, data.buckets)))
+            hidden = self.net_(items.to(device), types.to(device), buckets.to(device))
         return hidden[:, -1]
 
     def score(self, batch: ScoringBatch) -> torch.Tensor:
@@ -741,7 +755,10 @@ class SequentialRecommender(Recommender):
             raise ValueError(
                 f"{type(self).__name__}.score: history has {batch.history.n_items} items, model has {train.n_items}"
             )
-        state = self.encode(batch)
+        return self._scores_of(self.encode(batch))
+
+    def _scores_of(self, state: torch.Tensor) -> torch.Tensor:
+        """``float32 [B, n_items]`` scores of user states ``[B, d]`` against the item table."""
         with torch.no_grad():
             table = self._scoring_table()
             scores = state.to(table.dtype) @ table.T
@@ -795,12 +812,40 @@ class SequentialRecommender(Recommender):
             item_ids, event_types=event_types, timestamps=timestamps, unknown_event_types=unknown_event_types
         )
         train = self._fitted()
-        recs = self.recommend(np.array([0]), k=k, exclude_seen=exclude_seen, history=history.interactions)
+        events = history.interactions
+        if len(events.items) == 0:
+            recs = self.recommend(np.array([0]), k=k, exclude_seen=exclude_seen, history=events)
+            top_items, top_scores = recs.items[0], recs.scores[0]
+        else:
+            top_items, top_scores = self._next_of_one(events, k=k, exclude_seen=exclude_seen)
         return NextItemPrediction(
-            item_ids=[str(train.item_ids[i]) for i in recs.items[0]],
-            scores=recs.scores[0].tolist(),
+            item_ids=[str(train.item_ids[i]) for i in top_items],
+            scores=top_scores.tolist(),
             unknown_items=history.unknown_items,
         )
+
+    def _next_of_one(
+        self, events: Interactions, *, k: int, exclude_seen: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` (items, scores) for the one user of ``events`` (at least one event).
+
+        The same numbers as :meth:`recommend` (tested), without building a batch: the real-time path
+        reads its last ``max_len`` events directly. On ML-100k this halves the fixed cost of a call
+        (one thread: about 0.5 ms of a small model's ~0.9 ms was building CSR matrices and padded
+        batches for a single row).
+        """
+        window = slice(max(0, len(events.items) - self.max_len), len(events.items))
+        items = torch.from_numpy(events.items[window])[None, :]
+        types = torch.from_numpy(events.event_types[window].astype(np.int64))[None, :]
+        buckets = torch.from_numpy(
+            window_gap_buckets(events.timestamps[window], n_buckets=self.n_time_buckets)
+        )
+        buckets = buckets[None, :]
+        scores = self._scores_of(self._last_hidden(items, types, buckets))[0]
+        if exclude_seen:
+            scores[torch.from_numpy(events.items).to(scores.device)] = -torch.inf
+        top = torch.topk(scores, min(k, scores.shape[0]))
+        return top.indices.cpu().numpy(), top.values.float().cpu().numpy()
 
     def quantized(self, *, table_dtype: torch.dtype = torch.bfloat16) -> SequentialRecommender:
         """A copy for serving: linear layers in int8 (dynamic quantization, CPU) and the item table, against

@@ -41,12 +41,14 @@ class CausalSelfAttention(nn.Module):
         self.dropout = dropout
         self.out_drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, *, is_causal: bool = False) -> torch.Tensor:
+        """``mask`` ``[B, 1, L, L]`` (True: may attend), or ``None`` with ``is_causal`` for plain causal
+        attention over a batch without padding."""
         batch, length, d = x.shape
         q, k, v = self.qkv(x).split(d, dim=2)
         q, k, v = (t.view(batch, length, self.n_heads, d // self.n_heads).transpose(1, 2) for t in (q, k, v))
         y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
+            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, is_causal=is_causal
         )
         y = y.transpose(1, 2).reshape(batch, length, d)
         return self.out_drop(self.out(y))
@@ -64,8 +66,8 @@ class Block(nn.Module):
             nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model), nn.Dropout(dropout)
         )
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), mask)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, *, is_causal: bool = False) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), mask, is_causal=is_causal)
         return x + self.mlp(self.norm2(x))
 
 
@@ -130,7 +132,14 @@ class BehaviorTransformerNet(nn.Module):
         x = x + self.pos_emb(positions)[None] + self.type_emb(types)
         if self.gap_emb is not None:
             x = x + self.gap_emb(buckets)
-        x = self.drop(x) * real[..., None]
+        x = self.drop(x)
+        if not self.training and bool(real.all()):
+            # No padding (one request's window, say): plain causal attention or none, with no mask to
+            # build -- the same hidden states as the masked path below, with fewer tensor operations.
+            for block in self.blocks:
+                x = block(x, None, is_causal=causal)
+            return self.norm(x)
+        x = x * real[..., None]
         # Causal mask, restricted to real keys. Every query may also see itself, so padding rows (which
         # no loss or score reads) never have an all-masked row that would give NaN.
         allowed = torch.ones(length, length, dtype=torch.bool, device=items.device)
