@@ -141,7 +141,7 @@ def test_rate_limit_and_body_limit(deployment) -> None:
         codes = [client.get("/v1/users/user1/recommendations", headers=headers).status_code for _ in range(4)]
         assert codes == [200, 200, 200, 429]
         limited = client.get("/v1/users/user1/recommendations", headers=headers)
-        assert int(limited.headers["Retry-After"]) >= 1
+        assert 1 <= int(limited.headers["Retry-After"]) <= 60
         event = {"user_id": "u", "item_id": "i001", "event_type": "view", "timestamp": 1}
         big = client.post("/v1/events", json={"events": [event] * 100}, headers=auth(deployment, "writer"))
         assert big.status_code == 413 and "2000 bytes" in big.json()["detail"]
