@@ -196,6 +196,59 @@ def test_a_time_budget_plans_the_schedule_to_end_in_the_last_epoch(monkeypatch: 
     assert plain.planned_epochs == [] and calls[-1][1] == 3 * 4
 
 
+def test_a_budget_shorter_than_one_epoch_stops_inside_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One epoch of 400 steps at ~5 ms is 2 s; a 0.3 s budget ends the epoch after ~60 steps, plans the
+    schedule for the steps that fit (not for the epoch), and validates the partial epoch."""
+    model, batches, loss_fn, validate = _problem()
+    calls: list[tuple[int, int]] = []
+    real = loop.lr_factor
+
+    def recording(step: int, *, total_steps: int, warmup_steps: int, min_ratio: float) -> float:
+        calls.append((step, total_steps))
+        return real(step, total_steps=total_steps, warmup_steps=warmup_steps, min_ratio=min_ratio)
+
+    def long_epoch(epoch: int):
+        for repeat in range(100):
+            for batch in batches(epoch * 100 + repeat):
+                time.sleep(0.005)
+                yield batch
+
+    validated: list[int] = []
+
+    def counting_validate() -> float:
+        validated.append(1)
+        return validate()
+
+    monkeypatch.setattr(loop, "lr_factor", recording)
+    config = TrainerConfig(epochs=5, max_seconds=0.3, patience=10, show_progress=False)
+    history = train(
+        model,
+        batches=long_epoch,
+        steps_per_epoch=400,
+        loss_fn=loss_fn,
+        validate=counting_validate,
+        config=config,
+    )
+    assert history.stopped_by_time and history.epochs_run == 1
+    assert history.partial_epoch_steps is not None and 20 <= history.partial_epoch_steps < 400
+    assert len(validated) == 1 and history.best_epoch == 1
+    assert history.summary()["partial_epoch_steps"] == history.partial_epoch_steps
+    last_step, total = calls[-1]
+    assert total < 400, "the schedule is planned for the steps the budget allows"
+    assert last_step >= 0.5 * total  # most of the planned decay ran (timing noise allowed)
+    # A budget that fits whole epochs leaves them whole.
+    model, batches, loss_fn, validate = _problem()
+    whole = train(
+        model,
+        batches=batches,
+        steps_per_epoch=4,
+        loss_fn=loss_fn,
+        validate=validate,
+        config=TrainerConfig(epochs=3, max_seconds=60, show_progress=False),
+    )
+    assert whole.partial_epoch_steps is None and whole.epochs_run == 3
+
+
 def test_a_stall_at_a_high_rate_restores_the_best_weights_and_anneals(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -48,7 +48,10 @@ class TrainerConfig:
     epochs): estimated from the first ``BUDGET_PROBE_STEPS`` steps, then after every epoch from the
     measured epoch time, validation included, so that the warmup is a share of the steps that will
     really run and the cosine reaches its floor in the last epoch instead of staying near the peak
-    (budget-aware schedules: Li, Yumer & Ramanan, "Budgeted Training", ICLR 2020).
+    (budget-aware schedules: Li, Yumer & Ramanan, "Budgeted Training", ICLR 2020). Training stops at the
+    first epoch end past the budget -- or inside an epoch, when one epoch alone would overrun it (a
+    catalogue of millions of items on a CPU): the schedule is then planned in steps, the epoch ends at
+    the step that crosses the budget, and that partial epoch is validated like any other.
     """
 
     epochs: int = 200
@@ -129,6 +132,8 @@ class TrainingHistory:
     """The epoch after which validation stalled and the learning rate was annealed (``anneal_epochs``)."""
     planned_epochs: list[int] = field(default_factory=list)
     """With a time budget, the epochs the learning-rate schedule was planned for after each epoch."""
+    partial_epoch_steps: int | None = None
+    """Steps of the last epoch when the time budget ran out inside it (``None``: every epoch ran whole)."""
     thread_changes: list[tuple[float, int]] = field(default_factory=list)
     """(seconds into training, torch threads) each time the thread count followed the cores other
     processes left free (:class:`~behaviorlm.training.threads.AdaptiveThreads`)."""
@@ -153,6 +158,7 @@ class TrainingHistory:
             "train_seconds": self.total_seconds,
             "stopped_early": self.stopped_early,
             "stopped_by_time": self.stopped_by_time,
+            "partial_epoch_steps": self.partial_epoch_steps,
         }
 
 
@@ -259,6 +265,10 @@ def train(
         # Every rank plans from rank 0's clock, so the learning rates stay identical.
         epochs = int(distributed.broadcast_from_main(float(epochs)))
         plan["total"] = epochs * steps
+        if warmup and epoch_seconds > config.max_seconds:
+            # Not one epoch fits: plan the steps that do, so the cosine ends where the budget does.
+            fit = int(distributed.broadcast_from_main(float(config.max_seconds / epoch_seconds * steps)))
+            plan["total"] = max(1, fit)
         if warmup:
             plan["warmup"] = int(config.warmup_fraction * plan["total"])
         history.planned_epochs.append(epochs)
@@ -325,6 +335,11 @@ def train(
                 if epoch == start_epoch == 0 and n_batches == min(BUDGET_PROBE_STEPS, steps):
                     step_seconds = (time.perf_counter() - probe_started) / n_batches
                     replan(elapsed=0.0, epochs_done=0, epoch_seconds=step_seconds * steps, warmup=True)
+                if config.max_seconds is not None and n_batches < steps:
+                    late = time.perf_counter() - started > config.max_seconds
+                    if distributed.any_rank(late):  # every rank leaves the epoch at the same step
+                        history.partial_epoch_steps = n_batches
+                        break
             metric: float | None = None
             if validate is not None and ((epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs):
                 module.eval()
