@@ -509,7 +509,7 @@ def test_quoted_text_spanning_lines_within_a_raised_text_limit_is_stored(tmp_pat
 
 
 def test_long_line_probe_agrees_with_splitting_every_line(tmp_path: Path) -> None:
-    from behaviorlm.data.ingest import _has_line_longer_than
+    from behaviorlm.data.ingest_delimited import _has_line_longer_than
 
     path = tmp_path / "probe.txt"
     rng = random.Random(0)

@@ -112,6 +112,11 @@ def sql_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def sql_identifier(name: str) -> str:
+    """Quote a name as a SQL identifier (for source column names, which may hold any character)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 class EventStore:
     """An embedded DuckDB event store in one file (or in memory with ``path=":memory:"``).
 
