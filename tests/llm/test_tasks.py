@@ -282,7 +282,7 @@ def test_graph_paths_become_facts_about_the_top_guess(shop_store):
     pytest.importorskip("torch_geometric")
     from behaviorlm.config import IngestConfig
     from behaviorlm.data.graph import build_graph
-    from behaviorlm.data.ingest import pseudonymize_user_id
+    from behaviorlm.data.pseudonyms import pseudonymize_user_id
     from behaviorlm.llm.facts import _path_facts
 
     with EventStore(shop_store) as store:

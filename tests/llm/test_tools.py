@@ -8,7 +8,7 @@ import pytest
 from tests.llm.conftest import RAW_USER
 
 from behaviorlm.config import IngestConfig, LLMConfig
-from behaviorlm.data.ingest import pseudonymize_user_id
+from behaviorlm.data.pseudonyms import pseudonymize_user_id
 from behaviorlm.data.store import EventStore
 from behaviorlm.llm.client import LLMClient
 from behaviorlm.llm.facts import user_alias

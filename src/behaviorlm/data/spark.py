@@ -40,20 +40,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from behaviorlm.config import IngestConfig
-from behaviorlm.data.ingest import (
-    MAX_RAW_CHARS,
-    TAOBAO_COLUMNS,
-    TAOBAO_EXTRA,
-    IngestError,
-    IngestSummary,
-    is_tianchi_header,
-    pseudonym,
-    pseudonym_key_from,
-    read_header,
-    require_mapping,
-    sniff_delimiter,
-    source_columns,
-)
+from behaviorlm.data.ingest import IngestSummary
+from behaviorlm.data.ingest_delimited import read_header, sniff_delimiter, source_columns
+from behaviorlm.data.ingest_readers import TAOBAO_COLUMNS, TAOBAO_EXTRA, is_tianchi_header, require_mapping
+from behaviorlm.data.ingest_run import MAX_RAW_CHARS, IngestError
+from behaviorlm.data.pseudonyms import pseudonym, pseudonym_key_from
 from behaviorlm.data.schema import EVENT_COLUMNS
 
 # pyspark warns that pandas >= 3 is not fully supported each time a UDF is made; the paths used here (no
@@ -379,7 +370,7 @@ def _quote(col: Column) -> Column:
 
 def _validate(parsed: DataFrame, layout: _Layout, config: IngestConfig) -> DataFrame:
     """Type every row and give the first failed check as ``reason`` (the checks and messages of DuckDB's
-    ``_validation_sql``, in the same order)."""
+    :mod:`~behaviorlm.data.ingest_validation`, in the same order)."""
     df = parsed.select(
         "_row", "_ord", "_raw", *layout.extra, *[_trimmed(n, config).alias(f"f_{n}") for n in EVENT_COLUMNS]
     )

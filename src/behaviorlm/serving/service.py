@@ -15,7 +15,8 @@ from typing import Any
 from fastapi import HTTPException
 
 from behaviorlm.config import ServiceConfig
-from behaviorlm.data.ingest import IngestError, pseudonymize_user_id
+from behaviorlm.data.ingest import IngestError
+from behaviorlm.data.pseudonyms import pseudonymize_user_id
 from behaviorlm.data.store import EventStore, StoreError
 from behaviorlm.models.registry import load_recommender
 from behaviorlm.models.sequential import EventHistory

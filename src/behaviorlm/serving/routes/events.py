@@ -8,7 +8,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException
 
 from behaviorlm.config import ServiceConfig
-from behaviorlm.data.ingest import IngestError, pseudonymize_user_id
+from behaviorlm.data.ingest import IngestError
+from behaviorlm.data.pseudonyms import pseudonymize_user_id
 from behaviorlm.data.store import StoreError
 from behaviorlm.serving.schemas import (
     EventBatch,

@@ -11,7 +11,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
 
 from behaviorlm.config import ServiceConfig
-from behaviorlm.data.ingest import pseudonymize_user_id
+from behaviorlm.data.pseudonyms import pseudonymize_user_id
 from behaviorlm.data.store import StoreError
 from behaviorlm.serving.schemas import (
     MAX_ID,
