@@ -590,12 +590,14 @@ def distill_section(records: dict[tuple[str, str], dict]) -> list[str]:
         "student (a one-layer Transformer with d_model 64, GRU4Rec with 64 units) is fitted on the labels alone "
         "(*undistilled*) and with the teacher's softened scores over the whole catalogue at every position "
         f"(*distilled*: `fit(..., teacher=...)`, loss (1 - α) CE + α T² KL, α = {p['distill_alpha']}, "
-        f"T = {p['distill_temperature']}; docs/transformer.md#distillation), with the same epoch cap and early "
-        "stopping on validation NDCG@10; *-int8* is the distilled student's serving copy (`quantized()`: int8 "
-        "linear layers, bfloat16 item table). Leave-one-out, full ranking, seen items masked. Latency: "
-        f"`predict_next` for one user at a time on {p['latency_requests']} test users' full histories after "
-        f"{p['latency_warmup']} warm-up calls, torch threads = {p['torch_threads']}. *Kept* = NDCG@10 / the "
-        "teacher's, *speed-up* = the teacher's p50 / the model's. Target (issue 22): kept >= 95% at >= 3x.",
+        f"T = {p['distill_temperature']}; docs/transformer.md#distillation), each with early stopping on "
+        "validation NDCG@10 (epochs run and best epoch below); *-int8* is the distilled student's serving copy "
+        "(`quantized()`: int8 linear layers, bfloat16 item table). Leave-one-out, full ranking, seen items "
+        f"masked. Latency: `predict_next` for one user at a time on {p['latency_requests']} test users' full "
+        f"histories after {p['latency_warmup']} warm-up calls, torch threads = {p['torch_threads']}"
+        + (f"; all models timed {p['latency_order']}" if p.get("latency_order") else "")
+        + ". *Kept* = NDCG@10 / the teacher's, *speed-up* = the teacher's p50 / the model's. Target (issue 22): "
+        "kept >= 95% at >= 3x.",
         "",
     ]
     for dataset in sorted({r["dataset"] for r in rows}):
