@@ -235,9 +235,17 @@ def busy_section(path: Path) -> list[str]:
     return lines
 
 
+PEER_DATASET_ALIASES = {"s3rec-sports": "sports"}
+"""The peer's dataset name -> run_sequential.py's key for the same file (benchmarks/peers/README.md)."""
+
+
 def peer_section(records: dict[tuple[str, str], dict]) -> list[str]:
     """behaviorlm's Transformer beside RecBole's SASRec, run side by side (benchmarks/peers/README.md)."""
-    datasets = sorted(d for (d, m) in records if m == "recbole-sasrec" and (d, "transformer") in records)
+    datasets = sorted(
+        d
+        for (d, m) in records
+        if m == "recbole-sasrec" and (PEER_DATASET_ALIASES.get(d, d), "transformer") in records
+    )
     if not datasets:
         return []
     lines = [
@@ -259,7 +267,8 @@ def peer_section(records: dict[tuple[str, str], dict]) -> list[str]:
         "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for dataset in datasets:
-        ours, peer = records[(dataset, "transformer")], records[(dataset, "recbole-sasrec")]
+        ours = records[(PEER_DATASET_ALIASES.get(dataset, dataset), "transformer")]
+        peer = records[(dataset, "recbole-sasrec")]
         t, pt = ours.get("training") or {}, peer.get("training") or {}
         lines.append(
             f"| {dataset} | {fmt(ours['metrics']['ndcg@10'])} / {fmt(ours['metrics']['hr@10'])} | "
@@ -268,7 +277,8 @@ def peer_section(records: dict[tuple[str, str], dict]) -> list[str]:
             f"{pt.get('epochs_run', '–')} | {peer['train_seconds']:.0f} | "
             f"{ours['metrics']['ndcg@10'] / max(peer['metrics']['ndcg@10'], 1e-12):.1f}x | {ours['git_commit']} |"
         )
-    lines += ["", f"Machine: {records[(datasets[0], 'transformer')]['machine']}.", ""]
+    first = PEER_DATASET_ALIASES.get(datasets[0], datasets[0])
+    lines += ["", f"Machine: {records[(first, 'transformer')]['machine']}.", ""]
     return lines
 
 
