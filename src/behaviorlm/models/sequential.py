@@ -359,23 +359,33 @@ def raw_history(
     unknown_types = sorted({t for t in (event_types or []) if t not in type_index})
     if unknown_types and unknown_event_types == "error":
         raise ValueError(f"event types {unknown_types} are not in the model's vocabulary {list(type_index)}")
-    known_item = [str(item) in item_index for item in item_ids]
-    keep = [i for i in range(n) if known_item[i] and (event_types is None or event_types[i] in type_index)]
+    # One pass over the request (it runs on every real-time call).
+    items: list[int] = []
+    times: list[int] = []
+    types: list[int] = []
+    unknown_items: list[str] = []
+    for i, raw in enumerate(item_ids):
+        index = item_index.get(str(raw))
+        if index is None:
+            unknown_items.append(str(raw))
+            continue
+        kind = 0 if event_types is None else type_index.get(event_types[i])
+        if kind is None:
+            continue
+        items.append(index)
+        types.append(kind)
+        times.append(int(timestamps[i]) if timestamps else i)
     interactions = Interactions(
         user_ids=np.array(["request"]),
         item_ids=item_space,
-        user_ptr=np.array([0, len(keep)], dtype=np.int64),
-        items=np.array([item_index[str(item_ids[i])] for i in keep], dtype=np.int64),
-        timestamps=np.array([int(timestamps[i]) if timestamps else i for i in keep], dtype=np.int64),
-        event_types=np.array(
-            [type_index[event_types[i]] if event_types else 0 for i in keep], dtype=np.int16
-        ),
+        user_ptr=np.array([0, len(items)], dtype=np.int64),
+        items=np.array(items, dtype=np.int64),
+        timestamps=np.array(times, dtype=np.int64),
+        event_types=np.array(types, dtype=np.int16),
         event_type_vocab=tuple(event_type_vocab),
     )
     return EventHistory(
-        interactions=interactions,
-        unknown_items=[str(item_ids[i]) for i in range(n) if not known_item[i]],
-        unknown_event_types=unknown_types,
+        interactions=interactions, unknown_items=unknown_items, unknown_event_types=unknown_types
     )
 
 
@@ -745,9 +755,10 @@ class SequentialRecommender(Recommender):
     def _last_hidden(self, items: torch.Tensor, types: torch.Tensor, buckets: torch.Tensor) -> torch.Tensor:
         """The network's hidden state at the last position of each ``[B, L]`` row, ``[B, d]``."""
         device = next(self.net_.parameters()).device
+        inputs = (items.to(device), types.to(device), buckets.to(device))
         with torch.no_grad():
-            hidden = self.net_(items.to(device), types.to(device), buckets.to(device))
-        return hidden[:, -1]
+            last_hidden = getattr(self.net_, "last_hidden", None)  # a network that can skip the rest
+            return last_hidden(*inputs) if last_hidden is not None else self.net_(*inputs)[:, -1]
 
     def score(self, batch: ScoringBatch) -> torch.Tensor:
         train = self._fitted()

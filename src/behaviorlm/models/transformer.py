@@ -41,16 +41,24 @@ class CausalSelfAttention(nn.Module):
         self.dropout = dropout
         self.out_drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, *, is_causal: bool = False) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None, *, is_causal: bool = False, last_only: bool = False
+    ) -> torch.Tensor:
         """``mask`` ``[B, 1, L, L]`` (True: may attend), or ``None`` with ``is_causal`` for plain causal
-        attention over a batch without padding."""
+        attention over a batch without padding. ``last_only``: only the last position's output
+        ``[B, 1, d]`` (its query sees every key the mask's last row allows)."""
         batch, length, d = x.shape
         q, k, v = self.qkv(x).split(d, dim=2)
-        q, k, v = (t.view(batch, length, self.n_heads, d // self.n_heads).transpose(1, 2) for t in (q, k, v))
+        if last_only:
+            q = q[:, -1:]
+            mask = None if mask is None else mask[:, :, -1:]
+            is_causal = False  # the last query may see every earlier position anyway
+        q = q.reshape(batch, q.shape[1], self.n_heads, d // self.n_heads).transpose(1, 2)
+        k, v = (t.view(batch, length, self.n_heads, d // self.n_heads).transpose(1, 2) for t in (k, v))
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, is_causal=is_causal
         )
-        y = y.transpose(1, 2).reshape(batch, length, d)
+        y = y.transpose(1, 2).reshape(batch, q.shape[2], d)
         return self.out_drop(self.out(y))
 
 
@@ -66,8 +74,12 @@ class Block(nn.Module):
             nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model), nn.Dropout(dropout)
         )
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, *, is_causal: bool = False) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), mask, is_causal=is_causal)
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None, *, is_causal: bool = False, last_only: bool = False
+    ) -> torch.Tensor:
+        """``[B, L, d]``, or with ``last_only`` the last position's ``[B, 1, d]`` alone."""
+        attended = self.attn(self.norm1(x), mask, is_causal=is_causal, last_only=last_only)
+        x = (x[:, -1:] if last_only else x) + attended
         return x + self.mlp(self.norm2(x))
 
 
@@ -109,13 +121,30 @@ class BehaviorTransformerNet(nn.Module):
         """Output embeddings of the real items, ``[n_items, d]`` (tied to the input embedding)."""
         return self.item_vectors()[: self.n_items]
 
+    def last_hidden(self, items: torch.Tensor, types: torch.Tensor, buckets: torch.Tensor) -> torch.Tensor:
+        """The causal hidden state of each row's last position, ``[B, d]``: what scoring a user reads.
+
+        The same numbers as ``forward(...)[:, -1]`` (tested) for less work: the last block computes only
+        the last position (its attention query, output projection and MLP), which is what one request
+        needs (ML-100k's demo model, 100-event window, one thread: see docs/transformer.md).
+        """
+        return self.forward(items, types, buckets, last_only=True)[:, -1]
+
     def forward(
-        self, items: torch.Tensor, types: torch.Tensor, buckets: torch.Tensor, *, causal: bool = True
+        self,
+        items: torch.Tensor,
+        types: torch.Tensor,
+        buckets: torch.Tensor,
+        *,
+        causal: bool = True,
+        last_only: bool = False,
     ) -> torch.Tensor:
         """Hidden states ``[B, L, d]`` for left-padded ``items``/``types``/``buckets`` of shape ``[B, L]``.
 
         ``causal=False`` lets every position attend to the whole sequence (masked-behaviour pretraining
         and sequence-level heads, as in BERT4Rec); next-event prediction uses the causal default.
+        ``last_only``: the last block computes the last position alone, ``[B, 1, d]`` (see
+        :meth:`last_hidden`).
         """
         length = items.shape[1]
         real = items != self.n_items
@@ -136,8 +165,9 @@ class BehaviorTransformerNet(nn.Module):
         if not self.training and bool(real.all()):
             # No padding (one request's window, say): plain causal attention or none, with no mask to
             # build -- the same hidden states as the masked path below, with fewer tensor operations.
-            for block in self.blocks:
-                x = block(x, None, is_causal=causal)
+            for n, block in enumerate(self.blocks):
+                last = last_only and n == len(self.blocks) - 1
+                x = block(x, None, is_causal=causal, last_only=last)
             return self.norm(x)
         x = x * real[..., None]
         # Causal mask, restricted to real keys. Every query may also see itself, so padding rows (which
@@ -148,8 +178,8 @@ class BehaviorTransformerNet(nn.Module):
         eye = torch.eye(length, dtype=torch.bool, device=items.device)
         mask = (allowed[None] & real[:, None, :]) | eye[None]
         mask = mask[:, None]  # broadcast over heads
-        for block in self.blocks:
-            x = block(x, mask)
+        for n, block in enumerate(self.blocks):
+            x = block(x, mask, last_only=last_only and n == len(self.blocks) - 1)
         return self.norm(x)
 
 
