@@ -9,7 +9,7 @@ import torch
 from behaviorlm.data.sequences import Interactions
 from behaviorlm.evaluation.ranking import RankingValidation
 from behaviorlm.models.base import ScoringBatch
-from behaviorlm.models.sequential import IGNORE, SequenceTensors, gap_buckets, window_gap_buckets
+from behaviorlm.models.sequential import IGNORE, SequenceTensors, gap_buckets
 from behaviorlm.models.transformer import BehaviorTransformer
 from behaviorlm.testing import check_recommender
 from behaviorlm.testing.synthetic import hold_out_last_event, successor_sequences
@@ -101,17 +101,17 @@ def test_gap_buckets_by_hand() -> None:
     assert gap_buckets(times, valid, n_buckets=8).tolist() == [[0, 0, 1, 2, 3, 7]]
 
 
-def test_window_gap_buckets_equal_gap_buckets() -> None:
+def test_gap_buckets_of_one_window_at_the_log2_edges() -> None:
+    """One unpadded window (a request's): exact integer buckets, ``min(bit_length(1 + gap), n - 1)``."""
     rng = np.random.default_rng(3)
     # Zero, negative (out of order), small and huge gaps, and powers of two minus one (log2 edges).
     gaps = np.concatenate([[0, -5, 1, 2, 3, 7, 15, 2**20 - 1, 2**20, 10**9], rng.integers(0, 10**7, 200)])
     times = np.cumsum(gaps)
-    expected = gap_buckets(
-        torch.from_numpy(times)[None], torch.ones(1, len(times), dtype=torch.bool), n_buckets=24
-    )
-    assert window_gap_buckets(times, n_buckets=24).tolist() == expected[0].tolist()
-    assert window_gap_buckets(times[:1], n_buckets=24).tolist() == [0]
-    assert window_gap_buckets(times, n_buckets=0).tolist() == [0] * len(times)
+    everything = np.ones((1, len(times)), dtype=bool)
+    expected = [0] + [min((1 + max(int(g), 0)).bit_length(), 23) for g in gaps[1:]]
+    assert gap_buckets(times[None], everything, n_buckets=24)[0].tolist() == expected
+    assert gap_buckets(times[None, :1], everything[:, :1], n_buckets=24).tolist() == [[0]]
+    assert gap_buckets(times[None], everything, n_buckets=0).tolist() == [[0] * len(times)]
 
 
 @pytest.mark.parametrize("causal", [True, False])

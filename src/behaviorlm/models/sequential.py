@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from numpy.typing import ArrayLike
 from torch import nn
 
 from behaviorlm.data.features import ItemFeatures
@@ -126,30 +127,24 @@ def _quantize_linear_layers(net: nn.Module) -> nn.Module:
         return torch.ao.quantization.quantize_dynamic(net, {nn.Linear}, dtype=torch.qint8)
 
 
-def gap_buckets(timestamps: torch.Tensor, valid: torch.Tensor, *, n_buckets: int) -> torch.Tensor:
+def gap_buckets(timestamps: ArrayLike, valid: ArrayLike, *, n_buckets: int) -> torch.Tensor:
     """Log2 buckets of the time since the previous event: ``1 + floor(log2(1 + gap_seconds))``.
 
-    Bucket 0 marks padding and the first event of a sequence; gaps beyond the last bucket are clipped.
-    ``timestamps`` and ``valid`` are ``[B, L]``; returns ``int64 [B, L]``.
+    Bucket 0 marks padding and the first event of a sequence; gaps beyond the last bucket are clipped;
+    ``n_buckets=0`` (no time buckets) gives 0 everywhere. ``timestamps`` and ``valid`` are ``[B, L]``
+    host arrays or CPU tensors; returns ``int64 [B, L]``. Computed in numpy: the inputs are built on the
+    host (a dataset's windows once per fit, one request's window per real-time call), where a dozen tiny
+    tensor operations cost more than the arithmetic.
     """
-    gaps = torch.zeros_like(timestamps)
-    gaps[:, 1:] = (timestamps[:, 1:] - timestamps[:, :-1]).clamp(min=0)
-    buckets = 1 + torch.floor(torch.log2(1 + gaps.double())).long()
-    buckets = buckets.clamp(max=n_buckets - 1)
-    first = torch.zeros_like(valid)
-    first[:, 1:] = valid[:, 1:] & ~valid[:, :-1]
-    first[:, 0] = valid[:, 0]
-    return torch.where(valid & ~first, buckets, torch.zeros_like(buckets))
-
-
-def window_gap_buckets(timestamps: np.ndarray, *, n_buckets: int) -> np.ndarray:
-    """:func:`gap_buckets` of one window without padding (``int64 [L]``), in numpy: a request's window
-    is read once, where a dozen tiny tensor operations cost more than the arithmetic."""
-    buckets = np.zeros(len(timestamps), dtype=np.int64)
-    if n_buckets and len(timestamps) > 1:
-        gaps = np.maximum(np.diff(timestamps), 0).astype(np.float64)
-        buckets[1:] = np.minimum(1 + np.floor(np.log2(1 + gaps)).astype(np.int64), n_buckets - 1)
-    return buckets
+    times = np.asarray(timestamps, dtype=np.int64)
+    valid = np.asarray(valid, dtype=bool)
+    buckets = np.zeros(times.shape, dtype=np.int64)
+    if n_buckets:
+        gaps = np.maximum(np.diff(times, axis=1), 0).astype(np.float64)
+        steps = np.minimum(1 + np.floor(np.log2(1 + gaps)).astype(np.int64), n_buckets - 1)
+        # A position has a gap when it and the one before it are real events.
+        buckets[:, 1:] = np.where(valid[:, 1:] & valid[:, :-1], steps, 0)
+    return torch.from_numpy(buckets)
 
 
 def distillation_loss(
@@ -206,7 +201,7 @@ class SequenceTensors:
         items, types = interactions.padded_sequences(users, max_len=take, pad_value=-1)
         times = _padded_times(interactions, users, max_len=take)
         valid = items >= 0
-        buckets = gap_buckets(times, valid, n_buckets=n_buckets) if n_buckets else torch.zeros_like(items)
+        buckets = gap_buckets(times, valid, n_buckets=n_buckets)
         if with_targets:
             self.targets = torch.where(valid[:, 1:], items[:, 1:], torch.full_like(items[:, 1:], IGNORE))
             # An input position needs a following event to have a target.
@@ -848,10 +843,8 @@ class SequentialRecommender(Recommender):
         window = slice(max(0, len(events.items) - self.max_len), len(events.items))
         items = torch.from_numpy(events.items[window])[None, :]
         types = torch.from_numpy(events.event_types[window].astype(np.int64))[None, :]
-        buckets = torch.from_numpy(
-            window_gap_buckets(events.timestamps[window], n_buckets=self.n_time_buckets)
-        )
-        buckets = buckets[None, :]
+        times = events.timestamps[window][None, :]
+        buckets = gap_buckets(times, np.ones(times.shape, dtype=bool), n_buckets=self.n_time_buckets)
         scores = self._scores_of(self._last_hidden(items, types, buckets))[0]
         if exclude_seen:
             scores[torch.from_numpy(events.items).to(scores.device)] = -torch.inf
