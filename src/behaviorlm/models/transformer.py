@@ -162,24 +162,22 @@ class BehaviorTransformerNet(nn.Module):
         if self.gap_emb is not None:
             x = x + self.gap_emb(buckets)
         x = self.drop(x)
-        if not self.training and bool(real.all()):
-            # No padding (one request's window, say): plain causal attention or none, with no mask to
-            # build -- the same hidden states as the masked path below, with fewer tensor operations.
-            for n, block in enumerate(self.blocks):
-                last = last_only and n == len(self.blocks) - 1
-                x = block(x, None, is_causal=causal, last_only=last)
-            return self.norm(x)
-        x = x * real[..., None]
-        # Causal mask, restricted to real keys. Every query may also see itself, so padding rows (which
-        # no loss or score reads) never have an all-masked row that would give NaN.
-        allowed = torch.ones(length, length, dtype=torch.bool, device=items.device)
-        if causal:
-            allowed = allowed.tril()
-        eye = torch.eye(length, dtype=torch.bool, device=items.device)
-        mask = (allowed[None] & real[:, None, :]) | eye[None]
-        mask = mask[:, None]  # broadcast over heads
+        mask: torch.Tensor | None = None
+        if self.training or not bool(real.all()):
+            x = x * real[..., None]
+            # Causal mask, restricted to real keys. Every query may also see itself, so padding rows (which
+            # no loss or score reads) never have an all-masked row that would give NaN.
+            allowed = torch.ones(length, length, dtype=torch.bool, device=items.device)
+            if causal:
+                allowed = allowed.tril()
+            eye = torch.eye(length, dtype=torch.bool, device=items.device)
+            mask = (allowed[None] & real[:, None, :]) | eye[None]
+            mask = mask[:, None]  # broadcast over heads
+        # Without padding at inference (one request's window, say) there is no mask to build: plain
+        # causal attention (or none) gives the masked path's hidden states with fewer tensor operations.
         for n, block in enumerate(self.blocks):
-            x = block(x, mask, last_only=last_only and n == len(self.blocks) - 1)
+            last = last_only and n == len(self.blocks) - 1
+            x = block(x, mask, is_causal=causal and mask is None, last_only=last)
         return self.norm(x)
 
 
