@@ -259,17 +259,13 @@ def run_dataset(dataset: str, args: argparse.Namespace) -> None:
     runs = load_runs(args.load_dir / dataset) if args.load_dir else train_runs(dataset, split, config, args)
     if args.save_dir:
         save_runs(runs, args.save_dir / dataset)
-    for run in list(runs):
-        if run["kd"]:  # the distilled student's serving copy, measured beside it
-            runs.insert(
-                runs.index(run) + 1,
-                {
-                    **run,
-                    "name": f"{run['name']}-int8",
-                    "model": run["model"].quantized(),
-                    "float": run["model"],
-                },
-            )
+    measured: list[dict[str, Any]] = []
+    for run in runs:
+        measured.append(run)
+        if run["kd"]:  # the distilled student's serving copy, measured right after it
+            serving = run["model"].quantized()
+            measured.append({**run, "name": f"{run['name']}-int8", "model": serving, "float": run["model"]})
+    runs = measured
 
     latency = interleaved_latencies({run["name"]: run["model"] for run in runs}, split, users)
     teacher_metrics: dict[str, float] = {}
