@@ -18,7 +18,7 @@ def _fit_evaluate(
 
     torch.set_num_threads(threads)
     split = leave_one_out(load_interactions(dataset))
-    model = model_registry()[model_name](**params)
+    model = model_registry()[model_name].from_params(params)
     record = fit_and_evaluate(model, split, dataset=dataset).to_dict()
     record["protocol"]["torch_threads"] = threads
     queue.put(record)

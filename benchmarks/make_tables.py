@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from behaviorlm.training.options import flat_params
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results.jsonl"
 GPU_RESULTS = HERE / "results-gpu.jsonl"
@@ -82,7 +84,9 @@ _PLUMBING = {
 
 
 def _shown_params(record: dict) -> dict:
-    return {k: v for k, v in record.get("params", {}).items() if k not in _PLUMBING}
+    """A record's params as one flat list: a model's training options (``params.training`` since
+    TrainingOptions; flat keys in older records) are shown beside its architecture."""
+    return {k: v for k, v in flat_params(record.get("params", {})).items() if k not in _PLUMBING}
 
 
 def best_gpu_runs(path: Path) -> list[dict]:

@@ -88,7 +88,7 @@ def main() -> None:
         name, params = MODELS[key]
         if key == "transformer" and args.max_train_seconds is not None:
             params = {**params, "max_train_seconds": args.max_train_seconds}
-        model = registry[name](**params)
+        model = registry[name].from_params(params)
         started = time.perf_counter()
         model.fit(split.train, valid=RankingValidation(split.train, split.valid))
         train_seconds = time.perf_counter() - started

@@ -78,7 +78,7 @@ def main() -> None:
         "seed": 0,
     }
     started = time.perf_counter()
-    model = BehaviorTransformer(**model_params).fit(data)
+    model = BehaviorTransformer.from_params(model_params).fit(data)
     model_seconds = time.perf_counter() - started
     statistic = args.surprisal_statistic
 

@@ -56,7 +56,7 @@ def child(epochs: int, llm_users: int) -> dict:
         users = sorted(u for (u,) in store.rows("SELECT DISTINCT user_id FROM events"))[: llm_users + 1]
     split = leave_one_out(interactions)
     params = {**DEMO_TRANSFORMER, "epochs": epochs, "patience": epochs}
-    model = BehaviorTransformer(**params, show_progress=False, seed=0)
+    model = BehaviorTransformer.from_params({**params, "show_progress": False, "seed": 0})
     model.fit(split.train)
     epoch_s = model.history_.epoch_seconds
     start = time.perf_counter()

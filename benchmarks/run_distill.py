@@ -177,7 +177,7 @@ def train_runs(
 ) -> list[dict[str, Any]]:
     """Fit the teacher, then each student with and without it; one entry per model."""
     started = time.perf_counter()
-    teacher = BehaviorTransformer(**config["teacher"]).fit(
+    teacher = BehaviorTransformer.from_params(config["teacher"]).fit(
         split.train, valid=RankingValidation(split.train, split.valid)
     )
     seconds = time.perf_counter() - started
@@ -186,7 +186,7 @@ def train_runs(
         if name not in args.students:
             continue
         for kd in (True, False):
-            student = cls(**params)
+            student = cls.from_params(params)
             started = time.perf_counter()
             if kd:
                 student.fit(

@@ -74,7 +74,9 @@ def main() -> None:
 
     settings = TRANSFORMER_SETTINGS[args.dataset]
     split = leave_one_out(load_interactions(args.dataset))
-    model = BehaviorTransformer(**settings, max_train_seconds=args.max_train_seconds, seed=args.seed)
+    model = BehaviorTransformer.from_params(
+        {**settings, "max_train_seconds": args.max_train_seconds, "seed": args.seed}
+    )
     started = time.perf_counter()
     model.fit(split.train, valid=RankingValidation(split.train, split.valid))
     train_seconds = time.perf_counter() - started

@@ -43,6 +43,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from behaviorlm.training.options import flat_params
+
 if TYPE_CHECKING:
     from behaviorlm.data.features import ItemFeatures
 
@@ -102,7 +104,9 @@ def run_one(dataset: str, variant: str, params: dict[str, Any], out: Path) -> No
     data = load_interactions(dataset)
     split = leave_one_out(data)
     features = features_for(dataset, variant, split.train.item_ids)
-    model = BehaviorTransformer(**params, item_init="text" if "init" in variant.split("+") else "random")
+    model = BehaviorTransformer.from_params(
+        {**params, "item_init": "text" if "init" in variant.split("+") else "random"}
+    )
     record = fit_and_evaluate(
         model,
         split,
@@ -151,7 +155,7 @@ def reference_run(path: Path, dataset: str, params: dict[str, Any]) -> dict[str,
             if (
                 r.get("dataset") == dataset
                 and r.get("model") == "transformer-knowledge-id"
-                and all(r["params"].get(k) == v for k, v in params.items())
+                and all(flat_params(r["params"]).get(k) == v for k, v in flat_params(params).items())
             ):
                 found = r
     return found

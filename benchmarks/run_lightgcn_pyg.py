@@ -194,7 +194,7 @@ def _run(model_key: str, params: dict[str, Any], threads: int, queue: mp.Queue) 
     from behaviorlm.models.lightgcn import LightGCN
 
     split = leave_one_out(load_interactions("ml-100k"))
-    model = LightGCN(**params) if model_key == "ours" else PyGLightGCN(**params)
+    model = LightGCN.from_params(params) if model_key == "ours" else PyGLightGCN(**params)
     record = fit_and_evaluate(model, split, dataset="ml-100k").to_dict()
     record["protocol"]["torch_threads"] = threads
     if model_key == "pyg":

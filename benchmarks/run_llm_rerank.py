@@ -62,8 +62,8 @@ def main() -> None:
         raise SystemExit(f"{args.dataset} has no item titles: LLM re-ranking would see only letters; not run")
     split = leave_one_out(load_interactions(args.dataset))
     torch.set_num_threads(2)
-    model = BehaviorTransformer(
-        **TRANSFORMER_SETTINGS[args.dataset], max_train_seconds=args.max_train_seconds, seed=args.seed
+    model = BehaviorTransformer.from_params(
+        {**TRANSFORMER_SETTINGS[args.dataset], "max_train_seconds": args.max_train_seconds, "seed": args.seed}
     )
     started = time.perf_counter()
     model.fit(split.train, valid=RankingValidation(split.train, split.valid))

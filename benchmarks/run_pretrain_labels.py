@@ -65,7 +65,9 @@ def main() -> None:
 
     for seed in args.seeds:
         started = time.perf_counter()
-        pretrainer = MaskedBehaviorPretrainer(**ENCODER, epochs=args.pretrain_epochs, seed=seed)
+        pretrainer = MaskedBehaviorPretrainer.from_params(
+            {**ENCODER, "epochs": args.pretrain_epochs, "seed": seed}
+        )
         pretrainer.fit(data.filter_events(np.isin(owner, train_users)))
         state, pretrain_seconds = pretrainer.encoder_state(), time.perf_counter() - started
         print(f"seed {seed}: pretrained in {pretrain_seconds:.0f} s", flush=True)
@@ -74,7 +76,7 @@ def main() -> None:
             labelled = rng.permutation(train_users)[: max(8, round(share * len(train_users)))]
             for start, init in (("scratch", None), ("pretrained", state)):
                 t = time.perf_counter()
-                next_type = NextEventTypeModel(**ENCODER, epochs=50, seed=seed).fit(
+                next_type = NextEventTypeModel.from_params({**ENCODER, "epochs": 50, "seed": seed}).fit(
                     data.filter_events(np.isin(owner, labelled)),
                     valid=last_event_type_labels(data, valid_users),
                     init_encoder=init,
@@ -92,7 +94,7 @@ def main() -> None:
                 )
                 t = time.perf_counter()
                 rows = lambda group: np.array([row_of[int(u)] for u in group])  # noqa: E731
-                classifier = SequenceClassifier(**ENCODER, epochs=50, seed=seed).fit(
+                classifier = SequenceClassifier.from_params({**ENCODER, "epochs": 50, "seed": seed}).fit(
                     intent.subset(rows(labelled)), valid=intent.subset(rows(valid_users)), init_encoder=init
                 )
                 report = classifier.evaluate(intent.subset(rows(test_users)))

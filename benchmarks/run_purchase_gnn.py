@@ -33,13 +33,14 @@ import torch
 
 from behaviorlm.data.datasets import open_dataset_store
 from behaviorlm.data.purchase import purchase_cutoffs, purchase_snapshot, store_time_range
+from behaviorlm.estimator import json_params
 from behaviorlm.evaluation.benchmark import append_jsonl, git_commit, machine_description, peak_rss_mb
 from behaviorlm.evaluation.purchase import (
     evaluate_purchase_model,
     paired_bootstrap_auc,
     purchase_protocol,
 )
-from behaviorlm.models.hetero_gnn import PurchaseGNN, PurchaseGNNConfig
+from behaviorlm.models.hetero_gnn import GNN_TRAINING, PurchaseGNN
 from behaviorlm.models.purchase_baseline import PurchaseFeatureBaseline
 
 RESULTS = Path(__file__).resolve().parent / "results.jsonl"
@@ -58,7 +59,7 @@ def main() -> None:
     parser.add_argument(
         "--start-quantile", type=float, default=0.0, help="start the cutoffs at this quantile of event times"
     )
-    parser.add_argument("--hidden", type=int, default=PurchaseGNNConfig.hidden)
+    parser.add_argument("--hidden", type=int, default=PurchaseGNN().hidden)
     parser.add_argument("--no-pair-features", action="store_true", help="GNN ablation: graph only")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument(
@@ -125,8 +126,11 @@ def main() -> None:
     best_baseline = max(baseline_scores, key=lambda n: baseline_scores[n][0])  # chosen on validation
 
     for seed in range(args.seeds):
-        config = PurchaseGNNConfig(hidden=args.hidden, pair_features=not args.no_pair_features, seed=seed)
-        gnn = PurchaseGNN(config=config)
+        gnn = PurchaseGNN(
+            hidden=args.hidden,
+            pair_features=not args.no_pair_features,
+            training=GNN_TRAINING.replace(seed=seed),
+        )
         result = evaluate_purchase_model(gnn, **snapshots)
         result.details = {"best_epoch": gnn.best_epoch_, "epochs_run": len(gnn.history_)}
         comparison = {
@@ -139,7 +143,7 @@ def main() -> None:
                 seed=seed,
             ),
         }
-        append_jsonl(args.out, record(result, seed=seed, params=dict(vars(config)), comparison=comparison))
+        append_jsonl(args.out, record(result, seed=seed, params=json_params(gnn), comparison=comparison))
         diff = comparison["roc_auc_difference"]
         print(
             f"{result.name} seed {seed}: {_fmt(result.metrics)} (valid ROC-AUC {result.valid_metrics['roc_auc']:.4f}, "

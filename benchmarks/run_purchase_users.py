@@ -143,9 +143,11 @@ def main() -> None:
             started = time.perf_counter()
             state = None
             if pretrained:
-                pre = MaskedBehaviorPretrainer(**{**TRANSFORMER, "epochs": 20}, seed=seed).fit(before_test)
+                pre = MaskedBehaviorPretrainer.from_params({**TRANSFORMER, "epochs": 20, "seed": seed}).fit(
+                    before_test
+                )
                 state = pre.encoder_state()
-            model = SequenceClassifier(**TRANSFORMER, seed=seed).fit(
+            model = SequenceClassifier.from_params({**TRANSFORMER, "seed": seed}).fit(
                 sequences["train"], valid=sequences["valid"], init_encoder=state
             )
             test = sequences["test"]

@@ -168,12 +168,15 @@ def _train_epoch(csv: Path, work: Path, opts: dict[str, Any]) -> dict[str, Any]:
 
     from behaviorlm.data.store import EventStore
     from behaviorlm.models.transformer import BehaviorTransformer
+    from behaviorlm.training.options import TrainingOptions
 
     torch.set_num_threads(opts["threads"])
     with EventStore(work / "store.duckdb", read_only=True) as store:
         inter = store.interactions()
     subset = inter.filter_events(inter.event_users() < TRAIN_USERS)
-    model = BehaviorTransformer(epochs=1, loss="sampled", n_negatives=1024, max_len=50, batch_size=256)
+    model = BehaviorTransformer(
+        loss="sampled", n_negatives=1024, max_len=50, training=TrainingOptions(epochs=1, batch_size=256)
+    )
     started = time.perf_counter()
     model.fit(subset)
     seconds = time.perf_counter() - started
@@ -250,8 +253,8 @@ def _train(csv: Path, work: Path, opts: dict[str, Any]) -> dict[str, Any]:
     )
     loop.train = one_budgeted_epoch
     try:
-        model = BehaviorTransformer(
-            **({} if opts["batch_size"] is None else {"batch_size": opts["batch_size"]})
+        model = BehaviorTransformer.from_params(
+            {} if opts["batch_size"] is None else {"batch_size": opts["batch_size"]}
         )
         fit_started = time.perf_counter()
         model.fit(inter)

@@ -46,7 +46,7 @@ def main() -> None:
     dataset = f"{args.dataset}-temporal"
     registry = model_registry()
     for name in args.models:
-        record = fit_and_evaluate(registry[name](**MODELS[name]), split, dataset=dataset)
+        record = fit_and_evaluate(registry[name].from_params(MODELS[name]), split, dataset=dataset)
         append_jsonl(args.out, record)
         m = record.metrics
         print(

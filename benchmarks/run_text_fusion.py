@@ -102,7 +102,7 @@ def run(name: str, *, threads: int, truncate: bool, out: Path) -> None:
     lengths = split.train.lengths()
 
     started = time.perf_counter()
-    behaviour = BehaviorTransformer(**spec["transformer"]).fit(
+    behaviour = BehaviorTransformer.from_params(spec["transformer"]).fit(
         split.train, valid=RankingValidation(split.train, split.valid)
     )
     behaviour_seconds = time.perf_counter() - started

@@ -70,7 +70,7 @@ def prepare(workdir: Path, *, llm_threads: int | None) -> tuple[Path, str, list[
     with EventStore(store_path) as store:
         ingest_dataset(store, "ml-100k")
         data = store.interactions()
-    model = BehaviorTransformer(**ML100K_TRANSFORMER, epochs=1, seed=0).fit(data)
+    model = BehaviorTransformer.from_params({**ML100K_TRANSFORMER, "epochs": 1, "seed": 0}).fit(data)
     model_path = model.save(workdir / "model")
     keys_file = workdir / "keys.json"
     key = create_key(keys_file, name="llm-load", scopes=["read", "write", "admin"])

@@ -80,6 +80,7 @@ def prepare(workdir: Path) -> tuple[Path, list[str]]:
     from behaviorlm.data.store import EventStore
     from behaviorlm.models.transformer import BehaviorTransformer
     from behaviorlm.serving.security import create_key
+    from behaviorlm.training.options import TrainingOptions
 
     store_path = workdir / "events.duckdb"
     with EventStore(store_path) as store:
@@ -87,7 +88,7 @@ def prepare(workdir: Path) -> tuple[Path, list[str]]:
         data = store.interactions()
     users = np.arange(data.n_users)
     subset = data.filter_events(np.repeat(users < 2_000, data.lengths()))
-    model = BehaviorTransformer(epochs=1).fit(subset)
+    model = BehaviorTransformer(training=TrainingOptions(epochs=1)).fit(subset)
     assert model.net_.item_table().shape[0] == data.n_items
     model_path = model.save(workdir / "model")
     keys_file = workdir / "keys.json"

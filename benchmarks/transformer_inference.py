@@ -58,7 +58,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     split = leave_one_out(load_interactions(args.dataset))
-    model = BehaviorTransformer(**CONFIGS.get(args.dataset, {}))
+    model = BehaviorTransformer.from_params(CONFIGS.get(args.dataset, {}))
     started = time.perf_counter()
     model.fit(split.train, valid=RankingValidation(split.train, split.valid))
     train_seconds = time.perf_counter() - started

@@ -7,7 +7,7 @@ from sklearn.base import clone
 
 from behaviorlm.estimator import Estimator, json_params
 from behaviorlm.models.baselines import Popularity
-from behaviorlm.models.hetero_gnn import PurchaseGNN, PurchaseGNNConfig
+from behaviorlm.models.hetero_gnn import PurchaseGNN
 from behaviorlm.models.purchase_baseline import PurchaseFeatureBaseline
 from behaviorlm.models.registry import encoder_model_registry, model_registry
 from behaviorlm.models.reranking import PopularityPenalized
@@ -21,7 +21,7 @@ def every_estimator() -> list[Estimator]:
     models: list[Estimator] = [cls() for cls in model_registry().values()]
     models += [cls() for name, cls in encoder_model_registry().items() if cls is not PurchaseGNN]
     models += [
-        PurchaseGNN(config=PurchaseGNNConfig(hidden=8)),
+        PurchaseGNN(hidden=8),
         PurchaseFeatureBaseline(kind="boosting"),
         AnomalyDetector(n_estimators=50),
         ForestSurprisalDetector(model=BehaviorTransformer(d_model=32)),

@@ -29,7 +29,7 @@ ML100K_TRANSFORMER = {"max_len": 200, "batch_size": 32, "dropout": 0.2, "d_model
 """ML-100k settings chosen on validation NDCG@10 (long histories: a longer window, smaller batches)."""
 
 DEMO_TRANSFORMER = {**ML100K_TRANSFORMER, "max_len": 100, "epochs": 12, "patience": 3}
-"""The demo's Transformer: a fixed number of epochs (with early stopping on validation), never a time
+"""The demo's Transformer as flat parameters (``BehaviorTransformer.from_params``, or ``-p`` flags): a fixed number of epochs (with early stopping on validation), never a time
 budget, so a busy laptop gets the same model, only later. A 100-event window trains in half the time
 of 200 and, at 12 epochs, scored test NDCG@10 0.0921 (0.0876 for the 200-event window at 8 epochs, the
 same time), against 0.0735 for EASE (one thread, benchmarks in docs/quickstart.md)."""
@@ -143,8 +143,8 @@ def run_demo(
     )
 
     clock.step("3. Baselines and the Behaviour Transformer, full ranking on the test targets")
-    transformer = BehaviorTransformer(
-        **{**DEMO_TRANSFORMER, "epochs": transformer_epochs}, show_progress=True, seed=0
+    transformer = BehaviorTransformer.from_params(
+        {**DEMO_TRANSFORMER, "epochs": transformer_epochs, "show_progress": True, "seed": 0}
     )
     models = [RandomRecommender(seed=0), Popularity(), ItemKNN(k=100), EASE(l2=500.0), transformer]
     results: dict[str, dict[str, float]] = {}

@@ -2,7 +2,8 @@
 
 Each model's constructor only stores its keyword arguments, unchanged and under their own names; learned
 state ends in ``_``. :class:`Estimator` then gives it scikit-learn's ``get_params(deep=True)`` and
-``set_params(**params)`` (nested ``component__param`` keys included), so ``sklearn.base.clone``,
+``set_params(**params)`` (nested ``component__param`` keys included, e.g. ``training__lr`` of a model's
+:class:`~behaviorlm.training.options.TrainingOptions`), so ``sklearn.base.clone``,
 parameter searches and pipelines work on behaviorlm models. :func:`json_params` is the JSON view written
 to ``model.json`` and to benchmark records (a nested model as its name and parameters).
 
@@ -13,8 +14,12 @@ two methods below are all ``clone`` needs (tests/test_estimator.py clones every 
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
+from collections.abc import Mapping
 from typing import Any, Self
+
+from behaviorlm.training.options import constructor_params
 
 
 class Estimator:
@@ -29,6 +34,15 @@ class Estimator:
             if name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
         )
 
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> Self:
+        """A model from flat parameters, as the command line's ``-p`` and a ``model.json`` give them:
+        training option names among them (``epochs``, ``lr``, ...) are applied to the class's default
+        ``training`` (:func:`~behaviorlm.training.options.constructor_params`); every other name is a
+        constructor argument. ``BehaviorTransformer.from_params({"d_model": 64, "epochs": 20})`` equals
+        ``BehaviorTransformer(d_model=64, training=TrainingOptions(epochs=20))``."""
+        return cls(**constructor_params(cls, params))
+
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         """The constructor arguments by name; with ``deep``, also those of nested estimators as
         ``name__param``."""
@@ -36,7 +50,7 @@ class Estimator:
         for name in self._param_names():
             value = getattr(self, name)
             params[name] = value
-            if deep and isinstance(value, Estimator):
+            if deep and hasattr(value, "get_params") and not isinstance(value, type):
                 params.update({f"{name}__{k}": v for k, v in value.get_params(deep=True).items()})
         return params
 
@@ -60,17 +74,25 @@ class Estimator:
                 setattr(self, name, value)
         for name, sub_params in nested.items():
             component = getattr(self, name)
-            if not isinstance(component, Estimator):
+            if isinstance(component, Estimator):
+                component.set_params(**sub_params)
+            elif hasattr(component, "replace") and hasattr(component, "get_params"):
+                # A frozen options object (TrainingOptions), possibly the default every instance shares:
+                # this model gets a changed copy.
+                setattr(self, name, component.replace(**sub_params))
+            else:
                 raise ValueError(f"{type(self).__name__}.set_params: {name!r} has no parameters of its own")
-            component.set_params(**sub_params)
         return self
 
 
 def json_params(estimator: Estimator) -> dict[str, Any]:
-    """``get_params(deep=False)`` with each nested estimator written as ``{"name": ..., "params": ...}``."""
+    """``get_params(deep=False)`` with each nested estimator written as ``{"name": ..., "params": ...}`` and an
+    options object (``training``) as its fields."""
     out: dict[str, Any] = {}
     for name, value in estimator.get_params(deep=False).items():
         if isinstance(value, Estimator):
             value = {"name": getattr(value, "name", type(value).__name__), "params": json_params(value)}
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+            value = dataclasses.asdict(value)  # an options object (TrainingOptions): its fields
         out[name] = value
     return out

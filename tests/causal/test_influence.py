@@ -20,6 +20,7 @@ from behaviorlm.models.gru4rec import GRU4Rec
 from behaviorlm.models.sequential import SequentialRecommender
 from behaviorlm.models.transformer import BehaviorTransformer
 from behaviorlm.testing.synthetic import FUNNEL_EVENT_TYPES, cart_cause_sequences, hold_out_last_event
+from behaviorlm.training.options import TrainingOptions
 
 SMALL = {"d_model": 32, "n_layers": 1, "n_heads": 2, "dropout": 0.1, "max_len": 16, "epochs": 40, "lr": 5e-3}
 N_ITEMS = 20
@@ -30,7 +31,7 @@ LENGTH = 8  # 7 history events (one cart) and the purchase they cause
 def model() -> BehaviorTransformer:
     torch.set_num_threads(1)
     train = cart_cause_sequences(n_users=600, n_items=N_ITEMS, length=LENGTH, seed=0).interactions
-    return BehaviorTransformer(**SMALL).fit(train)
+    return BehaviorTransformer.from_params(SMALL).fit(train)
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +90,7 @@ def _long_history(n_events: int, seed: int) -> Interactions:
 def test_deletion_over_a_long_history_is_exact(model, kind: str) -> None:
     if kind == "gru4rec":
         train = cart_cause_sequences(n_users=100, n_items=N_ITEMS, length=LENGTH, seed=0).interactions
-        model = GRU4Rec(max_len=16, n_time_buckets=8, epochs=2).fit(train)
+        model = GRU4Rec(max_len=16, n_time_buckets=8, training=TrainingOptions(epochs=2)).fit(train)
     history = _long_history(24, seed=3)
     influence = deletion_influence(model, history, 0, target_item=5)
     # Only the last max_len events are read, so only they have an influence.

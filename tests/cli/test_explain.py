@@ -34,7 +34,7 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("explain")
     planted = cart_cause_sequences(n_users=600, n_items=20, length=8, seed=0).interactions
-    BehaviorTransformer(**SMALL).fit(planted).save(root / "model")
+    BehaviorTransformer.from_params(SMALL).fit(planted).save(root / "model")
     Popularity().fit(planted).save(root / "pop")
     src = root / "events.csv"
     src.write_text(EVENTS)
@@ -196,7 +196,7 @@ def test_explain_reads_a_saved_intent_model(saved: tuple[Path, Path], tmp_path: 
     planted = cart_cause_sequences(n_users=300, n_items=20, length=8, seed=1).interactions
     labels = purchase_within_next(planted, n_events=2)
     small = {k: SMALL[k] for k in ("d_model", "n_layers", "n_heads", "dropout", "max_len")}
-    SequenceClassifier(**small, epochs=2).fit(labels).save(root / "intent")
+    SequenceClassifier.from_params({**small, "epochs": 2}).fit(labels).save(root / "intent")
     env = {"COLUMNS": "160", "BEHAVIORLM_CACHE_DIR": str(tmp_path / "cache")}
     answer = {"intent": "1", "claims": [{"fact": "E1", "field": "item", "value": "12"}]}
     with FakeLLMServer([Step(text=json.dumps(answer))]) as server:

@@ -43,14 +43,14 @@ def _hit_rate_at_1(model, data) -> float:
 )
 def test_transformer_learns_order_on_gpu(options) -> None:
     data = successor_sequences(n_users=200, n_items=40, length=12, seed=0)
-    model = BehaviorTransformer(**SMALL, **options, device="cuda")
+    model = BehaviorTransformer.from_params({**SMALL, **options, "device": "cuda"})
     assert _hit_rate_at_1(model, data) > 0.9
     assert next(model.net_.parameters()).is_cuda
 
 
 def test_gru4rec_learns_order_on_gpu() -> None:
     data = successor_sequences(n_users=200, n_items=40, length=12, seed=1)
-    model = GRU4Rec(**{k: v for k, v in SMALL.items() if k != "n_heads"}, device="cuda")
+    model = GRU4Rec.from_params({**{k: v for k, v in SMALL.items() if k != "n_heads"}, "device": "cuda"})
     assert _hit_rate_at_1(model, data) > 0.9
 
 
@@ -59,7 +59,9 @@ def test_gpu_model_saves_loads_on_cpu_and_predicts_next(tmp_path) -> None:
     last = np.zeros(data.n_events, dtype=bool)
     last[data.user_ptr[1:] - 1] = True
     train, valid = data.filter_events(~last), data.filter_events(last)
-    model = BehaviorTransformer(**SMALL, device="cuda").fit(train, valid=RankingValidation(train, valid))
+    model = BehaviorTransformer.from_params({**SMALL, "device": "cuda"}).fit(
+        train, valid=RankingValidation(train, valid)
+    )
     assert model.training_summary()["peak_gpu_mb"] > 0
     users = np.arange(data.n_users)
     gpu_scores = model.score(ScoringBatch(users=users, history=data))
@@ -85,13 +87,15 @@ def test_gpu_model_saves_loads_on_cpu_and_predicts_next(tmp_path) -> None:
 def test_pretraining_and_a_head_on_gpu() -> None:
     data = funnel_sequences(n_users=200, n_items=30, length=12, seed=0, cyclic=True)
     encoder = {"d_model": 32, "n_layers": 1, "n_heads": 2, "dropout": 0.0, "max_len": 12}
-    pretrainer = MaskedBehaviorPretrainer(
-        **encoder, mask_prob=0.3, lr=1e-2, epochs=5, batch_size=50, device="cuda"
+    pretrainer = MaskedBehaviorPretrainer.from_params(
+        {**encoder, "mask_prob": 0.3, "lr": 1e-2, "epochs": 5, "batch_size": 50, "device": "cuda"}
     )
     pretrainer.fit(data)
     held = hold_out_last_event(data)
     next_types = data.event_types[data.user_ptr[held.users + 1] - 1].astype(np.int64)
-    model = NextEventTypeModel(**encoder, lr=1e-2, batch_size=50, epochs=20, device="cuda")
+    model = NextEventTypeModel.from_params(
+        {**encoder, "lr": 1e-2, "batch_size": 50, "epochs": 20, "device": "cuda"}
+    )
     model.fit(held.train, init_encoder=pretrainer.encoder_state())
     report = model.evaluate(SequenceLabels(history=held.train, users=held.users, labels=next_types))
     assert report["accuracy"] > 0.97

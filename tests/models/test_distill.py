@@ -50,7 +50,7 @@ def _scores(model, data) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def planted():
     held = hold_out_last_event(planted_pattern_interactions(seed=3))
-    teacher = BehaviorTransformer(**TEACHER).fit(held.train)
+    teacher = BehaviorTransformer.from_params(TEACHER).fit(held.train)
     return held, teacher
 
 
@@ -72,7 +72,7 @@ def test_distillation_loss_by_hand() -> None:
 
 @pytest.mark.parametrize(
     "make_student",
-    [lambda: BehaviorTransformer(**STUDENT), lambda: GRU4Rec(**GRU_STUDENT)],
+    [lambda: BehaviorTransformer.from_params(STUDENT), lambda: GRU4Rec.from_params(GRU_STUDENT)],
     ids=["transformer", "gru4rec"],
 )
 def test_distilled_student_beats_popularity(planted, make_student) -> None:
@@ -89,19 +89,19 @@ def test_teacher_alone_teaches_the_order_of_events() -> None:
     that item i is followed by i+1, which it can only have from the teacher."""
     data = successor_sequences(n_users=200, n_items=40, length=12, seed=0)
     held = hold_out_last_event(data)
-    teacher = BehaviorTransformer(**TEACHER).fit(held.train)
-    student = BehaviorTransformer(**STUDENT).fit(held.train, teacher=teacher, distill_alpha=1.0)
+    teacher = BehaviorTransformer.from_params(TEACHER).fit(held.train)
+    student = BehaviorTransformer.from_params(STUDENT).fit(held.train, teacher=teacher, distill_alpha=1.0)
     top1 = student.recommend(held.users, k=1, exclude_seen=False).items[:, 0]
     assert (top1 == held.targets).mean() > 0.8
-    untrained = BehaviorTransformer(**{**STUDENT, "epochs": 1, "lr": 1e-6}).fit(held.train)
+    untrained = BehaviorTransformer.from_params({**STUDENT, "epochs": 1, "lr": 1e-6}).fit(held.train)
     assert (untrained.recommend(held.users, k=1, exclude_seen=False).items[:, 0] == held.targets).mean() < 0.2
 
 
 def test_alpha_zero_is_plain_training(planted) -> None:
     held, teacher = planted
     params = {**STUDENT, "epochs": 3}
-    plain = BehaviorTransformer(**params).fit(held.train)
-    distilled = BehaviorTransformer(**params).fit(held.train, teacher=teacher, distill_alpha=0.0)
+    plain = BehaviorTransformer.from_params(params).fit(held.train)
+    distilled = BehaviorTransformer.from_params(params).fit(held.train, teacher=teacher, distill_alpha=0.0)
     assert plain.history_.losses == distilled.history_.losses
     for name, value in plain.net_.state_dict().items():
         torch.testing.assert_close(distilled.net_.state_dict()[name], value, rtol=0, atol=0)
@@ -110,18 +110,18 @@ def test_alpha_zero_is_plain_training(planted) -> None:
 def test_teacher_changes_the_student(planted) -> None:
     held, teacher = planted
     params = {**STUDENT, "epochs": 3}
-    plain = BehaviorTransformer(**params).fit(held.train)
-    distilled = BehaviorTransformer(**params).fit(held.train, teacher=teacher)
+    plain = BehaviorTransformer.from_params(params).fit(held.train)
+    distilled = BehaviorTransformer.from_params(params).fit(held.train, teacher=teacher)
     assert not torch.equal(plain.net_.item_emb.weight, distilled.net_.item_emb.weight)
     before = {k: v.clone() for k, v in teacher.net_.state_dict().items()}
-    BehaviorTransformer(**params).fit(held.train, teacher=teacher)
+    BehaviorTransformer.from_params(params).fit(held.train, teacher=teacher)
     for name, value in teacher.net_.state_dict().items():
         assert torch.equal(value, before[name]), f"the teacher's {name} changed"
 
 
 def test_student_saves_and_loads_as_an_ordinary_model(planted, tmp_path) -> None:
     held, teacher = planted
-    student = GRU4Rec(**{**GRU_STUDENT, "epochs": 3}).fit(held.train, teacher=teacher)
+    student = GRU4Rec.from_params({**GRU_STUDENT, "epochs": 3}).fit(held.train, teacher=teacher)
     loaded = load_model(student.save(tmp_path / "student"))
     assert type(loaded) is GRU4Rec
     assert json.loads((tmp_path / "student" / "model.json").read_text())["model"] == "gru4rec"
@@ -135,7 +135,7 @@ def test_student_saves_and_loads_as_an_ordinary_model(planted, tmp_path) -> None
 def test_quantized_copy_saves_and_loads(planted, tmp_path, model_class, table_dtype) -> None:
     held, _ = planted
     params = STUDENT if model_class is BehaviorTransformer else GRU_STUDENT
-    model = model_class(**{**params, "epochs": 3}).fit(held.train)
+    model = model_class.from_params({**params, "epochs": 3}).fit(held.train)
     serving = model.quantized(table_dtype=table_dtype)
     path = serving.save(tmp_path / "q")
     loaded = load_model(path)
@@ -168,7 +168,7 @@ def test_tampered_serving_table_is_a_clear_load_error(planted, tmp_path) -> None
     from safetensors.torch import load_file, save_file
 
     held, _ = planted
-    serving = BehaviorTransformer(**{**STUDENT, "epochs": 1}).fit(held.train).quantized()
+    serving = BehaviorTransformer.from_params({**STUDENT, "epochs": 1}).fit(held.train).quantized()
     path = serving.save(tmp_path / "q")
     tensors = load_file(str(path / "weights.safetensors"))
     tensors[f"state.{SERVING_TABLE_KEY}"] = tensors[f"state.{SERVING_TABLE_KEY}"][:, :3].contiguous()
@@ -185,7 +185,7 @@ def test_tampered_serving_table_is_a_clear_load_error(planted, tmp_path) -> None
 
 def test_bad_distillation_arguments_are_clear(planted) -> None:
     held, teacher = planted
-    student = BehaviorTransformer(**{**STUDENT, "epochs": 1})
+    student = BehaviorTransformer.from_params({**STUDENT, "epochs": 1})
     with pytest.raises(ValueError, match=r"distill_alpha=0\.3 needs a teacher"):
         student.fit(held.train, distill_alpha=0.3)
     with pytest.raises(ValueError, match=r"distill_temperature=2\.0 needs a teacher"):
@@ -203,7 +203,7 @@ def test_bad_distillation_arguments_are_clear(planted) -> None:
     with pytest.raises(
         ValueError, match="teacher reads max_len=16 events, fewer than the student's max_len=20"
     ):
-        BehaviorTransformer(**{**STUDENT, "max_len": 20}).fit(held.train, teacher=teacher)
+        BehaviorTransformer.from_params({**STUDENT, "max_len": 20}).fit(held.train, teacher=teacher)
     other = planted_pattern_interactions(n_items=50, seed=3)
     with pytest.raises(ValueError, match="teacher was trained on 60 items, the training data has 50"):
         student.fit(other, teacher=teacher)

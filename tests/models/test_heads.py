@@ -72,7 +72,7 @@ def test_next_event_type_learns_the_funnel_and_round_trips(tmp_path) -> None:
     data = funnel_sequences(n_users=200, n_items=30, length=12, seed=0, cyclic=True)
     held = hold_out_last_event(data)
     next_types = data.event_types[data.user_ptr[held.users + 1] - 1].astype(np.int64)
-    model = NextEventTypeModel(**ENCODER, **TRAIN, epochs=20).fit(held.train)
+    model = NextEventTypeModel.from_params({**ENCODER, **TRAIN, "epochs": 20}).fit(held.train)
     report = model.evaluate(SequenceLabels(history=held.train, users=held.users, labels=next_types))
     # Every type is equally common (chance 1/3); the current type decides the next one.
     assert report["accuracy"] > 0.97
@@ -96,7 +96,7 @@ def test_sequence_classifier_predicts_purchase_within_next_events() -> None:
     last_history_types = labelled.history.event_types[labelled.history.user_ptr[1:] - 1]
     assert set(last_history_types.tolist()) == {FUNNEL_EVENT_TYPES.index("view")}
     train, test = labelled.subset(np.arange(300)), labelled.subset(np.arange(300, 400))
-    model = SequenceClassifier(**ENCODER, **TRAIN, epochs=30).fit(train)
+    model = SequenceClassifier.from_params({**ENCODER, **TRAIN, "epochs": 30}).fit(train)
     report = model.evaluate(test)
     majority = max(test.labels.mean(), 1 - test.labels.mean())
     assert majority < 0.65
@@ -111,14 +111,16 @@ def test_pretrained_encoder_helps_a_classifier_with_few_labels() -> None:
     # 600 (unlabelled) sequences learns which items go together.
     planted = intent_sequences(n_users=600, n_items=80, n_intents=4, length=12, noise_share=0.2, seed=0)
     data = planted.interactions
-    pretrainer = MaskedBehaviorPretrainer(**ENCODER, mask_prob=0.3, lr=1e-2, epochs=40, batch_size=100).fit(
-        data
-    )
+    pretrainer = MaskedBehaviorPretrainer.from_params(
+        {**ENCODER, "mask_prob": 0.3, "lr": 1e-2, "epochs": 40, "batch_size": 100}
+    ).fit(data)
     labelled = SequenceLabels(history=data, users=np.arange(600), labels=planted.intents)
     train, test = labelled.subset(np.arange(20)), labelled.subset(np.arange(100, 600))
     accuracy = {}
     for start, init_encoder in (("scratch", None), ("pretrained", pretrainer.encoder_state())):
-        model = SequenceClassifier(**pretrainer.encoder_params(), lr=5e-3, epochs=30, batch_size=20)
+        model = SequenceClassifier.from_params(
+            {**pretrainer.encoder_params(), "lr": 5e-3, "epochs": 30, "batch_size": 20}
+        )
         accuracy[start] = model.fit(train, init_encoder=init_encoder).evaluate(test)["accuracy"]
     # Measured over seeds 0-2: pretrained 0.986-0.996, scratch 0.72-0.90 (chance 0.25).
     assert accuracy["pretrained"] > 0.95
@@ -129,7 +131,9 @@ def test_sequence_classifier_with_string_labels_round_trips(tmp_path) -> None:
     planted = intent_sequences(n_users=60, n_items=20, n_intents=2, length=6, noise_share=0.0, seed=1)
     names = np.array(["gifts", "groceries"])[planted.intents]
     labelled = SequenceLabels(history=planted.interactions, users=np.arange(60), labels=names)
-    model = SequenceClassifier(**ENCODER, **TRAIN, epochs=3, bidirectional=False).fit(labelled)
+    model = SequenceClassifier.from_params({**ENCODER, **TRAIN, "epochs": 3, "bidirectional": False}).fit(
+        labelled
+    )
     assert model.classes_.tolist() == ["gifts", "groceries"]
     loaded = SequenceClassifier.load(model.save(tmp_path / "clf"))
     assert loaded.classes_.tolist() == ["gifts", "groceries"]
@@ -152,7 +156,9 @@ def test_event_tagger_reads_the_event_and_its_predecessor() -> None:
     tags = checkout_tags(data)
     train = EventTags(interactions=data, tags=tags, users=np.arange(200))
     test = EventTags(interactions=data, tags=tags, users=np.arange(200, 300))
-    model = EventTagger(**{**ENCODER, "max_len": 8, "dropout": 0.1}, **TRAIN, epochs=40).fit(train)
+    model = EventTagger.from_params({**ENCODER, "max_len": 8, "dropout": 0.1, **TRAIN, "epochs": 40}).fit(
+        train
+    )
     report = model.evaluate(test)
     assert report["n"] == 100 * 20  # every event is tagged, across window boundaries
     # Reading only the current event ("every purchase") cannot do better than F1 ~0.5.
@@ -168,7 +174,7 @@ def test_event_tagger_reads_the_event_and_its_predecessor() -> None:
 def test_event_tagger_rows_follow_the_requested_users_and_round_trip(tmp_path) -> None:
     data = funnel_sequences(n_users=30, n_items=5, length=11, seed=2, cyclic=False)
     tags = np.where(checkout_tags(data) == 1, "checkout", "other")
-    model = EventTagger(**{**ENCODER, "max_len": 4}, **TRAIN, epochs=2).fit(
+    model = EventTagger.from_params({**ENCODER, "max_len": 4, **TRAIN, "epochs": 2}).fit(
         EventTags(interactions=data, tags=tags)
     )
     everything = model.predict_proba(data)

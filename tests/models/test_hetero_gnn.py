@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
 from behaviorlm.data.purchase import purchase_cutoffs, purchase_snapshot, store_time_range
 from behaviorlm.data.store import EventStore
+from behaviorlm.estimator import json_params
 from behaviorlm.evaluation.metrics import roc_auc
-from behaviorlm.models.hetero_gnn import PurchaseGNN, PurchaseGNNConfig
+from behaviorlm.models.hetero_gnn import GNN_TRAINING, PurchaseGNN
 from behaviorlm.models.registry import ModelLoadError, load_intent_model, load_model, load_recommender
 from behaviorlm.testing.purchase import write_planted_purchase_store
 
@@ -32,8 +35,9 @@ def test_graph_only_gnn_learns_the_planted_rule(snapshots, tmp_path) -> None:
     # Without the pair's own features the rule (buy a viewed item when an earlier purchase shares its
     # category) is visible only along user -> purchase -> item -> category <- item.
     torch.set_num_threads(1)
-    config = PurchaseGNNConfig(hidden=16, epochs=60, patience=60, lr=1e-2, pair_features=False, seed=0)
-    model = PurchaseGNN(config=config).fit(snapshots["train"], valid=snapshots["valid"])
+    training = GNN_TRAINING.replace(epochs=60, patience=60, lr=1e-2, seed=0)
+    model = PurchaseGNN(hidden=16, pair_features=False, training=training)
+    model.fit(snapshots["train"], valid=snapshots["valid"])
     test = snapshots["test"]
     y = np.concatenate([s.labels for s in test])
     scores = np.concatenate([model.predict_proba(s) for s in test])
@@ -48,16 +52,23 @@ def test_graph_only_gnn_learns_the_planted_rule(snapshots, tmp_path) -> None:
         load_recommender(saved)
     with pytest.raises(ModelLoadError, match="an intent model is one of"):
         load_intent_model(saved)
-    # A folder saved before the shared layout (gnn.json) still loads.
-    (saved / "model.json").rename(saved / "gnn.json")
-    np.testing.assert_allclose(PurchaseGNN.load(saved).predict_proba(test[0]), loaded.predict_proba(test[0]))
+    # A folder saved before the shared layout (gnn.json, one "config" object holding the training
+    # options too) still loads, with the same parameters.
+    meta = json.loads((saved / "model.json").read_text())
+    params = meta.pop("params")
+    meta["config"] = {**{k: v for k, v in params.items() if k != "training"}, **params["training"]}
+    (saved / "gnn.json").write_text(json.dumps(meta))
+    (saved / "model.json").unlink()
+    legacy = PurchaseGNN.load(saved)
+    assert json_params(legacy) == json_params(model) and legacy.training.lr == 1e-2
+    np.testing.assert_allclose(legacy.predict_proba(test[0]), loaded.predict_proba(test[0]))
 
 
 def test_unfitted_and_mismatched_features_raise(snapshots) -> None:
     with pytest.raises(RuntimeError, match="not fitted"):
         PurchaseGNN().predict_proba(snapshots["test"][0])
     with pytest.raises(ValueError, match="dropout"):
-        PurchaseGNNConfig(dropout=1.0)
+        PurchaseGNN(dropout=1.0).fit(snapshots["train"])
 
 
 def test_time_range_can_skip_stray_early_events(tmp_path) -> None:

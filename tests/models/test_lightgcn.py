@@ -17,7 +17,7 @@ FAST = {"d_model": 16, "epochs": 15, "batch_size": 512, "lr": 2e-2, "eval_every"
 
 
 def test_conformance_beats_popularity() -> None:
-    hit_rates = check_recommender(lambda: LightGCN(**FAST), must_beat="pop")
+    hit_rates = check_recommender(lambda: LightGCN.from_params(FAST), must_beat="pop")
     assert hit_rates["hr@10"] > hit_rates["reference_hr@10"] + 0.2
 
 
@@ -46,7 +46,7 @@ def test_scores_read_the_given_history_and_survive_save_load(tmp_path) -> None:
     data = Interactions.from_events(
         user_ids=np.array(users), item_ids=np.array(items), timestamps=np.arange(len(users))
     )
-    model = LightGCN(**FAST).fit(data)
+    model = LightGCN.from_params(FAST).fit(data)
     batch = ScoringBatch(users=np.arange(data.n_users), history=data)
     loaded = load_model(model.save(tmp_path / "m"))
     torch.testing.assert_close(loaded.score(batch), model.score(batch))

@@ -16,7 +16,7 @@ from behaviorlm.models.heads import (
     SequenceClassifier,
     purchase_within_next,
 )
-from behaviorlm.models.hetero_gnn import PurchaseGNN, PurchaseGNNConfig
+from behaviorlm.models.hetero_gnn import PurchaseGNN
 from behaviorlm.models.pretraining import MaskedBehaviorPretrainer
 from behaviorlm.testing.conformance import check_model
 from behaviorlm.testing.purchase import write_planted_purchase_store
@@ -37,7 +37,7 @@ def test_next_event_type_model_conforms() -> None:
     data = funnel_sequences(n_users=60, n_items=15, length=8, seed=0, cyclic=True)
     users = np.arange(data.n_users)
     check_model(
-        lambda: NextEventTypeModel(**SMALL),
+        lambda: NextEventTypeModel.from_params(SMALL),
         fit=lambda m: m.fit(data),
         predict=lambda m: m.predict_proba(data, users=users),
     )
@@ -48,7 +48,7 @@ def test_sequence_classifier_conforms() -> None:
         buyer_sequences(n_users=60, n_items=15, length=8, n_future=3, seed=1), n_events=3
     )
     check_model(
-        lambda: SequenceClassifier(**SMALL),
+        lambda: SequenceClassifier.from_params(SMALL),
         fit=lambda m: m.fit(labelled),
         predict=lambda m: m.predict_proba(labelled.history, users=labelled.users),
     )
@@ -58,7 +58,7 @@ def test_event_tagger_conforms() -> None:
     data = funnel_sequences(n_users=60, n_items=15, length=8, seed=2, cyclic=False)
     tagged = EventTags(interactions=data, tags=checkout_tags(data))
     check_model(
-        lambda: EventTagger(**SMALL),
+        lambda: EventTagger.from_params(SMALL),
         fit=lambda m: m.fit(tagged),
         predict=lambda m: m.predict_proba(data),
     )
@@ -67,7 +67,7 @@ def test_event_tagger_conforms() -> None:
 def test_pretrainer_conforms() -> None:
     data = funnel_sequences(n_users=60, n_items=15, length=8, seed=3, cyclic=True)
     check_model(
-        lambda: MaskedBehaviorPretrainer(**SMALL),
+        lambda: MaskedBehaviorPretrainer.from_params(SMALL),
         fit=lambda m: m.fit(data),
         predict=lambda m: np.concatenate([v.numpy().ravel() for _, v in sorted(m.encoder_state().items())]),
     )
@@ -80,7 +80,7 @@ def test_purchase_gnn_conforms(tmp_path) -> None:
         cutoffs = purchase_cutoffs(first, last, window_seconds=7200, step_seconds=3600, warmup_seconds=7200)
         train = [purchase_snapshot(store, cutoff=c, window_seconds=7200) for c in cutoffs["train"]]
     check_model(
-        lambda: PurchaseGNN(config=PurchaseGNNConfig(hidden=8, epochs=2, patience=2, seed=0)),
+        lambda: PurchaseGNN.from_params({"hidden": 8, "epochs": 2, "patience": 2, "seed": 0}),
         fit=lambda m: m.fit(train),
         predict=lambda m: m.predict_proba(train[0]),
     )
@@ -102,7 +102,7 @@ def test_check_model_fails_a_model_that_forgets_what_it_learned_on_load(monkeypa
     monkeypatch.setattr(registry, "encoder_model_registry", lambda: {**original(), Forgetful.name: Forgetful})
     with pytest.raises(AssertionError, match="the reloaded Forgetful predicts differently"):
         check_model(
-            lambda: Forgetful(**SMALL),
+            lambda: Forgetful.from_params(SMALL),
             fit=lambda m: m.fit(data),
             predict=lambda m: m.encoder_state()["item_emb.weight"].numpy(),
         )

@@ -9,12 +9,14 @@ from safetensors.torch import load_file
 from behaviorlm.models.gru4rec import GRU4Rec
 from behaviorlm.models.heads import SequenceClassifier
 from behaviorlm.models.pretraining import (
+    ENCODER_TRAINING,
     MaskedBehaviorPretrainer,
     mask_events,
 )
 from behaviorlm.models.sequential import IGNORE
 from behaviorlm.models.transformer import BehaviorTransformer, BehaviorTransformerNet, load_encoder_state
 from behaviorlm.testing.synthetic import funnel_sequences, hold_out_last_event, successor_sequences
+from behaviorlm.training.options import TrainingOptions
 
 ENCODER = {"d_model": 32, "n_layers": 1, "n_heads": 2, "dropout": 0.0, "max_len": 12}
 PRETRAIN = {**ENCODER, "mask_prob": 0.3, "lr": 1e-2, "epochs": 100, "batch_size": 50}
@@ -64,7 +66,7 @@ def test_recovers_masked_items_of_a_planted_successor_order() -> None:
     # recovers it; chance (top-1 over 40 items) is 0.025.
     train = successor_sequences(n_users=200, n_items=40, length=12, seed=0)
     fresh_users = successor_sequences(n_users=100, n_items=40, length=12, seed=100)
-    model = MaskedBehaviorPretrainer(**PRETRAIN).fit(train)
+    model = MaskedBehaviorPretrainer.from_params(PRETRAIN).fit(train)
     report = model.evaluate(fresh_users, seed=1)
     assert report["chance_item_accuracy"] == pytest.approx(0.025)
     assert report["n_masked"] > 300
@@ -75,13 +77,13 @@ def test_recovers_masked_event_types_of_a_planted_funnel() -> None:
     # view -> cart -> purchase -> view: a masked type follows from its neighbours' types (chance 1/3).
     train = funnel_sequences(n_users=200, n_items=20, length=12, seed=0, cyclic=True)
     fresh_users = funnel_sequences(n_users=100, n_items=20, length=12, seed=100, cyclic=True)
-    model = MaskedBehaviorPretrainer(**{**PRETRAIN, "epochs": 40}).fit(train)
+    model = MaskedBehaviorPretrainer.from_params({**PRETRAIN, "epochs": 40}).fit(train)
     assert model.evaluate(fresh_users, seed=1)["masked_type_accuracy"] > 0.95
 
 
 def test_encoder_state_fits_a_plain_encoder_and_survives_save_load(tmp_path) -> None:
     data = successor_sequences(n_users=40, n_items=20, length=10, seed=3, typed=True)
-    model = MaskedBehaviorPretrainer(**{**PRETRAIN, "epochs": 2}).fit(data)
+    model = MaskedBehaviorPretrainer.from_params({**PRETRAIN, "epochs": 2}).fit(data)
     state = model.encoder_state()
     assert state["item_emb.weight"].shape == (21, 32)  # 20 items + padding, no mask row
     assert state["type_emb.weight"].shape == (3, 32)  # view, cart + padding
@@ -101,18 +103,18 @@ def test_encoder_state_fits_a_plain_encoder_and_survives_save_load(tmp_path) -> 
 def test_init_encoder_starts_from_the_pretrained_encoder() -> None:
     data = successor_sequences(n_users=200, n_items=40, length=13, seed=4)
     held = hold_out_last_event(data)
-    pretrainer = MaskedBehaviorPretrainer(**{**PRETRAIN, "epochs": 5}).fit(held.train)
+    pretrainer = MaskedBehaviorPretrainer.from_params({**PRETRAIN, "epochs": 5}).fit(held.train)
     state = pretrainer.encoder_state()
 
     # One step at a negligible learning rate leaves the network where the pretrained encoder put it.
-    frozen = BehaviorTransformer(**ENCODER, epochs=1, lr=1e-12, batch_size=1000)
+    frozen = BehaviorTransformer.from_params({**ENCODER, "epochs": 1, "lr": 1e-12, "batch_size": 1000})
     frozen.fit(held.train, init_encoder=state)
     for key, value in frozen.net_.state_dict().items():
         torch.testing.assert_close(value, state[key], atol=1e-6, rtol=0)
     assert not hasattr(frozen, "_init_encoder")  # nothing of the call stays on the model
 
     # Fine-tuning from the pretrained encoder then learns the next item.
-    tuned = BehaviorTransformer(**ENCODER, epochs=20, lr=5e-3, batch_size=50).fit(
+    tuned = BehaviorTransformer.from_params({**ENCODER, "epochs": 20, "lr": 5e-3, "batch_size": 50}).fit(
         held.train, init_encoder=state
     )
     recs = tuned.recommend(held.users, k=1, exclude_seen=False)
@@ -121,15 +123,15 @@ def test_init_encoder_starts_from_the_pretrained_encoder() -> None:
 
 def test_a_mismatched_encoder_is_refused_with_the_reason() -> None:
     data = successor_sequences(n_users=30, n_items=20, length=8, seed=5)
-    state = MaskedBehaviorPretrainer(**{**PRETRAIN, "epochs": 1}).fit(data).encoder_state()
+    state = MaskedBehaviorPretrainer.from_params({**PRETRAIN, "epochs": 1}).fit(data).encoder_state()
     with pytest.raises(ValueError, match=r"pos_emb.weight has shape \(12, 32\), this model needs \(8, 32\)"):
-        BehaviorTransformer(**{**ENCODER, "max_len": 8}, epochs=1).fit(data, init_encoder=state)
+        BehaviorTransformer.from_params({**ENCODER, "max_len": 8, "epochs": 1}).fit(data, init_encoder=state)
     other_catalogue = successor_sequences(n_users=30, n_items=25, length=8, seed=5)
     with pytest.raises(ValueError, match=r"item_emb\.weight"):
-        BehaviorTransformer(**ENCODER, epochs=1).fit(other_catalogue, init_encoder=state)
+        BehaviorTransformer.from_params({**ENCODER, "epochs": 1}).fit(other_catalogue, init_encoder=state)
     # A model without a Transformer encoder says so before training.
     with pytest.raises(TypeError, match=r"GRU4Rec\.fit: init_encoder needs a Transformer encoder"):
-        GRU4Rec(epochs=1).fit(data, init_encoder=state)
+        GRU4Rec(training=TrainingOptions(epochs=1)).fit(data, init_encoder=state)
 
 
 def test_bad_arguments_are_named() -> None:
@@ -143,9 +145,9 @@ def test_bad_arguments_are_named() -> None:
 def test_default_pretrainer_fits_default_models() -> None:
     # The encoder architecture defaults are the Transformer's, so default models take default pretraining.
     data = successor_sequences(n_users=20, n_items=12, length=6, seed=7)
-    state = MaskedBehaviorPretrainer(epochs=1).fit(data).encoder_state()
+    state = MaskedBehaviorPretrainer(training=ENCODER_TRAINING.replace(epochs=1)).fit(data).encoder_state()
     # Every shape-setting default agrees (dropout, which sets no shape, is tuned per task: 0.1 and 0.3).
     shapes = {k: v for k, v in MaskedBehaviorPretrainer().encoder_params().items() if k != "dropout"}
     assert shapes == {k: getattr(BehaviorTransformer(), k) for k in shapes}
     assert shapes == {k: getattr(SequenceClassifier(), k) for k in shapes}
-    BehaviorTransformer(epochs=1).fit(data, init_encoder=state)
+    BehaviorTransformer(training=TrainingOptions(epochs=1)).fit(data, init_encoder=state)

@@ -25,31 +25,31 @@ def _hit_rate_at_1(model: BehaviorTransformer, data: Interactions) -> float:
 
 
 def test_conformance_beats_popularity() -> None:
-    hit_rates = check_recommender(lambda: BehaviorTransformer(**SMALL), must_beat="pop")
+    hit_rates = check_recommender(lambda: BehaviorTransformer.from_params(SMALL), must_beat="pop")
     assert hit_rates["hr@10"] > hit_rates["reference_hr@10"] + 0.2
 
 
 def test_learns_order_of_events() -> None:
     data = successor_sequences(n_users=200, n_items=40, length=12, seed=0)
-    assert _hit_rate_at_1(BehaviorTransformer(**SMALL), data) > 0.9
+    assert _hit_rate_at_1(BehaviorTransformer.from_params(SMALL), data) > 0.9
 
 
 def test_reads_event_types() -> None:
     data = successor_sequences(n_users=300, n_items=40, length=12, seed=1, typed=True)
-    hr = _hit_rate_at_1(BehaviorTransformer(**SMALL), data)
+    hr = _hit_rate_at_1(BehaviorTransformer.from_params(SMALL), data)
     # Without types the best possible guess is right half of the time (two equally likely steps).
     assert hr > 0.85
 
 
 def test_sampled_softmax_also_learns() -> None:
     data = successor_sequences(n_users=200, n_items=40, length=12, seed=2)
-    model = BehaviorTransformer(**{**SMALL, "loss": "sampled", "n_negatives": 16})
+    model = BehaviorTransformer.from_params({**SMALL, "loss": "sampled", "n_negatives": 16})
     assert _hit_rate_at_1(model, data) > 0.8
 
 
 def test_scores_depend_only_on_the_last_max_len_events() -> None:
     data = successor_sequences(n_users=50, n_items=30, length=30, seed=3)
-    model = BehaviorTransformer(**{**SMALL, "epochs": 2}).fit(data)
+    model = BehaviorTransformer.from_params({**SMALL, "epochs": 2}).fit(data)
     truncated = data.filter_events(np.concatenate([np.arange(n) >= n - 16 for n in data.lengths()]))
     users = np.arange(data.n_users)
     full = model.score(ScoringBatch(users=users, history=data))
@@ -63,7 +63,7 @@ def test_validation_early_stopping_keeps_best_epoch() -> None:
     keep = np.ones(data.n_events, dtype=bool)
     keep[data.user_ptr[1:] - 1] = False
     valid = data.filter_events(~keep)
-    model = BehaviorTransformer(**{**SMALL, "epochs": 60, "patience": 3}).fit(
+    model = BehaviorTransformer.from_params({**SMALL, "epochs": 60, "patience": 3}).fit(
         held.train, valid=RankingValidation(held.train, valid)
     )
     summary = model.training_summary()
@@ -81,15 +81,17 @@ def test_validation_is_a_callable_built_by_the_caller() -> None:
     fast = {**SMALL, "epochs": 3, "patience": 1}
     # Targets instead of a validation callable: one error that says what to pass.
     with pytest.raises(TypeError, match=r"valid= takes a validation callable .*RankingValidation\(train"):
-        BehaviorTransformer(**fast).fit(train, valid=targets)
+        BehaviorTransformer.from_params(fast).fit(train, valid=targets)
     with pytest.raises(ValueError, match="metric must be hr@K, ndcg@K, recall@K"):
         RankingValidation(train, targets, metric="ndcg")
     # Any metric of the protocol; the summary names it.
-    model = BehaviorTransformer(**fast).fit(train, valid=RankingValidation(train, targets, metric="hr@5"))
+    model = BehaviorTransformer.from_params(fast).fit(
+        train, valid=RankingValidation(train, targets, metric="hr@5")
+    )
     assert model.training_summary()["best_valid_hr@5"] == pytest.approx(max(model.history_.metrics))
     # No validation targets: nothing to stop on, every epoch runs (as without valid=).
     empty = targets.filter_events(np.zeros(targets.n_events, dtype=bool))
-    model = BehaviorTransformer(**fast).fit(train, valid=RankingValidation(train, empty))
+    model = BehaviorTransformer.from_params(fast).fit(train, valid=RankingValidation(train, empty))
     assert model.history_.epochs_run == 3 and model.history_.metrics == [None] * 3
 
 
@@ -119,7 +121,7 @@ def test_unpadded_window_gives_the_masked_path_hidden_states(causal: bool) -> No
     """A window without padding skips building the attention mask; its hidden states are those of the
     same window read in a padded batch (the masked path)."""
     data = successor_sequences(n_users=20, n_items=30, length=12, seed=9, typed=True)
-    model = BehaviorTransformer(**{**SMALL, "epochs": 1, "n_time_buckets": 8}).fit(data)
+    model = BehaviorTransformer.from_params({**SMALL, "epochs": 1, "n_time_buckets": 8}).fit(data)
     net = model.net_.eval()
     pad = net.n_items
     items = torch.tensor([[pad, pad, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6]])
@@ -170,7 +172,9 @@ def test_trimmed_windows_give_the_same_hidden_states(model_class: str) -> None:
         timestamps=np.arange(lengths.sum()) * 60,
     )
     make = BehaviorTransformer if model_class == "transformer" else GRU4Rec
-    model = make(**({**SMALL, "epochs": 1} if model_class == "transformer" else {"max_len": 16, "epochs": 1}))
+    model = make.from_params(
+        {**SMALL, "epochs": 1} if model_class == "transformer" else {"max_len": 16, "epochs": 1}
+    )
     model.fit(data)
     tensors = SequenceTensors(
         data, np.array([0, 2]), length=16, n_buckets=model.n_time_buckets, with_targets=False
@@ -186,18 +190,18 @@ def test_trimmed_windows_give_the_same_hidden_states(model_class: str) -> None:
 def test_bad_arguments_are_clear() -> None:
     data = successor_sequences(n_users=10, n_items=10, length=4, seed=5)
     with pytest.raises(ValueError, match="loss must be 'auto', 'full' or 'sampled'"):
-        BehaviorTransformer(**{**SMALL, "loss": "bpr"}).fit(data)
+        BehaviorTransformer.from_params({**SMALL, "loss": "bpr"}).fit(data)
     with pytest.raises(ValueError, match="group_by_length must be 'auto', True or False"):
-        BehaviorTransformer(**{**SMALL, "group_by_length": "yes"}).fit(data)
+        BehaviorTransformer.from_params({**SMALL, "group_by_length": "yes"}).fit(data)
     with pytest.raises(ValueError, match="divisible by n_heads"):
-        BehaviorTransformer(**{**SMALL, "d_model": 30, "n_heads": 4}).fit(data)
+        BehaviorTransformer.from_params({**SMALL, "d_model": 30, "n_heads": 4}).fit(data)
 
 
 def test_predict_next_from_a_raw_history() -> None:
     # 400 users: with 200, the cart rule below was learned by 4 of 6 seeds (before and after batches were
     # cut to their longest sequence), so the test passed or failed with the dropout draws; 400: 6 of 6.
     data = successor_sequences(n_users=400, n_items=40, length=12, seed=6, typed=True)
-    model = BehaviorTransformer(**SMALL).fit(data)
+    model = BehaviorTransformer.from_params(SMALL).fit(data)
     # view -> +1, cart -> +3: after a view of i010 comes i011, after a cart of i010 comes i013.
     history = ["i007", "i008", "i009", "i010"]
     after_view = model.predict_next(history, event_types=["view"] * 4, k=3)
@@ -236,9 +240,11 @@ def test_predict_next_matches_recommend(model_class: str) -> None:
     )
     settings = {**SMALL, "epochs": 2, "n_time_buckets": 12}
     if model_class == "transformer":
-        model = BehaviorTransformer(**settings).fit(data)
+        model = BehaviorTransformer.from_params(settings).fit(data)
     else:
-        model = GRU4Rec(**{k: v for k, v in settings.items() if k not in ("n_layers", "n_heads")}).fit(data)
+        model = GRU4Rec.from_params(
+            {**{k: v for k, v in settings.items() if k not in ("n_layers", "n_heads")}}
+        ).fit(data)
     vocab = data.event_type_vocab
     for served in (model, model.quantized()):
         for user, length in [(0, 3), (1, 16), (2, 30)]:  # the window is 16 events
@@ -297,8 +303,8 @@ def test_item_attributes_make_cold_start_items_rankable(tmp_path) -> None:
     from behaviorlm.models.registry import load_model
 
     data, features = _genre_world()
-    with_features = BehaviorTransformer(**SMALL).fit(data, item_features=features)
-    without = BehaviorTransformer(**SMALL).fit(data)
+    with_features = BehaviorTransformer.from_params(SMALL).fit(data, item_features=features)
+    without = BehaviorTransformer.from_params(SMALL).fit(data)
     assert _cold_start_auc(with_features, data) > 0.9
     assert abs(_cold_start_auc(without, data) - 0.5) < 0.2
     loaded = load_model(with_features.save(tmp_path / "m"))
@@ -308,7 +314,7 @@ def test_item_attributes_make_cold_start_items_rankable(tmp_path) -> None:
         with_features.score(ScoringBatch(users=users, history=data)),
     )
     with pytest.raises(ValueError, match="describe 60 items"):
-        BehaviorTransformer(**SMALL).fit(
+        BehaviorTransformer.from_params(SMALL).fit(
             Interactions.from_events(
                 user_ids=np.array(["u"]), item_ids=np.array(["x"]), timestamps=np.array([1])
             ),
@@ -318,7 +324,7 @@ def test_item_attributes_make_cold_start_items_rankable(tmp_path) -> None:
 
 def test_int8_serving_copy_ranks_like_the_float_model() -> None:
     data = successor_sequences(n_users=200, n_items=40, length=12, seed=7)
-    model = BehaviorTransformer(**SMALL).fit(data)
+    model = BehaviorTransformer.from_params(SMALL).fit(data)
     serving = model.quantized()
     users = np.arange(data.n_users)
     float_top = model.recommend(users, k=1, exclude_seen=False).items
@@ -350,6 +356,6 @@ def test_text_initialisation_places_items_by_their_text() -> None:
 def test_text_initialisation_needs_text_vectors() -> None:
     data, features = _genre_world()
     with pytest.raises(ValueError, match="item_init='text' needs item text vectors"):
-        BehaviorTransformer(**SMALL, item_init="text").fit(data, item_features=features)
+        BehaviorTransformer.from_params({**SMALL, "item_init": "text"}).fit(data, item_features=features)
     with pytest.raises(ValueError, match="item_init must be"):
-        BehaviorTransformer(**SMALL, item_init="bert").fit(data)
+        BehaviorTransformer.from_params({**SMALL, "item_init": "bert"}).fit(data)

@@ -16,6 +16,7 @@ from behaviorlm.data.store import EventStore
 from behaviorlm.profiling.anomalies import AnomalyDetector
 from behaviorlm.profiling.profile import build_profile, interest_topics
 from behaviorlm.profiling.segments import UserSegments
+from behaviorlm.training.options import TrainingOptions
 
 THEMES = {
     "run": ["trail running shoes", "running socks", "marathon running watch", "running jacket"],
@@ -78,9 +79,9 @@ def test_profile_with_a_model_lists_likely_next_items(shop) -> None:
     from behaviorlm.models.transformer import BehaviorTransformer
 
     with EventStore(shop) as store:
-        model = BehaviorTransformer(d_model=16, n_layers=1, n_heads=1, max_len=8, epochs=5).fit(
-            store.interactions()
-        )
+        model = BehaviorTransformer(
+            d_model=16, n_layers=1, n_heads=1, max_len=8, training=TrainingOptions(epochs=5)
+        ).fit(store.interactions())
         card = build_profile(store, "u2", model=model, with_interests=False, with_anomaly=False)
     assert len(card.next_items) == 5 and all(i["title"] for i in card.next_items)
     assert card.anomaly_percentile is None and card.interests == []

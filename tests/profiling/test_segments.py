@@ -47,7 +47,7 @@ def test_planted_groups_are_found_from_transformer_states(tmp_path) -> None:
     from sklearn.metrics import adjusted_rand_score
 
     data, genre = genre_users()
-    model = BehaviorTransformer(**SMALL).fit(data)
+    model = BehaviorTransformer.from_params(SMALL).fit(data)
     x = user_representations(model, data)
     assert x.shape == (300, 32) and np.allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-5)
     kmeans = segment_kmeans(x, k_values=range(2, 8))
@@ -135,7 +135,7 @@ def test_segments_command_writes_a_map_and_keeps_ids(tmp_path) -> None:
     with EventStore(tmp_path / "s.duckdb") as store:
         ingest_records(store, records, source="t", config=IngestConfig(format="jsonl"))
         stored = store.interactions()
-    BehaviorTransformer(**SMALL).fit(stored).save(tmp_path / "model")
+    BehaviorTransformer.from_params(SMALL).fit(stored).save(tmp_path / "model")
     args = [
         "segments",
         "--store",

@@ -45,7 +45,7 @@ def walkers_and_a_random_user() -> Interactions:
 def fitted() -> tuple[BehaviorTransformer, Interactions]:
     torch.set_num_threads(1)
     data = walkers_and_a_random_user()
-    return BehaviorTransformer(**TINY).fit(data), data
+    return BehaviorTransformer.from_params(TINY).fit(data), data
 
 
 def test_out_of_pattern_sequence_is_the_most_surprising(fitted) -> None:

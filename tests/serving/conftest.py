@@ -41,7 +41,7 @@ def deployment(tmp_path_factory):
     with EventStore(store_path) as store:
         ingest_records(store, successor_records(150), source="seed", config=IngestConfig(format="jsonl"))
         data = store.interactions()
-    model = BehaviorTransformer(**SMALL).fit(data)
+    model = BehaviorTransformer.from_params(SMALL).fit(data)
     model_path = model.save(root / "model")
     keys_file = root / "keys.json"
     keys = {

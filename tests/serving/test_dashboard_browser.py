@@ -40,6 +40,7 @@ from behaviorlm.serving.security import create_key
 from behaviorlm.synthetic.campaign import synthetic_campaign
 from behaviorlm.synthetic.causal import causal_synthetic
 from behaviorlm.testing.fake_llm import FakeLLMServer, Step
+from behaviorlm.training.options import TrainingOptions
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(
@@ -239,7 +240,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         catalogue = _catalogue(store)
         data = store.interactions()
     model = BehaviorTransformer(
-        d_model=32, n_layers=1, n_heads=2, dropout=0.1, max_len=12, epochs=5, lr=5e-3
+        d_model=32,
+        n_layers=1,
+        n_heads=2,
+        dropout=0.1,
+        max_len=12,
+        training=TrainingOptions(epochs=5, lr=5e-3),
     ).fit(data)
     reports = _write_reports(root, data=data, model=model)
     keys_file = root / "keys.json"

@@ -8,6 +8,7 @@ from behaviorlm.config import IngestConfig, ServiceConfig
 from behaviorlm.data.ingest import ingest_records
 from behaviorlm.data.store import EventStore
 from behaviorlm.models.heads import NextEventTypeModel
+from behaviorlm.models.pretraining import ENCODER_TRAINING
 from behaviorlm.models.registry import load_intent_model
 from behaviorlm.serving.app import create_app
 from behaviorlm.serving.security import create_key
@@ -31,7 +32,12 @@ def test_intent_follows_the_funnel(tmp_path) -> None:
         ingest_records(store, records, source="seed", config=IngestConfig(format="jsonl"))
         data = store.interactions()
     model = NextEventTypeModel(
-        d_model=32, n_layers=1, n_heads=2, dropout=0.0, max_len=8, lr=1e-2, batch_size=50, epochs=20
+        d_model=32,
+        n_layers=1,
+        n_heads=2,
+        dropout=0.0,
+        max_len=8,
+        training=ENCODER_TRAINING.replace(lr=1e-2, batch_size=50, epochs=20),
     )
     path = model.fit(data).save(tmp_path / "intent")
     assert list(load_intent_model(path).item_ids_) == [str(i) for i in data.item_ids]

@@ -201,9 +201,9 @@ def train_planted(out: Path) -> None:
 
     SequenceTensors.batch = recording_batch  # type: ignore[method-assign]
     try:
-        model = BehaviorTransformer(**TRANSFORMER, checkpoint_dir=str(out / "checkpoint")).fit(
-            split.train, valid=RankingValidation(split.train, split.valid)
-        )
+        model = BehaviorTransformer.from_params(
+            {**TRANSFORMER, "checkpoint_dir": str(out / "checkpoint")}
+        ).fit(split.train, valid=RankingValidation(split.train, split.valid))
     finally:
         SequenceTensors.batch = original  # type: ignore[method-assign]
     rank, world_size = distributed.rank(), distributed.world_size()
@@ -382,8 +382,16 @@ def test_sampled_softmax_trains_and_scores_a_million_item_catalogue() -> None:
     data = big_catalogue_walks(n_items=n_items, n_users=128, length=13)
     assert data.n_items == n_items
     # 4 epochs of 2 steps: each step costs O(n_items x d_model) (dense table gradient, AdamW update).
-    model = BehaviorTransformer(
-        **SAMPLED, loss="sampled", n_negatives=512, epochs=4, batch_size=64, lr=2e-2, patience=100
+    model = BehaviorTransformer.from_params(
+        {
+            **SAMPLED,
+            "loss": "sampled",
+            "n_negatives": 512,
+            "epochs": 4,
+            "batch_size": 64,
+            "lr": 2e-2,
+            "patience": 100,
+        }
     )
     probe = LargestTensor()
     with probe:
@@ -414,7 +422,7 @@ def test_the_largest_tensor_probe_sees_full_softmax_logits() -> None:
     data = big_catalogue_walks(n_items=n_items, n_users=64, length=13)
     probe = LargestTensor()
     with probe:
-        BehaviorTransformer(**SAMPLED, loss="full", epochs=1, batch_size=64).fit(data)
+        BehaviorTransformer.from_params({**SAMPLED, "loss": "full", "epochs": 1, "batch_size": 64}).fit(data)
     assert probe.largest >= 64 * 12 * n_items
 
 
@@ -424,7 +432,7 @@ def test_auto_loss_is_full_up_to_the_cpu_limit_and_sampled_above() -> None:
         data = big_catalogue_walks(n_items=n_items, n_users=64, length=13)
         probe = LargestTensor()
         with probe:
-            model = BehaviorTransformer(**SAMPLED, epochs=1, batch_size=64).fit(data)
+            model = BehaviorTransformer.from_params({**SAMPLED, "epochs": 1, "batch_size": 64}).fit(data)
         assert model.loss == "auto" and model.training_summary()["loss"] == expected
         if expected == "full":
             assert probe.largest >= 64 * 12 * n_items

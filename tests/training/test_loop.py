@@ -316,22 +316,3 @@ def test_annealing_restarts_from_the_best_weights_and_ends_at_the_floor() -> Non
     anneal = lrs[3 * 4 :]
     assert all(b <= a for a, b in itertools.pairwise(anneal))  # decays monotonically
     assert anneal[-1] < 0.2 * config.lr and anneal[0] > 0.9 * config.lr
-
-
-def test_every_neural_model_names_its_training_options_alike() -> None:
-    # One set of names for the loop's options across models, read in one place (TrainerConfig.from_model).
-    from behaviorlm.models.registry import encoder_model_registry, model_registry
-    from behaviorlm.training.loop import MODEL_TRAINING_PARAMS
-
-    synonyms = {"learning_rate", "n_epochs", "max_seconds", "max_epochs", "early_stopping", "lr_decay"}
-    neural = [c for c in model_registry().values() if "epochs" in c._param_names()]
-    neural += [c for c in encoder_model_registry().values() if "epochs" in c._param_names()]
-    assert len(neural) >= 6
-    for cls in neural:
-        model = cls()
-        assert not synonyms & set(cls._param_names()), cls.__name__
-        config = TrainerConfig.from_model(model, anneal_epochs=2)
-        for param, option in MODEL_TRAINING_PARAMS.items():
-            if hasattr(model, param):
-                assert getattr(config, option) == getattr(model, param), (cls.__name__, param)
-        assert config.anneal_epochs == 2

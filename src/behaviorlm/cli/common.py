@@ -22,6 +22,7 @@ from behaviorlm.data.store import EventStore, StoreError
 from behaviorlm.llm.client import LLMError
 from behaviorlm.llm.weights import ModelWeightsError
 from behaviorlm.models._validate import ModelLoadError
+from behaviorlm.training.options import default_training
 
 app = typer.Typer(
     name="behaviorlm",
@@ -202,14 +203,19 @@ def param_values(param: list[str] | None) -> dict[str, Any]:
 
 
 def build_estimator(cls: Any, params: dict[str, Any], *, what: str) -> Any:
-    """``cls(**params)``, a wrong ``--param`` named in one line; trained models show their progress unless
-    ``show_progress`` was given."""
+    """``cls(**params)``, a wrong ``--param`` named in one line. Training options are plain keys
+    (``-p epochs=3``; :func:`~behaviorlm.training.options.constructor_params` applies them to the model's
+    default ``training``). Trained models show their progress unless ``show_progress`` was given."""
     try:
-        estimator = cls(**params)
-    except TypeError as exc:
+        estimator = cls.from_params(params)
+    except (TypeError, ValueError) as exc:
         raise ValueError(f"bad --param for {what}: {exc}") from None
-    if "show_progress" in estimator.get_params() and "show_progress" not in params:
-        estimator.show_progress = True
+    given = params.get("training")
+    if "show_progress" not in params and not (isinstance(given, dict) and "show_progress" in given):
+        if default_training(cls) is not None:
+            estimator.set_params(training__show_progress=True)
+        elif "show_progress" in estimator.get_params():
+            estimator.show_progress = True
     return estimator
 
 

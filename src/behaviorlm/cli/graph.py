@@ -139,10 +139,10 @@ def graph_train(
 
 def _graph_train_recommend(out: Path, *, store: Path, epochs: int, seed: int, split_spec: dict) -> None:
     from behaviorlm.evaluation.ranking import RankingValidation, evaluate_ranking
-    from behaviorlm.models.lightgcn import LightGCN
+    from behaviorlm.models.lightgcn import LIGHTGCN_TRAINING, LightGCN
 
     sp = make_split(store, **split_spec)
-    model = LightGCN(epochs=epochs, seed=seed, show_progress=True)
+    model = LightGCN(training=LIGHTGCN_TRAINING.replace(epochs=epochs, seed=seed, show_progress=True))
     started = time.perf_counter()
     model.fit(sp.train, valid=RankingValidation(sp.train, sp.valid))
     seconds = time.perf_counter() - started
@@ -168,7 +168,7 @@ def _graph_train_purchase(
 ) -> None:
     from behaviorlm.data.purchase import purchase_cutoffs, purchase_snapshot, store_time_range
     from behaviorlm.evaluation.purchase import evaluate_purchase_model, purchase_protocol
-    from behaviorlm.models.hetero_gnn import PurchaseGNN, PurchaseGNNConfig
+    from behaviorlm.models.hetero_gnn import GNN_TRAINING, PurchaseGNN
     from behaviorlm.models.purchase_baseline import PurchaseFeatureBaseline
 
     with EventStore(store, read_only=True) as es:
@@ -207,7 +207,7 @@ def _graph_train_purchase(
                 f"the {group} cutoffs have no purchase among their candidate pairs; use longer "
                 "--window-minutes or a store with more purchases"
             )
-    gnn = PurchaseGNN(config=PurchaseGNNConfig(epochs=epochs, seed=seed), show_progress=True)
+    gnn = PurchaseGNN(training=GNN_TRAINING.replace(epochs=epochs, seed=seed, show_progress=True))
     results = [
         evaluate_purchase_model(gnn, **snapshots),
         evaluate_purchase_model(PurchaseFeatureBaseline(kind="logistic", seed=seed), **snapshots),

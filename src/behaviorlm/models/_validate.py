@@ -12,6 +12,7 @@ failure is one :class:`ModelLoadError` that names the file and the reason.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import stat
@@ -110,20 +111,37 @@ def check_params(cls: type, params: dict[str, Any], *, source: Path) -> None:
     if missing:
         raise ModelLoadError(f"{source}: {cls.__name__} needs the parameter(s) {missing}")
     hints = typing.get_type_hints(cls.__init__)
-    strict = pydantic.ConfigDict(strict=True, arbitrary_types_allowed=True)
     for name, value in params.items():
         if name not in hints:
             continue
-        try:
-            adapter = pydantic.TypeAdapter(hints[name], config=strict)
-            adapter.validate_json(json.dumps(value))
-        except pydantic.ValidationError as exc:
-            reason = exc.errors()[0]["msg"]
-            raise ModelLoadError(
-                f"{source}: parameter {name!r} of {cls.__name__} is {value!r}: {reason}"
-            ) from None
-        except pydantic.PydanticSchemaGenerationError:  # e.g. tensors: not something JSON carries
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            # An options object (``training``): each field with its own type, then the object's checks.
+            fields = typing.get_type_hints(hint)
+            unknown = sorted(set(value) - set(fields))
+            if unknown:
+                raise ModelLoadError(f"{source}: {name!r} of {cls.__name__} has no option(s) {unknown}")
+            for key, item in value.items():
+                _check_value(fields[key], item, what=f"option {name}.{key} of {cls.__name__}", source=source)
+            try:
+                hint(**value)
+            except (TypeError, ValueError) as exc:
+                raise ModelLoadError(f"{source}: {name!r} of {cls.__name__}: {one_line(exc)}") from None
             continue
+        _check_value(hint, value, what=f"parameter {name!r} of {cls.__name__}", source=source)
+
+
+def _check_value(hint: Any, value: Any, *, what: str, source: Path) -> None:
+    """``value`` (as read from JSON) has the annotated type, strictly."""
+    strict = pydantic.ConfigDict(strict=True, arbitrary_types_allowed=True)
+    try:
+        adapter = pydantic.TypeAdapter(hint, config=strict)
+        adapter.validate_json(json.dumps(value))
+    except pydantic.ValidationError as exc:
+        reason = exc.errors()[0]["msg"]
+        raise ModelLoadError(f"{source}: {what} is {value!r}: {reason}") from None
+    except pydantic.PydanticSchemaGenerationError:  # e.g. tensors: not something JSON carries
+        return
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:

@@ -19,6 +19,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from behaviorlm.models.base import register
 from behaviorlm.models.sequential import ItemSideFeatures, SequentialRecommender, with_item_side
+from behaviorlm.training.options import DEFAULT_TRAINING, TrainingOptions
 
 
 class GRU4RecNet(nn.Module):
@@ -89,7 +90,7 @@ class GRU4RecNet(nn.Module):
 
 @register
 class GRU4Rec(SequentialRecommender):
-    """GRU4Rec as a recommender; ``cell="gru"`` or ``"lstm"``. Training arguments as the Transformer's."""
+    """GRU4Rec as a recommender; ``cell="gru"`` or ``"lstm"``. ``training`` as the Transformer's."""
 
     name = "gru4rec"
 
@@ -106,20 +107,8 @@ class GRU4Rec(SequentialRecommender):
         loss: str = "auto",
         n_negatives: int = 4096,
         group_by_length: bool | str = "auto",
-        epochs: int = 200,
-        batch_size: int = 128,
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        patience: int = 5,
-        eval_every: int = 1,
-        max_train_seconds: float | None = None,
-        seed: int = 0,
-        checkpoint_dir: str | None = None,
-        show_progress: bool = False,
-        device: str = "cpu",
-        amp: bool = False,
-        compile: bool = False,
         item_init: str = "random",
+        training: TrainingOptions = DEFAULT_TRAINING,
     ) -> None:
         super().__init__(
             max_len=max_len,
@@ -127,20 +116,8 @@ class GRU4Rec(SequentialRecommender):
             loss=loss,
             n_negatives=n_negatives,
             group_by_length=group_by_length,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            weight_decay=weight_decay,
-            patience=patience,
-            eval_every=eval_every,
-            max_train_seconds=max_train_seconds,
-            seed=seed,
-            checkpoint_dir=checkpoint_dir,
-            show_progress=show_progress,
-            device=device,
-            amp=amp,
-            compile=compile,
             item_init=item_init,
+            training=training,
         )
         self.cell = cell
         self.d_model = d_model

@@ -37,10 +37,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from behaviorlm.data.sequences import Interactions
-from behaviorlm.models.pretraining import EncoderModel
+from behaviorlm.models.pretraining import ENCODER_TRAINING, EncoderModel
 from behaviorlm.models.sequential import IGNORE, SequenceTensors
 from behaviorlm.models.transformer import BehaviorTransformerNet, load_encoder_state
 from behaviorlm.training.loop import Batch, seed_everything
+from behaviorlm.training.options import TrainingOptions
 
 
 # ---------------------------------------------------------------------------------------- labelled data
@@ -299,19 +300,19 @@ class _HeadModel(EncoderModel):
 
     def _start(self, interactions: Interactions, init_encoder: Mapping[str, torch.Tensor] | None) -> None:
         self._check_params()
-        seed_everything(self.seed)
+        seed_everything(self.training.seed)
         self._remember_space(interactions)
         self.net_ = self._build_fitted_net()
         if init_encoder is not None:
             load_encoder_state(self.net_.encoder, init_encoder)
-        self.net_.to(torch.device(self.device))
+        self.net_.to(torch.device(self.training.device))
 
     def _logits(self, data: SequenceTensors, *, causal: bool) -> torch.Tensor:
         """Logits ``[rows, L, n_outputs]`` (CPU, eval mode, no gradient), in batches."""
         self.net_.eval()
         device = self._device()
         out = []
-        step = 4 * self.batch_size
+        step = 4 * self.training.batch_size
         with torch.no_grad():
             for start in range(0, len(data.items), step):
                 rows = slice(start, start + step)
@@ -436,16 +437,7 @@ class _LabelHead(_HeadModel):
         dropout: float = 0.1,
         max_len: int = 50,
         n_time_buckets: int = 24,
-        epochs: int = 50,
-        batch_size: int = 128,
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        patience: int = 5,
-        max_train_seconds: float | None = None,
-        seed: int = 0,
-        checkpoint_dir: str | None = None,
-        show_progress: bool = False,
-        device: str = "cpu",
+        training: TrainingOptions = ENCODER_TRAINING,
     ) -> None:
         super().__init__(
             d_model=d_model,
@@ -454,16 +446,7 @@ class _LabelHead(_HeadModel):
             dropout=dropout,
             max_len=max_len,
             n_time_buckets=n_time_buckets,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            weight_decay=weight_decay,
-            patience=patience,
-            max_train_seconds=max_train_seconds,
-            seed=seed,
-            checkpoint_dir=checkpoint_dir,
-            show_progress=show_progress,
-            device=device,
+            training=training,
         )
         self.bidirectional = bidirectional
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Self
 
@@ -42,36 +41,19 @@ from torch_geometric.nn import HeteroConv, SAGEConv
 
 from behaviorlm.data.graph import BehaviorGraph, EdgeType
 from behaviorlm.data.purchase import PurchaseSnapshot
-from behaviorlm.estimator import Estimator
+from behaviorlm.estimator import Estimator, json_params
 from behaviorlm.training import loop
 from behaviorlm.training.loop import TrainerConfig
+from behaviorlm.training.options import TrainingOptions
 
 MODEL_JSON = "model.json"  # the one checkpoint format: model.json + weights.safetensors (models.base)
 LEGACY_JSON = "gnn.json"  # what folders saved before the shared format hold instead of model.json
 WEIGHTS_FILE = "weights.safetensors"
 
 
-@dataclass(frozen=True)
-class PurchaseGNNConfig:
-    """Hyperparameters of :class:`PurchaseGNN` (defaults chosen on the Taobao validation cutoffs)."""
-
-    hidden: int = 32
-    n_layers: int = 2
-    dropout: float = 0.1
-    lr: float = 5e-3
-    weight_decay: float = 1e-4
-    epochs: int = 60
-    patience: int = 10
-    negatives_per_positive: int = 100
-    min_negatives: int = 2000
-    pair_features: bool = True
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.hidden < 1 or self.n_layers < 1 or self.epochs < 1 or self.patience < 1:
-            raise ValueError("hidden, n_layers, epochs and patience must be at least 1")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+GNN_TRAINING = TrainingOptions(lr=5e-3, weight_decay=1e-4, epochs=60, patience=10)
+"""The purchase GNN's default training (chosen on the Taobao validation cutoffs); one full-graph step per
+training snapshot, so ``batch_size`` is unused."""
 
 
 def _reverse(edge_type: EdgeType) -> EdgeType:
@@ -177,9 +159,36 @@ class PurchaseGNN(Estimator):
 
     name = "hetero-gnn"
 
-    def __init__(self, *, config: PurchaseGNNConfig | None = None, show_progress: bool = False) -> None:
-        self.config = config or PurchaseGNNConfig()
-        self.show_progress = show_progress
+    def __init__(
+        self,
+        *,
+        hidden: int = 32,
+        n_layers: int = 2,
+        dropout: float = 0.1,
+        negatives_per_positive: int = 100,
+        min_negatives: int = 2000,
+        pair_features: bool = True,
+        training: TrainingOptions = GNN_TRAINING,
+    ) -> None:
+        self.hidden = hidden
+        self.n_layers = n_layers
+        self.dropout = dropout
+        self.negatives_per_positive = negatives_per_positive
+        self.min_negatives = min_negatives
+        self.pair_features = pair_features
+        self.training = training
+
+    def _check_params(self) -> None:
+        if self.hidden < 1 or self.n_layers < 1:
+            raise ValueError(
+                f"PurchaseGNN: hidden and n_layers must be at least 1, got {self.hidden}, {self.n_layers}"
+            )
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"PurchaseGNN: dropout must be in [0, 1), got {self.dropout}")
+        if self.training.device != "cpu":
+            raise ValueError(
+                f"PurchaseGNN trains on the CPU only; got training.device={self.training.device!r}"
+            )
 
     # ------------------------------------------------------------------ tensors of a snapshot
     def _tensors(self, snapshot: PurchaseSnapshot) -> dict:
@@ -206,7 +215,7 @@ class PurchaseGNN(Estimator):
                 dtype=torch.int64,
             )
         pair = (snapshot.features - self.pair_mean_) / self.pair_std_
-        if not self.config.pair_features:
+        if not self.pair_features:
             pair = pair[:, :0]
         return {
             "x": x,
@@ -223,8 +232,9 @@ class PurchaseGNN(Estimator):
         """Learn from the training snapshots; stop early on the validation snapshots' ROC-AUC."""
         if not train or sum(s.n_positives for s in train) == 0:
             raise ValueError("PurchaseGNN.fit: the training snapshots have no purchased candidate pair")
-        config = self.config
-        torch.manual_seed(config.seed)
+        self._check_params()
+        seed = self.training.seed
+        torch.manual_seed(seed)
         self.feature_names_ = train[0].feature_names
         per_type = [node_features(s.graph, cutoff=s.cutoff) for s in train]
         self.input_dims_ = {t: f.shape[1] for t, f in per_type[0].items()}
@@ -246,12 +256,12 @@ class PurchaseGNN(Estimator):
         def batches(epoch: int) -> Iterator[dict[str, torch.Tensor]]:
             # One full-graph step per training snapshot: its positives and a fresh uniform sample of its
             # negatives, drawn from (seed, epoch) so that a resumed run sees the same samples.
-            rng = np.random.default_rng([config.seed, epoch])
+            rng = np.random.default_rng([seed, epoch])
             for index, snapshot in enumerate(train):
                 positives = np.flatnonzero(snapshot.labels)
                 negatives = np.flatnonzero(snapshot.labels == 0)
                 n_neg = min(
-                    len(negatives), max(config.min_negatives, config.negatives_per_positive * len(positives))
+                    len(negatives), max(self.min_negatives, self.negatives_per_positive * len(positives))
                 )
                 rows = np.concatenate([positives, rng.choice(negatives, n_neg, replace=False)])
                 yield {"snapshot": torch.tensor(index), "rows": torch.from_numpy(rows)}
@@ -272,7 +282,7 @@ class PurchaseGNN(Estimator):
             steps_per_epoch=len(train),
             loss_fn=loss_fn,
             validate=validate if valid_data else None,
-            config=TrainerConfig.from_model(config, show_progress=self.show_progress),
+            config=TrainerConfig.from_options(self.training),
         )
         self.net_.eval()
         self.history_: list[dict[str, float]] = [
@@ -283,15 +293,14 @@ class PurchaseGNN(Estimator):
         return self
 
     def _new_net(self) -> HeteroSAGE:
-        config = self.config
         return HeteroSAGE(
             input_dims=self.input_dims_,
             edge_types=[*self.relations_, *(_reverse(r) for r in self.relations_)],
             n_attribute_names=len(self.attribute_vocab_),
-            n_pair_features=len(self.feature_names_) if config.pair_features else 0,
-            hidden=config.hidden,
-            n_layers=config.n_layers,
-            dropout=config.dropout,
+            n_pair_features=len(self.feature_names_) if self.pair_features else 0,
+            hidden=self.hidden,
+            n_layers=self.n_layers,
+            dropout=self.dropout,
         )
 
     # ------------------------------------------------------------------ prediction
@@ -315,14 +324,14 @@ class PurchaseGNN(Estimator):
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
-        """Write ``model.json`` (name, config, vocabularies, normalisation) and ``weights.safetensors``, the
+        """Write ``model.json`` (name, params, vocabularies, normalisation) and ``weights.safetensors``, the
         layout every saved model has (:func:`behaviorlm.models.registry.load_model` reads it)."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in self.net_.state_dict().items()}, str(path / WEIGHTS_FILE))
         meta = {
             "model": self.name,
-            "config": asdict(self.config),
+            "params": json_params(self),
             "feature_names": list(self.feature_names_),
             "input_dims": self.input_dims_,
             "node_mean": {t: v.tolist() for t, v in self.node_mean_.items()},
@@ -347,7 +356,9 @@ class PurchaseGNN(Estimator):
         meta = json.loads(meta_file.read_text())
         if meta.get("model", cls.name) != cls.name:
             raise ValueError(f"{meta_file}: holds a {meta.get('model')!r} model, not {cls.name!r}")
-        model = cls(config=PurchaseGNNConfig(**meta["config"]))
+        # Saved before the shared parameters: one "config" object with the training options in it.
+        params = meta["params"] if "params" in meta else meta["config"]
+        model = cls.from_params(params)
         model.feature_names_ = tuple(meta["feature_names"])
         model.input_dims_ = meta["input_dims"]
         model.node_mean_ = {t: np.asarray(v, dtype=np.float32) for t, v in meta["node_mean"].items()}

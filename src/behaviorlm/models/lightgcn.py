@@ -34,6 +34,7 @@ from behaviorlm.data.sequences import Interactions
 from behaviorlm.models.base import Recommender, ScoringBatch, active_validation, register
 from behaviorlm.training import loop
 from behaviorlm.training.loop import TrainerConfig, TrainingHistory, seed_everything
+from behaviorlm.training.options import TrainingOptions
 
 
 def _normalised_adjacency(csr: sp.csr_matrix, item_degree: np.ndarray) -> torch.Tensor:
@@ -65,10 +66,16 @@ class LightGCNNet(nn.Module):
         return users, items
 
 
+LIGHTGCN_TRAINING = TrainingOptions(batch_size=2048, epochs=300, patience=10, eval_every=5)
+"""LightGCN's default training: BPR batches of 2,048 (user, item) pairs, a constant learning rate (the
+paper's), validation every 5 epochs, up to 300 epochs."""
+
+
 @register
 class LightGCN(Recommender):
     """LightGCN recommender (see the module docstring). Early stopping on validation NDCG@10 as the
-    sequence models do; ``epochs``/``patience``/``max_train_seconds`` as in their trainer."""
+    sequence models do; how it trains is ``training`` (:class:`~behaviorlm.training.options.TrainingOptions`,
+    default :data:`LIGHTGCN_TRAINING`; CPU only)."""
 
     name = "lightgcn"
 
@@ -78,30 +85,21 @@ class LightGCN(Recommender):
         d_model: int = 64,
         n_layers: int = 3,
         l2: float = 1e-4,
-        lr: float = 1e-3,
-        batch_size: int = 2048,
-        epochs: int = 300,
-        patience: int = 10,
-        eval_every: int = 5,
-        max_train_seconds: float | None = None,
-        seed: int = 0,
-        show_progress: bool = False,
+        training: TrainingOptions = LIGHTGCN_TRAINING,
     ) -> None:
         self.d_model = d_model
         self.n_layers = n_layers
         self.l2 = l2
-        self.lr = lr
-        self.batch_size = batch_size
-        self.epochs = epochs
-        self.patience = patience
-        self.eval_every = eval_every
-        self.max_train_seconds = max_train_seconds
-        self.seed = seed
-        self.show_progress = show_progress
+        self.training = training
 
     # ------------------------------------------------------------------ fitting
     def _fit(self, train: Interactions) -> None:
-        seed_everything(self.seed)
+        if self.training.device != "cpu":
+            raise ValueError(
+                f"LightGCN trains on the CPU only (its sparse propagation); got training.device="
+                f"{self.training.device!r}"
+            )
+        seed_everything(self.training.seed)
         csr = train.csr_rows(np.arange(train.n_users))
         csr.data[:] = 1.0
         self.item_degree_ = np.diff(csr.tocsc().indptr).astype(np.int64)
@@ -111,14 +109,14 @@ class LightGCN(Recommender):
         pair_users = torch.from_numpy(coo.row.astype(np.int64))
         pair_items = torch.from_numpy(coo.col.astype(np.int64))
         n_pairs = len(pair_users)
-        n_batches = math.ceil(n_pairs / self.batch_size)
+        n_batches = math.ceil(n_pairs / self.training.batch_size)
 
         def batches(epoch: int) -> Iterator[dict[str, torch.Tensor]]:
-            generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            generator = torch.Generator().manual_seed(self.training.seed * 100_003 + epoch)
             order = torch.randperm(n_pairs, generator=generator)
             negatives = torch.randint(train.n_items, (n_pairs,), generator=generator)
-            for start in range(0, n_pairs, self.batch_size):
-                rows = order[start : start + self.batch_size]
+            for start in range(0, n_pairs, self.training.batch_size):
+                rows = order[start : start + self.training.batch_size]
                 yield {
                     "users": pair_users[rows],
                     "pos": pair_items[rows],
@@ -155,7 +153,7 @@ class LightGCN(Recommender):
             loss_fn=loss_fn,
             validate=validate,
             # A constant learning rate, as in the paper.
-            config=TrainerConfig.from_model(self, warmup_fraction=0.0, min_lr_ratio=1.0),
+            config=TrainerConfig.from_options(self.training, warmup_fraction=0.0, min_lr_ratio=1.0),
         )
         self._cache_item_layers(adjacency)
 

@@ -51,6 +51,10 @@ from behaviorlm.models.sequential import (
 from behaviorlm.models.transformer import BehaviorTransformerNet
 from behaviorlm.training import loop
 from behaviorlm.training.loop import Batch, TrainerConfig, TrainingHistory, seed_everything
+from behaviorlm.training.options import TrainingOptions
+
+ENCODER_TRAINING = TrainingOptions(epochs=50)
+"""The pretrainer's and task heads' default training: at most 50 epochs (early stopping needs ``fit(valid=...)``)."""
 
 MODEL_JSON = "model.json"
 WEIGHTS_FILE = "weights.safetensors"
@@ -65,8 +69,9 @@ class EncoderModel(Estimator):
     ``dropout``, ``max_len``, ``n_time_buckets``) mean what they mean for
     :class:`~behaviorlm.models.transformer.BehaviorTransformer`; an encoder can only be transferred
     between models whose architecture arguments (and catalogue) agree, see :meth:`encoder_params`.
-    Training arguments go to :class:`~behaviorlm.training.loop.TrainerConfig`; early stopping with
-    ``patience`` only happens when ``fit`` gets validation data.
+    How it trains is ``training`` (:class:`~behaviorlm.training.options.TrainingOptions`, default
+    :data:`ENCODER_TRAINING`); early stopping with its ``patience`` only happens when ``fit`` gets
+    validation data.
     """
 
     name: ClassVar[str]
@@ -90,16 +95,7 @@ class EncoderModel(Estimator):
         dropout: float = 0.1,
         max_len: int = 50,
         n_time_buckets: int = 24,
-        epochs: int = 50,
-        batch_size: int = 128,
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        patience: int = 5,
-        max_train_seconds: float | None = None,
-        seed: int = 0,
-        checkpoint_dir: str | None = None,
-        show_progress: bool = False,
-        device: str = "cpu",
+        training: TrainingOptions = ENCODER_TRAINING,
     ) -> None:
         self.d_model = d_model
         self.n_layers = n_layers
@@ -107,16 +103,7 @@ class EncoderModel(Estimator):
         self.dropout = dropout
         self.max_len = max_len
         self.n_time_buckets = n_time_buckets
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.patience = patience
-        self.max_train_seconds = max_train_seconds
-        self.seed = seed
-        self.checkpoint_dir = checkpoint_dir
-        self.show_progress = show_progress
-        self.device = device
+        self.training = training
 
     net_: nn.Module
     n_items_: int
@@ -132,8 +119,10 @@ class EncoderModel(Estimator):
     def _check_params(self) -> None:
         if self.max_len < 1:
             raise ValueError(f"{type(self).__name__}: max_len must be >= 1, got {self.max_len}")
-        if self.batch_size < 1:
-            raise ValueError(f"{type(self).__name__}: batch_size must be >= 1, got {self.batch_size}")
+        if self.training.batch_size < 1:
+            raise ValueError(
+                f"{type(self).__name__}: batch_size must be >= 1, got {self.training.batch_size}"
+            )
 
     # ------------------------------------------------------------------ building and training
     def _build_encoder(self, *, n_items: int, n_event_types: int) -> BehaviorTransformerNet:
@@ -205,16 +194,16 @@ class EncoderModel(Estimator):
         """
 
         def batches(epoch: int) -> Iterator[Batch]:
-            generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            generator = torch.Generator().manual_seed(self.training.seed * 100_003 + epoch)
             order = torch.randperm(n_rows, generator=generator)
-            for start in range(0, n_rows, self.batch_size):
-                yield make_batch(order[start : start + self.batch_size], generator)
+            for start in range(0, n_rows, self.training.batch_size):
+                yield make_batch(order[start : start + self.training.batch_size], generator)
 
-        config = TrainerConfig.from_model(self)
+        config = TrainerConfig.from_options(self.training)
         self.history_ = loop.train(
             self.net_,
             batches=batches,
-            steps_per_epoch=math.ceil(n_rows / self.batch_size),
+            steps_per_epoch=math.ceil(n_rows / self.training.batch_size),
             loss_fn=loss_fn,
             validate=validate,
             config=config,
@@ -268,7 +257,7 @@ class EncoderModel(Estimator):
         meta = json.loads(meta_file.read_text())
         if meta.get("model") != cls.name:
             raise ValueError(f"{meta_file}: holds a {meta.get('model')!r} model, not {cls.name!r}")
-        model = cls(**meta["params"])
+        model = cls.from_params(meta["params"])
         model.n_items_ = int(meta["n_items"])
         model.event_type_vocab_ = tuple(meta["event_type_vocab"])
         model.item_ids_ = None if meta.get("item_ids") is None else np.asarray(meta["item_ids"]).astype(str)
@@ -371,16 +360,7 @@ class MaskedBehaviorPretrainer(EncoderModel):
         dropout: float = 0.1,
         max_len: int = 50,
         n_time_buckets: int = 24,
-        epochs: int = 50,
-        batch_size: int = 128,
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        patience: int = 5,
-        max_train_seconds: float | None = None,
-        seed: int = 0,
-        checkpoint_dir: str | None = None,
-        show_progress: bool = False,
-        device: str = "cpu",
+        training: TrainingOptions = ENCODER_TRAINING,
     ) -> None:
         super().__init__(
             d_model=d_model,
@@ -389,16 +369,7 @@ class MaskedBehaviorPretrainer(EncoderModel):
             dropout=dropout,
             max_len=max_len,
             n_time_buckets=n_time_buckets,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            weight_decay=weight_decay,
-            patience=patience,
-            max_train_seconds=max_train_seconds,
-            seed=seed,
-            checkpoint_dir=checkpoint_dir,
-            show_progress=show_progress,
-            device=device,
+            training=training,
         )
         self.mask_prob = mask_prob
 
@@ -430,9 +401,9 @@ class MaskedBehaviorPretrainer(EncoderModel):
             raise ValueError(
                 f"{type(self).__name__}.fit: valid must share the training items and event types"
             )
-        seed_everything(self.seed)
+        seed_everything(self.training.seed)
         self._remember_space(interactions)
-        self.net_ = self._build_fitted_net().to(torch.device(self.device))
+        self.net_ = self._build_fitted_net().to(torch.device(self.training.device))
         data = SequenceTensors(
             interactions, users, length=self.max_len, n_buckets=self.n_time_buckets, with_targets=False
         )
@@ -462,7 +433,7 @@ class MaskedBehaviorPretrainer(EncoderModel):
         if valid is not None and valid.n_events:
 
             def validate() -> float:
-                return self.evaluate(valid, seed=self.seed)["masked_item_accuracy"]
+                return self.evaluate(valid, seed=self.training.seed)["masked_item_accuracy"]
 
         self._train(n_rows=len(users), make_batch=make_batch, loss_fn=loss_fn, validate=validate)
         return self
@@ -487,8 +458,8 @@ class MaskedBehaviorPretrainer(EncoderModel):
         was_training = self.net_.training
         self.net_.eval()
         with torch.no_grad():
-            for start in range(0, len(users), 4 * self.batch_size):
-                batch = data.batch(torch.arange(start, min(start + 4 * self.batch_size, len(users))))
+            for start in range(0, len(users), 4 * self.training.batch_size):
+                batch = data.batch(torch.arange(start, min(start + 4 * self.training.batch_size, len(users))))
                 masked = mask_events(
                     batch["items"],
                     batch["types"],

@@ -28,6 +28,7 @@ from behaviorlm.models._validate import (
     read_weights,
 )
 from behaviorlm.models.base import MODEL_JSON, WEIGHTS_FILE, Recommender, registered_models
+from behaviorlm.training.options import fold_training_params
 
 
 def model_registry() -> dict[str, type[Recommender]]:
@@ -109,11 +110,13 @@ def _load_checked(path: Path) -> Any:
         known = sorted([*registry, *encoder_models])
         raise ModelLoadError(f"{meta_file}: unknown model {meta['model']!r}; known: {known}")
     cls = registry[meta["model"]]
-    check_params(cls, meta["params"], source=meta_file)
+    # A model.json saved before TrainingOptions holds the training options as flat keys: read both.
+    params = fold_training_params(cls, meta["params"])
+    check_params(cls, params, source=meta_file)
     weights_file = path / WEIGHTS_FILE
     tensors = read_weights(weights_file)
     check_tensors(tensors, meta, source=weights_file)
-    model = cls(**meta["params"])
+    model = cls.from_params(params)
     model.train_ = Interactions(
         user_ids=np.asarray(meta["user_ids"]),
         item_ids=np.asarray(meta["item_ids"]),

@@ -55,6 +55,7 @@ from behaviorlm.estimator import json_params
 from behaviorlm.models.base import Recommender, ScoringBatch, Validation, active_validation
 from behaviorlm.training import distributed, loop
 from behaviorlm.training.loop import TrainerConfig, TrainingHistory, seed_everything
+from behaviorlm.training.options import DEFAULT_TRAINING, TrainingOptions
 
 IGNORE = -100
 """Target value of positions without a next event (padding); ignored by the losses."""
@@ -396,8 +397,9 @@ class NextItemPrediction:
 class SequentialRecommender(Recommender):
     """Base class turning a sequence encoder into a recommender (see the module docstring).
 
-    ``device="cuda"`` trains on a GPU, where ``amp=True`` uses bfloat16 autocast and ``compile=True``
-    compiles the loss with ``torch.compile``; both are ignored on CPU.
+    How it trains is one :class:`~behaviorlm.training.options.TrainingOptions` (``training=``; default
+    ``TrainingOptions()``). ``device="cuda"`` there trains on a GPU, where ``amp=True`` uses bfloat16
+    autocast and ``compile=True`` compiles the loss with ``torch.compile``; both are ignored on CPU.
 
     Started by ``torchrun``, ``fit`` trains data-parallel: ``device="cuda"`` means the process's own GPU
     (``cuda:LOCAL_RANK``), ``batch_size`` is the *global* batch (each of the ``W`` processes runs
@@ -409,7 +411,7 @@ class SequentialRecommender(Recommender):
     negatives and dropout draws differ per process.
 
     Subclasses define ``name``, store their architecture arguments in ``__init__`` (calling
-    ``super().__init__`` with the shared training arguments) and implement :meth:`_build_net`.
+    ``super().__init__`` with the shared ones and ``training``) and implement :meth:`_build_net`.
     """
 
     data_parallel = True
@@ -425,40 +427,16 @@ class SequentialRecommender(Recommender):
         loss: str = "auto",
         n_negatives: int = 4096,
         group_by_length: bool | str = "auto",
-        epochs: int = 200,
-        batch_size: int = 128,
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        patience: int = 5,
-        eval_every: int = 1,
-        max_train_seconds: float | None = None,
-        seed: int = 0,
-        checkpoint_dir: str | None = None,
-        show_progress: bool = False,
-        device: str = "cpu",
-        amp: bool = False,
-        compile: bool = False,
         item_init: str = "random",
+        training: TrainingOptions = DEFAULT_TRAINING,
     ) -> None:
         self.max_len = max_len
         self.n_time_buckets = n_time_buckets
         self.loss = loss
         self.n_negatives = n_negatives
         self.group_by_length = group_by_length
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.patience = patience
-        self.eval_every = eval_every
-        self.max_train_seconds = max_train_seconds
-        self.seed = seed
-        self.checkpoint_dir = checkpoint_dir
-        self.show_progress = show_progress
-        self.device = device
-        self.amp = amp
-        self.compile = compile
         self.item_init = item_init
+        self.training = training
 
     def _load_encoder(self, state: Mapping[str, torch.Tensor]) -> None:
         """Copy pretrained encoder weights into the freshly built ``net_`` (models with a Transformer encoder)."""
@@ -591,9 +569,9 @@ class SequentialRecommender(Recommender):
                 f"{type(self).__name__}: item_init='text' needs item text vectors (fit(item_features=...) "
                 "built with text)"
             )
-        seed_everything(self.seed)
+        seed_everything(self.training.seed)
         self.__dict__.pop("item_index_", None)  # the id lookup of a previous fit
-        device = distributed.rank_device(self.device)
+        device = distributed.rank_device(self.training.device)
         rank, world_size = distributed.rank(), distributed.world_size()
         self.net_ = self._build_net(
             n_items=train.n_items,
@@ -612,7 +590,10 @@ class SequentialRecommender(Recommender):
             train, users, length=self.max_len, n_buckets=self.n_time_buckets, with_targets=True
         )
         self.auto_settings_ = auto_training_settings(
-            data.lengths.numpy(), n_items=train.n_items, batch_size=self.batch_size, device_type=device.type
+            data.lengths.numpy(),
+            n_items=train.n_items,
+            batch_size=self.training.batch_size,
+            device_type=device.type,
         )
         self.loss_ = self.auto_settings_["loss"] if self.loss == "auto" else self.loss
         group = self.group_by_length
@@ -622,9 +603,9 @@ class SequentialRecommender(Recommender):
         sampling = counts.pow(0.75) + 1e-12
         self.sampling_q_ = (sampling / sampling.sum()).float().to(device)
         # Negatives are drawn per process; rank 0 draws what a one-process run draws.
-        generator = torch.Generator().manual_seed(self.seed + 1_000_003 * rank)
+        generator = torch.Generator().manual_seed(self.training.seed + 1_000_003 * rank)
         n_batches = distributed.batches_per_epoch(
-            len(users), batch_size=self.batch_size, world_size=world_size
+            len(users), batch_size=self.training.batch_size, world_size=world_size
         )
 
         distillation = self._distillation
@@ -643,8 +624,8 @@ class SequentialRecommender(Recommender):
         def batches(epoch: int) -> Iterator[dict[str, torch.Tensor]]:
             shard = distributed.shard_rows(
                 len(users),
-                batch_size=self.batch_size,
-                seed=self.seed,
+                batch_size=self.training.batch_size,
+                seed=self.training.seed,
                 epoch=epoch,
                 rank=rank,
                 world_size=world_size,
@@ -655,7 +636,7 @@ class SequentialRecommender(Recommender):
             # batches are mostly padding (Amazon Beauty: 87%; there it trains 3x faster per epoch).
             if self.group_by_length_:
                 shard = distributed.group_by_length(
-                    shard, data.lengths, pool=LENGTH_POOL, seed=self.seed, epoch=epoch
+                    shard, data.lengths, pool=LENGTH_POOL, seed=self.training.seed, epoch=epoch
                 )
             for rows in shard:
                 batch = data.batch(rows, trim=True)
@@ -700,7 +681,7 @@ class SequentialRecommender(Recommender):
             def validate() -> float:
                 return float(valid(self))
 
-        config = TrainerConfig.from_model(self, anneal_epochs=ANNEAL_EPOCHS)
+        config = TrainerConfig.from_options(self.training, anneal_epochs=ANNEAL_EPOCHS)
         self.history_: TrainingHistory = loop.train(
             self.net_,
             batches=batches,

@@ -26,6 +26,7 @@ from torch import nn
 
 from behaviorlm.models.base import register
 from behaviorlm.models.sequential import ItemSideFeatures, SequentialRecommender, with_item_side
+from behaviorlm.training.options import DEFAULT_TRAINING, TrainingOptions
 
 
 class CausalSelfAttention(nn.Module):
@@ -197,8 +198,9 @@ class BehaviorTransformer(SequentialRecommender):
     """The behaviour Transformer as a recommender (see the module docstring for the model).
 
     Architecture arguments: ``d_model``, ``n_layers``, ``n_heads``, ``dropout``; sequence arguments
-    ``max_len`` and ``n_time_buckets`` (0 disables time-gap embeddings); training arguments as in
-    :class:`~behaviorlm.models.sequential.SequentialRecommender` (``loss="full"`` is SASRec+).
+    ``max_len`` and ``n_time_buckets`` (0 disables time-gap embeddings); the loss and batching arguments
+    as in :class:`~behaviorlm.models.sequential.SequentialRecommender` (``loss="full"`` is SASRec+); how it
+    trains: ``training=TrainingOptions(...)`` (:mod:`behaviorlm.training.options`).
 
     Defaults were chosen on validation NDCG@10 only. ``d_model=128`` beat 64 on both sets swept: Amazon
     Beauty 0.0444 vs 0.0434 (GPU sweep, docs/benchmarks.md; 256 with dropout 0.5 0.0434, 128 with
@@ -219,20 +221,8 @@ class BehaviorTransformer(SequentialRecommender):
         loss: str = "auto",
         n_negatives: int = 4096,
         group_by_length: bool | str = "auto",
-        epochs: int = 200,
-        batch_size: int = 128,
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        patience: int = 5,
-        eval_every: int = 1,
-        max_train_seconds: float | None = None,
-        seed: int = 0,
-        checkpoint_dir: str | None = None,
-        show_progress: bool = False,
-        device: str = "cpu",
-        amp: bool = False,
-        compile: bool = False,
         item_init: str = "random",
+        training: TrainingOptions = DEFAULT_TRAINING,
     ) -> None:
         super().__init__(
             max_len=max_len,
@@ -240,20 +230,8 @@ class BehaviorTransformer(SequentialRecommender):
             loss=loss,
             n_negatives=n_negatives,
             group_by_length=group_by_length,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            weight_decay=weight_decay,
-            patience=patience,
-            eval_every=eval_every,
-            max_train_seconds=max_train_seconds,
-            seed=seed,
-            checkpoint_dir=checkpoint_dir,
-            show_progress=show_progress,
-            device=device,
-            amp=amp,
-            compile=compile,
             item_init=item_init,
+            training=training,
         )
         self.d_model = d_model
         self.n_layers = n_layers

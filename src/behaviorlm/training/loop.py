@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from behaviorlm.training import distributed
+from behaviorlm.training.options import TrainingOptions
 from behaviorlm.training.threads import AdaptiveThreads
 
 Batch = dict[str, torch.Tensor]
@@ -76,14 +77,21 @@ class TrainerConfig:
     weights are kept only if they validate better."""
 
     @classmethod
-    def from_model(cls, model: object, **settings: Any) -> TrainerConfig:
-        """The options a model's constructor holds — those of :data:`MODEL_TRAINING_PARAMS` it has (one it
-        lacks keeps this class's default) — plus ``settings`` the model fixes itself (e.g. a constant
-        learning rate). The one place a model's parameters become the loop's settings."""
+    def from_options(cls, options: TrainingOptions, **settings: Any) -> TrainerConfig:
+        """The loop's settings for a model trained with ``options``, plus ``settings`` the model fixes itself
+        (e.g. a constant learning rate). The one place a model's training options become the loop's."""
         held = {
-            option: getattr(model, param)
-            for param, option in MODEL_TRAINING_PARAMS.items()
-            if hasattr(model, param)
+            "epochs": options.epochs,
+            "lr": options.lr,
+            "weight_decay": options.weight_decay,
+            "patience": options.patience,
+            "eval_every": options.eval_every,
+            "max_seconds": options.max_train_seconds,
+            "seed": options.seed,
+            "checkpoint_dir": options.checkpoint_dir,
+            "show_progress": options.show_progress,
+            "amp": options.amp,
+            "compile": options.compile,
         }
         return cls(**{**held, **settings})
 
@@ -96,23 +104,6 @@ class TrainerConfig:
             raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
         if self.patience < 1 or self.eval_every < 1:
             raise ValueError("patience and eval_every must be >= 1")
-
-
-MODEL_TRAINING_PARAMS: dict[str, str] = {
-    "epochs": "epochs",
-    "lr": "lr",
-    "weight_decay": "weight_decay",
-    "patience": "patience",
-    "eval_every": "eval_every",
-    "max_train_seconds": "max_seconds",
-    "seed": "seed",
-    "checkpoint_dir": "checkpoint_dir",
-    "show_progress": "show_progress",
-    "amp": "amp",
-    "compile": "compile",
-}
-"""Constructor parameter of a neural model -> the :class:`TrainerConfig` option it sets. Every neural model
-names its training parameters this way (same name, same meaning, same type in every model)."""
 
 
 @dataclass
