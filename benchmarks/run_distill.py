@@ -49,6 +49,7 @@ import torch
 from behaviorlm.data.datasets import load_interactions
 from behaviorlm.data.splits import Split, leave_one_out
 from behaviorlm.demo import DEMO_TRANSFORMER
+from behaviorlm.estimator import json_params
 from behaviorlm.evaluation.benchmark import append_jsonl, git_commit, machine_description, peak_rss_mb
 from behaviorlm.evaluation.ranking import RankingValidation, evaluate_ranking
 from behaviorlm.models.gru4rec import GRU4Rec
@@ -160,7 +161,7 @@ def record(
     return {
         "dataset": dataset,
         "model": model_name,
-        "params": model.get_params(),
+        "params": json_params(model),
         "protocol": protocol,
         "metrics": metrics,
         "training": training,

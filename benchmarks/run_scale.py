@@ -306,7 +306,7 @@ def _train(csv: Path, work: Path, opts: dict[str, Any]) -> dict[str, Any]:
         "item_table_mb": model.net_.item_emb.weight.numel() * 4 / 2**20,
         "d_model": model.d_model,
         "max_len": model.max_len,
-        "batch_size": model.batch_size,
+        "batch_size": model.training.batch_size,
         "n_negatives": model.n_negatives,
         "loss": summary["loss"],
         "group_by_length": summary["group_by_length"],

@@ -40,6 +40,7 @@ from behaviorlm.data.sequences import Interactions
 from behaviorlm.data.splits import leave_one_out
 from behaviorlm.data.store import StoreError
 from behaviorlm.data.text import TextEmbedder, event_texts, item_texts, text_vectors
+from behaviorlm.estimator import json_params
 from behaviorlm.evaluation.benchmark import append_jsonl, git_commit, machine_description, peak_rss_mb
 from behaviorlm.evaluation.ranking import RankingValidation, evaluate_ranking
 from behaviorlm.models.transformer import BehaviorTransformer
@@ -129,8 +130,8 @@ def run(name: str, *, threads: int, truncate: bool, out: Path) -> None:
         "torch_threads": threads,
         "data": catalogue,
     }
-    behaviour_params = {"model": "transformer", **behaviour.get_params()}
-    text_params = {"model": "text-interest", **text.get_params()}
+    behaviour_params = {"model": "transformer", **json_params(behaviour)}
+    text_params = {"model": "text-interest", **json_params(text)}
 
     def write(
         model_name: str, model: Any, seconds: float, params: dict, results: dict, protocol: dict
