@@ -458,30 +458,26 @@ def _recbole_users(run: IngestRun, path: Path) -> None:
 
 
 def _recbole_kg(run: IngestRun, kg: Path) -> None:
-    reader, cols = _recbole_table_sql(kg)
-    names = list(cols.values())
-    if len(names) != 3:
-        raise IngestError(f"{kg}: expected 3 columns head/relation/tail, found {names}")
-    _companion_sql(
-        run,
-        kg,
-        f"""INSERT INTO kg_triples SELECT * FROM (
-              SELECT {sql_identifier(names[0])}, {sql_identifier(names[1])}, {sql_identifier(names[2])} FROM {reader}
-              EXCEPT SELECT * FROM kg_triples)""",
-    )
+    _recbole_pairs(run, kg, table="kg_triples", expected="head/relation/tail")
 
 
 def _recbole_link(run: IngestRun, link: Path) -> None:
-    reader, cols = _recbole_table_sql(link)
+    _recbole_pairs(run, link, table="item_entities", expected="item_id/entity_id")
+
+
+def _recbole_pairs(run: IngestRun, path: Path, *, table: str, expected: str) -> None:
+    """Add the rows of a RecBole ``.kg`` / ``.link`` file to ``table`` (its columns in file order, one per
+    name of ``expected``), leaving out rows the table already holds."""
+    reader, cols = _recbole_table_sql(path)
     names = list(cols.values())
-    if len(names) != 2:
-        raise IngestError(f"{link}: expected 2 columns item_id/entity_id, found {names}")
+    width = len(expected.split("/"))
+    if len(names) != width:
+        raise IngestError(f"{path}: expected {width} columns {expected}, found {names}")
+    columns = ", ".join(sql_identifier(name) for name in names)
     _companion_sql(
         run,
-        link,
-        f"""INSERT INTO item_entities SELECT * FROM (
-              SELECT {sql_identifier(names[0])}, {sql_identifier(names[1])} FROM {reader}
-              EXCEPT SELECT * FROM item_entities)""",
+        path,
+        f"INSERT INTO {table} SELECT * FROM (SELECT {columns} FROM {reader} EXCEPT SELECT * FROM {table})",
     )
 
 
