@@ -1027,6 +1027,23 @@ def test_recbole_link_file_without_kg_is_loaded(tmp_path: Path, store: EventStor
     assert store.rows("SELECT * FROM item_entities") == [("10", "m.abc")]
 
 
+@pytest.mark.parametrize(
+    ("suffix", "content", "message"),
+    [
+        (".kg", "head_id:token\ttail_id:token\nm.a\tm.b\n", "expected 3 columns head/relation/tail"),
+        (".link", "item_id:token\n10\n", "expected 2 columns item_id/entity_id"),
+    ],
+)
+def test_recbole_kg_or_link_with_wrong_columns_names_the_file(
+    tmp_path: Path, store: EventStore, suffix: str, content: str, message: str
+) -> None:
+    (tmp_path / "t.inter").write_text("user_id:token\titem_id:token\ttimestamp:float\nu1\t10\t1000\n")
+    (tmp_path / f"t{suffix}").write_text(content)
+    with pytest.raises(IngestError, match=message) as excinfo:
+        ingest_file(store, tmp_path / "t.inter", config=IngestConfig(format="recbole"))
+    assert str(excinfo.value).startswith(str(tmp_path / f"t{suffix}"))
+
+
 def test_reviewer_names_are_not_kept_in_quarantined_raw_json(tmp_path: Path, store: EventStore) -> None:
     path = tmp_path / "reviews.json"
     path.write_text(
