@@ -135,6 +135,23 @@ def test_train_rejects_unknown_model_and_params(tmp_path: Path) -> None:
         ["train", "--store", str(store), "--model", "ease", "--out", str(tmp_path / "m"), "-p", "lambda=3"],
     )
     assert result.exit_code == 2 and "bad --param for ease" in result.output
+    # Training options are -p keys too; a bad value is refused naming the option, before any training.
+    out = tmp_path / "t"
+    train = ["train", "--store", str(store), "--model", "transformer", "--out", str(out)]
+    for flag, message in (
+        ("lr=0", "lr must be a number > 0, got 0"),
+        ('training={"epoch": 3}', "no option(s) ['epoch']"),
+    ):
+        result = runner.invoke(app, [*train, "-p", flag])
+        assert result.exit_code == 2 and "bad --param for transformer" in result.output, result.output
+        assert message in result.output and not out.exists()
+    # A training option applies to the chosen model's own default: LightGCN keeps its BPR batches.
+    out = tmp_path / "gcn"
+    args = ["train", "--store", str(store), "--model", "lightgcn", "--out", str(out), "-p", "epochs=1"]
+    result = runner.invoke(app, [*args, "-p", "d_model=8"])
+    assert result.exit_code == 0, result.output
+    training = json.loads((out / "model.json").read_text())["params"]["training"]
+    assert (training["epochs"], training["batch_size"]) == (1, 2048)
 
 
 def test_split_writes_parquet(tmp_path: Path) -> None:
