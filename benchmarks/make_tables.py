@@ -262,8 +262,27 @@ PEER_DATASET_ALIASES = {"s3rec-sports": "sports"}
 """The peer's dataset name -> run_sequential.py's key for the same file (benchmarks/peers/README.md)."""
 
 
+def peer_runs(path: Path) -> dict[tuple[str, str], dict]:
+    """The latest RecBole record per dataset and, as ``(dataset, "transformer")``, the latest Transformer
+    record trained under a time cap on one thread -- the run paired with the peer. A later uncapped run
+    (the default configuration to early stopping, in the ranking table) does not replace it here."""
+    runs: dict[tuple[str, str], dict] = {}
+    if not path.exists():
+        return runs
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        r = json.loads(line)
+        capped = flat_params(r.get("params", {})).get("max_train_seconds") is not None
+        one_thread = (r.get("protocol") or {}).get("torch_threads") == 1
+        if r["model"] == "recbole-sasrec" or (r["model"] == "transformer" and capped and one_thread):
+            runs[(r["dataset"], r["model"])] = r
+    return runs
+
+
 def peer_section(records: dict[tuple[str, str], dict]) -> list[str]:
-    """behaviorlm's Transformer beside RecBole's SASRec, run side by side (benchmarks/peers/README.md)."""
+    """behaviorlm's Transformer beside RecBole's SASRec, run side by side (benchmarks/peers/README.md).
+    ``records``: :func:`peer_runs`."""
     datasets = sorted(
         d
         for (d, m) in records
@@ -1124,7 +1143,7 @@ def main() -> None:
         *gpu_section(GPU_RESULTS),
         *inference_section(records),
         *busy_section(RESULTS),
-        *peer_section(records),
+        *peer_section(peer_runs(RESULTS)),
         *distill_section(records),
         *service_section(records),
         *bots_section(records),
