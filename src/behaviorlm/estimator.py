@@ -50,7 +50,7 @@ class Estimator:
         for name in self._param_names():
             value = getattr(self, name)
             params[name] = value
-            if deep and hasattr(value, "get_params") and not isinstance(value, type):
+            if deep and (isinstance(value, Estimator) or _is_options(value)):
                 params.update({f"{name}__{k}": v for k, v in value.get_params(deep=True).items()})
         return params
 
@@ -76,13 +76,19 @@ class Estimator:
             component = getattr(self, name)
             if isinstance(component, Estimator):
                 component.set_params(**sub_params)
-            elif hasattr(component, "replace") and hasattr(component, "get_params"):
+            elif _is_options(component):
                 # A frozen options object (TrainingOptions), possibly the default every instance shares:
                 # this model gets a changed copy.
                 setattr(self, name, component.replace(**sub_params))
             else:
                 raise ValueError(f"{type(self).__name__}.set_params: {name!r} has no parameters of its own")
         return self
+
+
+def _is_options(value: object) -> bool:
+    """An options object (:class:`~behaviorlm.training.options.TrainingOptions`): a frozen dataclass instance
+    with ``get_params`` and ``replace``, nested under a model's parameter like an estimator."""
+    return dataclasses.is_dataclass(value) and not isinstance(value, type) and hasattr(value, "replace")
 
 
 def json_params(estimator: Estimator) -> dict[str, Any]:
@@ -92,7 +98,7 @@ def json_params(estimator: Estimator) -> dict[str, Any]:
     for name, value in estimator.get_params(deep=False).items():
         if isinstance(value, Estimator):
             value = {"name": getattr(value, "name", type(value).__name__), "params": json_params(value)}
-        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
-            value = dataclasses.asdict(value)  # an options object (TrainingOptions): its fields
+        elif _is_options(value):
+            value = dataclasses.asdict(value)  # its fields
         out[name] = value
     return out

@@ -22,7 +22,7 @@ from behaviorlm.data.store import EventStore, StoreError
 from behaviorlm.llm.client import LLMError
 from behaviorlm.llm.weights import ModelWeightsError
 from behaviorlm.models._validate import ModelLoadError
-from behaviorlm.training.options import default_training
+from behaviorlm.training.options import default_training, fold_training_params
 
 app = typer.Typer(
     name="behaviorlm",
@@ -210,8 +210,8 @@ def build_estimator(cls: Any, params: dict[str, Any], *, what: str) -> Any:
         estimator = cls.from_params(params)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"bad --param for {what}: {exc}") from None
-    given = params.get("training")
-    if "show_progress" not in params and not (isinstance(given, dict) and "show_progress" in given):
+    training = fold_training_params(cls, params).get("training") or {}  # the options given, flat or not
+    if "show_progress" not in params and "show_progress" not in training:
         if default_training(cls) is not None:
             estimator.set_params(training__show_progress=True)
         elif "show_progress" in estimator.get_params():

@@ -119,10 +119,6 @@ class EncoderModel(Estimator):
     def _check_params(self) -> None:
         if self.max_len < 1:
             raise ValueError(f"{type(self).__name__}: max_len must be >= 1, got {self.max_len}")
-        if self.training.batch_size < 1:
-            raise ValueError(
-                f"{type(self).__name__}: batch_size must be >= 1, got {self.training.batch_size}"
-            )
 
     # ------------------------------------------------------------------ building and training
     def _build_encoder(self, *, n_items: int, n_event_types: int) -> BehaviorTransformerNet:
