@@ -43,6 +43,9 @@ MODELS: dict[str, dict[str, tuple[str, dict]]] = {
     "s3rec-beauty": {
         "transformer": ("transformer", {}),
     },
+    "s3rec-sports": {
+        "transformer": ("transformer", {}),
+    },
     "sports": {
         "transformer": ("transformer", {}),
         "gru4rec": ("gru4rec", {}),
@@ -62,6 +65,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads per run")
     parser.add_argument("--params", type=json.loads, default={}, help="JSON object of parameter overrides")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--item-knowledge",
+        default="auto",
+        choices=["auto", "none", "attributes", "text", "text+attributes"],
+        help="what sequence models read about items; auto (the default of `behaviorlm train`) decides from "
+        "the data",
+    )
     args = parser.parse_args()
     out = args.out or (RESULTS if args.device == "cpu" else GPU_RESULTS)
     from behaviorlm.evaluation.benchmark import append_jsonl
@@ -76,14 +86,17 @@ def main() -> None:
                 params["max_train_seconds"] = args.max_train_seconds
             if args.device != "cpu":
                 params["device"] = args.device
-            record = run_isolated(dataset, name, params, threads=args.threads)
+            record = run_isolated(
+                dataset, name, params, threads=args.threads, item_knowledge=args.item_knowledge
+            )
             append_jsonl(out, record)
             m, t = record["metrics"], record["training"]
             print(
                 f"{dataset:8s} {model_key:12s} HR@10 {m['hr@10']:.4f} NDCG@10 {m['ndcg@10']:.4f} "
                 f"epochs {t.get('epochs_run')} (best {t.get('best_epoch')}) {t.get('seconds_per_epoch', 0):.1f}s/epoch "
                 f"train {record['train_seconds']:.0f}s rss {record['peak_rss_mb']:.0f} MB "
-                f"valid NDCG@10 {t.get('best_valid_ndcg@10')} params {json.dumps(args.params)}",
+                f"valid NDCG@10 {t.get('best_valid_ndcg@10')} params {json.dumps(args.params)} "
+                f"item knowledge {record['protocol']['item_knowledge']} ({record['protocol']['item_knowledge_reason']})",
                 flush=True,
             )
 

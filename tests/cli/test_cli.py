@@ -106,6 +106,7 @@ def test_train_and_evaluate_match_the_library(tmp_path: Path) -> None:
     out = tmp_path / "pop"
     result = runner.invoke(app, ["train", "--store", str(store), "--model", "pop", "--out", str(out)])
     assert result.exit_code == 0, result.output
+    assert "item knowledge" not in result.output  # the default auto applies to sequence models only
     metrics_file = tmp_path / "metrics.json"
     result = runner.invoke(app, ["evaluate", str(out), "--store", str(store), "--json", str(metrics_file)])
     assert result.exit_code == 0, result.output
@@ -228,6 +229,12 @@ def test_train_with_item_knowledge_saves_the_item_features(tmp_path: Path) -> No
         ],
     )
     assert wrong.exit_code == 2 and "--item-knowledge is for sequence models" in wrong.output
+    # The default, auto, reads the data: ML-100k's movies are seen often enough to need no knowledge.
+    auto = runner.invoke(
+        app,
+        ["train", "--store", str(store), "--model", "transformer", "--out", str(tmp_path / "auto"), *small],
+    )
+    assert auto.exit_code == 0 and "item knowledge (auto): none — the median item has" in auto.output
     bad = runner.invoke(app, [*args, "--item-knowledge", "pictures"])
     assert bad.exit_code == 2 and "--item-knowledge must be one of" in bad.output
 

@@ -259,3 +259,63 @@ def test_item_features_attribute_tokens_on_ml100k() -> None:
     # carries nothing to transfer, so it is dropped; an unknown item has no tokens.
     assert tokens == [["release_year=1995"], ["release_year=1995"], []]
     assert features.text_vectors is None
+
+
+# ---------------------------------------------------------------------------------------------- auto choice
+def _catalogue(rows: str) -> EventStore:
+    store = EventStore(":memory:")
+    store.execute(f"INSERT INTO items VALUES {rows}")
+    return store
+
+
+def test_auto_knowledge_reads_words_and_shared_attributes() -> None:
+    from behaviorlm.data.features import choose_item_knowledge
+
+    ids = np.array(["a", "b", "c", "d"])
+    sparse = np.array([3, 1, 2, 9])  # training events per item: median 2.5
+    # Titles on 3 of 4 items, a category shared by all: both.
+    with _catalogue(
+        "('a', 'Red lipstick', 'Lips', NULL, NULL, NULL), ('b', 'Matte lipstick', 'Lips', NULL, NULL, NULL),"
+        "('c', NULL, 'Lips', NULL, NULL, 'A gloss for dry lips'), ('d', NULL, 'Lips', NULL, NULL, NULL)"
+    ) as store:
+        picked = choose_item_knowledge(store, ids, item_events=sparse, text_installed=True)
+        assert (picked.choice, picked.text_share, picked.attribute_share) == ("text+attributes", 0.75, 1.0)
+        # Without the sentence model the text is left out, and the reason says how to get it.
+        without = choose_item_knowledge(store, ids, item_events=sparse, text_installed=False)
+        assert without.choice == "attributes" and "behaviorlm[text]" in without.reason
+        # Items seen often enough (median 20 events) learn their ID embeddings: no knowledge added.
+        dense = choose_item_knowledge(store, ids, item_events=np.array([20, 20, 30, 5]), text_installed=True)
+        assert dense.choice == "none" and "the median item has 20 training events (> 15)" in dense.reason
+        with pytest.raises(ValueError, match="item_events has 3 entries for 4 items"):
+            choose_item_knowledge(store, ids, item_events=sparse[:3], text_installed=True)
+    # Category codes only (Taobao): a code is not language, so attributes alone.
+    with _catalogue(
+        "('a', NULL, '2520377', NULL, NULL, NULL), ('b', NULL, '2520377', NULL, NULL, NULL),"
+        "('c', NULL, '4145813', NULL, NULL, NULL), ('d', NULL, '4145813', NULL, NULL, NULL)"
+    ) as store:
+        assert (
+            choose_item_knowledge(store, ids, item_events=sparse, text_installed=True).choice == "attributes"
+        )
+    # A title on 1 of 4 items and categories nobody shares: below the coverage, nothing.
+    with _catalogue(
+        "('a', 'Red lipstick', 'x1', NULL, NULL, NULL), ('b', NULL, 'x2', NULL, NULL, NULL),"
+        "('c', NULL, 'x3', NULL, NULL, NULL)"
+    ) as store:
+        picked = choose_item_knowledge(store, ids, item_events=sparse, text_installed=True)
+        assert picked.choice == "none" and "25% of items have a title or text (below 50%)" in picked.reason
+
+
+def test_auto_knowledge_on_ml100k_leaves_the_well_seen_movies_to_their_ids() -> None:
+    from behaviorlm.data.features import choose_item_knowledge
+
+    with EventStore(":memory:") as store:
+        ingest_dataset(store, "ml-100k")
+        data = store.interactions()
+        counts = np.bincount(data.items, minlength=data.n_items)
+        picked = choose_item_knowledge(store, data.item_ids, item_events=counts, text_installed=True)
+        assert picked.choice == "none" and "the median item has 27 training events" in picked.reason
+        # Every movie has a title and a shared genre or year: with sparser items both would be used.
+        thin = choose_item_knowledge(
+            store, data.item_ids, item_events=np.minimum(counts, 5), text_installed=True
+        )
+    assert thin.choice == "text+attributes" and thin.text_share > 0.99 and thin.attribute_share == 1.0

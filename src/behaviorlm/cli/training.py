@@ -60,12 +60,14 @@ def train(
     item_knowledge: Annotated[
         str,
         typer.Option(
-            help="Sequence models: add what the catalogue knows about each item to its vector: none, "
-            "attributes (category, brand, attribute tokens), text (sentence vectors of title, category, "
-            "brand; needs behaviorlm[text]) or text+attributes. With text, -p item_init=text also starts "
-            "the item embeddings from the text vectors (docs/transformer.md#item-knowledge)."
+            help="Sequence models: add what the catalogue knows about each item to its vector: auto (what "
+            "the store holds: text when most items have a title or text, attributes when most share a "
+            "category, brand or attribute), none, attributes (category, brand, attribute tokens), text "
+            "(sentence vectors of title, category, brand; needs behaviorlm[text]) or text+attributes. With "
+            "text, -p item_init=text also starts the item embeddings from the text vectors "
+            "(docs/transformer.md#item-knowledge)."
         ),
-    ] = "none",
+    ] = "auto",
     label: Annotated[
         str,
         typer.Option(
@@ -121,7 +123,7 @@ def train(
         raise ValueError(
             f"unknown --model {model!r}; recommenders: {sorted(registry)}; task heads: {HEAD_NAMES}"
         )
-    if encoder_state is not None and (model != "transformer" or item_knowledge != "none"):
+    if encoder_state is not None and (model != "transformer" or item_knowledge not in ("none", "auto")):
         raise ValueError(
             "--init-encoder starts a task head or --model transformer (without --item-knowledge) from the "
             "pretrained encoder"
@@ -136,6 +138,8 @@ def train(
     # Every process reads the store (read-only opens from several processes are fine) and makes the
     # same deterministic split.
     sp = make_split(store, protocol=protocol, valid_fraction=valid_fraction, test_fraction=test_fraction)
+    if encoder_state is not None:
+        item_knowledge = "none"  # the pretrained encoder's item vectors are ID embeddings only
     fit_kwargs = _item_knowledge(store, estimator, sp, item_knowledge, main_process=main_process)
     # Trained models show their own per-epoch progress bar; the others get a spinner.
     status = (
@@ -291,24 +295,36 @@ def _sequence_labels(data: Any, label: str, attributes: dict[str, dict[str, Any]
     raise ValueError(f"--label for sequence_classifier: purchase-within:N or user:ATTRIBUTE, got {label!r}")
 
 
-_ITEM_KNOWLEDGE = ("none", "attributes", "text", "text+attributes")
-
-
 def _item_knowledge(
     store: Path, estimator: Any, split: Split, choice: str, *, main_process: bool
 ) -> dict[str, Any]:
     """``fit`` keyword arguments for ``--item-knowledge`` (item features read from the store)."""
-    from behaviorlm.data.features import item_features_from_store
+    from behaviorlm.data.features import KNOWLEDGE_CHOICES, choose_item_knowledge, item_features_from_store
     from behaviorlm.models.sequential import SequentialRecommender
 
-    if choice not in _ITEM_KNOWLEDGE:
-        raise ValueError(f"--item-knowledge must be one of {', '.join(_ITEM_KNOWLEDGE)}; got {choice!r}")
+    if choice not in KNOWLEDGE_CHOICES:
+        raise ValueError(f"--item-knowledge must be one of {', '.join(KNOWLEDGE_CHOICES)}; got {choice!r}")
     if choice == "none":
         return {}
     if not isinstance(estimator, SequentialRecommender):
+        if choice == "auto":
+            return {}  # the default: only sequence models read item knowledge
         raise ValueError(
             f"--item-knowledge is for sequence models (transformer, gru4rec), not {estimator.name}"
         )
+    automatic = choice == "auto"
+    if automatic:
+        with EventStore(store, read_only=True) as st:
+            picked = choose_item_knowledge(
+                st,
+                split.train.item_ids,
+                item_events=np.bincount(split.train.items, minlength=split.train.n_items),
+            )
+        if main_process:
+            console.print(f"item knowledge (auto): {picked.choice} — {picked.reason}")
+        choice = picked.choice
+        if choice == "none":
+            return {}
     with_text = "text" in choice
     # Text vectors are cached in the store: the first run embeds them, later runs read them. Under
     # torchrun every process opens the store read-only, so the vectors must be cached already.
@@ -324,6 +340,15 @@ def _item_knowledge(
         except Exception as exc:
             if one_process:
                 raise
+            if automatic:
+                # The default must not fail under torchrun: every rank drops the text alike.
+                rest = "attributes" if "attributes" in choice else "none"
+                if main_process:
+                    console.print(
+                        "[yellow]item text vectors are not cached in the store (torchrun opens it read-only): "
+                        f"item knowledge {rest}; run `behaviorlm train` once without torchrun to cache them[/]"
+                    )
+                return _item_knowledge(store, estimator, split, rest, main_process=main_process)
             raise ValueError(
                 "--item-knowledge with text under torchrun needs the item text vectors cached in the store: "
                 f"run `behaviorlm train --item-knowledge {choice}` once without torchrun ({exc})"

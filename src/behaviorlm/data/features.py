@@ -117,3 +117,107 @@ def item_features_from_store(
         attribute_vocab=vocab,
         text_vectors=text_vectors,
     )
+
+
+# ---------------------------------------------------------------------------------------- the automatic choice
+KNOWLEDGE_CHOICES = ("auto", "none", "attributes", "text", "text+attributes")
+"""What ``behaviorlm train --item-knowledge`` accepts; ``auto`` is :func:`choose_item_knowledge`."""
+
+MIN_KNOWLEDGE_COVERAGE = 0.5
+"""The share of items that must carry a kind of knowledge for ``auto`` to use it."""
+
+MAX_MEDIAN_ITEM_EVENTS = 15
+"""``auto`` adds knowledge only when the median item has at most this many training events: measured, it
+lifted NDCG@10 by 21% on s3rec/Beauty and s3rec/Sports (median 7) and did not help on ML-100k (median 26,
+−3.6%), where every item's ID embedding already sees enough events."""
+
+
+@dataclass(frozen=True)
+class KnowledgeChoice:
+    """What ``auto`` picked for a catalogue and why (``reason`` is one line for the user)."""
+
+    choice: str
+    text_share: float
+    attribute_share: float
+    reason: str
+
+
+def text_model_installed() -> bool:
+    """Whether the packaged sentence model and the library that runs it are installed (``behaviorlm[text]``)."""
+    from importlib.util import find_spec
+
+    from behaviorlm.data.text import TextModelUnavailable, model_directory
+
+    if find_spec("sentence_transformers") is None:
+        return False
+    try:
+        model_directory()
+    except TextModelUnavailable:
+        return False
+    return True
+
+
+def choose_item_knowledge(
+    store: EventStore,
+    item_ids: np.ndarray,
+    *,
+    item_events: np.ndarray,
+    text_installed: bool | None = None,
+    min_coverage: float = MIN_KNOWLEDGE_COVERAGE,
+    max_median_item_events: float = MAX_MEDIAN_ITEM_EVENTS,
+) -> KnowledgeChoice:
+    """Pick the item knowledge a sequence model should read from the data: how sparse the items are and
+    what the catalogue holds. ``item_events[i]`` is item ``item_ids[i]``'s number of training events.
+
+    * ``none`` when the median item has more than ``max_median_item_events`` training events (its ID
+      embedding learns enough; measured, knowledge did not help there);
+    * otherwise ``text`` when at least ``min_coverage`` of ``item_ids`` have words of their own, a title or a
+      free text (a category or brand alone is a code such as Taobao's ``2520377``, not language), and the
+      sentence model is installed (``text_installed``; checked when ``None``);
+    * ``attributes`` when at least ``min_coverage`` of the items carry a catalogue token (category,
+      brand, attribute) shared with another item;
+    * both, one, or ``none``.
+
+    Rule and measurements: docs/transformer.md#item-knowledge.
+    """
+    n = len(item_ids)
+    if n == 0:
+        return KnowledgeChoice("none", 0.0, 0.0, "no items")
+    if len(item_events) != n:
+        raise ValueError(f"item_events has {len(item_events)} entries for {n} items")
+    median = float(np.median(item_events))
+    if median > max_median_item_events:
+        return KnowledgeChoice(
+            "none",
+            0.0,
+            0.0,
+            f"the median item has {median:g} training events (> {max_median_item_events:g}): "
+            "ID embeddings learn enough",
+        )
+    (with_words,) = store.rows(
+        """SELECT count(*) FROM items WHERE item_id IN (SELECT unnest(?::VARCHAR[]))
+           AND (NULLIF(trim(title), '') IS NOT NULL OR NULLIF(trim(text), '') IS NOT NULL)""",
+        [[str(i) for i in item_ids]],
+    )[0]
+    text_share = with_words / n
+    features = item_features_from_store(store, item_ids, with_text=False, with_attributes=True)
+    attribute_share = float((np.diff(features.attribute_ptr) > 0).mean())
+    parts, why = [], []
+    if text_share >= min_coverage:
+        if text_installed if text_installed is not None else text_model_installed():
+            parts.append("text")
+            why.append(f"{text_share:.0%} of items have a title or text")
+        else:
+            why.append(
+                f"{text_share:.0%} of items have a title or text, but the sentence model is not installed "
+                "(pip install 'behaviorlm[text]')"
+            )
+    else:
+        why.append(f"{text_share:.0%} of items have a title or text (below {min_coverage:.0%})")
+    if attribute_share >= min_coverage:
+        parts.append("attributes")
+        why.append(f"{attribute_share:.0%} carry a shared catalogue attribute")
+    else:
+        why.append(f"{attribute_share:.0%} carry a shared catalogue attribute (below {min_coverage:.0%})")
+    why.append(f"the median item has {median:g} training events")
+    return KnowledgeChoice("+".join(parts) or "none", text_share, attribute_share, "; ".join(why))
