@@ -32,8 +32,37 @@ def item_knowledge(dataset: str, train: Any, choice: str) -> tuple[Any, str, str
     return features, choice, reason
 
 
+def pretrained_encoder(model: Any, train: Any, *, epochs: int) -> tuple[Any, dict[str, Any]]:
+    """Masked-behaviour pretraining (``MaskedBehaviorPretrainer``) of ``model``'s architecture on ``train``
+    (no labels, no validation: ``epochs`` fixed); returns (``encoder_state()``, what was done)."""
+    import time
+
+    from behaviorlm.models.pretraining import MaskedBehaviorPretrainer
+
+    # Same shape as the model to fine-tune; the pretrainer keeps its own dropout (fine-tuning uses the model's).
+    shape = {k: getattr(model, k) for k in MaskedBehaviorPretrainer.ENCODER_PARAMS if k != "dropout"}
+    pretrainer = MaskedBehaviorPretrainer.from_params(
+        {**shape, "epochs": epochs, "seed": model.training.seed, "show_progress": False}
+    )
+    started = time.perf_counter()
+    pretrainer.fit(train)
+    seconds = time.perf_counter() - started
+    return pretrainer.encoder_state(), {
+        "epochs": epochs,
+        "seconds": seconds,
+        "mask_prob": pretrainer.mask_prob,
+        "architecture": shape,
+    }
+
+
 def _fit_evaluate(
-    dataset: str, model_name: str, params: dict[str, Any], threads: int, knowledge: str, queue: mp.Queue
+    dataset: str,
+    model_name: str,
+    params: dict[str, Any],
+    threads: int,
+    knowledge: str,
+    pretrain_epochs: int,
+    queue: mp.Queue,
 ) -> None:
     import torch
 
@@ -48,11 +77,21 @@ def _fit_evaluate(
     model = model_registry()[model_name].from_params(params)
     fit_kwargs: dict[str, Any] = {}
     used, reason = "none", "not a sequence model"
-    if isinstance(model, SequentialRecommender):
+    pretraining = None
+    if pretrain_epochs > 0:
+        # A pretrained encoder carries ID embeddings only, as `behaviorlm train --init-encoder` does.
+        fit_kwargs["init_encoder"], pretraining = pretrained_encoder(
+            model, split.train, epochs=pretrain_epochs
+        )
+        reason = "pretrained encoder (ID embeddings only)"
+    elif isinstance(model, SequentialRecommender):
         features, used, reason = item_knowledge(dataset, split.train, knowledge)
         if features is not None:
             fit_kwargs["item_features"] = features
     record = fit_and_evaluate(model, split, dataset=dataset, fit_kwargs=fit_kwargs).to_dict()
+    if pretraining is not None:
+        record["model"] = f"{record['model']}-pretrained"
+        record["protocol"]["pretraining"] = pretraining
     record["protocol"]["torch_threads"] = threads
     record["protocol"]["item_knowledge"] = used
     record["protocol"]["item_knowledge_reason"] = reason
@@ -60,15 +99,24 @@ def _fit_evaluate(
 
 
 def run_isolated(
-    dataset: str, model_name: str, params: dict[str, Any], *, threads: int = 2, item_knowledge: str = "none"
+    dataset: str,
+    model_name: str,
+    params: dict[str, Any],
+    *,
+    threads: int = 2,
+    item_knowledge: str = "none",
+    pretrain_epochs: int = 0,
 ) -> dict[str, Any]:
     """Fit ``model_name(**params)`` on the leave-one-out split of ``dataset`` in a spawned process with
     ``threads`` torch threads and return its benchmark record (see :mod:`behaviorlm.evaluation.benchmark`).
-    Sequence models read ``item_knowledge`` (``auto``: what ``behaviorlm train`` would choose)."""
+    Sequence models read ``item_knowledge`` (``auto``: what ``behaviorlm train`` would choose); with
+    ``pretrain_epochs`` a Transformer starts from a masked-behaviour-pretrained encoder instead (the
+    record's model gets ``-pretrained``, its protocol the pretraining time)."""
     ctx = mp.get_context("spawn")
     queue: mp.Queue = ctx.Queue()
     proc = ctx.Process(
-        target=_fit_evaluate, args=(dataset, model_name, params, threads, item_knowledge, queue)
+        target=_fit_evaluate,
+        args=(dataset, model_name, params, threads, item_knowledge, pretrain_epochs, queue),
     )
     proc.start()
     record = queue.get()

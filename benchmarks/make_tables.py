@@ -51,7 +51,18 @@ RANKING_COLUMNS = ["hr@10", "ndcg@10", "hr@20", "ndcg@20", "mrr", "coverage@10"]
 
 
 def load_latest(path: Path) -> dict[tuple[str, str], dict]:
-    return latest_runs(path, dataset=None, key=lambda r: (r["dataset"], r["model"]))
+    """The latest record per (dataset, model); a sequence model that read item knowledge (run_sequential's
+    ``--item-knowledge``, auto by default) is its own row, ``transformer + text+attributes``, beside the
+    ID-only one."""
+    latest = latest_runs(path, dataset=None, key=lambda r: (r["dataset"], _model_label(r)))
+    return {key: {**r, "model": key[1]} for key, r in latest.items()}
+
+
+def _model_label(record: dict) -> str:
+    knowledge = (record.get("protocol") or {}).get("item_knowledge")
+    if knowledge in (None, "none") or record["model"].startswith("transformer-knowledge-"):
+        return record["model"]
+    return f"{record['model']} + {knowledge}"
 
 
 def latest_runs(path: Path, *, dataset: str | None, key: Callable[[dict], tuple]) -> dict[tuple, dict]:
@@ -264,8 +275,8 @@ PEER_DATASET_ALIASES = {"s3rec-sports": "sports"}
 
 def peer_runs(path: Path) -> dict[tuple[str, str], dict]:
     """The latest RecBole record per dataset and, as ``(dataset, "transformer")``, the latest Transformer
-    record trained under a time cap on one thread -- the run paired with the peer. A later uncapped run
-    (the default configuration to early stopping, in the ranking table) does not replace it here."""
+    record trained under a time cap on one thread from item IDs alone -- the run paired with the peer. A
+    later uncapped run, or one with item knowledge (RecBole's SASRec reads IDs only), does not replace it."""
     runs: dict[tuple[str, str], dict] = {}
     if not path.exists():
         return runs
@@ -275,7 +286,10 @@ def peer_runs(path: Path) -> dict[tuple[str, str], dict]:
         r = json.loads(line)
         capped = flat_params(r.get("params", {})).get("max_train_seconds") is not None
         one_thread = (r.get("protocol") or {}).get("torch_threads") == 1
-        if r["model"] == "recbole-sasrec" or (r["model"] == "transformer" and capped and one_thread):
+        ids_only = (r.get("protocol") or {}).get("item_knowledge") in (None, "none")  # as RecBole's SASRec
+        if r["model"] == "recbole-sasrec" or (
+            r["model"] == "transformer" and capped and one_thread and ids_only
+        ):
             runs[(r["dataset"], r["model"])] = r
     return runs
 

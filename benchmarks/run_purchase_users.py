@@ -10,7 +10,9 @@ logistic regularisation), the last two test. Models:
   purchase and cart shares: ``behaviorlm.profiling.churn.CHURN_FEATURES``, computed at the cutoff);
 * the behaviour Transformer with a ``SequenceClassifier`` head over the user's last 50 events before the
   cutoff, from scratch and from masked-behaviour pretraining (``MaskedBehaviorPretrainer`` on every user's
-  events before the first test cutoff, no labels), ``--seeds`` seeds each;
+  events before the first test cutoff, no labels), ``--seeds`` seeds each; the classifier also reads the
+  time from the user's last event to the cutoff (``SequenceLabels.as_of``; ``--ablation`` adds the same
+  model without it, ``transformer-classifier-no-time``);
 * a hybrid: gradient boosting on the features plus the Transformer's probability (the Transformer trained
   on the training snapshots, the hybrid's boosting on the validation snapshots, so neither sees its own
   training labels through the other).
@@ -78,7 +80,10 @@ def stacked_sequences(data: Interactions, parts: list[tuple[int, np.ndarray, np.
     )
     order = {key: i for i, key in enumerate(stacked.user_ids)}
     return SequenceLabels(
-        history=stacked, users=np.array([order[k] for k in keys]), labels=np.array(labels, dtype=np.int64)
+        history=stacked,
+        users=np.array([order[k] for k in keys]),
+        labels=np.array(labels, dtype=np.int64),
+        as_of=np.array([int(k.rpartition("@")[2]) for k in keys], dtype=np.int64),  # the cutoff
     )
 
 
@@ -89,6 +94,11 @@ def main() -> None:
     parser.add_argument("--dataset", default="taobao-9days")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--ablation",
+        action="store_true",
+        help="also train the classifier without the time from the last event to the cutoff (-no-time)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     from sklearn.ensemble import HistGradientBoostingClassifier
@@ -138,8 +148,14 @@ def main() -> None:
     before_test = data.filter_events(data.timestamps < cutoffs["test"][0])
     records = []
     for seed in range(args.seeds):
-        for pretrained in (False, True):
-            name = "transformer-classifier" + ("-pretrained" if pretrained else "")
+        for pretrained, knows_time in ((False, True), (True, True), (False, False)):
+            if not knows_time and not args.ablation:
+                continue
+            name = (
+                "transformer-classifier"
+                + ("-pretrained" if pretrained else "")
+                + ("" if knows_time else "-no-time")
+            )
             started = time.perf_counter()
             state = None
             if pretrained:
@@ -147,17 +163,17 @@ def main() -> None:
                     before_test
                 )
                 state = pre.encoder_state()
-            model = SequenceClassifier.from_params({**TRANSFORMER, "seed": seed}).fit(
-                sequences["train"], valid=sequences["valid"], init_encoder=state
-            )
+            model = SequenceClassifier.from_params(
+                {**TRANSFORMER, "seed": seed, "time_to_prediction": knows_time}
+            ).fit(sequences["train"], valid=sequences["valid"], init_encoder=state)
             test = sequences["test"]
-            score = model.predict_proba(test.history, users=test.users)[:, 1]
+            score = model.predict_proba(test.history, users=test.users, as_of=test.as_of)[:, 1]
             key = f"{name}#{seed}"
             scores[key], seconds[key] = score, time.perf_counter() - started
-            if not pretrained:
+            if not pretrained and knows_time:
                 # Hybrid: boosting on the validation snapshots with the Transformer's probability added.
                 valid = sequences["valid"]
-                extra_valid = model.predict_proba(valid.history, users=valid.users)[:, 1]
+                extra_valid = model.predict_proba(valid.history, users=valid.users, as_of=valid.as_of)[:, 1]
                 hybrid = HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, random_state=seed)
                 hybrid.fit(np.column_stack([xy["valid"][0], extra_valid]), xy["valid"][1])
                 scores[f"hybrid-gbm-transformer#{seed}"] = hybrid.predict_proba(
@@ -186,7 +202,11 @@ def main() -> None:
             {
                 "dataset": "taobao-9days-user",
                 "model": name,
-                "params": {**(TRANSFORMER if "transformer" in name else {}), "seed": int(seed or 0)},
+                "params": {
+                    **(TRANSFORMER if "transformer" in name else {}),
+                    **({"time_to_prediction": "no-time" not in name} if "transformer" in name else {}),
+                    "seed": int(seed or 0),
+                },
                 "protocol": protocol,
                 "metrics": record_metrics,
                 "n_users": len(y_test),

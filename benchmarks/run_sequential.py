@@ -66,6 +66,13 @@ def main() -> None:
     parser.add_argument("--params", type=json.loads, default={}, help="JSON object of parameter overrides")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument(
+        "--pretrain-epochs",
+        type=int,
+        default=0,
+        help="start the transformer from a masked-behaviour-pretrained encoder (this many epochs on the "
+        "training split; model transformer-pretrained, ID embeddings only)",
+    )
+    parser.add_argument(
         "--item-knowledge",
         default="auto",
         choices=["auto", "none", "attributes", "text", "text+attributes"],
@@ -87,7 +94,12 @@ def main() -> None:
             if args.device != "cpu":
                 params["device"] = args.device
             record = run_isolated(
-                dataset, name, params, threads=args.threads, item_knowledge=args.item_knowledge
+                dataset,
+                name,
+                params,
+                threads=args.threads,
+                item_knowledge=args.item_knowledge,
+                pretrain_epochs=args.pretrain_epochs if name == "transformer" else 0,
             )
             append_jsonl(out, record)
             m, t = record["metrics"], record["training"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -147,6 +149,48 @@ def test_sequence_classifier_with_string_labels_round_trips(tmp_path) -> None:
         SequenceLabels(
             history=planted.interactions.filter_events(np.zeros(360, bool)), users=[0], labels=["gifts"]
         )
+
+
+def test_classifier_reads_the_time_from_the_last_event_to_the_prediction(tmp_path) -> None:
+    # Every user has the same events; who buys is decided by how recently they were last active before
+    # the prediction (under an hour: 1, days: 0) -- visible only through as_of.
+    rng = np.random.default_rng(0)
+    n = 300
+    data = _events([["view", "cart", "view"]] * n)
+    recent = rng.random(n) < 0.5
+    last = data.timestamps[data.user_ptr[1:] - 1]
+    as_of = last + np.where(recent, rng.integers(60, 3_600, n), rng.integers(2 * 86_400, 9 * 86_400, n))
+    labelled = SequenceLabels(history=data, users=np.arange(n), labels=recent.astype(int), as_of=as_of)
+    train, test = labelled.subset(np.arange(200)), labelled.subset(np.arange(200, n))
+    assert test.as_of is not None and len(test.as_of) == 100
+    auc = {}
+    for knows_time in (True, False):
+        model = SequenceClassifier.from_params(
+            {**ENCODER, **TRAIN, "epochs": 20, "time_to_prediction": knows_time}
+        ).fit(train)
+        auc[knows_time] = model.evaluate(test)["roc_auc"]
+    assert auc[True] > 0.99  # the gap bucket separates the two groups exactly
+    assert auc[False] < 0.65  # the events are identical: chance
+    # Saved and loaded with its time-to-prediction vectors; an earlier model without them still loads.
+    loaded = SequenceClassifier.load(model.save(tmp_path / "without"))
+    assert loaded.time_to_prediction is False
+    knows = SequenceClassifier.from_params({**ENCODER, **TRAIN, "epochs": 2}).fit(train)
+    again = SequenceClassifier.load(knows.save(tmp_path / "with"))
+    np.testing.assert_array_equal(
+        again.predict_proba(data, users=test.users, as_of=test.as_of),
+        knows.predict_proba(data, users=test.users, as_of=test.as_of),
+    )
+    # A classifier saved before the option existed (no such parameter, no such weights) loads without it.
+    meta = tmp_path / "without" / "model.json"
+    saved = json.loads(meta.read_text())
+    del saved["params"]["time_to_prediction"]
+    meta.write_text(json.dumps(saved))
+    assert SequenceClassifier.load(tmp_path / "without").time_to_prediction is False
+    # A prediction time before the user's last event is refused, naming the row.
+    with pytest.raises(ValueError, match=r"row 0: as_of 1 < last event 2"):
+        knows.predict_proba(data, users=np.array([0]), as_of=np.array([1]))
+    with pytest.raises(ValueError, match="one integer time"):
+        SequenceLabels(history=data, users=[0, 1], labels=[0, 1], as_of=[1.5, 2.5])
 
 
 # ---------------------------------------------------------------------------------------- event tags

@@ -55,6 +55,10 @@ class SequenceLabels:
     history: Interactions
     users: np.ndarray
     labels: np.ndarray
+    as_of: np.ndarray | None = None
+    """When each label's prediction is made (epoch seconds, one per row; ``None``: not known). A
+    :class:`SequenceClassifier` reads the time from the user's last event to it ("last seen 3 days before
+    the prediction"), which the events alone do not carry."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "users", np.asarray(self.users, dtype=np.int64))
@@ -67,10 +71,19 @@ class SequenceLabels:
         empty = self.users[self.history.lengths()[self.users] == 0]
         if len(empty):
             raise ValueError(f"SequenceLabels: users {empty[:5].tolist()} have no events in history")
+        if self.as_of is not None:
+            object.__setattr__(
+                self, "as_of", _check_as_of(self.history, self.users, self.as_of, what="SequenceLabels")
+            )
 
     def subset(self, rows: np.ndarray) -> SequenceLabels:
         """The labelled sequences at positions ``rows`` (e.g. a train/test split of the users)."""
-        return SequenceLabels(history=self.history, users=self.users[rows], labels=self.labels[rows])
+        return SequenceLabels(
+            history=self.history,
+            users=self.users[rows],
+            labels=self.labels[rows],
+            as_of=None if self.as_of is None else self.as_of[rows],
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -193,6 +206,39 @@ def split_users(
 
 
 # ---------------------------------------------------------------------------------------- helpers
+NOW_BUCKETS = 24
+"""Log2 buckets of the time from a user's last event to the prediction (up to 2^23 s, ~97 days)."""
+
+
+def _check_as_of(history: Interactions, users: np.ndarray, as_of: Any, *, what: str) -> np.ndarray:
+    as_of = np.asarray(as_of)
+    if as_of.shape != users.shape or not np.issubdtype(as_of.dtype, np.integer):
+        raise ValueError(
+            f"{what}: as_of must hold one integer time (epoch seconds) per user, got {as_of.dtype} {as_of.shape} "
+            f"for {len(users)} users"
+        )
+    last = history.timestamps[history.user_ptr[users + 1] - 1]
+    early = np.flatnonzero(as_of < last)
+    if len(early):
+        i = early[0]
+        raise ValueError(
+            f"{what}: as_of must not be before the user's last event (row {i}: as_of {int(as_of[i])} < "
+            f"last event {int(last[i])}); the history must end before the prediction"
+        )
+    return as_of.astype(np.int64)
+
+
+def time_to_prediction_buckets(
+    history: Interactions, users: np.ndarray, as_of: np.ndarray | None
+) -> torch.Tensor:
+    """``[len(users)]`` buckets of the time from each user's last event to ``as_of``:
+    ``1 + floor(log2(1 + seconds))`` clipped to :data:`NOW_BUCKETS`; 0 everywhere when ``as_of`` is None."""
+    if as_of is None:
+        return torch.zeros(len(users), dtype=torch.long)
+    gaps = (as_of - history.timestamps[history.user_ptr[users + 1] - 1]).astype(np.float64)
+    return torch.from_numpy(np.minimum(1 + np.floor(np.log2(1 + gaps)).astype(np.int64), NOW_BUCKETS))
+
+
 def _check_users(interactions: Interactions, users: np.ndarray, *, what: str) -> None:
     if users.ndim != 1:
         raise ValueError(f"{what}: users must be 1-D, got shape {users.shape}")
@@ -274,10 +320,14 @@ def classification_report(y_true: np.ndarray, *, proba: np.ndarray, classes: np.
 
 
 class _EncoderWithHead(nn.Module):
-    def __init__(self, encoder: BehaviorTransformerNet, *, n_outputs: int) -> None:
+    def __init__(self, encoder: BehaviorTransformerNet, *, n_outputs: int, now_buckets: int = 0) -> None:
         super().__init__()
         self.encoder = encoder
         self.head = nn.Linear(encoder.item_emb.embedding_dim, n_outputs)
+        # SequenceClassifier's time-to-prediction vectors; zero at the start, as if absent.
+        self.now_emb = nn.Embedding(now_buckets + 1, encoder.item_emb.embedding_dim) if now_buckets else None
+        if self.now_emb is not None:
+            nn.init.zeros_(self.now_emb.weight)
 
     def forward(
         self, items: torch.Tensor, types: torch.Tensor, buckets: torch.Tensor, *, causal: bool
@@ -469,9 +519,60 @@ class SequenceClassifier(_LabelHead):
     Reads the last ``max_len`` events of each history. ``bidirectional`` picks the encoder's attention
     (default ``True``: every event attends to the whole sequence). Early-stops on validation ROC-AUC for
     two classes (both present in the validation labels), else on validation accuracy.
+
+    With ``time_to_prediction`` (default) the head also reads how long before the prediction the user's
+    last event was, when the labels carry ``as_of`` (and ``predict_proba(..., as_of=...)``): a learned
+    vector per log2 bucket of that time is added to ``h_T`` (zero at the start, and bucket 0, "not
+    known", when no time is given). The events carry the gaps *between* them, not the gap to now, which
+    is the strongest single signal of "will buy tomorrow" (docs/graph.md, the 9-day Taobao slice).
     """
 
     name = "sequence_classifier"
+
+    def __init__(
+        self,
+        *,
+        bidirectional: bool = True,
+        time_to_prediction: bool = True,
+        d_model: int = 128,
+        n_layers: int = 2,
+        n_heads: int = 2,
+        dropout: float = 0.1,
+        max_len: int = 50,
+        n_time_buckets: int = 24,
+        training: TrainingOptions = ENCODER_TRAINING,
+    ) -> None:
+        super().__init__(
+            bidirectional=bidirectional,
+            d_model=d_model,
+            n_layers=n_layers,
+            n_heads=n_heads,
+            dropout=dropout,
+            max_len=max_len,
+            n_time_buckets=n_time_buckets,
+            training=training,
+        )
+        self.time_to_prediction = time_to_prediction
+
+    def _build_fitted_net(self) -> _EncoderWithHead:
+        encoder = self._build_encoder(n_items=self.n_items_, n_event_types=len(self.event_type_vocab_))
+        return _EncoderWithHead(
+            encoder, n_outputs=self._n_outputs(), now_buckets=NOW_BUCKETS if self.time_to_prediction else 0
+        )
+
+    def _restore_extra(self, meta: dict[str, Any]) -> None:
+        super()._restore_extra(meta)
+        if "time_to_prediction" not in meta["params"]:
+            self.time_to_prediction = False  # saved before the option existed: no such weights
+
+    def _class_logits(
+        self, items: torch.Tensor, types: torch.Tensor, buckets: torch.Tensor, now: torch.Tensor
+    ) -> torch.Tensor:
+        """Logits ``[B, n_classes]`` from the last position's hidden state (plus the time-to-prediction vector)."""
+        hidden = self.net_.encoder(items, types, buckets, causal=not self.bidirectional)[:, -1]
+        if self.net_.now_emb is not None:
+            hidden = hidden + self.net_.now_emb(now)
+        return self.net_.head(hidden)
 
     def fit(
         self,
@@ -495,15 +596,14 @@ class SequenceClassifier(_LabelHead):
         targets = torch.from_numpy(
             _class_index(self.classes_, labelled.labels, where=f"{type(self).__name__}.fit")
         )
+        now = time_to_prediction_buckets(labelled.history, labelled.users, labelled.as_of)
 
         def make_batch(rows: torch.Tensor, generator: torch.Generator) -> Batch:
-            return {**data.batch(rows), "targets": targets[rows]}
+            return {**data.batch(rows), "targets": targets[rows], "now": now[rows]}
 
         def loss_fn(batch: Batch) -> torch.Tensor:
-            logits = self.net_(
-                batch["items"], batch["types"], batch["buckets"], causal=not self.bidirectional
-            )
-            return F.cross_entropy(logits[:, -1], batch["targets"])
+            logits = self._class_logits(batch["items"], batch["types"], batch["buckets"], batch["now"])
+            return F.cross_entropy(logits, batch["targets"])
 
         validate = None
         if valid is not None:
@@ -514,43 +614,66 @@ class SequenceClassifier(_LabelHead):
                 # Two classes: ranking quality. With rare positives (purchase intent) accuracy stays at the
                 # majority class's share while the model improves, so it could not pick an epoch.
                 def validate() -> float:
-                    proba = self.predict_proba(valid.history, users=valid.users)
+                    proba = self.predict_proba(valid.history, users=valid.users, as_of=valid.as_of)
                     return float(skm.roc_auc_score(positive, proba[:, 1]))
 
             else:
 
                 def validate() -> float:
-                    return float(
-                        skm.accuracy_score(valid.labels, self.predict(valid.history, users=valid.users))
-                    )
+                    predicted = self.predict(valid.history, users=valid.users, as_of=valid.as_of)
+                    return float(skm.accuracy_score(valid.labels, predicted))
 
         self._train(n_rows=len(labelled.users), make_batch=make_batch, loss_fn=loss_fn, validate=validate)
         return self
 
-    def predict_proba(self, history: Interactions, *, users: np.ndarray) -> np.ndarray:
-        """``[len(users), n_classes]`` class probabilities, columns in the order of ``classes_``."""
+    def predict_proba(
+        self, history: Interactions, *, users: np.ndarray, as_of: np.ndarray | None = None
+    ) -> np.ndarray:
+        """``[len(users), n_classes]`` class probabilities, columns in the order of ``classes_``.
+
+        ``as_of``: when each prediction is made (epoch seconds, one per user, not before the user's last
+        event), e.g. the request time; ``None`` reads as "not known"."""
         self._fitted()
         self._check_space(history, where="predict_proba")
         users = np.asarray(users, dtype=np.int64)
-        _check_users(history, users, what=f"{type(self).__name__}.predict_proba")
+        what = f"{type(self).__name__}.predict_proba"
+        _check_users(history, users, what=what)
         empty = users[history.lengths()[users] == 0]
         if len(empty):
-            raise ValueError(
-                f"{type(self).__name__}.predict_proba: users {empty[:5].tolist()} have no events"
-            )
+            raise ValueError(f"{what}: users {empty[:5].tolist()} have no events")
+        if as_of is not None:
+            as_of = _check_as_of(history, users, as_of, what=what)
         data = SequenceTensors(
             history, users, length=self.max_len, n_buckets=self.n_time_buckets, with_targets=False
         )
-        logits = self._logits(data, causal=not self.bidirectional)[:, -1]
+        now = time_to_prediction_buckets(history, users, as_of)
+        self.net_.eval()
+        device = self._device()
+        out = []
+        step = 4 * self.training.batch_size
+        with torch.no_grad():
+            for start in range(0, len(users), step):
+                rows = slice(start, start + step)
+                out.append(
+                    self._class_logits(
+                        data.items[rows].to(device),
+                        data.types[rows].to(device),
+                        data.buckets[rows].to(device),
+                        now[rows].to(device),
+                    ).cpu()
+                )
+        logits = torch.cat(out) if out else torch.zeros(0, len(self.classes_))
         return torch.softmax(logits.float(), dim=-1).numpy()
 
-    def predict(self, history: Interactions, *, users: np.ndarray) -> np.ndarray:
+    def predict(
+        self, history: Interactions, *, users: np.ndarray, as_of: np.ndarray | None = None
+    ) -> np.ndarray:
         """The most probable label of each user's sequence (values from ``classes_``)."""
-        return self.classes_[self.predict_proba(history, users=users).argmax(axis=1)]
+        return self.classes_[self.predict_proba(history, users=users, as_of=as_of).argmax(axis=1)]
 
     def evaluate(self, labelled: SequenceLabels) -> dict[str, Any]:
         """Classification report (:func:`classification_report`) on ``labelled``."""
-        proba = self.predict_proba(labelled.history, users=labelled.users)
+        proba = self.predict_proba(labelled.history, users=labelled.users, as_of=labelled.as_of)
         report = classification_report(labelled.labels, proba=proba, classes=self.classes_)
         return {"protocol": f"one label per sequence from its last {self.max_len} events", **report}
 
