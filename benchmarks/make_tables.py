@@ -46,6 +46,7 @@ ANCHORS = {
         ),
     ],
 }
+ANCHORS["s3rec-sports"] = ANCHORS["sports"]  # the same S3-Rec sequences, with the item texts
 
 RANKING_COLUMNS = ["hr@10", "ndcg@10", "hr@20", "ndcg@20", "mrr", "coverage@10"]
 

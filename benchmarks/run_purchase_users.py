@@ -7,7 +7,9 @@ logistic regularisation), the last two test. Models:
 
 * gradient boosting and logistic regression on the user's behaviour features at the cutoff (recency,
   frequency, tenure, active days, events in the last 7 / 30 days, recent share, mean gap, breadth,
-  purchase and cart shares: ``behaviorlm.profiling.churn.CHURN_FEATURES``, computed at the cutoff);
+  purchase and cart shares: ``behaviorlm.profiling.churn.CHURN_FEATURES``, computed at the cutoff), and
+  the logistic regression with each behaviour's count in the last 3 / 12 / 24 / 48 hours added
+  (``logistic-regression-recent-hours``);
 * the behaviour Transformer with a ``SequenceClassifier`` head over the user's last 50 events before the
   cutoff, from scratch and from masked-behaviour pretraining (``MaskedBehaviorPretrainer`` on every user's
   events before the first test cutoff, no labels), ``--seeds`` seeds each; the classifier also reads the
@@ -57,6 +59,23 @@ def snapshot(data: Interactions, cutoff: int) -> tuple[np.ndarray, np.ndarray, n
     bought = np.zeros(data.n_users, dtype=bool)
     bought[users_of[window]] = True
     return features.users, features.features, bought[features.users].astype(np.int64)
+
+
+RECENT_HOURS = (3, 12, 24, 48)
+
+
+def recent_counts(data: Interactions, cutoff: int, users: np.ndarray) -> np.ndarray:
+    """``[len(users), len(RECENT_HOURS) * n_event_types]``: each behaviour's count in the last 3 / 12 / 24 /
+    48 hours before the cutoff (the short-window activity the user features summarise only as 7 / 30 days)."""
+    users_of = np.repeat(np.arange(data.n_users), data.lengths())
+    columns = []
+    for hours in RECENT_HOURS:
+        recent = (data.timestamps < cutoff) & (data.timestamps >= cutoff - hours * 3600)
+        for t in range(len(data.event_type_vocab)):
+            columns.append(
+                np.bincount(users_of[recent & (data.event_types == t)], minlength=data.n_users)[users]
+            )
+    return np.column_stack(columns)
 
 
 def stacked_sequences(data: Interactions, parts: list[tuple[int, np.ndarray, np.ndarray]]) -> SequenceLabels:
@@ -143,6 +162,23 @@ def main() -> None:
         np.log1p(np.maximum(xy["train"][0], 0)), xy["train"][1]
     )
     scores["logistic-regression"] = lr.predict_proba(np.log1p(np.maximum(xy["test"][0], 0)))[:, 1]
+    # The same model handed the short-window counts too (C chosen on validation again).
+    wide = {
+        g: np.log1p(
+            np.maximum(
+                np.column_stack([xy[g][0], np.concatenate([recent_counts(data, c, u) for c, u, *_ in ss])]), 0
+            )
+        )
+        for g, ss in snaps.items()
+    }
+    best_c, best_auc = 1.0, -1.0
+    for c in (0.01, 0.1, 1.0, 10.0):
+        lr = LogisticRegression(C=c, max_iter=3000).fit(wide["train"], xy["train"][1])
+        auc = metrics.roc_auc(xy["valid"][1], y_score=lr.predict_proba(wide["valid"])[:, 1])
+        if auc > best_auc:
+            best_c, best_auc = c, auc
+    lr = LogisticRegression(C=best_c, max_iter=3000).fit(wide["train"], xy["train"][1])
+    scores["logistic-regression-recent-hours"] = lr.predict_proba(wide["test"])[:, 1]
 
     sequences = {g: stacked_sequences(data, [(c, u, y) for c, u, _, y in ss]) for g, ss in snaps.items()}
     before_test = data.filter_events(data.timestamps < cutoffs["test"][0])
