@@ -18,6 +18,8 @@ logistic regularisation), the last two test. Models:
 * a hybrid: gradient boosting on the features plus the Transformer's probability (the Transformer trained
   on the training snapshots, the hybrid's boosting on the validation snapshots, so neither sees its own
   training labels through the other);
+* the classifier with the recent-hours counts as side features (``SequenceLabels.features``, projected
+  into its last hidden state: ``transformer-classifier-recent-hours``);
 * a stacked hybrid (``hybrid-logistic-transformer``): the recent-hours logistic regression with the
   Transformer's logit as one more feature, fitted on the training snapshots with out-of-fold Transformer
   probabilities (3 folds by user), C chosen on validation.
@@ -230,6 +232,21 @@ def main() -> None:
             key = f"{name}#{seed}"
             scores[key], seconds[key] = score, time.perf_counter() - started
             if not pretrained and knows_time:
+                # The classifier handed the same recent-hours counts as side features (inside the model).
+                with_counts = {
+                    g: SequenceLabels(
+                        history=q.history, users=q.users, labels=q.labels, as_of=q.as_of, features=wide[g]
+                    )
+                    for g, q in sequences.items()
+                }
+                side_model = SequenceClassifier.from_params({**TRANSFORMER, "seed": seed}).fit(
+                    with_counts["train"], valid=with_counts["valid"]
+                )
+                t = with_counts["test"]
+                scores[f"transformer-classifier-recent-hours#{seed}"] = side_model.predict_proba(
+                    t.history, users=t.users, as_of=t.as_of, features=t.features
+                )[:, 1]
+                seconds[f"transformer-classifier-recent-hours#{seed}"] = time.perf_counter() - started
                 # Stacked hybrid: the recent-hours logistic regression with the Transformer's logit added,
                 # fitted on the training days with out-of-fold Transformer probabilities (C on validation).
                 valid = sequences["valid"]

@@ -193,6 +193,40 @@ def test_classifier_reads_the_time_from_the_last_event_to_the_prediction(tmp_pat
         SequenceLabels(history=data, users=[0, 1], labels=[0, 1], as_of=[1.5, 2.5])
 
 
+def test_classifier_reads_side_features_and_needs_them_to_predict(tmp_path) -> None:
+    # Identical events; the label is whether a side feature (say, carts in the last 3 hours) is above 1.
+    rng = np.random.default_rng(1)
+    n = 300
+    data = _events([["view", "cart", "view"]] * n)
+    counts = rng.poisson(1.0, size=(n, 2)).astype(float)  # the second column is noise
+    labelled = SequenceLabels(
+        history=data, users=np.arange(n), labels=(counts[:, 0] > 1).astype(int), features=counts
+    )
+    train, test = labelled.subset(np.arange(200)), labelled.subset(np.arange(200, n))
+    model = SequenceClassifier.from_params({**ENCODER, **TRAIN, "epochs": 20}).fit(train, valid=test)
+    assert model.evaluate(test)["roc_auc"] > 0.95
+    loaded = SequenceClassifier.load(model.save(tmp_path / "side"))
+    np.testing.assert_allclose(
+        loaded.predict_proba(data, users=test.users, features=test.features),
+        model.predict_proba(data, users=test.users, features=test.features),
+    )
+    with pytest.raises(ValueError, match="fitted with 2 side feature columns; pass features="):
+        loaded.predict_proba(data, users=test.users)
+    with pytest.raises(ValueError, match="fitted with 2 feature columns, got 1"):
+        loaded.predict_proba(data, users=test.users, features=test.features[:, :1])
+    with pytest.raises(ValueError, match="row 0, column 1 is not a finite number"):
+        SequenceLabels(history=data, users=[0], labels=[1], features=[[1.0, np.nan]])
+    with pytest.raises(ValueError, match="features for both the labelled and the valid rows"):
+        SequenceClassifier.from_params({**ENCODER, **TRAIN, "epochs": 1}).fit(
+            train, valid=SequenceLabels(history=data, users=test.users, labels=test.labels)
+        )
+    # Fitted without features, it predicts without them (and older files without the fields load).
+    plain = SequenceClassifier.from_params({**ENCODER, **TRAIN, "epochs": 1}).fit(
+        SequenceLabels(history=data, users=train.users, labels=train.labels)
+    )
+    assert plain.predict_proba(data, users=test.users).shape == (100, 2)
+
+
 # ---------------------------------------------------------------------------------------- event tags
 def test_event_tagger_reads_the_event_and_its_predecessor() -> None:
     # Tag = purchase right after a cart. Sequences of 20 events are tagged in windows of 8.

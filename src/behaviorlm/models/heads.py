@@ -59,6 +59,9 @@ class SequenceLabels:
     """When each label's prediction is made (epoch seconds, one per row; ``None``: not known). A
     :class:`SequenceClassifier` reads the time from the user's last event to it ("last seen 3 days before
     the prediction"), which the events alone do not carry."""
+    features: np.ndarray | None = None
+    """Optional numeric side features per row (``[len(users), f]``, e.g. counts of each behaviour in the
+    last hours before ``as_of``); a :class:`SequenceClassifier` fitted with them needs them to predict."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "users", np.asarray(self.users, dtype=np.int64))
@@ -75,6 +78,10 @@ class SequenceLabels:
             object.__setattr__(
                 self, "as_of", _check_as_of(self.history, self.users, self.as_of, what="SequenceLabels")
             )
+        if self.features is not None:
+            object.__setattr__(
+                self, "features", _check_features(self.features, len(self.users), what="SequenceLabels")
+            )
 
     def subset(self, rows: np.ndarray) -> SequenceLabels:
         """The labelled sequences at positions ``rows`` (e.g. a train/test split of the users)."""
@@ -83,6 +90,7 @@ class SequenceLabels:
             users=self.users[rows],
             labels=self.labels[rows],
             as_of=None if self.as_of is None else self.as_of[rows],
+            features=None if self.features is None else self.features[rows],
         )
 
 
@@ -228,6 +236,22 @@ def _check_as_of(history: Interactions, users: np.ndarray, as_of: Any, *, what: 
     return as_of.astype(np.int64)
 
 
+def _check_features(features: Any, n_rows: int, *, what: str, n_columns: int | None = None) -> np.ndarray:
+    features = np.asarray(features, dtype=np.float64)
+    if features.ndim != 2 or len(features) != n_rows:
+        raise ValueError(
+            f"{what}: features must be [rows, columns] with {n_rows} rows, got shape {features.shape}"
+        )
+    if n_columns is not None and features.shape[1] != n_columns:
+        raise ValueError(
+            f"{what}: the model was fitted with {n_columns} feature columns, got {features.shape[1]}"
+        )
+    bad = np.argwhere(~np.isfinite(features))
+    if len(bad):
+        raise ValueError(f"{what}: features row {bad[0][0]}, column {bad[0][1]} is not a finite number")
+    return features
+
+
 def time_to_prediction_buckets(
     history: Interactions, users: np.ndarray, as_of: np.ndarray | None
 ) -> torch.Tensor:
@@ -320,14 +344,22 @@ def classification_report(y_true: np.ndarray, *, proba: np.ndarray, classes: np.
 
 
 class _EncoderWithHead(nn.Module):
-    def __init__(self, encoder: BehaviorTransformerNet, *, n_outputs: int, now_buckets: int = 0) -> None:
+    def __init__(
+        self, encoder: BehaviorTransformerNet, *, n_outputs: int, now_buckets: int = 0, n_features: int = 0
+    ) -> None:
         super().__init__()
         self.encoder = encoder
-        self.head = nn.Linear(encoder.item_emb.embedding_dim, n_outputs)
-        # SequenceClassifier's time-to-prediction vectors; zero at the start, as if absent.
-        self.now_emb = nn.Embedding(now_buckets + 1, encoder.item_emb.embedding_dim) if now_buckets else None
+        d = encoder.item_emb.embedding_dim
+        self.head = nn.Linear(d, n_outputs)
+        # SequenceClassifier's time-to-prediction vectors and side-feature projection; zero at the start,
+        # as if absent.
+        self.now_emb = nn.Embedding(now_buckets + 1, d) if now_buckets else None
         if self.now_emb is not None:
             nn.init.zeros_(self.now_emb.weight)
+        self.side = nn.Linear(n_features, d) if n_features else None
+        if self.side is not None:
+            nn.init.zeros_(self.side.weight)
+            nn.init.zeros_(self.side.bias)
 
     def forward(
         self, items: torch.Tensor, types: torch.Tensor, buckets: torch.Tensor, *, causal: bool
@@ -557,21 +589,56 @@ class SequenceClassifier(_LabelHead):
     def _build_fitted_net(self) -> _EncoderWithHead:
         encoder = self._build_encoder(n_items=self.n_items_, n_event_types=len(self.event_type_vocab_))
         return _EncoderWithHead(
-            encoder, n_outputs=self._n_outputs(), now_buckets=NOW_BUCKETS if self.time_to_prediction else 0
+            encoder,
+            n_outputs=self._n_outputs(),
+            now_buckets=NOW_BUCKETS if self.time_to_prediction else 0,
+            n_features=len(self.feature_mean_),
         )
+
+    feature_mean_: np.ndarray
+    feature_scale_: np.ndarray
+
+    def _extra_meta(self) -> dict[str, Any]:
+        return {
+            **super()._extra_meta(),
+            "feature_mean": self.feature_mean_.tolist(),
+            "feature_scale": self.feature_scale_.tolist(),
+        }
 
     def _restore_extra(self, meta: dict[str, Any]) -> None:
         super()._restore_extra(meta)
         if "time_to_prediction" not in meta["params"]:
             self.time_to_prediction = False  # saved before the option existed: no such weights
+        self.feature_mean_ = np.asarray(meta.get("feature_mean", []), dtype=np.float64)
+        self.feature_scale_ = np.asarray(meta.get("feature_scale", []), dtype=np.float64)
+
+    def _side(self, features: np.ndarray | None, n_rows: int, *, what: str) -> torch.Tensor:
+        """Standardised side features ``[n_rows, f]`` (``f`` = 0 for a model fitted without them)."""
+        n_columns = len(self.feature_mean_)
+        if n_columns == 0:
+            return torch.zeros(n_rows, 0)
+        if features is None:
+            raise ValueError(
+                f"{what}: this classifier was fitted with {n_columns} side feature columns; pass features="
+            )
+        features = _check_features(features, n_rows, what=what, n_columns=n_columns)
+        return torch.from_numpy(((features - self.feature_mean_) / self.feature_scale_).astype(np.float32))
 
     def _class_logits(
-        self, items: torch.Tensor, types: torch.Tensor, buckets: torch.Tensor, now: torch.Tensor
+        self,
+        items: torch.Tensor,
+        types: torch.Tensor,
+        buckets: torch.Tensor,
+        now: torch.Tensor,
+        side: torch.Tensor,
     ) -> torch.Tensor:
-        """Logits ``[B, n_classes]`` from the last position's hidden state (plus the time-to-prediction vector)."""
+        """Logits ``[B, n_classes]`` from the last position's hidden state (plus the time-to-prediction
+        vector and the projected side features)."""
         hidden = self.net_.encoder(items, types, buckets, causal=not self.bidirectional)[:, -1]
         if self.net_.now_emb is not None:
             hidden = hidden + self.net_.now_emb(now)
+        if self.net_.side is not None:
+            hidden = hidden + self.net_.side(side)
         return self.net_.head(hidden)
 
     def fit(
@@ -585,6 +652,15 @@ class SequenceClassifier(_LabelHead):
         if len(labelled.users) == 0:
             raise ValueError(f"{type(self).__name__}.fit: no labelled sequence")
         self.classes_ = np.unique(labelled.labels)
+        if labelled.features is None:
+            self.feature_mean_ = self.feature_scale_ = np.zeros(0)
+        else:
+            self.feature_mean_ = labelled.features.mean(axis=0)
+            self.feature_scale_ = np.maximum(labelled.features.std(axis=0), 1e-6)
+        if valid is not None and (valid.features is None) != (labelled.features is None):
+            raise ValueError(
+                f"{type(self).__name__}.fit: give features for both the labelled and the valid rows, or neither"
+            )
         self._start(labelled.history, init_encoder)
         data = SequenceTensors(
             labelled.history,
@@ -597,12 +673,15 @@ class SequenceClassifier(_LabelHead):
             _class_index(self.classes_, labelled.labels, where=f"{type(self).__name__}.fit")
         )
         now = time_to_prediction_buckets(labelled.history, labelled.users, labelled.as_of)
+        side = self._side(labelled.features, len(labelled.users), what=f"{type(self).__name__}.fit")
 
         def make_batch(rows: torch.Tensor, generator: torch.Generator) -> Batch:
-            return {**data.batch(rows), "targets": targets[rows], "now": now[rows]}
+            return {**data.batch(rows), "targets": targets[rows], "now": now[rows], "side": side[rows]}
 
         def loss_fn(batch: Batch) -> torch.Tensor:
-            logits = self._class_logits(batch["items"], batch["types"], batch["buckets"], batch["now"])
+            logits = self._class_logits(
+                batch["items"], batch["types"], batch["buckets"], batch["now"], batch["side"]
+            )
             return F.cross_entropy(logits, batch["targets"])
 
         validate = None
@@ -614,25 +693,35 @@ class SequenceClassifier(_LabelHead):
                 # Two classes: ranking quality. With rare positives (purchase intent) accuracy stays at the
                 # majority class's share while the model improves, so it could not pick an epoch.
                 def validate() -> float:
-                    proba = self.predict_proba(valid.history, users=valid.users, as_of=valid.as_of)
+                    proba = self.predict_proba(
+                        valid.history, users=valid.users, as_of=valid.as_of, features=valid.features
+                    )
                     return float(skm.roc_auc_score(positive, proba[:, 1]))
 
             else:
 
                 def validate() -> float:
-                    predicted = self.predict(valid.history, users=valid.users, as_of=valid.as_of)
+                    predicted = self.predict(
+                        valid.history, users=valid.users, as_of=valid.as_of, features=valid.features
+                    )
                     return float(skm.accuracy_score(valid.labels, predicted))
 
         self._train(n_rows=len(labelled.users), make_batch=make_batch, loss_fn=loss_fn, validate=validate)
         return self
 
     def predict_proba(
-        self, history: Interactions, *, users: np.ndarray, as_of: np.ndarray | None = None
+        self,
+        history: Interactions,
+        *,
+        users: np.ndarray,
+        as_of: np.ndarray | None = None,
+        features: np.ndarray | None = None,
     ) -> np.ndarray:
         """``[len(users), n_classes]`` class probabilities, columns in the order of ``classes_``.
 
         ``as_of``: when each prediction is made (epoch seconds, one per user, not before the user's last
-        event), e.g. the request time; ``None`` reads as "not known"."""
+        event), e.g. the request time; ``None`` reads as "not known". ``features``: the side features,
+        required when the model was fitted with them."""
         self._fitted()
         self._check_space(history, where="predict_proba")
         users = np.asarray(users, dtype=np.int64)
@@ -647,6 +736,7 @@ class SequenceClassifier(_LabelHead):
             history, users, length=self.max_len, n_buckets=self.n_time_buckets, with_targets=False
         )
         now = time_to_prediction_buckets(history, users, as_of)
+        side = self._side(features, len(users), what=what)
         self.net_.eval()
         device = self._device()
         out = []
@@ -660,20 +750,29 @@ class SequenceClassifier(_LabelHead):
                         data.types[rows].to(device),
                         data.buckets[rows].to(device),
                         now[rows].to(device),
+                        side[rows].to(device),
                     ).cpu()
                 )
         logits = torch.cat(out) if out else torch.zeros(0, len(self.classes_))
         return torch.softmax(logits.float(), dim=-1).numpy()
 
     def predict(
-        self, history: Interactions, *, users: np.ndarray, as_of: np.ndarray | None = None
+        self,
+        history: Interactions,
+        *,
+        users: np.ndarray,
+        as_of: np.ndarray | None = None,
+        features: np.ndarray | None = None,
     ) -> np.ndarray:
         """The most probable label of each user's sequence (values from ``classes_``)."""
-        return self.classes_[self.predict_proba(history, users=users, as_of=as_of).argmax(axis=1)]
+        proba = self.predict_proba(history, users=users, as_of=as_of, features=features)
+        return self.classes_[proba.argmax(axis=1)]
 
     def evaluate(self, labelled: SequenceLabels) -> dict[str, Any]:
         """Classification report (:func:`classification_report`) on ``labelled``."""
-        proba = self.predict_proba(labelled.history, users=labelled.users, as_of=labelled.as_of)
+        proba = self.predict_proba(
+            labelled.history, users=labelled.users, as_of=labelled.as_of, features=labelled.features
+        )
         report = classification_report(labelled.labels, proba=proba, classes=self.classes_)
         return {"protocol": f"one label per sequence from its last {self.max_len} events", **report}
 
