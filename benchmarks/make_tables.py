@@ -59,9 +59,15 @@ def load_latest(path: Path) -> dict[tuple[str, str], dict]:
     return {key: {**r, "model": key[1]} for key, r in latest.items()}
 
 
-def _model_label(record: dict) -> str:
+def _item_knowledge(record: dict) -> str | None:
+    """What the run read about items beyond their IDs (None: IDs only)."""
     knowledge = (record.get("protocol") or {}).get("item_knowledge")
-    if knowledge in (None, "none") or record["model"].startswith("transformer-knowledge-"):
+    return None if knowledge in (None, "none") else knowledge
+
+
+def _model_label(record: dict) -> str:
+    knowledge = _item_knowledge(record)
+    if knowledge is None or record["model"].startswith("transformer-knowledge-"):
         return record["model"]
     return f"{record['model']} + {knowledge}"
 
@@ -287,7 +293,7 @@ def peer_runs(path: Path) -> dict[tuple[str, str], dict]:
         r = json.loads(line)
         capped = flat_params(r.get("params", {})).get("max_train_seconds") is not None
         one_thread = (r.get("protocol") or {}).get("torch_threads") == 1
-        ids_only = (r.get("protocol") or {}).get("item_knowledge") in (None, "none")  # as RecBole's SASRec
+        ids_only = _item_knowledge(r) is None  # as RecBole's SASRec reads
         if r["model"] == "recbole-sasrec" or (
             r["model"] == "transformer" and capped and one_thread and ids_only
         ):

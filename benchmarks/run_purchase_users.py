@@ -126,6 +126,21 @@ def out_of_fold(train: SequenceLabels, valid: SequenceLabels, params: dict, *, f
     return out
 
 
+def logistic_scores(x: dict[str, np.ndarray], y: dict[str, np.ndarray], *, max_iter: int) -> np.ndarray:
+    """Test scores of a logistic regression fitted on ``x["train"]`` with C chosen on ``x["valid"]``'s
+    ROC-AUC (0.01, 0.1, 1, 10; the first best wins)."""
+    from sklearn.linear_model import LogisticRegression
+
+    best_c, best_auc = 1.0, -1.0
+    for c in (0.01, 0.1, 1.0, 10.0):
+        lr = LogisticRegression(C=c, max_iter=max_iter).fit(x["train"], y["train"])
+        auc = metrics.roc_auc(y["valid"], y_score=lr.predict_proba(x["valid"])[:, 1])
+        if auc > best_auc:
+            best_c, best_auc = c, auc
+    lr = LogisticRegression(C=best_c, max_iter=max_iter).fit(x["train"], y["train"])
+    return lr.predict_proba(x["test"])[:, 1]
+
+
 def _logit(p: np.ndarray) -> np.ndarray:
     p = np.clip(p, 1e-6, 1 - 1e-6)
     return np.log(p / (1 - p))
@@ -146,7 +161,6 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     from sklearn.ensemble import HistGradientBoostingClassifier
-    from sklearn.linear_model import LogisticRegression
 
     with open_dataset_store(args.dataset, read_only=True) as store:
         first, last = store_time_range(store, start_quantile=0.001)
@@ -173,20 +187,9 @@ def main() -> None:
     gbm.fit(*xy["train"])
     scores["gradient-boosting"] = gbm.predict_proba(xy["test"][0])[:, 1]
     seconds["gradient-boosting"] = time.perf_counter() - started
-    best_c, best_auc = 1.0, -1.0
-    for c in (0.01, 0.1, 1.0, 10.0):
-        lr = LogisticRegression(C=c, max_iter=2000).fit(
-            np.log1p(np.maximum(xy["train"][0], 0)), xy["train"][1]
-        )
-        auc = metrics.roc_auc(
-            xy["valid"][1], y_score=lr.predict_proba(np.log1p(np.maximum(xy["valid"][0], 0)))[:, 1]
-        )
-        if auc > best_auc:
-            best_c, best_auc = c, auc
-    lr = LogisticRegression(C=best_c, max_iter=2000).fit(
-        np.log1p(np.maximum(xy["train"][0], 0)), xy["train"][1]
-    )
-    scores["logistic-regression"] = lr.predict_proba(np.log1p(np.maximum(xy["test"][0], 0)))[:, 1]
+    labels = {g: xy[g][1] for g in xy}
+    logged = {g: np.log1p(np.maximum(xy[g][0], 0)) for g in xy}
+    scores["logistic-regression"] = logistic_scores(logged, labels, max_iter=2000)
     # The same model handed the short-window counts too (C chosen on validation again).
     wide = {
         g: np.log1p(
@@ -196,14 +199,7 @@ def main() -> None:
         )
         for g, ss in snaps.items()
     }
-    best_c, best_auc = 1.0, -1.0
-    for c in (0.01, 0.1, 1.0, 10.0):
-        lr = LogisticRegression(C=c, max_iter=3000).fit(wide["train"], xy["train"][1])
-        auc = metrics.roc_auc(xy["valid"][1], y_score=lr.predict_proba(wide["valid"])[:, 1])
-        if auc > best_auc:
-            best_c, best_auc = c, auc
-    lr = LogisticRegression(C=best_c, max_iter=3000).fit(wide["train"], xy["train"][1])
-    scores["logistic-regression-recent-hours"] = lr.predict_proba(wide["test"])[:, 1]
+    scores["logistic-regression-recent-hours"] = logistic_scores(wide, labels, max_iter=3000)
 
     sequences = {g: stacked_sequences(data, [(c, u, y) for c, u, _, y in ss]) for g, ss in snaps.items()}
     before_test = data.filter_events(data.timestamps < cutoffs["test"][0])
@@ -259,14 +255,7 @@ def main() -> None:
                     "test": _logit(score),
                 }
                 stack = {g: np.column_stack([wide[g], extra[g]]) for g in extra}
-                best_c, best_auc = 1.0, -1.0
-                for c in (0.01, 0.1, 1.0, 10.0):
-                    fitted = LogisticRegression(C=c, max_iter=3000).fit(stack["train"], xy["train"][1])
-                    auc = metrics.roc_auc(xy["valid"][1], y_score=fitted.predict_proba(stack["valid"])[:, 1])
-                    if auc > best_auc:
-                        best_c, best_auc = c, auc
-                fitted = LogisticRegression(C=best_c, max_iter=3000).fit(stack["train"], xy["train"][1])
-                scores[f"hybrid-logistic-transformer#{seed}"] = fitted.predict_proba(stack["test"])[:, 1]
+                scores[f"hybrid-logistic-transformer#{seed}"] = logistic_scores(stack, labels, max_iter=3000)
                 seconds[f"hybrid-logistic-transformer#{seed}"] = time.perf_counter() - started
                 # Hybrid: boosting on the validation snapshots with the Transformer's probability added.
                 valid = sequences["valid"]

@@ -26,7 +26,7 @@ Evaluation reports use scikit-learn's metrics (models do not import :mod:`behavi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -38,7 +38,7 @@ from torch import nn
 
 from behaviorlm.data.sequences import Interactions
 from behaviorlm.models.pretraining import ENCODER_TRAINING, EncoderModel
-from behaviorlm.models.sequential import IGNORE, SequenceTensors
+from behaviorlm.models.sequential import IGNORE, SequenceTensors, gap_buckets
 from behaviorlm.models.transformer import BehaviorTransformerNet, load_encoder_state
 from behaviorlm.training.loop import Batch, seed_everything
 from behaviorlm.training.options import TrainingOptions
@@ -225,7 +225,7 @@ def _check_as_of(history: Interactions, users: np.ndarray, as_of: Any, *, what: 
             f"{what}: as_of must hold one integer time (epoch seconds) per user, got {as_of.dtype} {as_of.shape} "
             f"for {len(users)} users"
         )
-    last = history.timestamps[history.user_ptr[users + 1] - 1]
+    last = _last_times(history, users)
     early = np.flatnonzero(as_of < last)
     if len(early):
         i = early[0]
@@ -259,8 +259,14 @@ def time_to_prediction_buckets(
     ``1 + floor(log2(1 + seconds))`` clipped to :data:`NOW_BUCKETS`; 0 everywhere when ``as_of`` is None."""
     if as_of is None:
         return torch.zeros(len(users), dtype=torch.long)
-    gaps = (as_of - history.timestamps[history.user_ptr[users + 1] - 1]).astype(np.float64)
-    return torch.from_numpy(np.minimum(1 + np.floor(np.log2(1 + gaps)).astype(np.int64), NOW_BUCKETS))
+    # The same log2 buckets as the gaps between events: the prediction is one more "event" after the last.
+    times = np.column_stack([_last_times(history, users), as_of])
+    return gap_buckets(times, np.ones(times.shape, dtype=bool), n_buckets=NOW_BUCKETS + 1)[:, 1]
+
+
+def _last_times(history: Interactions, users: np.ndarray) -> np.ndarray:
+    """Each user's last event time (users with at least one event)."""
+    return history.timestamps[history.user_ptr[users + 1] - 1]
 
 
 def _check_users(interactions: Interactions, users: np.ndarray, *, what: str) -> None:
@@ -389,24 +395,30 @@ class _HeadModel(EncoderModel):
             load_encoder_state(self.net_.encoder, init_encoder)
         self.net_.to(torch.device(self.training.device))
 
-    def _logits(self, data: SequenceTensors, *, causal: bool) -> torch.Tensor:
-        """Logits ``[rows, L, n_outputs]`` (CPU, eval mode, no gradient), in batches."""
+    def _in_batches(
+        self, n_rows: int, logits_of: Callable[[slice, torch.device], torch.Tensor], *, empty: torch.Tensor
+    ) -> torch.Tensor:
+        """``logits_of(rows, device)`` over ``n_rows`` in batches, concatenated on the CPU (eval mode, no
+        gradient); ``empty`` when there are no rows."""
         self.net_.eval()
         device = self._device()
-        out = []
         step = 4 * self.training.batch_size
         with torch.no_grad():
-            for start in range(0, len(data.items), step):
-                rows = slice(start, start + step)
-                out.append(
-                    self.net_(
-                        data.items[rows].to(device),
-                        data.types[rows].to(device),
-                        data.buckets[rows].to(device),
-                        causal=causal,
-                    ).cpu()
-                )
-        return torch.cat(out) if out else torch.zeros(0, self.max_len, self._n_outputs())
+            out = [logits_of(slice(start, start + step), device).cpu() for start in range(0, n_rows, step)]
+        return torch.cat(out) if out else empty
+
+    def _logits(self, data: SequenceTensors, *, causal: bool) -> torch.Tensor:
+        """Logits ``[rows, L, n_outputs]`` (CPU, eval mode, no gradient), in batches."""
+        return self._in_batches(
+            len(data.items),
+            lambda rows, device: self.net_(
+                data.items[rows].to(device),
+                data.types[rows].to(device),
+                data.buckets[rows].to(device),
+                causal=causal,
+            ),
+            empty=torch.zeros(0, self.max_len, self._n_outputs()),
+        )
 
 
 # ---------------------------------------------------------------------------------------- next event type
@@ -737,23 +749,17 @@ class SequenceClassifier(_LabelHead):
         )
         now = time_to_prediction_buckets(history, users, as_of)
         side = self._side(features, len(users), what=what)
-        self.net_.eval()
-        device = self._device()
-        out = []
-        step = 4 * self.training.batch_size
-        with torch.no_grad():
-            for start in range(0, len(users), step):
-                rows = slice(start, start + step)
-                out.append(
-                    self._class_logits(
-                        data.items[rows].to(device),
-                        data.types[rows].to(device),
-                        data.buckets[rows].to(device),
-                        now[rows].to(device),
-                        side[rows].to(device),
-                    ).cpu()
-                )
-        logits = torch.cat(out) if out else torch.zeros(0, len(self.classes_))
+        logits = self._in_batches(
+            len(users),
+            lambda rows, device: self._class_logits(
+                data.items[rows].to(device),
+                data.types[rows].to(device),
+                data.buckets[rows].to(device),
+                now[rows].to(device),
+                side[rows].to(device),
+            ),
+            empty=torch.zeros(0, len(self.classes_)),
+        )
         return torch.softmax(logits.float(), dim=-1).numpy()
 
     def predict(
