@@ -372,6 +372,48 @@ def inference_section(records: dict[tuple[str, str], dict]) -> list[str]:
     return lines
 
 
+def serving_copy_section(path: Path) -> list[str]:
+    """What the service's ``quantize = "auto"`` chose per dataset and window: every pass of the latest run."""
+    runs: dict[tuple[str, str], list[dict]] = {}
+    for line in path.read_text().splitlines() if path.exists() else []:
+        record = json.loads(line) if line.strip() else None
+        if record and record["model"].startswith("serving-copy-auto"):
+            key = (record["dataset"], record["model"])
+            if record["params"]["pass"] == 0:
+                runs[key] = []
+            runs.setdefault(key, []).append(record)
+    if not runs:
+        return []
+    lines = [
+        '### `quantize = "auto"`: which copy the service serves',
+        "",
+        "`benchmarks/transformer_inference.py --serving-copy`: the choice the service makes at start "
+        "(`behaviorlm.serving.model_copy`), on 32 test users' histories, each copy called once per history "
+        "in turns, three passes; median ms per call (one thread); the int8 copy is served when it is at least "
+        "1.1x faster and keeps 80% of the float model's top 10. Models fitted for a few epochs "
+        "(latency depends on the shape; the agreement of a converged model may differ).",
+        "",
+        "| dataset | items | window | d_model | float ms | int8 ms | speed-up | top-10 agreement | served | commit |",
+        "|---|---:|---:|---:|---|---|---|---:|---|---|",
+    ]
+    for (dataset, _), passes in sorted(runs.items(), key=lambda kv: (kv[1][0]["params"]["n_items"], kv[0])):
+        p, ms = passes[0]["params"], [r["metrics"] for r in passes]
+        served = {m["quantized"] for m in ms}
+        lines.append(
+            f"| {dataset} | {p['n_items']:,} | {p['max_len']} | {p['d_model']} | "
+            + " / ".join(f"{m['float_ms']:.2f}" for m in ms)
+            + " | "
+            + " / ".join(f"{m['quantized_ms']:.2f}" for m in ms)
+            + " | "
+            + " / ".join(f"{m['speedup']:.2f}x" for m in ms)
+            + f" | {np.mean([m['top10_agreement'] for m in ms]):.0%} | "
+            + ("int8" if served == {1.0} else "float" if served == {0.0} else "varies")
+            + f" | {passes[0]['git_commit']} |"
+        )
+    lines += ["", f"Machine: {passes[0]['machine']}.", ""]
+    return lines
+
+
 def service_section(records: dict[tuple[str, str], dict]) -> list[str]:
     recommend = next((r for (d, m), r in records.items() if m == "recommend-api"), None)
     events = next((r for (d, m), r in records.items() if m == "events-api"), None)
@@ -1163,6 +1205,7 @@ def main() -> None:
         *ranking_section(records, best_gpu_runs(GPU_RESULTS)),
         *gpu_section(GPU_RESULTS),
         *inference_section(records),
+        *serving_copy_section(RESULTS),
         *busy_section(RESULTS),
         *peer_section(peer_runs(RESULTS)),
         *distill_section(records),

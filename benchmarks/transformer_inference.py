@@ -7,6 +7,16 @@ Fits the Transformer on a leave-one-out split (validation early stopping), then 
 Appends one JSON line per variant to benchmarks/results.jsonl.
 
     .venv/bin/python benchmarks/transformer_inference.py --dataset ml-100k --requests 500
+
+``--serving-copy`` measures instead what the service's ``quantize = "auto"`` chooses for this shape
+(:func:`behaviorlm.serving.model_copy.choose_serving_copy` on 32 test users' histories: median ms per
+call of each copy, top-10 agreement, the choice), ``--passes`` times over; ``--max-len`` and ``--epochs``
+override the dataset's settings (latency depends on the shape, so a briefly fitted model times like a
+converged one, but its top-10 agreement is only indicative). One record per pass, model
+``serving-copy-auto-w<max_len>``:
+
+    OMP_NUM_THREADS=1 taskset -c 0 .venv/bin/python benchmarks/transformer_inference.py --dataset ml-100k \
+        --serving-copy --max-len 200 --epochs 3
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ from behaviorlm.evaluation.benchmark import append_jsonl, git_commit, machine_de
 from behaviorlm.evaluation.ranking import RankingValidation, evaluate_ranking
 from behaviorlm.models.sequential import SequentialRecommender
 from behaviorlm.models.transformer import BehaviorTransformer
+from behaviorlm.serving.model_copy import SAMPLE_HISTORIES, choose_serving_copy
 
 RESULTS = Path(__file__).resolve().parent / "results.jsonl"
 CONFIGS = {"ml-100k": {"max_len": 200, "batch_size": 32, "dropout": 0.2, "d_model": 128}, "beauty": {}}
@@ -48,6 +59,69 @@ def latencies_ms(model: SequentialRecommender, split: Split, users: np.ndarray) 
     return np.asarray(out)
 
 
+def request_histories(model: SequentialRecommender, split: Split, users: np.ndarray) -> list:
+    """Each user's train + validation history as a request reads it (raw ids mapped by the model)."""
+    history = split.test_history
+    vocab = history.event_type_vocab
+    out = []
+    for user in users:
+        start, end = history.user_ptr[user], history.user_ptr[user + 1]
+        out.append(
+            model.history_from_events(
+                [str(history.item_ids[i]) for i in history.items[start:end]],
+                event_types=[vocab[t] for t in history.event_types[start:end]],
+                timestamps=history.timestamps[start:end].tolist(),
+            )
+        )
+    return out
+
+
+def serving_copy_records(
+    model: SequentialRecommender,
+    split: Split,
+    users: np.ndarray,
+    args: argparse.Namespace,
+    train_seconds: float,
+) -> None:
+    """What ``quantize = "auto"`` chooses for this model, ``args.passes`` times."""
+    histories = request_histories(model, split, users[:SAMPLE_HISTORIES])
+    for run in range(args.passes):
+        _, choice = choose_serving_copy(model, "auto", histories, source="test users")
+        metrics = {
+            "float_ms": choice.float_ms,
+            "quantized_ms": choice.quantized_ms,
+            "speedup": choice.float_ms / choice.quantized_ms,
+            "top10_agreement": choice.top10_agreement,
+            "quantized": float(choice.quantized),
+        }
+        record = {
+            "dataset": args.dataset,
+            "model": f"serving-copy-auto-w{model.max_len}",
+            "params": {
+                "max_len": model.max_len,
+                "d_model": model.d_model,
+                "n_layers": model.n_layers,
+                "n_items": int(split.train.n_items),
+                "epochs": args.epochs,
+                "pass": run,
+            },
+            "protocol": {
+                "task": "quantize = auto at service start",
+                "histories": len(histories),
+                "torch_threads": args.threads,
+            },
+            "metrics": metrics,
+            "train_seconds": train_seconds,
+            "eval_seconds": 0.0,
+            "peak_rss_mb": peak_rss_mb(),
+            "machine": machine_description(),
+            "git_commit": git_commit(),
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        append_jsonl(args.out, record)
+        print(json.dumps({"pass": run, "reason": choice.reason}), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -56,9 +130,16 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--serving-copy", action="store_true", help="measure quantize = auto's choice instead"
+    )
+    parser.add_argument("--passes", type=int, default=3, help="--serving-copy: how many times to decide")
+    parser.add_argument("--max-len", type=int, help="override the dataset's window")
+    parser.add_argument("--epochs", type=int, help="override the epoch cap")
     args = parser.parse_args()
     split = leave_one_out(load_interactions(args.dataset))
-    model = BehaviorTransformer.from_params(CONFIGS.get(args.dataset, {}))
+    overrides = {k: v for k, v in (("max_len", args.max_len), ("epochs", args.epochs)) if v is not None}
+    model = BehaviorTransformer.from_params({**CONFIGS.get(args.dataset, {}), **overrides})
     started = time.perf_counter()
     model.fit(split.train, valid=RankingValidation(split.train, split.valid))
     train_seconds = time.perf_counter() - started
@@ -66,6 +147,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
     users = rng.choice(np.flatnonzero(split.test.lengths() > 0), size=args.requests, replace=True)
+    if args.serving_copy:
+        serving_copy_records(model, split, users, args, train_seconds)
+        return
     quantized = model.quantized()
     rows = {}
     for name, variant in (("float32", model), ("int8-bf16-table", quantized)):

@@ -73,6 +73,7 @@ def test_service_profile_facts_and_cli_agree_for_a_long_user(deployment, long_st
         recs = client.get(f"/v1/users/{LONG}/recommendations?k=5", headers=read).json()
         explanation = client.get(f"/v1/users/{LONG}/explanation?k=5", headers=read).json()
         profile = client.get(f"/v1/users/{LONG}/profile", headers=read).json()
+        serving_copy = client.get("/v1/health").json()["serving_copy"]
     top = [item["item_id"] for item in recs["items"]]
     assert recs["history_events"] == MAX_LEN - 1 and recs["skipped_events"] == 2
     # The explanation explains the first recommendation; the profile's next items are the recommendations.
@@ -80,7 +81,7 @@ def test_service_profile_facts_and_cli_agree_for_a_long_user(deployment, long_st
     assert [item["item_id"] for item in profile["next_items"]] == top
 
     # The library's deletion influence over the same window gives the service's reasons, effect by effect
-    # (the service serves the model's quantized copy; the CLI and the facts the model as saved).
+    # (the service serves the copy quantize = "auto" chose; the CLI and the facts the model as saved).
     def reasons(estimator) -> list[tuple[str, int, float]]:
         request = model_history(estimator, latest_events(store, LONG, estimator))
         influence = deletion_influence(estimator, request.interactions, 0)
@@ -89,7 +90,7 @@ def test_service_profile_facts_and_cli_agree_for_a_long_user(deployment, long_st
 
     with EventStore(long_store, read_only=True) as store:
         served = [(e["item_id"], e["events_ago"], round(e["effect"], 5)) for e in explanation["because"]]
-        assert served == reasons(model.quantized())
+        assert served == reasons(model.quantized() if serving_copy["quantized"] else model)
         expected = reasons(model)
         facts = user_facts(store, LONG, model=model, with_anomaly=False)
     # The LLM's facts: the same guesses and the same reasons (those that raise the guess).

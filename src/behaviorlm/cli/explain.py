@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 import typer
 from rich.markup import escape
 from rich.table import Table
@@ -174,7 +173,7 @@ def _explain_predictions(user_id: str, *, model: Path, store: EventStore, top: i
     request = model_history(estimator, events)
     if request.interactions.n_events == 0:
         raise ValueError(f"none of user {user_id!r}'s events is on an item and event type the model knows")
-    recs = estimator.recommend(np.array([0]), k=top, history=request.interactions)
+    recs = estimator.recommend_one(request.interactions, k=top)
     table = Table("rank", "item", "score", title=f"next items for {user_id}", title_justify="left")
     for rank, (item, score) in enumerate(zip(recs.items[0], recs.scores[0], strict=True), start=1):
         table.add_row(str(rank), str(estimator.train_.item_ids[item]), f"{score:.3f}")

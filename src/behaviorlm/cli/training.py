@@ -386,7 +386,7 @@ def distill(
 ) -> None:
     """Distil a trained sequence model into a smaller student: the student learns from the next item and
     from the teacher's scores over the whole catalogue (KD). Trained on the teacher's split, so `evaluate`
-    compares them on the same test targets; `serve` with quantize = true serves its int8 copy."""
+    compares them on the same test targets; `serve` picks its int8 copy when faster (quantize = "auto")."""
     from behaviorlm.evaluation.ranking import RankingValidation, evaluate_ranking
     from behaviorlm.models.registry import model_registry
     from behaviorlm.models.sequential import SequentialRecommender

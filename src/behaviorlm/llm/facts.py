@@ -477,7 +477,7 @@ def _model_facts(
     request = model_history(model, events)
     if request.interactions.n_events == 0:
         return []
-    recs = model.recommend(np.array([0]), k=k, history=request.interactions)
+    recs = model.recommend_one(request.interactions, k=k)
     item_ids = [str(model.train_.item_ids[i]) for i in recs.items[0]]
     titles = item_info(store, set(item_ids))
     out = []

@@ -29,7 +29,6 @@ from datetime import UTC, date, datetime, timedelta
 from functools import cached_property
 from typing import Any
 
-import numpy as np
 from pydantic import BaseModel, Field
 
 from behaviorlm.data.store import EventStore
@@ -337,7 +336,7 @@ def user_segment(ctx: UserContext) -> ToolResult:
 def next_items(ctx: UserContext, *, k: int = 3) -> ToolResult:
     model = _require_model(ctx)
     request = _request(ctx, model)
-    recs = model.recommend(np.array([0]), k=max(1, min(int(k), 10)), history=request.interactions)
+    recs = model.recommend_one(request.interactions, k=max(1, min(int(k), 10)))
     items = [str(model.train_.item_ids[i]) for i in recs.items[0]]
     infos = item_info(ctx.store, set(items))
     names = [infos[i].title if i in infos and infos[i].title else f"item {i}" for i in items]
@@ -351,7 +350,7 @@ def event_influence(ctx: UserContext) -> ToolResult:
 
     model = _require_model(ctx)
     request = _request(ctx, model)
-    recs = model.recommend(np.array([0]), k=1, history=request.interactions)
+    recs = model.recommend_one(request.interactions, k=1)
     influence = deletion_influence(model, request.interactions, 0, target_item=int(recs.items[0, 0]))
     top = [f for f in influence.top(3) if f["effect"] > 0]
     target = str(influence.target_item_id)

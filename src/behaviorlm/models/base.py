@@ -188,6 +188,14 @@ class Recommender(Estimator, ABC):
             out_scores[start : start + len(batch.users)] = top.values.float().cpu().numpy()
         return Recommendations(users=users, items=out_items, scores=out_scores)
 
+    def recommend_one(
+        self, history: Interactions, *, k: int = 10, exclude_seen: bool = True
+    ) -> Recommendations:
+        """Top-``k`` items for the one user (index 0) of ``history``: a request's history, the real-time
+        path of the service, the CLI and the language-model facts. The same as ``recommend([0], history=...)``;
+        sequence models override it with a path that builds no batch."""
+        return self.recommend(np.array([0]), k=k, exclude_seen=exclude_seen, history=history)
+
     # ------------------------------------------------------------------ persistence
     def _state(self) -> dict[str, torch.Tensor]:
         """Learned tensors to save; subclasses extend."""

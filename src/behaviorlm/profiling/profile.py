@@ -165,7 +165,7 @@ def build_profile(
         # these next items are the service's /recommendations and the explanation's target.
         request = model_history(model, events)
         if request.interactions.n_events:
-            recs = model.recommend(np.array([0]), k=5, history=request.interactions)
+            recs = model.recommend_one(request.interactions, k=5)
             predicted = [
                 (str(model.trained_on.item_ids[i]), float(score))
                 for i, score in zip(recs.items[0], recs.scores[0], strict=True)

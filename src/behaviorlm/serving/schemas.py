@@ -317,6 +317,9 @@ class Health(BaseModel):
     """Whether ``/v1/users/{id}/explanation/words`` is served (a language model is configured)."""
     reports: list[str] = []
     """The population reports served under ``/v1/reports/`` (``effects``, ``audit``, ``targeting``)."""
+    serving_copy: dict[str, Any] | None = None
+    """Which copy of the model is served (``quantized``) and why, with the start-up timings when
+    ``quantize = "auto"`` (``float_ms``, ``quantized_ms``: median ms per call; ``top10_agreement``)."""
 
 
 # ---------------------------------------------------------------------------------------------- state

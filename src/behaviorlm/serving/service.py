@@ -24,6 +24,7 @@ from behaviorlm.models.window import latest_events, model_history, read_window
 from behaviorlm.profiling.segments import SegmentMapDrawing, UserSegments
 from behaviorlm.serving.history import HistoryCache
 from behaviorlm.serving.metrics import RequestMetrics
+from behaviorlm.serving.model_copy import SAMPLE_HISTORIES, ServingChoice, choose_serving_copy
 from behaviorlm.serving.reports import ReportFile
 from behaviorlm.serving.schemas import (
     SegmentOut,
@@ -68,6 +69,7 @@ class Service:
         # hashing candidate ids (numeric ids are easy to enumerate); they link lines within one run only.
         self.log_key = secrets.token_bytes(32)
         self.metrics = RequestMetrics()
+        self.serving_choice: ServingChoice | None = None
         self.model = self.load_model() if config.model else None
         if config.intent_model:
             from behaviorlm.models.registry import load_intent_model
@@ -111,8 +113,27 @@ class Service:
             return self._llm
 
     def load_model(self):
+        """The saved model, as the service scores with it: the float model or its quantized copy, as
+        ``quantize`` says (``"auto"``: timed on the store's latest users; the choice is kept in
+        :attr:`serving_choice`)."""
         model = load_recommender(self.config.model)
-        return model.quantized() if self.config.quantize and hasattr(model, "quantized") else model
+        histories = self.timing_histories(model) if self.config.quantize == "auto" else None
+        serving, self.serving_choice = choose_serving_copy(
+            model, self.config.quantize, histories, source="the store's latest users"
+        )
+        return serving
+
+    def timing_histories(self, model: Any, n: int = SAMPLE_HISTORIES) -> list[EventHistory]:
+        """The histories of the store's ``n`` most recently active users, read as a request reads them."""
+        if self.store.count("events") == 0:
+            return []
+        users = self.store.arrow(
+            f"SELECT user_id FROM events GROUP BY user_id ORDER BY max(timestamp) DESC, user_id LIMIT {int(n)}"
+        )
+        return [
+            model_history(model, latest_events(self.store, user, model))
+            for user in users.column(0).to_pylist()
+        ]
 
     def request_history(self, user_id: str, model: Any) -> tuple[int, EventHistory]:
         """The user's latest stored events as ``model`` reads them (:mod:`behaviorlm.models.window`, as the

@@ -163,7 +163,7 @@ def router(service: Service, config: ServiceConfig, authorize: Authorize) -> API
             """Top-``k`` next items from the user's latest events (a posted event counts at once)."""
             model = service.model
             n_read, request = service.request_history(user_id, model)
-            recs = model.recommend(np.array([0]), k=k, history=request.interactions)
+            recs = model.recommend_one(request.interactions, k=k)
             item_ids = model.trained_on.item_ids
             # A k past the unseen items reaches the seen ones, masked with -inf: they are left out.
             ranked = [
