@@ -36,6 +36,7 @@ from behaviorlm.data.purchase import purchase_cutoffs, purchase_snapshot, store_
 from behaviorlm.estimator import json_params
 from behaviorlm.evaluation.benchmark import append_jsonl, git_commit, machine_description, peak_rss_mb
 from behaviorlm.evaluation.purchase import (
+    choose_purchase_model,
     evaluate_purchase_model,
     paired_bootstrap_auc,
     purchase_protocol,
@@ -112,11 +113,13 @@ def main() -> None:
         }
 
     baseline_scores = {}
+    baseline_results = {}
     for kind in ("logistic", "boosting"):
         baseline = PurchaseFeatureBaseline(kind=kind, seed=0)
         result = evaluate_purchase_model(baseline, **snapshots)
         result.details = {"chosen": baseline.chosen_, "valid_roc_auc_grid": baseline.valid_roc_auc_}
         baseline_scores[result.name] = (result.valid_metrics["roc_auc"], result.test_scores)
+        baseline_results[result.name] = result
         append_jsonl(
             args.out, record(result, seed=0, params={"kind": kind, "features": list(baseline.feature_names_)})
         )
@@ -143,6 +146,23 @@ def main() -> None:
                 seed=seed,
             ),
         }
+        # What `behaviorlm graph train --task purchase` (--model auto) would save with this seed's GNN.
+        logistic = baseline_results["logistic-regression"]
+        choice = choose_purchase_model([logistic, result], snapshots["valid"], seed=seed)
+        kept = logistic if choice.name == logistic.name else result
+        comparison["auto_choice"] = {
+            "saved": choice.name,
+            "reason": choice.reason,
+            "test_roc_auc": kept.metrics["roc_auc"],
+            "test_roc_auc_vs_boosting": paired_bootstrap_auc(
+                test_y,
+                scores_a=kept.test_scores,
+                scores_b=baseline_scores["gradient-boosting"][1],
+                n_boot=500,
+                seed=seed,
+            ),
+        }
+        print(f"  --model auto would save {choice.name}: {choice.reason}")
         append_jsonl(args.out, record(result, seed=seed, params=json_params(gnn), comparison=comparison))
         diff = comparison["roc_auc_difference"]
         print(

@@ -83,6 +83,9 @@ def graph_build(
     console.print(f"[green]wrote[/] {len(files)} Parquet files to {out}")
 
 
+PURCHASE_MODELS = ("auto", "hetero-gnn", "logistic-regression")
+
+
 @graph_app.command("train")
 @user_errors
 def graph_train(
@@ -97,6 +100,19 @@ def graph_train(
     exclude_purchased: Annotated[
         bool, typer.Option(help="purchase: leave out pairs already bought before the cutoff.")
     ] = False,
+    start_quantile: Annotated[
+        float,
+        typer.Option(
+            help="purchase: start the cutoffs at this quantile of event times (skips stray early events)."
+        ),
+    ] = 0.0,
+    model: Annotated[
+        str,
+        typer.Option(
+            help="purchase: the model to save: auto (the simplest whose validation ROC-AUC is within the noise "
+            "of the best), hetero-gnn or logistic-regression. Both are trained and compared either way."
+        ),
+    ] = "auto",
     epochs: Annotated[int, typer.Option(help="Maximum training epochs.")] = 60,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     protocol: ProtocolOption = "temporal",
@@ -106,7 +122,9 @@ def graph_train(
     """Train a graph model on the store, save it to --out and print its test metrics.
 
     purchase: snapshots every --step-minutes (graph and features from events before the cutoff, label =
-    purchase within --window-minutes after it); the last two cutoffs are tested, the two before tune.
+    purchase within --window-minutes after it); the last two cutoffs are tested, the two before tune. The
+    hetero GNN and the logistic regression on the pair features are both trained; --model auto saves the
+    GNN only when its validation lead over the logistic regression is outside the noise (95% interval).
     recommend: LightGCN on a split of the store (temporal by default), full-ranking test metrics.
     """
     require_store(store)
@@ -123,6 +141,8 @@ def graph_train(
             },
         )
     elif task == "purchase":
+        if model not in PURCHASE_MODELS:
+            raise ValueError(f"--model for --task purchase: one of {list(PURCHASE_MODELS)}, got {model!r}")
         _graph_train_purchase(
             out,
             store=store,
@@ -130,6 +150,8 @@ def graph_train(
             step_seconds=60 * step_minutes,
             warmup_seconds=60 * warmup_minutes,
             exclude_purchased=exclude_purchased,
+            start_quantile=start_quantile,
+            choice=model,
             epochs=epochs,
             seed=seed,
         )
@@ -163,16 +185,22 @@ def _graph_train_purchase(
     step_seconds: int,
     warmup_seconds: int,
     exclude_purchased: bool,
+    start_quantile: float,
+    choice: str,
     epochs: int,
     seed: int,
 ) -> None:
     from behaviorlm.data.purchase import purchase_cutoffs, purchase_snapshot, store_time_range
-    from behaviorlm.evaluation.purchase import evaluate_purchase_model, purchase_protocol
+    from behaviorlm.evaluation.purchase import (
+        choose_purchase_model,
+        evaluate_purchase_model,
+        purchase_protocol,
+    )
     from behaviorlm.models.hetero_gnn import GNN_TRAINING, PurchaseGNN
     from behaviorlm.models.purchase_baseline import PurchaseFeatureBaseline
 
     with EventStore(store, read_only=True) as es:
-        first, last = store_time_range(es)
+        first, last = store_time_range(es, start_quantile=start_quantile)
         cutoffs = purchase_cutoffs(
             first,
             last,
@@ -207,25 +235,31 @@ def _graph_train_purchase(
                 f"the {group} cutoffs have no purchase among their candidate pairs; use longer "
                 "--window-minutes or a store with more purchases"
             )
+    logistic = PurchaseFeatureBaseline(kind="logistic", seed=seed)
     gnn = PurchaseGNN(training=GNN_TRAINING.replace(epochs=epochs, seed=seed, show_progress=True))
-    results = [
-        evaluate_purchase_model(gnn, **snapshots),
-        evaluate_purchase_model(PurchaseFeatureBaseline(kind="logistic", seed=seed), **snapshots),
-    ]
-    gnn.save(out)
+    models = {m.name: m for m in (logistic, gnn)}  # simplest first
+    results = [evaluate_purchase_model(m, **snapshots) for m in models.values()]
+    if choice == "auto":
+        chosen = choose_purchase_model(results, snapshots["valid"], seed=seed)
+        kept, reason = chosen.name, f"auto: {chosen.reason}"
+    else:
+        kept, reason = choice, f"--model {choice}"
+    models[kept].save(out)
     metrics = {
         r.name: {"test": r.metrics, "valid": r.valid_metrics, "threshold": r.threshold} for r in results
     }
-    (out / "purchase.json").write_text(json.dumps({"protocol": protocol, "results": metrics}, indent=2))
-    table = Table(
-        "model", *metrics[gnn.name]["test"], title="purchase prediction, test cutoffs", title_justify="left"
+    (out / "purchase.json").write_text(
+        json.dumps({"protocol": protocol, "results": metrics, "saved": kept, "reason": reason}, indent=2)
     )
-    for r in results:
-        table.add_row(r.name, *(f"{v:.4f}" for v in r.metrics.values()))
+    # One column per model, one row per metric: fits a terminal of any width.
+    table = Table("metric", *(r.name for r in results), title="purchase prediction", title_justify="left")
+    table.add_row("valid roc_auc", *(f"{r.valid_metrics['roc_auc']:.4f}" for r in results))
+    for metric in results[0].metrics:
+        table.add_row(f"test {metric}", *(f"{r.metrics[metric]:.4f}" for r in results))
     console.print(table)
     console.print(
-        f"test: {protocol['test']['pairs']:,} candidate pairs, {protocol['test']['positives']:,} bought; "
-        f"[green]saved[/] {gnn.name} (best epoch {gnn.best_epoch_}) → {out}",
+        f"test: {protocol['test']['pairs']:,} candidate pairs, {protocol['test']['positives']:,} bought "
+        f"(GNN best epoch {gnn.best_epoch_})\n[green]saved[/] {kept} → {out} ({reason})",
         highlight=False,
     )
 

@@ -6,17 +6,25 @@ Same interface as :class:`behaviorlm.models.hetero_gnn.PurchaseGNN`: ``fit(train
 snapshots, the one hyperparameter of each kind (inverse regularisation ``C`` of the logistic regression;
 the number of boosting rounds) is chosen by validation ROC-AUC from a small grid; both weight the two
 classes equally (``class_weight="balanced"``) because purchases are rare.
+
+A fitted logistic regression saves and loads like every model (``save(path)``: ``model.json`` with its
+scaler, coefficients and chosen ``C``; :func:`behaviorlm.models.registry.load_model` reads it), so
+``behaviorlm graph train --task purchase`` can keep it when it is the model to use.
 """
 
 from __future__ import annotations
 
+import json
+import math
+from pathlib import Path
 from typing import Literal, Self
 
 import numpy as np
 import sklearn.metrics as skm
 
 from behaviorlm.data.purchase import PurchaseSnapshot
-from behaviorlm.estimator import Estimator
+from behaviorlm.estimator import Estimator, json_params
+from behaviorlm.models.base import MODEL_JSON
 
 LOGISTIC_C_GRID: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)
 BOOSTING_ROUNDS_GRID: tuple[int, ...] = (50, 150, 300)
@@ -25,6 +33,9 @@ BOOSTING_ROUNDS_GRID: tuple[int, ...] = (50, 150, 300)
 class PurchaseFeatureBaseline(Estimator):
     """``kind="logistic"`` (standardised features, L2 logistic regression) or ``kind="boosting"``
     (scikit-learn ``HistGradientBoostingClassifier``, depth-limited trees)."""
+
+    saved_name = "purchase-baseline"
+    """What ``model.json`` records (``params.kind`` says which baseline)."""
 
     def __init__(self, *, kind: Literal["logistic", "boosting"] = "logistic", seed: int = 0) -> None:
         if kind not in ("logistic", "boosting"):
@@ -89,3 +100,69 @@ class PurchaseFeatureBaseline(Estimator):
         if snapshot.feature_names != self.feature_names_:
             raise ValueError("snapshot features differ from the ones the baseline was fitted on")
         return self.model_.predict_proba(snapshot.features)[:, 1].astype(np.float32)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> Path:
+        """Write ``model.json``: params, feature names, the scaler and the logistic regression's weights
+        (plain JSON; a boosted ensemble has no such form and is refused)."""
+        if not hasattr(self, "model_"):
+            raise RuntimeError("PurchaseFeatureBaseline is not fitted yet: call fit(train_snapshots) first")
+        if self.kind != "logistic":
+            raise ValueError(
+                "only the logistic regression saves (its weights are a few numbers in model.json); "
+                "gradient boosting is the benchmark's reference, not a saved model"
+            )
+        scaler, logistic = self.model_[0], self.model_[-1]
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "model": self.saved_name,
+            "params": json_params(self),
+            "feature_names": list(self.feature_names_),
+            "chosen": self.chosen_,
+            "valid_roc_auc": self.valid_roc_auc_,
+            "scaler_mean": scaler.mean_.tolist(),
+            "scaler_scale": scaler.scale_.tolist(),
+            "coef": logistic.coef_[0].tolist(),
+            "intercept": float(logistic.intercept_[0]),
+        }
+        (path / MODEL_JSON).write_text(json.dumps(meta))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> PurchaseFeatureBaseline:
+        """Read a logistic regression written by :meth:`save`; every array is checked against the feature
+        names (length, finite values) before it is used."""
+        meta_file = Path(path) / MODEL_JSON
+        meta = json.loads(meta_file.read_text())
+        if meta.get("model") != cls.saved_name:
+            raise ValueError(f"{meta_file}: holds a {meta.get('model')!r} model, not {cls.saved_name!r}")
+        model = cls(**meta["params"])
+        if model.kind != "logistic":
+            raise ValueError(f"{meta_file}: params.kind must be 'logistic', got {model.kind!r}")
+        names = tuple(str(n) for n in meta["feature_names"])
+        arrays = {k: np.asarray(meta[k], dtype=np.float64) for k in ("scaler_mean", "scaler_scale", "coef")}
+        for key, values in arrays.items():
+            if values.shape != (len(names),) or not np.isfinite(values).all():
+                raise ValueError(
+                    f"{meta_file}: {key} must be {len(names)} finite numbers (one per feature), "
+                    f"got shape {values.shape}"
+                )
+        if not math.isfinite(float(meta["intercept"])) or (arrays["scaler_scale"] <= 0).any():
+            raise ValueError(f"{meta_file}: intercept must be finite and scaler_scale positive")
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        scaler = StandardScaler()
+        scaler.mean_, scaler.scale_ = arrays["scaler_mean"], arrays["scaler_scale"]
+        scaler.var_, scaler.n_features_in_ = arrays["scaler_scale"] ** 2, len(names)
+        logistic = LogisticRegression(C=float(meta["chosen"]), class_weight="balanced")
+        logistic.coef_ = arrays["coef"][None, :]
+        logistic.intercept_ = np.array([float(meta["intercept"])])
+        logistic.classes_ = np.array([0, 1])
+        logistic.n_features_in_ = len(names)
+        model.model_ = make_pipeline(scaler, logistic)
+        model.feature_names_, model.chosen_ = names, meta["chosen"]
+        model.valid_roc_auc_ = {str(k): float(v) for k, v in meta["valid_roc_auc"].items()}
+        return model

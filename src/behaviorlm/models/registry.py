@@ -44,15 +44,25 @@ def model_registry() -> dict[str, type[Recommender]]:
 
 def encoder_model_registry() -> dict[str, type]:
     """The saved models that are not recommenders (task heads and the pretrainer on the behaviour encoder,
-    the purchase GNN), by the name their ``model.json`` records; each reads itself with ``cls.load(path)``.
-    :func:`load_model` reads these too."""
+    the purchase GNN and its logistic baseline), by the name their ``model.json`` records; each reads
+    itself with ``cls.load(path)``. :func:`load_model` reads these too."""
     from behaviorlm.models.heads import EventTagger, NextEventTypeModel, SequenceClassifier
     from behaviorlm.models.hetero_gnn import PurchaseGNN
     from behaviorlm.models.pretraining import MaskedBehaviorPretrainer
+    from behaviorlm.models.purchase_baseline import PurchaseFeatureBaseline
 
     return {
-        c.name: c
-        for c in (NextEventTypeModel, SequenceClassifier, EventTagger, MaskedBehaviorPretrainer, PurchaseGNN)
+        **{
+            c.name: c
+            for c in (
+                NextEventTypeModel,
+                SequenceClassifier,
+                EventTagger,
+                MaskedBehaviorPretrainer,
+                PurchaseGNN,
+            )
+        },
+        PurchaseFeatureBaseline.saved_name: PurchaseFeatureBaseline,
     }
 
 
