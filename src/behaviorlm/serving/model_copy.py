@@ -82,7 +82,7 @@ def synthetic_histories(model: Any, *, n: int = SAMPLE_HISTORIES, seed: int = 0)
     falls back on when the store has no events yet (the full window is the costliest request)."""
     from behaviorlm.models.window import read_window
 
-    items = np.asarray(model._fitted().item_ids)
+    items = np.asarray(model.trained_on.item_ids)
     rng = np.random.default_rng(seed)
     length = max(1, min(read_window(model), 200))
     return [model.history_from_events([str(i) for i in rng.choice(items, size=length)]) for _ in range(n)]
