@@ -96,7 +96,10 @@ def test_the_logistic_baseline_saves_and_loads_exactly(tmp_path) -> None:
     rng = np.random.default_rng(1)
     train, valid = _snapshots(rng, 3), _snapshots(rng, 2)
     model = PurchaseFeatureBaseline(kind="logistic").fit(train, valid=valid)
+    (tmp_path / "logistic").mkdir()
+    (tmp_path / "logistic" / "weights.safetensors").write_bytes(b"a GNN saved here before")
     loaded = load_model(model.save(tmp_path / "logistic"))
+    assert not (tmp_path / "logistic" / "weights.safetensors").exists()
     assert isinstance(loaded, PurchaseFeatureBaseline) and loaded.chosen_ == model.chosen_
     for snapshot in valid:
         np.testing.assert_allclose(loaded.predict_proba(snapshot), model.predict_proba(snapshot), rtol=1e-6)

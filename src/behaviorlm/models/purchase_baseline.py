@@ -24,7 +24,7 @@ import sklearn.metrics as skm
 
 from behaviorlm.data.purchase import PurchaseSnapshot
 from behaviorlm.estimator import Estimator, json_params
-from behaviorlm.models.base import MODEL_JSON
+from behaviorlm.models.base import MODEL_JSON, WEIGHTS_FILE
 
 LOGISTIC_C_GRID: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)
 BOOSTING_ROUNDS_GRID: tuple[int, ...] = (50, 150, 300)
@@ -127,6 +127,7 @@ class PurchaseFeatureBaseline(Estimator):
             "intercept": float(logistic.intercept_[0]),
         }
         (path / MODEL_JSON).write_text(json.dumps(meta))
+        (path / WEIGHTS_FILE).unlink(missing_ok=True)  # a GNN saved here before: its weights are not ours
         return path
 
     @classmethod
