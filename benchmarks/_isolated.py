@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
+import queue as queue_module
 from typing import Any
 
 
@@ -63,7 +65,9 @@ def _fit_evaluate(
     knowledge: str,
     pretrain_epochs: int,
     queue: mp.Queue,
+    parent: int,
 ) -> None:
+    exit_with_parent(parent)
     import torch
 
     from behaviorlm.data.datasets import load_interactions
@@ -116,9 +120,33 @@ def run_isolated(
     queue: mp.Queue = ctx.Queue()
     proc = ctx.Process(
         target=_fit_evaluate,
-        args=(dataset, model_name, params, threads, item_knowledge, pretrain_epochs, queue),
+        args=(dataset, model_name, params, threads, item_knowledge, pretrain_epochs, queue, os.getpid()),
     )
     proc.start()
-    record = queue.get()
+    while True:  # the record, or the child's exit code if it died without one (a crash, OOM kill)
+        try:
+            record = queue.get(timeout=5)
+            break
+        except queue_module.Empty:
+            if not proc.is_alive():
+                raise RuntimeError(
+                    f"{model_name} on {dataset}: the worker exited with code {proc.exitcode} without a record"
+                ) from None
     proc.join()
     return record
+
+
+def exit_with_parent(parent: int) -> None:
+    """In a spawned worker: exit as soon as ``parent`` is gone. A killed benchmark (``pkill -f
+    run_sequential.py``) otherwise leaves its worker training for an hour on a pinned core, and every
+    timing taken meanwhile on that machine is wrong."""
+    import os
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
