@@ -42,17 +42,25 @@ RESULTS = Path(__file__).resolve().parent / "results.jsonl"
 CONFIGS = {"ml-100k": {"max_len": 200, "batch_size": 32, "dropout": 0.2, "d_model": 128}, "beauty": {}}
 
 
+def raw_request(split: Split, user: int) -> tuple[list[str], list[str], list[int]]:
+    """User ``user``'s train + validation history as a request sends it: raw item ids, event-type names,
+    UTC seconds (oldest first)."""
+    history = split.test_history
+    start, end = history.user_ptr[user], history.user_ptr[user + 1]
+    vocab = history.event_type_vocab
+    return (
+        [str(history.item_ids[i]) for i in history.items[start:end]],
+        [vocab[t] for t in history.event_types[start:end]],
+        history.timestamps[start:end].tolist(),
+    )
+
+
 def latencies_ms(model: SequentialRecommender, split: Split, users: np.ndarray) -> np.ndarray:
     """Milliseconds of ``predict_next`` on each user's full train + validation history, one at a time
     (benchmarks/run_distill.py times its students with it too)."""
-    history = split.test_history
-    vocab = history.event_type_vocab
     out = []
     for user in users:
-        start, end = history.user_ptr[user], history.user_ptr[user + 1]
-        items = [str(history.item_ids[i]) for i in history.items[start:end]]
-        types = [vocab[t] for t in history.event_types[start:end]]
-        times = history.timestamps[start:end].tolist()
+        items, types, times = raw_request(split, user)
         began = time.perf_counter()
         model.predict_next(items, event_types=types, timestamps=times, k=10)
         out.append((time.perf_counter() - began) * 1000)
@@ -61,19 +69,28 @@ def latencies_ms(model: SequentialRecommender, split: Split, users: np.ndarray) 
 
 def request_histories(model: SequentialRecommender, split: Split, users: np.ndarray) -> list:
     """Each user's train + validation history as a request reads it (raw ids mapped by the model)."""
-    history = split.test_history
-    vocab = history.event_type_vocab
     out = []
     for user in users:
-        start, end = history.user_ptr[user], history.user_ptr[user + 1]
-        out.append(
-            model.history_from_events(
-                [str(history.item_ids[i]) for i in history.items[start:end]],
-                event_types=[vocab[t] for t in history.event_types[start:end]],
-                timestamps=history.timestamps[start:end].tolist(),
-            )
-        )
+        items, types, times = raw_request(split, user)
+        out.append(model.history_from_events(items, event_types=types, timestamps=times))
     return out
+
+
+def record(dataset: str, model: str, *, protocol: dict, metrics: dict, train_seconds: float, **extra) -> dict:
+    """One results.jsonl line: what was measured, plus the machine, commit and date."""
+    return {
+        "dataset": dataset,
+        "model": model,
+        **extra,
+        "protocol": protocol,
+        "metrics": metrics,
+        "train_seconds": train_seconds,
+        "eval_seconds": 0.0,
+        "peak_rss_mb": peak_rss_mb(),
+        "machine": machine_description(),
+        "git_commit": git_commit(),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
 
 
 def serving_copy_records(
@@ -94,10 +111,10 @@ def serving_copy_records(
             "top10_agreement": choice.top10_agreement,
             "quantized": float(choice.quantized),
         }
-        record = {
-            "dataset": args.dataset,
-            "model": f"serving-copy-auto-w{model.max_len}",
-            "params": {
+        line = record(
+            args.dataset,
+            f"serving-copy-auto-w{model.max_len}",
+            params={
                 "max_len": model.max_len,
                 "d_model": model.d_model,
                 "n_layers": model.n_layers,
@@ -105,20 +122,15 @@ def serving_copy_records(
                 "epochs": args.epochs,
                 "pass": run,
             },
-            "protocol": {
+            protocol={
                 "task": "quantize = auto at service start",
                 "histories": len(histories),
                 "torch_threads": args.threads,
             },
-            "metrics": metrics,
-            "train_seconds": train_seconds,
-            "eval_seconds": 0.0,
-            "peak_rss_mb": peak_rss_mb(),
-            "machine": machine_description(),
-            "git_commit": git_commit(),
-            "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        }
-        append_jsonl(args.out, record)
+            metrics=metrics,
+            train_seconds=train_seconds,
+        )
+        append_jsonl(args.out, line)
         print(json.dumps({"pass": run, "reason": choice.reason}), flush=True)
 
 
@@ -166,10 +178,10 @@ def main() -> None:
     for name, row in rows.items():
         row["ndcg@10_relative_change"] = row["ndcg@10"] / base["ndcg@10"] - 1
         row["p50_speedup"] = base["p50_ms"] / row["p50_ms"]
-        record = {
-            "dataset": args.dataset,
-            "model": f"transformer-inference-{name}",
-            "protocol": {
+        line = record(
+            args.dataset,
+            f"transformer-inference-{name}",
+            protocol={
                 "task": "single-user predict_next latency",
                 "requests": args.requests,
                 "torch_threads": args.threads,
@@ -178,15 +190,10 @@ def main() -> None:
                 "mask_seen": True,
                 "history": "train+valid",
             },
-            "metrics": row,
-            "train_seconds": train_seconds,
-            "eval_seconds": 0.0,
-            "peak_rss_mb": peak_rss_mb(),
-            "machine": machine_description(),
-            "git_commit": git_commit(),
-            "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        }
-        append_jsonl(args.out, record)
+            metrics=row,
+            train_seconds=train_seconds,
+        )
+        append_jsonl(args.out, line)
         print(json.dumps({"variant": name, **{k: round(v, 4) for k, v in row.items()}}), flush=True)
 
 

@@ -69,6 +69,10 @@ class Service:
         # hashing candidate ids (numeric ids are easy to enumerate); they link lines within one run only.
         self.log_key = secrets.token_bytes(32)
         self.metrics = RequestMetrics()
+        # Per-thread cursors (reader()): made before the model loads, whose timing reads the store.
+        self._local = threading.local()
+        self._readers: list[EventStore] = []
+        self._readers_lock = threading.Lock()
         self.serving_choice: ServingChoice | None = None
         self.model = self.load_model() if config.model else None
         if config.intent_model:
@@ -85,9 +89,6 @@ class Service:
             n_users = self.store.scalar("SELECT count(DISTINCT user_id) FROM events")
             if n_users <= config.history_cache_users:
                 self.history.preload(self.store.recent_events(per_user=read_window(self.model)))
-        self._local = threading.local()
-        self._readers: list[EventStore] = []
-        self._readers_lock = threading.Lock()
         self._anomaly_lock = threading.Lock()
         self._segment_lock = threading.Lock()
         self._topic_lock = threading.Lock()
@@ -124,15 +125,16 @@ class Service:
         return serving
 
     def timing_histories(self, model: Any, n: int = SAMPLE_HISTORIES) -> list[EventHistory]:
-        """The histories of the store's ``n`` most recently active users, read as a request reads them."""
-        if self.store.count("events") == 0:
+        """The histories of the store's ``n`` most recently active users, read as a request reads them
+        (through this thread's cursor: ``/v1/model/reload`` runs this on a request thread)."""
+        store = self.reader()
+        if store.count("events") == 0:
             return []
-        users = self.store.arrow(
+        users = store.arrow(
             f"SELECT user_id FROM events GROUP BY user_id ORDER BY max(timestamp) DESC, user_id LIMIT {int(n)}"
         )
         return [
-            model_history(model, latest_events(self.store, user, model))
-            for user in users.column(0).to_pylist()
+            model_history(model, latest_events(store, user, model)) for user in users.column(0).to_pylist()
         ]
 
     def request_history(self, user_id: str, model: Any) -> tuple[int, EventHistory]:
