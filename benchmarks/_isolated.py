@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import queue as queue_module
+from collections.abc import Callable
 from typing import Any
 
 
@@ -64,10 +65,7 @@ def _fit_evaluate(
     threads: int,
     knowledge: str,
     pretrain_epochs: int,
-    queue: mp.Queue,
-    parent: int,
-) -> None:
-    exit_with_parent(parent)
+) -> dict[str, Any]:
     import torch
 
     from behaviorlm.data.datasets import load_interactions
@@ -99,7 +97,7 @@ def _fit_evaluate(
     record["protocol"]["torch_threads"] = threads
     record["protocol"]["item_knowledge"] = used
     record["protocol"]["item_knowledge_reason"] = reason
-    queue.put(record)
+    return record
 
 
 def run_isolated(
@@ -116,31 +114,43 @@ def run_isolated(
     Sequence models read ``item_knowledge`` (``auto``: what ``behaviorlm train`` would choose); with
     ``pretrain_epochs`` a Transformer starts from a masked-behaviour-pretrained encoder instead (the
     record's model gets ``-pretrained``, its protocol the pretraining time)."""
+    return run_in_worker(
+        _fit_evaluate,
+        (dataset, model_name, params, threads, item_knowledge, pretrain_epochs),
+        what=f"{model_name} on {dataset}",
+    )
+
+
+def run_in_worker(target: Callable[..., Any], args: tuple, *, what: str) -> Any:
+    """``target(*args)`` in a spawned process (its own peak RSS, its own torch threads); returns what it
+    returns. The worker exits if this process dies, and a worker that dies without a result (a crash, an
+    OOM kill) is a ``RuntimeError`` naming ``what`` and its exit code instead of a wait forever."""
     ctx = mp.get_context("spawn")
     queue: mp.Queue = ctx.Queue()
-    proc = ctx.Process(
-        target=_fit_evaluate,
-        args=(dataset, model_name, params, threads, item_knowledge, pretrain_epochs, queue, os.getpid()),
-    )
+    proc = ctx.Process(target=_worker, args=(os.getpid(), target, args, queue))
     proc.start()
-    while True:  # the record, or the child's exit code if it died without one (a crash, OOM kill)
+    while True:
         try:
-            record = queue.get(timeout=5)
+            result = queue.get(timeout=5)
             break
         except queue_module.Empty:
             if not proc.is_alive():
                 raise RuntimeError(
-                    f"{model_name} on {dataset}: the worker exited with code {proc.exitcode} without a record"
+                    f"{what}: the worker exited with code {proc.exitcode} without a result"
                 ) from None
     proc.join()
-    return record
+    return result
+
+
+def _worker(parent: int, target: Callable[..., Any], args: tuple, queue: mp.Queue) -> None:
+    exit_with_parent(parent)
+    queue.put(target(*args))
 
 
 def exit_with_parent(parent: int) -> None:
     """In a spawned worker: exit as soon as ``parent`` is gone. A killed benchmark (``pkill -f
     run_sequential.py``) otherwise leaves its worker training for an hour on a pinned core, and every
     timing taken meanwhile on that machine is wrong."""
-    import os
     import threading
     import time
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import multiprocessing as mp
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from _isolated import run_in_worker
 from behaviorlm.data.sequences import Interactions
 from behaviorlm.models.base import Recommender, ScoringBatch, active_validation
 from behaviorlm.training import loop
@@ -186,7 +186,7 @@ class PyGLightGCN(Recommender):
         return self.history_.summary(metric="ndcg@10")
 
 
-def _run(model_key: str, params: dict[str, Any], threads: int, queue: mp.Queue) -> None:
+def _run(model_key: str, params: dict[str, Any], threads: int) -> dict[str, Any]:
     torch.set_num_threads(threads)
     from behaviorlm.data.datasets import load_interactions
     from behaviorlm.data.splits import leave_one_out
@@ -201,17 +201,11 @@ def _run(model_key: str, params: dict[str, Any], threads: int, queue: mp.Queue) 
         import torch_geometric
 
         record["params"]["torch_geometric"] = torch_geometric.__version__
-    queue.put(record)
+    return record
 
 
 def run_isolated(model_key: str, params: dict[str, Any], threads: int) -> dict[str, Any]:
-    ctx = mp.get_context("spawn")
-    queue: mp.Queue = ctx.Queue()
-    proc = ctx.Process(target=_run, args=(model_key, params, threads, queue))
-    proc.start()
-    record = queue.get()
-    proc.join()
-    return record
+    return run_in_worker(_run, (model_key, params, threads), what=f"LightGCN ({model_key})")
 
 
 def main() -> None:
