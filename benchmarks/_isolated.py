@@ -65,6 +65,7 @@ def _fit_evaluate(
     threads: int,
     knowledge: str,
     pretrain_epochs: int,
+    validation_users: int | str | None = None,
 ) -> dict[str, Any]:
     import torch
 
@@ -75,7 +76,7 @@ def _fit_evaluate(
     from behaviorlm.models.sequential import SequentialRecommender
 
     torch.set_num_threads(threads)
-    split = leave_one_out(load_interactions(dataset))
+    split = leave_one_out(load_interactions(dataset), validation_users=validation_users)
     model = model_registry()[model_name].from_params(params)
     fit_kwargs: dict[str, Any] = {}
     used, reason = "none", "not a sequence model"
@@ -108,15 +109,17 @@ def run_isolated(
     threads: int = 2,
     item_knowledge: str = "none",
     pretrain_epochs: int = 0,
+    validation_users: int | str | None = None,
 ) -> dict[str, Any]:
     """Fit ``model_name(**params)`` on the leave-one-out split of ``dataset`` in a spawned process with
     ``threads`` torch threads and return its benchmark record (see :mod:`behaviorlm.evaluation.benchmark`).
     Sequence models read ``item_knowledge`` (``auto``: what ``behaviorlm train`` would choose); with
     ``pretrain_epochs`` a Transformer starts from a masked-behaviour-pretrained encoder instead (the
-    record's model gets ``-pretrained``, its protocol the pretraining time)."""
+    record's model gets ``-pretrained``, its protocol the pretraining time). ``validation_users`` is the
+    split's (:func:`behaviorlm.data.splits.leave_one_out`; None: every user validates)."""
     return run_in_worker(
         _fit_evaluate,
-        (dataset, model_name, params, threads, item_knowledge, pretrain_epochs),
+        (dataset, model_name, params, threads, item_knowledge, pretrain_epochs, validation_users),
         what=f"{model_name} on {dataset}",
     )
 

@@ -65,11 +65,19 @@ def _item_knowledge(record: dict) -> str | None:
     return None if knowledge in (None, "none") else knowledge
 
 
+def _validation_sample(record: dict) -> int | None:
+    """How many users kept a validation target when the others' were trained on (None: every user's)."""
+    split = (record.get("protocol") or {}).get("split_params") or {}
+    return split.get("validation_users") if split.get("n_valid_events_in_train") else None
+
+
 def _model_label(record: dict) -> str:
     knowledge = _item_knowledge(record)
-    if knowledge is None or record["model"].startswith("transformer-knowledge-"):
-        return record["model"]
-    return f"{record['model']} + {knowledge}"
+    label = record["model"]
+    if knowledge is not None and not record["model"].startswith("transformer-knowledge-"):
+        label = f"{label} + {knowledge}"
+    sample = _validation_sample(record)
+    return label if sample is None else f"{label}, validation on {sample:,} users"
 
 
 def latest_runs(path: Path, *, dataset: str | None, key: Callable[[dict], tuple]) -> dict[tuple, dict]:
@@ -183,6 +191,14 @@ def ranking_section(records: dict[tuple[str, str], dict], gpu_runs: list[dict] |
         for name, metrics in ANCHORS.get(dataset, []):
             cells = " | ".join(fmt(metrics.get(c)) for c in RANKING_COLUMNS)
             lines.append(f"| *{name}* | – | {cells} | – | – | – | – | – | – |")
+        if any(_validation_sample(r) is not None for r in rows):
+            lines += [
+                "",
+                '*validation on N users*: the split\'s `validation_users="auto"` (the default of `behaviorlm '
+                "train`): N sampled users keep their second-last event as the validation target; every other "
+                "user's second-last event is trained on. Test targets and test histories are the same as in "
+                "the other rows; published figures may not train on those events.",
+            ]
         if any((r.get("training") or {}).get("stopped_by_time") for r in rows):
             lines += [
                 "",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 from _isolated import run_isolated
@@ -79,7 +80,14 @@ def main() -> None:
         help="what sequence models read about items; auto (the default of `behaviorlm train`) decides from "
         "the data",
     )
+    parser.add_argument(
+        "--validation-users",
+        default="auto",
+        help="whose second-last event is a validation target: auto (the default of `behaviorlm train`: 10%% "
+        "of the users, at least 2,000; the others' are trained on), all (every user's) or a number",
+    )
     args = parser.parse_args()
+    validation_users = {"auto": "auto", "all": None}.get(args.validation_users) or int(args.validation_users)
     out = args.out or (RESULTS if args.device == "cpu" else GPU_RESULTS)
     from behaviorlm.evaluation.benchmark import append_jsonl
 
@@ -93,6 +101,7 @@ def main() -> None:
                 params["max_train_seconds"] = args.max_train_seconds
             if args.device != "cpu":
                 params["device"] = args.device
+            started = time.perf_counter()
             record = run_isolated(
                 dataset,
                 name,
@@ -100,13 +109,16 @@ def main() -> None:
                 threads=args.threads,
                 item_knowledge=args.item_knowledge,
                 pretrain_epochs=args.pretrain_epochs if name == "transformer" else 0,
+                validation_users=validation_users,
             )
+            # Loading, splitting, item knowledge, training and the test ranking: what a user waits for.
+            record["wall_seconds"] = time.perf_counter() - started
             append_jsonl(out, record)
             m, t = record["metrics"], record["training"]
             print(
                 f"{dataset:8s} {model_key:12s} HR@10 {m['hr@10']:.4f} NDCG@10 {m['ndcg@10']:.4f} "
                 f"epochs {t.get('epochs_run')} (best {t.get('best_epoch')}) {t.get('seconds_per_epoch', 0):.1f}s/epoch "
-                f"train {record['train_seconds']:.0f}s rss {record['peak_rss_mb']:.0f} MB "
+                f"train {record['train_seconds']:.0f}s wall {record['wall_seconds']:.0f}s rss {record['peak_rss_mb']:.0f} MB "
                 f"valid NDCG@10 {t.get('best_valid_ndcg@10')} params {json.dumps(args.params)} "
                 f"item knowledge {record['protocol']['item_knowledge']} ({record['protocol']['item_knowledge_reason']})",
                 flush=True,

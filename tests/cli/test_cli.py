@@ -122,6 +122,38 @@ def test_train_and_evaluate_match_the_library(tmp_path: Path) -> None:
     assert cli_metrics["hr@10"] == pytest.approx(expected.metrics["hr@10"])
 
 
+def test_validation_users_is_saved_and_evaluate_rebuilds_that_split(tmp_path: Path) -> None:
+    store = tmp_path / "ml.duckdb"
+    result = runner.invoke(
+        app, ["ingest", str(dataset_path("ml-100k")), "--format", "recbole", "--store", str(store)]
+    )
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "pop"
+    args = ["train", "--store", str(store), "--model", "pop", "--out", str(out), "--validation-users", "100"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "split.json").read_text())["split"]["validation_users"] == 100
+    with EventStore(store, read_only=True) as st:
+        interactions = st.interactions()
+    sampled = leave_one_out(interactions, validation_users=100)
+    # 843 users' second-last events were trained on: popularity counts them.
+    assert sampled.train.n_events == leave_one_out(interactions).train.n_events + 843
+    for on, history, targets in (
+        ("valid", sampled.train, sampled.valid),
+        ("test", sampled.test_history, sampled.test),
+    ):
+        metrics_file = tmp_path / f"{on}.json"
+        argv = ["evaluate", str(out), "--store", str(store), "--on", on, "--json", str(metrics_file)]
+        result = runner.invoke(app, argv)
+        assert result.exit_code == 0, result.output
+        cli = json.loads(metrics_file.read_text())
+        expected = evaluate_ranking(Popularity().fit(sampled.train), history=history, targets=targets)
+        assert cli["n_users"] == (100 if on == "valid" else 943)
+        assert cli["metrics"]["ndcg@10"] == pytest.approx(expected.metrics["ndcg@10"])
+    bad = runner.invoke(app, [*args[:-1], "ten"])
+    assert bad.exit_code == 2 and "--validation-users must be auto, all or a positive number" in bad.output
+
+
 def test_train_rejects_unknown_model_and_params(tmp_path: Path) -> None:
     store = tmp_path / "s.duckdb"
     src = tmp_path / "events.csv"

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from behaviorlm.data.sequences import Interactions
 from behaviorlm.data.splits import (
     Split,
+    auto_validation_users,
     k_core,
     leave_one_out,
     sessionize,
@@ -94,6 +95,7 @@ def test_leave_one_out_hand_example() -> None:
         "min_events": 3,
         "n_users_evaluated": 2,
         "n_users_train_only": 2,  # c and d; e has no events at all
+        "validation_users": 2,
         "n_train_events": 7,
         "n_valid_targets": 2,
         "n_test_targets": 2,
@@ -167,6 +169,50 @@ def test_leave_one_out_on_ml_100k() -> None:
     last_history_time = split.test_history.timestamps[split.test_history.user_ptr[1:] - 1]
     assert np.all(split.test.timestamps >= last_history_time)
     assert_one_index_space(split, inter)
+
+
+def test_leave_one_out_validation_sample_moves_the_others_validation_events_into_train() -> None:
+    inter = build(LOO_EVENTS)
+    full = leave_one_out(inter)
+    split = leave_one_out(inter, validation_users=1, seed=3)
+    held = set(sequences(split.valid))
+    assert len(held) == 1 and held <= {"a", "b"}
+    other = ({"a", "b"} - held).pop()
+    # The held user's validation target stays out of train; the other user's joins its training events.
+    assert sequences(split.valid) == {user: sequences(full.valid)[user] for user in held}
+    for user in held:
+        assert sequences(split.train)[user] == sequences(full.train)[user]
+    assert sequences(split.train)[other] == sequences(full.test_history)[other]
+    # Test targets and the test history do not move.
+    assert sequences(split.test) == sequences(full.test)
+    assert sequences(split.test_history) == sequences(full.test_history)
+    assert split.train.n_events + split.valid.n_events + split.test.n_events == inter.n_events
+    assert split.protocol["validation_users"] == 1
+    assert split.protocol["n_valid_events_in_train"] == 1
+    assert split.protocol["n_train_events"] == 8
+    assert split.protocol["validation_seed"] == 3
+    # The same seed gives the same sample; a sample as large as the users changes nothing.
+    assert sequences(leave_one_out(inter, validation_users=1, seed=3).valid) == sequences(split.valid)
+    assert sequences(leave_one_out(inter, validation_users=5).train) == sequences(full.train)
+    assert_one_index_space(split, inter)
+
+
+def test_auto_validation_users_is_a_tenth_with_a_floor() -> None:
+    assert auto_validation_users(943) == 943  # small sets: everyone validates, nothing changes
+    assert auto_validation_users(2_000) == 2_000
+    assert auto_validation_users(15_000) == 2_000
+    assert auto_validation_users(22_363) == 2_236
+    assert auto_validation_users(40_226) == 4_023
+    inter = load_ml_100k()
+    assert sequences(leave_one_out(inter, validation_users="auto").train) == sequences(
+        leave_one_out(inter).train
+    )
+
+
+@pytest.mark.parametrize("bad", [0, -3, 1.5, True, "all", "10%"])
+def test_leave_one_out_rejects_bad_validation_users(bad: object) -> None:
+    with pytest.raises(ValueError, match="validation_users"):
+        leave_one_out(build(LOO_EVENTS), validation_users=bad)  # type: ignore[arg-type]
 
 
 def test_leave_one_out_rejects_min_events_below_three() -> None:

@@ -170,12 +170,22 @@ def trained_model_and_split(model_dir: Path, store: Path) -> tuple[Any, Split]:
     return estimator, sp
 
 
-def make_split(store: Path, *, protocol: str, valid_fraction: float, test_fraction: float) -> Split:
+def make_split(
+    store: Path,
+    *,
+    protocol: str,
+    valid_fraction: float,
+    test_fraction: float,
+    validation_users: int | str | None = None,
+) -> Split:
+    """The split of the store's events a command trains and evaluates on; ``validation_users`` is
+    :func:`~behaviorlm.data.splits.leave_one_out`'s (loo only; None: every user validates, as models saved
+    before the option were trained)."""
     require_store(store)
     with EventStore(store, read_only=True) as st:
         interactions = st.interactions()
     if protocol == "loo":
-        return leave_one_out(interactions)
+        return leave_one_out(interactions, validation_users=validation_users)
     if protocol == "temporal":
         return temporal_split_by_quantile(
             interactions, valid_fraction=valid_fraction, test_fraction=test_fraction
@@ -188,6 +198,25 @@ ProtocolOption = Annotated[
 ]
 ValidFraction = Annotated[float, typer.Option(help="temporal: share of events (by time) for validation.")]
 TestFraction = Annotated[float, typer.Option(help="temporal: share of events (by time) for test.")]
+ValidationUsers = Annotated[
+    str,
+    typer.Option(
+        help="loo: whose second-last event is a validation target: auto (10% of the users, at least 2,000; "
+        "every other user's second-last event is trained on), all (every user: the SASRec protocol) or a "
+        "number of users."
+    ),
+]
+
+
+def validation_users_value(text: str) -> int | str | None:
+    """``--validation-users`` as :func:`~behaviorlm.data.splits.leave_one_out` takes it."""
+    if text == "auto":
+        return "auto"
+    if text == "all":
+        return None
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    raise ValueError(f"--validation-users must be auto, all or a positive number of users, got {text!r}")
 
 
 def json_value(text: str) -> Any:

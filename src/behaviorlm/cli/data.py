@@ -26,6 +26,7 @@ from behaviorlm.cli.common import (
     SparkMasterOption,
     StoreOption,
     TestFraction,
+    ValidationUsers,
     ValidFraction,
     app,
     console,
@@ -34,6 +35,7 @@ from behaviorlm.cli.common import (
     require_store,
     spinner,
     user_errors,
+    validation_users_value,
 )
 from behaviorlm.config import IngestConfig, SourceFormat, load_config
 from behaviorlm.data.ingest import IngestSummary, ingest_file
@@ -236,10 +238,17 @@ def split(
     protocol: ProtocolOption = "loo",
     valid_fraction: ValidFraction = 0.1,
     test_fraction: TestFraction = 0.1,
+    validation_users: ValidationUsers = "auto",
     out: Annotated[Path | None, typer.Option(help="Write train/valid/test events as Parquet here.")] = None,
 ) -> None:
     """Split the stored events into train / validation / test and show the protocol."""
-    sp = make_split(store, protocol=protocol, valid_fraction=valid_fraction, test_fraction=test_fraction)
+    sp = make_split(
+        store,
+        protocol=protocol,
+        valid_fraction=valid_fraction,
+        test_fraction=test_fraction,
+        validation_users=validation_users_value(validation_users),
+    )
     table = Table("part", "users with events", "events", title=f"split {protocol}", title_justify="left")
     for name in ("train", "valid", "test", "test_history"):
         part = getattr(sp, name)

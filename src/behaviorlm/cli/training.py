@@ -22,6 +22,7 @@ from behaviorlm.cli.common import (
     ProtocolOption,
     StoreOption,
     TestFraction,
+    ValidationUsers,
     ValidFraction,
     app,
     build_estimator,
@@ -32,6 +33,7 @@ from behaviorlm.cli.common import (
     spinner,
     trained_model_and_split,
     user_errors,
+    validation_users_value,
 )
 from behaviorlm.data.splits import Split
 from behaviorlm.data.store import EventStore
@@ -57,6 +59,7 @@ def train(
     protocol: ProtocolOption = "loo",
     valid_fraction: ValidFraction = 0.1,
     test_fraction: TestFraction = 0.1,
+    validation_users: ValidationUsers = "auto",
     item_knowledge: Annotated[
         str,
         typer.Option(
@@ -137,7 +140,13 @@ def train(
     main_process = distributed.is_main_process()
     # Every process reads the store (read-only opens from several processes are fine) and makes the
     # same deterministic split.
-    sp = make_split(store, protocol=protocol, valid_fraction=valid_fraction, test_fraction=test_fraction)
+    split_spec = {
+        "protocol": protocol,
+        "valid_fraction": valid_fraction,
+        "test_fraction": test_fraction,
+        "validation_users": validation_users_value(validation_users),
+    }
+    sp = make_split(store, **split_spec)
     if encoder_state is not None:
         item_knowledge = "none"  # the pretrained encoder's item vectors are ID embeddings only
     fit_kwargs = _item_knowledge(store, estimator, sp, item_knowledge, main_process=main_process)
@@ -159,7 +168,6 @@ def train(
         if hasattr(estimator, "training_summary"):
             console.print_json(json.dumps(estimator.training_summary()))
         estimator.save(out)
-        split_spec = {"protocol": protocol, "valid_fraction": valid_fraction, "test_fraction": test_fraction}
         (out / SPLIT_FILE).write_text(json.dumps({"split": split_spec, "train_seconds": seconds}, indent=2))
         processes = distributed.world_size()
         on = f" on {processes} processes" if processes > 1 else ""
@@ -447,6 +455,7 @@ def pretrain(
     protocol: ProtocolOption = "loo",
     valid_fraction: ValidFraction = 0.1,
     test_fraction: TestFraction = 0.1,
+    validation_users: ValidationUsers = "auto",
 ) -> None:
     """Masked-behaviour pretraining (BERT4Rec-style: hidden items and event types recovered from both
     sides) of the behaviour encoder on the training part of a split, without labels. Start a model from it
@@ -455,7 +464,13 @@ def pretrain(
 
     params = param_values(param)
     estimator = build_estimator(MaskedBehaviorPretrainer, params, what="the pretrainer")
-    sp = make_split(store, protocol=protocol, valid_fraction=valid_fraction, test_fraction=test_fraction)
+    split_spec = {
+        "protocol": protocol,
+        "valid_fraction": valid_fraction,
+        "test_fraction": test_fraction,
+        "validation_users": validation_users_value(validation_users),
+    }
+    sp = make_split(store, **split_spec)
     started = time.perf_counter()
     estimator.fit(sp.train)
     seconds = time.perf_counter() - started
@@ -464,11 +479,7 @@ def pretrain(
     (out / SPLIT_FILE).write_text(
         json.dumps(
             {
-                "split": {
-                    "protocol": protocol,
-                    "valid_fraction": valid_fraction,
-                    "test_fraction": test_fraction,
-                },
+                "split": split_spec,
                 "train_seconds": seconds,
                 **summary,
             },
