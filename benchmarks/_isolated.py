@@ -9,6 +9,24 @@ from collections.abc import Callable
 from typing import Any
 
 
+def add_validation_users_argument(parser: Any) -> None:
+    """``--validation-users`` for a benchmark script: the split's ``validation_users``, ``auto`` by default
+    as in ``behaviorlm train``; read the value with :func:`validation_users_value`."""
+    parser.add_argument(
+        "--validation-users",
+        default="auto",
+        help="whose second-last event is a validation target: auto (the default of `behaviorlm train`: 10%% "
+        "of the users, at least 2,000; the others' are trained on), all (every user's) or a number",
+    )
+
+
+def validation_users_value(text: str) -> int | str | None:
+    """``--validation-users`` as ``leave_one_out`` takes it (the CLI's parser, so both read it alike)."""
+    from behaviorlm.cli.common import validation_users_value as parse
+
+    return parse(text)
+
+
 def item_knowledge(dataset: str, train: Any, choice: str) -> tuple[Any, str, str]:
     """(``fit``'s ``item_features`` or None, the knowledge used, why) for ``choice`` -- ``auto`` is the rule
     of ``behaviorlm train``'s default (``behaviorlm.data.features.choose_item_knowledge``)."""

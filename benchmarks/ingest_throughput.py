@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,10 @@ import pyarrow.csv as pacsv
 from behaviorlm.config import IngestConfig
 from behaviorlm.data.ingest import ingest_file
 from behaviorlm.data.store import EventStore, sql_literal
-from behaviorlm.evaluation.benchmark import append_jsonl, git_commit, machine_description, peak_rss_mb
+from behaviorlm.evaluation.benchmark import (
+    append_jsonl,
+    provenance,
+)
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results.jsonl"
@@ -162,10 +164,7 @@ def main() -> None:
             },
             "train_seconds": out["seconds"],
             "eval_seconds": 0.0,
-            "peak_rss_mb": peak_rss_mb(),
-            "machine": machine_description(),
-            "git_commit": git_commit(),
-            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            **provenance(),
         }
         append_jsonl(args.out, record)
         print(

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -67,7 +66,10 @@ def main() -> None:
     from behaviorlm.data.datasets import open_dataset_store
     from behaviorlm.data.splits import leave_one_out
     from behaviorlm.evaluation.audit import audit_recommender, plot_group_quality, read_user_attributes
-    from behaviorlm.evaluation.benchmark import append_jsonl, git_commit, machine_description, peak_rss_mb
+    from behaviorlm.evaluation.benchmark import (
+        append_jsonl,
+        provenance,
+    )
     from behaviorlm.evaluation.ranking import RankingValidation
     from behaviorlm.models.registry import model_registry
 
@@ -141,10 +143,7 @@ def main() -> None:
             "train_seconds": train_seconds,
             "eval_seconds": audit_seconds,
             "training": model.training_summary() if hasattr(model, "training_summary") else {},
-            "peak_rss_mb": peak_rss_mb(),
-            "machine": machine_description(),
-            "git_commit": git_commit(),
-            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            **provenance(),
         }
         append_jsonl(args.out, record)
         gaps = " ".join(

@@ -2,7 +2,9 @@
 
 Each (dataset, model) runs in a fresh subprocess so ``peak_rss_mb`` is that run's own peak, and appends
 one JSON line to benchmarks/results.jsonl. Then run benchmarks/make_tables.py to regenerate
-docs/benchmarks.md.
+docs/benchmarks.md. The split is leave-one-out with ``--validation-users auto`` (the default of ``behaviorlm
+train``: 10% of the users, at least 2,000, keep a validation target; the others' second-last events are
+trained on); ``--validation-users all`` is the SASRec protocol.
 
     .venv/bin/python benchmarks/run_baselines.py                      # all
     .venv/bin/python benchmarks/run_baselines.py --datasets ml-100k --models ease
@@ -14,7 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
-from _isolated import run_isolated
+from _isolated import add_validation_users_argument, run_isolated, validation_users_value
 
 RESULTS = Path(__file__).resolve().parent / "results.jsonl"
 
@@ -33,6 +35,11 @@ MODELS: dict[str, dict[str, tuple[str, dict]]] = {
         "itemknn": ("itemknn", {"k": 100}),
         "ease": ("ease", {"l2": 500.0, "max_items": 20000}),
     },
+    "s3rec-beauty": {
+        "pop": ("pop", {}),
+        "itemknn": ("itemknn", {"k": 100}),
+        "ease": ("ease", {"l2": 500.0}),
+    },
     "sports": {
         "pop": ("pop", {}),
         "itemknn": ("itemknn", {"k": 100}),
@@ -48,7 +55,9 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=list(MODELS))
     parser.add_argument("--models", nargs="+", default=None)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    add_validation_users_argument(parser)
     args = parser.parse_args()
+    validation_users = validation_users_value(args.validation_users)
     from behaviorlm.evaluation.benchmark import append_jsonl
 
     for dataset in args.datasets:
@@ -56,7 +65,7 @@ def main() -> None:
             if args.models and model_key not in args.models:
                 continue
             name, params = MODELS[dataset][model_key]
-            record = run_isolated(dataset, name, params)
+            record = run_isolated(dataset, name, params, validation_users=validation_users)
             append_jsonl(args.out, record)
             m = record["metrics"]
             print(

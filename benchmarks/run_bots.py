@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,10 @@ import torch
 
 from behaviorlm.data.datasets import load_interactions
 from behaviorlm.evaluation import metrics
-from behaviorlm.evaluation.benchmark import append_jsonl, git_commit, machine_description, peak_rss_mb
+from behaviorlm.evaluation.benchmark import (
+    append_jsonl,
+    provenance,
+)
 from behaviorlm.models.transformer import BehaviorTransformer
 from behaviorlm.profiling.anomalies import (
     FEATURES,
@@ -123,10 +125,7 @@ def main() -> None:
                 "train_seconds": seconds + (model_seconds if uses_model else 0.0),
                 "eval_seconds": 0.0,
                 "training": model.training_summary() if uses_model else {},
-                "peak_rss_mb": peak_rss_mb(),
-                "machine": machine_description(),
-                "git_commit": git_commit(),
-                "date": datetime.now(UTC).isoformat(timespec="seconds"),
+                **provenance(),
             },
         )
         print(name, {k: round(v, 4) for k, v in result.items()}, f"{seconds:.1f}s", flush=True)

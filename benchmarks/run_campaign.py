@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,10 @@ import torch
 
 from behaviorlm.causal.learners import EffectConfig
 from behaviorlm.data.datasets import load_interactions
-from behaviorlm.evaluation.benchmark import append_jsonl, git_commit, machine_description, peak_rss_mb
+from behaviorlm.evaluation.benchmark import (
+    append_jsonl,
+    provenance,
+)
 from behaviorlm.marketing.audience import compare_targeting
 from behaviorlm.synthetic.campaign import synthetic_campaign
 
@@ -81,10 +83,7 @@ def main() -> None:
                     "train_seconds": seconds,
                     "eval_seconds": 0.0,
                     "training": {},
-                    "peak_rss_mb": peak_rss_mb(),
-                    "machine": machine_description(),
-                    "git_commit": git_commit(),
-                    "date": datetime.now(UTC).isoformat(timespec="seconds"),
+                    **provenance(),
                 },
             )
         print(f"seed {seed}: {seconds:.1f} s\n{comparison.to_markdown()}")

@@ -17,7 +17,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from behaviorlm.data.datasets import load_interactions
-from behaviorlm.evaluation.benchmark import append_jsonl, git_commit, machine_description, peak_rss_mb
+from behaviorlm.evaluation.benchmark import (
+    append_jsonl,
+    provenance,
+)
 from behaviorlm.evaluation.ranking import evaluate_classification
 from behaviorlm.profiling.churn import DAY, ChurnModel, RecencyFrequencyBaseline, churn_snapshot
 
@@ -64,10 +67,7 @@ def main() -> None:
                     "train_seconds": seconds,
                     "eval_seconds": 0.0,
                     "training": {},
-                    "peak_rss_mb": peak_rss_mb(),
-                    "machine": machine_description(),
-                    "git_commit": git_commit(),
-                    "date": datetime.now(UTC).isoformat(timespec="seconds"),
+                    **provenance(),
                 },
             )
             print(day, name, {k: round(v, 4) for k, v in metrics.items()}, flush=True)

@@ -42,7 +42,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +52,10 @@ from behaviorlm.data.datasets import load_interactions
 from behaviorlm.data.splits import Split, leave_one_out
 from behaviorlm.demo import DEMO_TRANSFORMER
 from behaviorlm.estimator import json_params
-from behaviorlm.evaluation.benchmark import append_jsonl, git_commit, machine_description, peak_rss_mb
+from behaviorlm.evaluation.benchmark import (
+    append_jsonl,
+    provenance,
+)
 from behaviorlm.evaluation.ranking import RankingValidation, evaluate_ranking
 from behaviorlm.models.gru4rec import GRU4Rec
 from behaviorlm.models.registry import load_model
@@ -169,10 +171,7 @@ def record(
         "metrics": metrics,
         "training": training,
         "train_seconds": train_seconds,
-        "peak_rss_mb": peak_rss_mb(),
-        "machine": machine_description(),
-        "git_commit": git_commit(),
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        **provenance(),
     }
 
 

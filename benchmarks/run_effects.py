@@ -23,7 +23,6 @@ import argparse
 import importlib.util
 import time
 from dataclasses import asdict
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +31,10 @@ from behaviorlm.causal.effects import ECONML_METHODS, OWN_METHODS, analyze_effec
 from behaviorlm.causal.learners import EffectConfig
 from behaviorlm.causal.table import activity_segments, build_effect_table, effect_windows
 from behaviorlm.data.datasets import load_interactions
-from behaviorlm.evaluation.benchmark import append_jsonl, git_commit, machine_description, peak_rss_mb
+from behaviorlm.evaluation.benchmark import (
+    append_jsonl,
+    provenance,
+)
 from behaviorlm.synthetic.causal import causal_synthetic
 
 RESULTS = Path(__file__).resolve().parent / "results.jsonl"
@@ -52,10 +54,7 @@ def _record(
         "train_seconds": seconds,
         "eval_seconds": 0.0,
         "training": {},
-        "peak_rss_mb": peak_rss_mb(),
-        "machine": machine_description(),
-        "git_commit": git_commit(),
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        **provenance(),
     }
 
 

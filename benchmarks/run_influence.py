@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +38,10 @@ import torch
 from behaviorlm.causal.influence import DELETION_ORDERS, deletion_curve
 from behaviorlm.data.datasets import load_interactions
 from behaviorlm.data.splits import leave_one_out
-from behaviorlm.evaluation.benchmark import append_jsonl, git_commit, machine_description, peak_rss_mb
+from behaviorlm.evaluation.benchmark import (
+    append_jsonl,
+    provenance,
+)
 from behaviorlm.evaluation.ranking import RankingValidation
 from behaviorlm.models.transformer import BehaviorTransformer
 from run_sequential import MODELS
@@ -125,10 +127,7 @@ def main() -> None:
                 "train_seconds": train_seconds,
                 "eval_seconds": seconds,
                 "training": training,
-                "peak_rss_mb": peak_rss_mb(),
-                "machine": machine_description(),
-                "git_commit": git_commit(),
-                "date": datetime.now(UTC).isoformat(timespec="seconds"),
+                **provenance(),
             },
         )
         shown = "  ".join(f"{k} {v:.3f}" for k, v in metrics.items() if not k.startswith("top1"))

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +27,10 @@ import torch
 from behaviorlm.config import LLMConfig
 from behaviorlm.data.datasets import load_interactions, open_dataset_store
 from behaviorlm.data.splits import leave_one_out
-from behaviorlm.evaluation.benchmark import append_jsonl, git_commit, machine_description, peak_rss_mb
+from behaviorlm.evaluation.benchmark import (
+    append_jsonl,
+    provenance,
+)
 from behaviorlm.evaluation.ranking import RankingValidation
 from behaviorlm.llm.client import LLMClient
 from behaviorlm.llm.rerank import MAX_HISTORY, label_prior, llm_rerank, order_by_labels
@@ -146,10 +148,7 @@ def main() -> None:
                 "train_seconds": train_seconds,
                 "eval_seconds": float(np.sum(latencies)),
                 "training": model.training_summary(),
-                "peak_rss_mb": peak_rss_mb(),
-                "machine": machine_description(),
-                "git_commit": git_commit(),
-                "date": datetime.now(UTC).isoformat(timespec="seconds"),
+                **provenance(),
             },
         )
         print(

@@ -21,14 +21,16 @@ from __future__ import annotations
 
 import argparse
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from behaviorlm.data.datasets import open_dataset_store
-from behaviorlm.evaluation.benchmark import append_jsonl, git_commit, machine_description, peak_rss_mb
+from behaviorlm.evaluation.benchmark import (
+    append_jsonl,
+    provenance,
+)
 from behaviorlm.models.heads import (
     NextEventTypeModel,
     SequenceClassifier,
@@ -127,10 +129,7 @@ def record(
             "n_users": int(report["n"]),
             "train_seconds": seconds,
             "eval_seconds": 0.0,
-            "peak_rss_mb": peak_rss_mb(),
-            "machine": machine_description(),
-            "git_commit": git_commit(),
-            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            **provenance(),
         },
     )
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +33,10 @@ import torch
 from behaviorlm.data.datasets import open_dataset_store
 from behaviorlm.data.purchase import purchase_cutoffs, purchase_snapshot, store_time_range
 from behaviorlm.estimator import json_params
-from behaviorlm.evaluation.benchmark import append_jsonl, git_commit, machine_description, peak_rss_mb
+from behaviorlm.evaluation.benchmark import (
+    append_jsonl,
+    provenance,
+)
 from behaviorlm.evaluation.purchase import (
     choose_purchase_model,
     evaluate_purchase_model,
@@ -106,10 +108,7 @@ def main() -> None:
             "train_seconds": result.train_seconds,
             "eval_seconds": 0.0,
             "training": result.details,
-            "peak_rss_mb": peak_rss_mb(),
-            "machine": machine_description(),
-            "git_commit": git_commit(),
-            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            **provenance(),
         }
 
     baseline_scores = {}

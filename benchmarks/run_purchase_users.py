@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +43,10 @@ from behaviorlm.data.datasets import open_dataset_store
 from behaviorlm.data.purchase import purchase_cutoffs, store_time_range
 from behaviorlm.data.sequences import Interactions
 from behaviorlm.evaluation import metrics
-from behaviorlm.evaluation.benchmark import append_jsonl, git_commit, machine_description, peak_rss_mb
+from behaviorlm.evaluation.benchmark import (
+    append_jsonl,
+    provenance,
+)
 from behaviorlm.evaluation.purchase import paired_bootstrap_auc
 from behaviorlm.models.heads import SequenceClassifier, SequenceLabels
 from behaviorlm.models.pretraining import MaskedBehaviorPretrainer
@@ -298,10 +300,7 @@ def main() -> None:
                 "n_users": len(y_test),
                 "train_seconds": seconds.get(key, 0.0),
                 "eval_seconds": 0.0,
-                "peak_rss_mb": peak_rss_mb(),
-                "machine": machine_description(),
-                "git_commit": git_commit(),
-                "date": datetime.now(UTC).isoformat(timespec="seconds"),
+                **provenance(),
             }
         )
         gain = (

@@ -19,7 +19,7 @@ import json
 import time
 from pathlib import Path
 
-from _isolated import run_isolated
+from _isolated import add_validation_users_argument, run_isolated, validation_users_value
 
 RESULTS = Path(__file__).resolve().parent / "results.jsonl"
 GPU_RESULTS = RESULTS.with_name("results-gpu.jsonl")
@@ -80,14 +80,9 @@ def main() -> None:
         help="what sequence models read about items; auto (the default of `behaviorlm train`) decides from "
         "the data",
     )
-    parser.add_argument(
-        "--validation-users",
-        default="auto",
-        help="whose second-last event is a validation target: auto (the default of `behaviorlm train`: 10%% "
-        "of the users, at least 2,000; the others' are trained on), all (every user's) or a number",
-    )
+    add_validation_users_argument(parser)
     args = parser.parse_args()
-    validation_users = {"auto": "auto", "all": None}.get(args.validation_users) or int(args.validation_users)
+    validation_users = validation_users_value(args.validation_users)
     out = args.out or (RESULTS if args.device == "cpu" else GPU_RESULTS)
     from behaviorlm.evaluation.benchmark import append_jsonl
 

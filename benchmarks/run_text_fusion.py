@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +40,10 @@ from behaviorlm.data.splits import leave_one_out
 from behaviorlm.data.store import StoreError
 from behaviorlm.data.text import TextEmbedder, event_texts, item_texts, text_vectors
 from behaviorlm.estimator import json_params
-from behaviorlm.evaluation.benchmark import append_jsonl, git_commit, machine_description, peak_rss_mb
+from behaviorlm.evaluation.benchmark import (
+    append_jsonl,
+    provenance,
+)
 from behaviorlm.evaluation.ranking import RankingValidation, evaluate_ranking
 from behaviorlm.models.transformer import BehaviorTransformer
 from behaviorlm.profiling.fusion import (
@@ -156,10 +158,7 @@ def run(name: str, *, threads: int, truncate: bool, out: Path) -> None:
                 "train_seconds": seconds,
                 "eval_seconds": sum(r.eval_seconds for r in results.values() if r is not None),
                 "training": behaviour.training_summary() if model is behaviour else {},
-                "peak_rss_mb": peak_rss_mb(),
-                "machine": machine_description(),
-                "git_commit": git_commit(),
-                "date": datetime.now(UTC).isoformat(timespec="seconds"),
+                **provenance(),
             },
         )
         cells = "  ".join(

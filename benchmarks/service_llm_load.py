@@ -34,7 +34,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -251,7 +250,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     from behaviorlm.config import LLMConfig
-    from behaviorlm.evaluation.benchmark import append_jsonl, git_commit, machine_description, peak_rss_mb
+    from behaviorlm.evaluation.benchmark import (
+        append_jsonl,
+        provenance,
+    )
 
     llm_threads = args.llm_threads if args.llm_threads is not None else LLMConfig().threads
     with tempfile.TemporaryDirectory() as tmp:
@@ -343,10 +345,7 @@ def main() -> None:
             "train_seconds": 0.0,
             "eval_seconds": 0.0,
             "training": {},
-            "peak_rss_mb": peak_rss_mb(),
-            "machine": machine_description(),
-            "git_commit": git_commit(),
-            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            **provenance(),
         },
     )
 

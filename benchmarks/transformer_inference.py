@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +31,10 @@ import torch
 
 from behaviorlm.data.datasets import load_interactions
 from behaviorlm.data.splits import Split, leave_one_out
-from behaviorlm.evaluation.benchmark import append_jsonl, git_commit, machine_description, peak_rss_mb
+from behaviorlm.evaluation.benchmark import (
+    append_jsonl,
+    provenance,
+)
 from behaviorlm.evaluation.ranking import RankingValidation, evaluate_ranking
 from behaviorlm.models.sequential import SequentialRecommender
 from behaviorlm.models.transformer import BehaviorTransformer
@@ -86,10 +88,7 @@ def record(dataset: str, model: str, *, protocol: dict, metrics: dict, train_sec
         "metrics": metrics,
         "train_seconds": train_seconds,
         "eval_seconds": 0.0,
-        "peak_rss_mb": peak_rss_mb(),
-        "machine": machine_description(),
-        "git_commit": git_commit(),
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        **provenance(),
     }
 
 

@@ -161,6 +161,17 @@ def git_commit() -> str:
         return "unknown"
 
 
+def provenance(*, accelerator: str = "cpu") -> dict[str, Any]:
+    """Where and when a benchmark record was made: ``peak_rss_mb``, ``machine``, ``git_commit`` and ``date``
+    (UTC, seconds) -- the keys every record in benchmarks/results.jsonl ends with."""
+    return {
+        "peak_rss_mb": peak_rss_mb(),
+        "machine": machine_description(accelerator=accelerator),
+        "git_commit": git_commit(),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
 def append_jsonl(path: str | Path, record: BenchmarkRecord | dict[str, Any]) -> None:
     """Append one JSON object per line (creating the file if needed)."""
     path = Path(path)
