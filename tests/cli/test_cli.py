@@ -152,6 +152,8 @@ def test_validation_users_is_saved_and_evaluate_rebuilds_that_split(tmp_path: Pa
         assert cli["metrics"]["ndcg@10"] == pytest.approx(expected.metrics["ndcg@10"])
     bad = runner.invoke(app, [*args[:-1], "ten"])
     assert bad.exit_code == 2 and "--validation-users must be auto, all or a positive number" in bad.output
+    temporal = runner.invoke(app, [*args, "--protocol", "temporal"])
+    assert temporal.exit_code == 2 and "applies to --protocol loo" in temporal.output
 
 
 def test_train_rejects_unknown_model_and_params(tmp_path: Path) -> None:

@@ -186,6 +186,10 @@ def make_split(
         interactions = st.interactions()
     if protocol == "loo":
         return leave_one_out(interactions, validation_users=validation_users)
+    if isinstance(validation_users, int):
+        raise ValueError(
+            "--validation-users N applies to --protocol loo (a temporal split validates on time)"
+        )
     if protocol == "temporal":
         return temporal_split_by_quantile(
             interactions, valid_fraction=valid_fraction, test_fraction=test_fraction
