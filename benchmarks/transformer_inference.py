@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from _isolated import item_knowledge
 from behaviorlm.data.datasets import load_interactions
 from behaviorlm.data.splits import Split, leave_one_out
 from behaviorlm.evaluation.benchmark import (
@@ -147,12 +148,20 @@ def main() -> None:
     parser.add_argument("--passes", type=int, default=3, help="--serving-copy: how many times to decide")
     parser.add_argument("--max-len", type=int, help="override the dataset's window")
     parser.add_argument("--epochs", type=int, help="override the epoch cap")
+    parser.add_argument(
+        "--item-knowledge",
+        default="none",
+        choices=["auto", "none", "attributes", "text", "text+attributes"],
+        help="what the model reads about items (as run_sequential.py); records get a + <knowledge> suffix",
+    )
     args = parser.parse_args()
     split = leave_one_out(load_interactions(args.dataset))
     overrides = {k: v for k, v in (("max_len", args.max_len), ("epochs", args.epochs)) if v is not None}
     model = BehaviorTransformer.from_params({**CONFIGS.get(args.dataset, {}), **overrides})
+    features, knowledge, _ = item_knowledge(args.dataset, split.train, args.item_knowledge)
+    suffix = "" if features is None else f"+{knowledge}"
     started = time.perf_counter()
-    model.fit(split.train, valid=RankingValidation(split.train, split.valid))
+    model.fit(split.train, valid=RankingValidation(split.train, split.valid), item_features=features)
     train_seconds = time.perf_counter() - started
 
     torch.set_num_threads(args.threads)
@@ -179,7 +188,8 @@ def main() -> None:
         row["p50_speedup"] = base["p50_ms"] / row["p50_ms"]
         line = record(
             args.dataset,
-            f"transformer-inference-{name}",
+            f"transformer-inference-{name}{suffix}",
+            params={"epochs": args.epochs, "item_knowledge": knowledge},
             protocol={
                 "task": "single-user predict_next latency",
                 "requests": args.requests,

@@ -322,6 +322,40 @@ def test_item_attributes_make_cold_start_items_rankable(tmp_path) -> None:
         )
 
 
+def test_item_side_table_is_computed_once_for_inference_and_follows_the_weights() -> None:
+    from behaviorlm.models.sequential import with_item_side
+
+    data, features = _genre_world()
+    model = BehaviorTransformer.from_params({**SMALL, "epochs": 2}).fit(data, item_features=features)
+    net = model.net_.eval()
+    side = net.item_side
+    calls = []
+    side.register_forward_hook(lambda *_: calls.append(1))
+    fresh = torch.cat([net.item_emb.weight[: net.n_items] + side(), net.item_emb.weight[net.n_items :]])
+    calls.clear()
+    with torch.no_grad():
+        first = net.item_vectors()
+        for _ in range(3):
+            assert net.item_vectors() is first  # reused, not recomputed
+        model.predict_next(["g0i1", "g0i2"])
+        model.predict_next(["g1i1"])
+    assert len(calls) == 1
+    torch.testing.assert_close(first, fresh.detach())
+    # A weight change (an optimizer step, load_state_dict) makes the next call recompute it.
+    with torch.no_grad():
+        side.attributes.weight.add_(1.0)
+        changed = net.item_vectors()
+    assert len(calls) == 2 and not torch.equal(changed, first)
+    with torch.no_grad():
+        net.load_state_dict({k: v.clone() for k, v in net.state_dict().items()})
+        net.item_vectors()
+    assert len(calls) == 3
+    # Training (or autograd) never reads the cache: gradients must reach the feature weights.
+    net.train()
+    with_item_side(net.item_emb.weight, side, n_items=net.n_items).sum().backward()
+    assert side.attributes.weight.grad is not None and len(calls) == 4
+
+
 def test_int8_serving_copy_ranks_like_the_float_model() -> None:
     data = successor_sequences(n_users=200, n_items=40, length=12, seed=7)
     model = BehaviorTransformer.from_params(SMALL).fit(data)

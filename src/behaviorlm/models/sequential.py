@@ -265,13 +265,34 @@ class ItemSideFeatures(nn.Module):
             out = out + self.text_proj(self.text)
         return out
 
+    def frozen_table(self, weight: torch.Tensor, *, n_items: int) -> torch.Tensor:
+        """:func:`with_item_side`'s table, computed once and reused while neither ``weight`` nor this
+        module's parameters and buffers change (their storage and version counters are the key: an
+        optimizer step, ``load_state_dict`` or a move to another device recomputes it).
+
+        For inference only (no autograd). Without it every scoring call re-derived the whole catalogue's
+        vectors -- the text projection alone is ``n_items x text_dim x d`` multiply-adds per request.
+        """
+        tensors = [weight, *self.parameters(), *self.buffers()]
+        key = (n_items, *((t.data_ptr(), t._version) for t in tensors))
+        cached = self.__dict__.get("_frozen")
+        if cached is None or cached[0] != key:
+            table = torch.cat([weight[:n_items] + self(), weight[n_items:]])
+            self.__dict__["_frozen"] = cached = (key, table)
+        return cached[1]
+
 
 def with_item_side(weight: torch.Tensor, item_side: ItemSideFeatures | None, *, n_items: int) -> torch.Tensor:
     """Rows of an item embedding table (real items, then padding/extra rows) with the item-side
-    features added to the first ``n_items`` rows; the table itself when there are no features."""
+    features added to the first ``n_items`` rows; the table itself when there are no features.
+
+    Outside training (module in eval mode, no autograd) the table is computed once and reused
+    (:meth:`ItemSideFeatures.frozen_table`)."""
     if item_side is None:
         return weight
-    return torch.cat([weight[:n_items] + item_side(), weight[n_items:]])
+    if item_side.training or torch.is_grad_enabled():
+        return torch.cat([weight[:n_items] + item_side(), weight[n_items:]])
+    return item_side.frozen_table(weight, n_items=n_items)
 
 
 def init_from_text(weight: torch.Tensor, text: torch.Tensor) -> None:
