@@ -11,20 +11,14 @@ from typing import Any
 
 def add_validation_users_argument(parser: Any) -> None:
     """``--validation-users`` for a benchmark script: the split's ``validation_users``, ``auto`` by default
-    as in ``behaviorlm train``; read the value with :func:`validation_users_value`."""
+    as in ``behaviorlm train``; read the value with
+    ``behaviorlm.cli.common.validation_users_value``."""
     parser.add_argument(
         "--validation-users",
         default="auto",
         help="whose second-last event is a validation target: auto (the default of `behaviorlm train`: 10%% "
         "of the users, at least 2,000; the others' are trained on), all (every user's) or a number",
     )
-
-
-def validation_users_value(text: str) -> int | str | None:
-    """``--validation-users`` as ``leave_one_out`` takes it (the CLI's parser, so both read it alike)."""
-    from behaviorlm.cli.common import validation_users_value as parse
-
-    return parse(text)
 
 
 def item_knowledge(dataset: str, train: Any, choice: str) -> tuple[Any, str, str]:

@@ -25,10 +25,7 @@ import pyarrow.csv as pacsv
 from behaviorlm.config import IngestConfig
 from behaviorlm.data.ingest import ingest_file
 from behaviorlm.data.store import EventStore, sql_literal
-from behaviorlm.evaluation.benchmark import (
-    append_jsonl,
-    provenance,
-)
+from behaviorlm.evaluation.benchmark import append_jsonl, provenance
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results.jsonl"

@@ -16,7 +16,8 @@ import argparse
 import json
 from pathlib import Path
 
-from _isolated import add_validation_users_argument, run_isolated, validation_users_value
+from _isolated import add_validation_users_argument, run_isolated
+from behaviorlm.cli.common import validation_users_value
 
 RESULTS = Path(__file__).resolve().parent / "results.jsonl"
 

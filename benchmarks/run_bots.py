@@ -23,10 +23,7 @@ import torch
 
 from behaviorlm.data.datasets import load_interactions
 from behaviorlm.evaluation import metrics
-from behaviorlm.evaluation.benchmark import (
-    append_jsonl,
-    provenance,
-)
+from behaviorlm.evaluation.benchmark import append_jsonl, provenance
 from behaviorlm.models.transformer import BehaviorTransformer
 from behaviorlm.profiling.anomalies import (
     FEATURES,

@@ -25,10 +25,7 @@ import torch
 
 from behaviorlm.causal.learners import EffectConfig
 from behaviorlm.data.datasets import load_interactions
-from behaviorlm.evaluation.benchmark import (
-    append_jsonl,
-    provenance,
-)
+from behaviorlm.evaluation.benchmark import append_jsonl, provenance
 from behaviorlm.marketing.audience import compare_targeting
 from behaviorlm.synthetic.campaign import synthetic_campaign
 

@@ -17,10 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from behaviorlm.data.datasets import load_interactions
-from behaviorlm.evaluation.benchmark import (
-    append_jsonl,
-    provenance,
-)
+from behaviorlm.evaluation.benchmark import append_jsonl, provenance
 from behaviorlm.evaluation.ranking import evaluate_classification
 from behaviorlm.profiling.churn import DAY, ChurnModel, RecencyFrequencyBaseline, churn_snapshot
 

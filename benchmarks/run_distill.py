@@ -52,10 +52,7 @@ from behaviorlm.data.datasets import load_interactions
 from behaviorlm.data.splits import Split, leave_one_out
 from behaviorlm.demo import DEMO_TRANSFORMER
 from behaviorlm.estimator import json_params
-from behaviorlm.evaluation.benchmark import (
-    append_jsonl,
-    provenance,
-)
+from behaviorlm.evaluation.benchmark import append_jsonl, provenance
 from behaviorlm.evaluation.ranking import RankingValidation, evaluate_ranking
 from behaviorlm.models.gru4rec import GRU4Rec
 from behaviorlm.models.registry import load_model

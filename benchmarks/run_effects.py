@@ -31,10 +31,7 @@ from behaviorlm.causal.effects import ECONML_METHODS, OWN_METHODS, analyze_effec
 from behaviorlm.causal.learners import EffectConfig
 from behaviorlm.causal.table import activity_segments, build_effect_table, effect_windows
 from behaviorlm.data.datasets import load_interactions
-from behaviorlm.evaluation.benchmark import (
-    append_jsonl,
-    provenance,
-)
+from behaviorlm.evaluation.benchmark import append_jsonl, provenance
 from behaviorlm.synthetic.causal import causal_synthetic
 
 RESULTS = Path(__file__).resolve().parent / "results.jsonl"

@@ -38,10 +38,7 @@ import torch
 from behaviorlm.causal.influence import DELETION_ORDERS, deletion_curve
 from behaviorlm.data.datasets import load_interactions
 from behaviorlm.data.splits import leave_one_out
-from behaviorlm.evaluation.benchmark import (
-    append_jsonl,
-    provenance,
-)
+from behaviorlm.evaluation.benchmark import append_jsonl, provenance
 from behaviorlm.evaluation.ranking import RankingValidation
 from behaviorlm.models.transformer import BehaviorTransformer
 from run_sequential import MODELS

@@ -27,10 +27,7 @@ import torch
 from behaviorlm.config import LLMConfig
 from behaviorlm.data.datasets import load_interactions, open_dataset_store
 from behaviorlm.data.splits import leave_one_out
-from behaviorlm.evaluation.benchmark import (
-    append_jsonl,
-    provenance,
-)
+from behaviorlm.evaluation.benchmark import append_jsonl, provenance
 from behaviorlm.evaluation.ranking import RankingValidation
 from behaviorlm.llm.client import LLMClient
 from behaviorlm.llm.rerank import MAX_HISTORY, label_prior, llm_rerank, order_by_labels

@@ -27,10 +27,7 @@ import numpy as np
 import torch
 
 from behaviorlm.data.datasets import open_dataset_store
-from behaviorlm.evaluation.benchmark import (
-    append_jsonl,
-    provenance,
-)
+from behaviorlm.evaluation.benchmark import append_jsonl, provenance
 from behaviorlm.models.heads import (
     NextEventTypeModel,
     SequenceClassifier,

@@ -33,10 +33,7 @@ import torch
 from behaviorlm.data.datasets import open_dataset_store
 from behaviorlm.data.purchase import purchase_cutoffs, purchase_snapshot, store_time_range
 from behaviorlm.estimator import json_params
-from behaviorlm.evaluation.benchmark import (
-    append_jsonl,
-    provenance,
-)
+from behaviorlm.evaluation.benchmark import append_jsonl, provenance
 from behaviorlm.evaluation.purchase import (
     choose_purchase_model,
     evaluate_purchase_model,

@@ -43,10 +43,7 @@ from behaviorlm.data.datasets import open_dataset_store
 from behaviorlm.data.purchase import purchase_cutoffs, store_time_range
 from behaviorlm.data.sequences import Interactions
 from behaviorlm.evaluation import metrics
-from behaviorlm.evaluation.benchmark import (
-    append_jsonl,
-    provenance,
-)
+from behaviorlm.evaluation.benchmark import append_jsonl, provenance
 from behaviorlm.evaluation.purchase import paired_bootstrap_auc
 from behaviorlm.models.heads import SequenceClassifier, SequenceLabels
 from behaviorlm.models.pretraining import MaskedBehaviorPretrainer

@@ -40,10 +40,7 @@ from behaviorlm.data.splits import leave_one_out
 from behaviorlm.data.store import StoreError
 from behaviorlm.data.text import TextEmbedder, event_texts, item_texts, text_vectors
 from behaviorlm.estimator import json_params
-from behaviorlm.evaluation.benchmark import (
-    append_jsonl,
-    provenance,
-)
+from behaviorlm.evaluation.benchmark import append_jsonl, provenance
 from behaviorlm.evaluation.ranking import RankingValidation, evaluate_ranking
 from behaviorlm.models.transformer import BehaviorTransformer
 from behaviorlm.profiling.fusion import (

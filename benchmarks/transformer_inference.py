@@ -32,10 +32,7 @@ import torch
 from _isolated import item_knowledge
 from behaviorlm.data.datasets import load_interactions
 from behaviorlm.data.splits import Split, leave_one_out
-from behaviorlm.evaluation.benchmark import (
-    append_jsonl,
-    provenance,
-)
+from behaviorlm.evaluation.benchmark import append_jsonl, provenance
 from behaviorlm.evaluation.ranking import RankingValidation, evaluate_ranking
 from behaviorlm.models.sequential import SequentialRecommender
 from behaviorlm.models.transformer import BehaviorTransformer

@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+from tests.cli.conftest import ingest_ml_100k
 from typer.testing import CliRunner
 
 from behaviorlm.cli.main import app
-from behaviorlm.data.datasets import dataset_path
 from behaviorlm.data.splits import leave_one_out
 from behaviorlm.data.store import EventStore
 from behaviorlm.evaluation.ranking import evaluate_ranking
@@ -19,11 +19,7 @@ runner = CliRunner()
 
 
 def test_audit_reports_groups_popularity_and_the_attributes_used(tmp_path: Path) -> None:
-    store = tmp_path / "ml.duckdb"
-    result = runner.invoke(
-        app, ["ingest", str(dataset_path("ml-100k")), "--format", "recbole", "--store", str(store)]
-    )
-    assert result.exit_code == 0, result.output
+    store = ingest_ml_100k(tmp_path / "ml.duckdb")
     model_dir = tmp_path / "pop"
     result = runner.invoke(app, ["train", "--store", str(store), "--model", "pop", "--out", str(model_dir)])
     assert result.exit_code == 0, result.output

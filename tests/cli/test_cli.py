@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import typer
+from tests.cli.conftest import ingest_ml_100k
 from typer.testing import CliRunner
 
 from behaviorlm.cli.main import app
-from behaviorlm.data.datasets import dataset_path
 from behaviorlm.data.splits import leave_one_out
 from behaviorlm.data.store import EventStore
 from behaviorlm.evaluation.ranking import evaluate_ranking
@@ -95,11 +95,7 @@ def test_missing_file_and_missing_store(tmp_path: Path) -> None:
 
 
 def test_train_and_evaluate_match_the_library(tmp_path: Path) -> None:
-    store = tmp_path / "ml.duckdb"
-    result = runner.invoke(
-        app, ["ingest", str(dataset_path("ml-100k")), "--format", "recbole", "--store", str(store)]
-    )
-    assert result.exit_code == 0, result.output
+    store = ingest_ml_100k(tmp_path / "ml.duckdb")
     stats = runner.invoke(app, ["stats", "--store", str(store), "--json"])
     assert json.loads(stats.stdout)["tables"]["events"] == 100_000
 
@@ -123,11 +119,7 @@ def test_train_and_evaluate_match_the_library(tmp_path: Path) -> None:
 
 
 def test_validation_users_is_saved_and_evaluate_rebuilds_that_split(tmp_path: Path) -> None:
-    store = tmp_path / "ml.duckdb"
-    result = runner.invoke(
-        app, ["ingest", str(dataset_path("ml-100k")), "--format", "recbole", "--store", str(store)]
-    )
-    assert result.exit_code == 0, result.output
+    store = ingest_ml_100k(tmp_path / "ml.duckdb")
     out = tmp_path / "pop"
     args = ["train", "--store", str(store), "--model", "pop", "--out", str(out), "--validation-users", "100"]
     result = runner.invoke(app, args)
@@ -192,13 +184,7 @@ def test_train_rejects_unknown_model_and_params(tmp_path: Path) -> None:
 def test_split_writes_parquet(tmp_path: Path) -> None:
     import pyarrow.parquet as pq
 
-    store = tmp_path / "ml.duckdb"
-    assert (
-        runner.invoke(
-            app, ["ingest", str(dataset_path("ml-100k")), "--format", "recbole", "--store", str(store)]
-        ).exit_code
-        == 0
-    )
+    store = ingest_ml_100k(tmp_path / "ml.duckdb")
     out = tmp_path / "split"
     result = runner.invoke(app, ["split", "--store", str(store), "--out", str(out)])
     assert result.exit_code == 0, result.output
@@ -231,9 +217,7 @@ def test_format_comes_from_config_file_unless_flag_given(tmp_path: Path) -> None
 def test_train_with_item_knowledge_saves_the_item_features(tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
-    store = tmp_path / "ml.duckdb"
-    ingest = ["ingest", str(dataset_path("ml-100k")), "--format", "recbole", "--store", str(store)]
-    assert runner.invoke(app, ingest).exit_code == 0
+    store = ingest_ml_100k(tmp_path / "ml.duckdb")
     small = ["-p", "epochs=1", "-p", "d_model=16", "-p", "n_heads=1", "-p", "max_len=20"]
     out = tmp_path / "knows"
     args = ["train", "--store", str(store), "--model", "transformer", "--out", str(out), *small]

@@ -212,6 +212,19 @@ ValidationUsers = Annotated[
 ]
 
 
+def split_spec(
+    *, protocol: str, valid_fraction: float, test_fraction: float, validation_users: str = "all"
+) -> dict[str, Any]:
+    """:func:`make_split`'s keyword arguments from a command's split flags -- what ``split.json`` saves so
+    later commands rebuild the same split (``--validation-users`` as typed; ``all``: every user validates)."""
+    return {
+        "protocol": protocol,
+        "valid_fraction": valid_fraction,
+        "test_fraction": test_fraction,
+        "validation_users": validation_users_value(validation_users),
+    }
+
+
 def validation_users_value(text: str) -> int | str | None:
     """``--validation-users`` as :func:`~behaviorlm.data.splits.leave_one_out` takes it."""
     if text == "auto":

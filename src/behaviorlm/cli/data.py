@@ -34,8 +34,8 @@ from behaviorlm.cli.common import (
     parse_pairs,
     require_store,
     spinner,
+    split_spec,
     user_errors,
-    validation_users_value,
 )
 from behaviorlm.config import IngestConfig, SourceFormat, load_config
 from behaviorlm.data.ingest import IngestSummary, ingest_file
@@ -242,13 +242,13 @@ def split(
     out: Annotated[Path | None, typer.Option(help="Write train/valid/test events as Parquet here.")] = None,
 ) -> None:
     """Split the stored events into train / validation / test and show the protocol."""
-    sp = make_split(
-        store,
+    spec = split_spec(
         protocol=protocol,
         valid_fraction=valid_fraction,
         test_fraction=test_fraction,
-        validation_users=validation_users_value(validation_users),
+        validation_users=validation_users,
     )
+    sp = make_split(store, **spec)
     table = Table("part", "users with events", "events", title=f"split {protocol}", title_justify="left")
     for name in ("train", "valid", "test", "test_history"):
         part = getattr(sp, name)

@@ -22,6 +22,7 @@ from behaviorlm.cli.common import (
     make_split,
     require_store,
     spinner,
+    split_spec,
     user_errors,
 )
 from behaviorlm.data.store import EventStore
@@ -134,11 +135,7 @@ def graph_train(
             store=store,
             epochs=epochs,
             seed=seed,
-            split_spec={
-                "protocol": protocol,
-                "valid_fraction": valid_fraction,
-                "test_fraction": test_fraction,
-            },
+            spec=split_spec(protocol=protocol, valid_fraction=valid_fraction, test_fraction=test_fraction),
         )
     elif task == "purchase":
         if model not in PURCHASE_MODELS:
@@ -159,17 +156,17 @@ def graph_train(
         raise ValueError(f"--task must be 'purchase' or 'recommend', got {task!r}")
 
 
-def _graph_train_recommend(out: Path, *, store: Path, epochs: int, seed: int, split_spec: dict) -> None:
+def _graph_train_recommend(out: Path, *, store: Path, epochs: int, seed: int, spec: dict) -> None:
     from behaviorlm.evaluation.ranking import RankingValidation, evaluate_ranking
     from behaviorlm.models.lightgcn import LIGHTGCN_TRAINING, LightGCN
 
-    sp = make_split(store, **split_spec)
+    sp = make_split(store, **spec)
     model = LightGCN(training=LIGHTGCN_TRAINING.replace(epochs=epochs, seed=seed, show_progress=True))
     started = time.perf_counter()
     model.fit(sp.train, valid=RankingValidation(sp.train, sp.valid))
     seconds = time.perf_counter() - started
     model.save(out)
-    (out / SPLIT_FILE).write_text(json.dumps({"split": split_spec, "train_seconds": seconds}, indent=2))
+    (out / SPLIT_FILE).write_text(json.dumps({"split": spec, "train_seconds": seconds}, indent=2))
     result = evaluate_ranking(
         model, history=sp.test_history, targets=sp.test, split_name=str(sp.protocol.get("split"))
     )

@@ -31,9 +31,9 @@ from behaviorlm.cli.common import (
     param_values,
     require_store,
     spinner,
+    split_spec,
     trained_model_and_split,
     user_errors,
-    validation_users_value,
 )
 from behaviorlm.data.splits import Split
 from behaviorlm.data.store import EventStore
@@ -140,13 +140,13 @@ def train(
     main_process = distributed.is_main_process()
     # Every process reads the store (read-only opens from several processes are fine) and makes the
     # same deterministic split.
-    split_spec = {
-        "protocol": protocol,
-        "valid_fraction": valid_fraction,
-        "test_fraction": test_fraction,
-        "validation_users": validation_users_value(validation_users),
-    }
-    sp = make_split(store, **split_spec)
+    spec = split_spec(
+        protocol=protocol,
+        valid_fraction=valid_fraction,
+        test_fraction=test_fraction,
+        validation_users=validation_users,
+    )
+    sp = make_split(store, **spec)
     if encoder_state is not None:
         item_knowledge = "none"  # the pretrained encoder's item vectors are ID embeddings only
     fit_kwargs = _item_knowledge(store, estimator, sp, item_knowledge, main_process=main_process)
@@ -168,7 +168,7 @@ def train(
         if hasattr(estimator, "training_summary"):
             console.print_json(json.dumps(estimator.training_summary()))
         estimator.save(out)
-        (out / SPLIT_FILE).write_text(json.dumps({"split": split_spec, "train_seconds": seconds}, indent=2))
+        (out / SPLIT_FILE).write_text(json.dumps({"split": spec, "train_seconds": seconds}, indent=2))
         processes = distributed.world_size()
         on = f" on {processes} processes" if processes > 1 else ""
         console.print(f"[green]trained[/] {model}{on} in {seconds:.2f} s → {out}")
@@ -464,13 +464,13 @@ def pretrain(
 
     params = param_values(param)
     estimator = build_estimator(MaskedBehaviorPretrainer, params, what="the pretrainer")
-    split_spec = {
-        "protocol": protocol,
-        "valid_fraction": valid_fraction,
-        "test_fraction": test_fraction,
-        "validation_users": validation_users_value(validation_users),
-    }
-    sp = make_split(store, **split_spec)
+    spec = split_spec(
+        protocol=protocol,
+        valid_fraction=valid_fraction,
+        test_fraction=test_fraction,
+        validation_users=validation_users,
+    )
+    sp = make_split(store, **spec)
     started = time.perf_counter()
     estimator.fit(sp.train)
     seconds = time.perf_counter() - started
@@ -479,7 +479,7 @@ def pretrain(
     (out / SPLIT_FILE).write_text(
         json.dumps(
             {
-                "split": split_spec,
+                "split": spec,
                 "train_seconds": seconds,
                 **summary,
             },

@@ -105,10 +105,7 @@ def fit_and_evaluate(
         train_seconds=train_seconds,
         eval_seconds=result.eval_seconds,
         training=model.training_summary() if hasattr(model, "training_summary") else {},
-        peak_rss_mb=peak_rss_mb(),
-        machine=machine_description(accelerator=str(getattr(model, "device", "cpu"))),
-        git_commit=git_commit(),
-        date=datetime.now(UTC).isoformat(timespec="seconds"),
+        **provenance(accelerator=str(getattr(model, "device", "cpu"))),
     )
 
 
