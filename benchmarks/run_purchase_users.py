@@ -7,9 +7,10 @@ logistic regularisation), the last two test. Models:
 
 * gradient boosting and logistic regression on the user's behaviour features at the cutoff (recency,
   frequency, tenure, active days, events in the last 7 / 30 days, recent share, mean gap, breadth,
-  purchase and cart shares: ``behaviorlm.profiling.churn.CHURN_FEATURES``, computed at the cutoff), and
-  the logistic regression with each behaviour's count in the last 3 / 12 / 24 / 48 hours added
-  (``logistic-regression-recent-hours``);
+  purchase and cart shares: ``behaviorlm.data.user_features.USER_FEATURES``, computed at the cutoff), and
+  the library's ``PurchasePropensity`` (``purchase-propensity``; until 2026-12-04 recorded as
+  ``logistic-regression-recent-hours``): a logistic regression with each behaviour's count in the last
+  3 / 12 / 24 / 48 hours added;
 * the behaviour Transformer with a ``SequenceClassifier`` head over the user's last 50 events before the
   cutoff, from scratch and from masked-behaviour pretraining (``MaskedBehaviorPretrainer`` on every user's
   events before the first test cutoff, no labels), ``--seeds`` seeds each; the classifier also reads the
@@ -47,6 +48,7 @@ from behaviorlm.evaluation.benchmark import append_jsonl, provenance
 from behaviorlm.evaluation.purchase import paired_bootstrap_auc
 from behaviorlm.models.heads import SequenceClassifier, SequenceLabels
 from behaviorlm.models.pretraining import MaskedBehaviorPretrainer
+from behaviorlm.models.propensity import PurchasePropensity, propensity_snapshot
 from behaviorlm.profiling.churn import churn_snapshot
 
 RESULTS = Path(__file__).resolve().parent / "results.jsonl"
@@ -63,23 +65,6 @@ def snapshot(data: Interactions, cutoff: int) -> tuple[np.ndarray, np.ndarray, n
     bought = np.zeros(data.n_users, dtype=bool)
     bought[users_of[window]] = True
     return features.users, features.features, bought[features.users].astype(np.int64)
-
-
-RECENT_HOURS = (3, 12, 24, 48)
-
-
-def recent_counts(data: Interactions, cutoff: int, users: np.ndarray) -> np.ndarray:
-    """``[len(users), len(RECENT_HOURS) * n_event_types]``: each behaviour's count in the last 3 / 12 / 24 /
-    48 hours before the cutoff (the short-window activity the user features summarise only as 7 / 30 days)."""
-    users_of = np.repeat(np.arange(data.n_users), data.lengths())
-    columns = []
-    for hours in RECENT_HOURS:
-        recent = (data.timestamps < cutoff) & (data.timestamps >= cutoff - hours * 3600)
-        for t in range(len(data.event_type_vocab)):
-            columns.append(
-                np.bincount(users_of[recent & (data.event_types == t)], minlength=data.n_users)[users]
-            )
-    return np.column_stack(columns)
 
 
 def stacked_sequences(data: Interactions, parts: list[tuple[int, np.ndarray, np.ndarray]]) -> SequenceLabels:
@@ -189,16 +174,17 @@ def main() -> None:
     labels = {g: xy[g][1] for g in xy}
     logged = {g: np.log1p(np.maximum(xy[g][0], 0)) for g in xy}
     scores["logistic-regression"] = logistic_scores(logged, labels, max_iter=2000)
-    # The same model handed the short-window counts too (C chosen on validation again).
+    # The library's user-level purchase model: the same features plus each behaviour's count in the last
+    # 3 / 12 / 24 / 48 hours, C chosen on validation (PurchasePropensity; `behaviorlm train --model
+    # purchase_propensity --label purchase-within:24h` fits it the same way).
+    started = time.perf_counter()
+    propensity = {g: [propensity_snapshot(data, cutoff=c, hours=24) for c in cs] for g, cs in cutoffs.items()}
+    model = PurchasePropensity().fit(propensity["train"], valid=propensity["valid"])
+    scores["purchase-propensity"] = np.concatenate([model.predict_snapshot(s) for s in propensity["test"]])
+    seconds["purchase-propensity"] = time.perf_counter() - started
     wide = {
-        g: np.log1p(
-            np.maximum(
-                np.column_stack([xy[g][0], np.concatenate([recent_counts(data, c, u) for c, u, *_ in ss])]), 0
-            )
-        )
-        for g, ss in snaps.items()
+        g: np.log1p(np.maximum(np.concatenate([s.features for s in ss]), 0)) for g, ss in propensity.items()
     }
-    scores["logistic-regression-recent-hours"] = logistic_scores(wide, labels, max_iter=3000)
 
     sequences = {g: stacked_sequences(data, [(c, u, y) for c, u, _, y in ss]) for g, ss in snaps.items()}
     before_test = data.filter_events(data.timestamps < cutoffs["test"][0])

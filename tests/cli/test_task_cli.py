@@ -202,3 +202,54 @@ def test_distill_trains_a_student_on_the_teachers_split(store, tmp_path) -> None
         app, ["distill", str(teacher), "--store", str(store), "--out", str(tmp_path / "y"), "--alpha", "2"]
     )
     assert bad.exit_code == 2 and "alpha" in bad.output
+
+
+def test_purchase_propensity_trains_reports_and_serves_as_the_intent_model(tmp_path) -> None:
+    """`train --model purchase_propensity --label purchase-within:24h`: daily cutoffs, the test report
+    against boosting, and a model.json that explain's --intent-model and the service read."""
+    from behaviorlm.config import IngestConfig
+    from behaviorlm.data.ingest import ingest_records
+    from behaviorlm.data.store import EventStore
+    from behaviorlm.models.propensity import PurchasePropensity
+    from behaviorlm.models.registry import load_intent_model
+    from behaviorlm.testing.purchase import planted_propensity_events
+
+    store = tmp_path / "days.duckdb"
+    with EventStore(store) as es:
+        ingest_records(es, planted_propensity_events(), source="planted", config=IngestConfig(format="jsonl"))
+    out = tmp_path / "propensity"
+    args = [
+        "train",
+        "--store",
+        str(store),
+        "--model",
+        "purchase_propensity",
+        "--label",
+        "purchase-within:24h",
+    ]
+    result = runner.invoke(app, [*args, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    flat = " ".join(result.output.split())
+    assert "gradient boosting (baseline)" in flat and "ROC-AUC minus boosting" in flat
+    report = json.loads((out / "test_report.json").read_text())
+    assert report["roc_auc"] > 0.97 and report["roc_auc_vs_boosting"]["low"] > 0
+    assert len(report["protocol"]["test"]["cutoffs"]) == 2 and report["label"] == "purchase-within:24h"
+    model = load_intent_model(out)
+    assert isinstance(model, PurchasePropensity) and model.hours == 24
+    # A task-head flag it does not take is named.
+    bad = runner.invoke(app, [*args, "--out", str(tmp_path / "x"), "-p", "epochs=2"])
+    assert bad.exit_code == 2 and "takes max_len and purchase_type" in bad.output
+
+
+@pytest.mark.parametrize(
+    ("label", "message"),
+    [
+        ("purchase-within:3", "purchase-within:Nh"),
+        ("purchase-within:24h", "too short"),  # 16 hours of data: no room for daily cutoffs
+    ],
+)
+def test_purchase_propensity_flags_are_checked(store, tmp_path, label, message) -> None:
+    args = ["train", "--store", str(store), "--model", "purchase_propensity", "--label", label]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "m")])
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split()), result.output

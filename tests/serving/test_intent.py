@@ -61,3 +61,39 @@ def test_intent_follows_the_funnel(tmp_path) -> None:
         assert next(iter(answer["probabilities"])) == "purchase"
         assert abs(sum(answer["probabilities"].values()) - 1) < 1e-5
         assert client.get("/v1/users/ghost/intent", headers=headers).status_code == 404
+
+
+def test_intent_of_a_purchase_propensity_model_is_as_of_the_stores_latest_event(tmp_path) -> None:
+    """A user-level propensity model as the service's intent model: a cart an hour before the store's
+    latest event makes a purchase within 24 h likely; the same cart days before that "now" does not."""
+    from behaviorlm.data.purchase import store_time_range
+    from behaviorlm.evaluation.purchase import fit_purchase_propensity
+    from behaviorlm.testing.purchase import planted_propensity_events
+
+    with EventStore(tmp_path / "s.duckdb") as store:
+        ingest_records(store, planted_propensity_events(), source="seed", config=IngestConfig(format="jsonl"))
+        first, last = store_time_range(store)
+        model, _ = fit_purchase_propensity(
+            store.interactions(), first_timestamp=first, last_timestamp=last, n_boot=10
+        )
+    path = model.save(tmp_path / "propensity")
+    key = create_key(tmp_path / "keys.json", name="r", scopes=["read", "write"])
+    config = ServiceConfig(
+        store=str(tmp_path / "s.duckdb"), keys_file=str(tmp_path / "keys.json"), intent_model=str(path)
+    )
+    now = last + 3600
+    events = [
+        {"user_id": "keen", "item_id": "i1", "event_type": "view", "timestamp": now - 7200},
+        {"user_id": "keen", "item_id": "i1", "event_type": "cart", "timestamp": now - 3600},
+        {"user_id": "gone", "item_id": "i1", "event_type": "view", "timestamp": now - 4 * 86_400 - 7200},
+        {"user_id": "gone", "item_id": "i1", "event_type": "cart", "timestamp": now - 4 * 86_400 - 3600},
+        {"user_id": "clock", "item_id": "i2", "event_type": "view", "timestamp": now},  # the store's latest
+    ]
+    with TestClient(create_app(config)) as client:
+        headers = {"X-API-Key": key}
+        assert client.post("/v1/events", json={"events": events}, headers=headers).status_code < 300
+        keen = client.get("/v1/users/keen/intent", headers=headers).json()
+        gone = client.get("/v1/users/gone/intent", headers=headers).json()
+    assert keen["model"] == "purchase_propensity" and keen["history_events"] == 2
+    assert abs(sum(keen["probabilities"].values()) - 1) < 1e-6
+    assert keen["probabilities"]["purchase within 24h"] > 2 * gone["probabilities"]["purchase within 24h"]

@@ -253,6 +253,15 @@ def purchase_cutoffs(
     return {"train": train, "valid": valid, "test": test}
 
 
+def store_now(store: EventStore) -> int:
+    """One second after the store's latest event (UTC seconds): "now" in the data's clock, what a model
+    that reads how long ago events were answers as of (a live store's latest event was a moment ago)."""
+    (latest,) = store.rows("SELECT max(epoch(timestamp))::BIGINT FROM events")[0]
+    if latest is None:
+        raise ValueError(f"event store {store.path} has no events")
+    return int(latest) + 1
+
+
 def store_time_range(store: EventStore, *, start_quantile: float = 0.0) -> tuple[int, int]:
     """First and last event time in the store (UTC seconds). ``start_quantile`` > 0 starts at that quantile
     of the event times instead: the public Taobao slices hold a few stray events weeks before their nine

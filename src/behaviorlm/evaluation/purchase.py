@@ -7,13 +7,15 @@ that maximises F1 on the validation pairs, and reports on the pooled test pairs 
 (average precision), and accuracy / precision / recall / F1 at that threshold -- the functions of
 :mod:`behaviorlm.evaluation.metrics`. :func:`paired_bootstrap_auc` puts an interval on the difference
 of two models' test ROC-AUC (positives are rare, so single-cutoff numbers move a lot).
+:func:`fit_purchase_propensity` is the user-level task (will this user buy within a day?) with the same
+cutoffs: the propensity model fitted, tested and compared with gradient boosting.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -27,6 +29,10 @@ from behaviorlm.evaluation.metrics import (
     roc_auc,
     threshold_scores,
 )
+
+if TYPE_CHECKING:
+    from behaviorlm.data.sequences import Interactions
+    from behaviorlm.models.propensity import PurchasePropensity
 
 PURCHASE_METRICS: tuple[str, ...] = ("roc_auc", "pr_auc", "f1", "accuracy", "precision", "recall")
 
@@ -201,3 +207,77 @@ def choose_purchase_model(
                 comparisons,
             )
     raise AssertionError("unreachable: the best model is among the results")
+
+
+def fit_purchase_propensity(
+    interactions: Interactions,
+    *,
+    first_timestamp: int,
+    last_timestamp: int,
+    hours: int = 24,
+    purchase_type: str = PURCHASE_TYPE,
+    max_len: int = 1000,
+    n_boot: int = 1000,
+) -> tuple[PurchasePropensity, dict[str, Any]]:
+    """Fit :class:`~behaviorlm.models.propensity.PurchasePropensity` (will the user buy within ``hours``?)
+    on daily cutoffs over ``[first_timestamp, last_timestamp]`` and report it against gradient boosting.
+
+    Protocol (the one of ``benchmarks/run_purchase_users.py``): a cutoff every day after one day of
+    warm-up while its ``hours`` window fits in the data; the last two test, the two before them validate
+    (the model's ``C``), the earlier ones train (:func:`behaviorlm.data.purchase.purchase_cutoffs`; no
+    label window crosses into the next group). Each cutoff's snapshot holds every user with an event
+    before it. The report gives test ROC-AUC and average precision of the model and of scikit-learn's
+    gradient boosting on the user features alone (the baseline), and the 95% paired-bootstrap interval of
+    the ROC-AUC difference (:func:`paired_bootstrap_auc`).
+    """
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from behaviorlm.data.purchase import purchase_cutoffs
+    from behaviorlm.data.user_features import DAY, USER_FEATURES
+    from behaviorlm.models.propensity import PurchasePropensity, propensity_snapshot
+
+    cutoffs = purchase_cutoffs(
+        first_timestamp, last_timestamp, window_seconds=hours * 3600, step_seconds=DAY, warmup_seconds=DAY
+    )
+    snaps = {
+        group: [
+            propensity_snapshot(interactions, cutoff=c, hours=hours, purchase_type=purchase_type)
+            for c in cuts
+        ]
+        for group, cuts in cutoffs.items()
+    }
+    model = PurchasePropensity(hours=hours, purchase_type=purchase_type, max_len=max_len)
+    model.fit(snaps["train"], valid=snaps["valid"])
+    report: dict[str, Any] = {
+        "protocol": {
+            "label": f"a {purchase_type} event in the {hours} h after the cutoff",
+            **{
+                group: {
+                    "cutoffs": cutoffs[group],
+                    "users": int(sum(len(s.users) for s in snaps[group])),
+                    "positives": int(sum(int(s.labels.sum()) for s in snaps[group])),
+                }
+                for group in cutoffs
+            },
+        },
+        **model.evaluate(snaps["test"]),
+        "chosen_c": model.chosen_c_,
+    }
+    y_test = np.concatenate([s.labels for s in snaps["test"]])
+    if 0 < y_test.sum() < len(y_test):
+        n = len(USER_FEATURES)
+        boosting = HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, random_state=0)
+        boosting.fit(
+            np.concatenate([s.features[:, :n] for s in snaps["train"]]),
+            np.concatenate([s.labels for s in snaps["train"]]),
+        )
+        base = boosting.predict_proba(np.concatenate([s.features[:, :n] for s in snaps["test"]]))[:, 1]
+        ours = np.concatenate([model.predict_snapshot(s) for s in snaps["test"]])
+        report["gradient_boosting"] = {
+            "roc_auc": roc_auc(y_test, y_score=base),
+            "average_precision": average_precision(y_test, y_score=base),
+        }
+        report["roc_auc_vs_boosting"] = paired_bootstrap_auc(
+            y_test, scores_a=ours, scores_b=base, n_boot=n_boot
+        )
+    return model, report

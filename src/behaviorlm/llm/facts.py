@@ -539,11 +539,11 @@ def _intent_facts(
     if intent_model is None:
         types = {t for (t,) in store.rows("SELECT DISTINCT event_type FROM events")}
         return (SHOPPING_INTENTS if types & _COMMERCE_TYPES else CONTENT_INTENTS), False
-    from behaviorlm.models.heads import intent_classes
+    from behaviorlm.data.purchase import store_now
+    from behaviorlm.models.heads import intent_classes, intent_probabilities
 
     history = model_history(intent_model, events)
-    # The history is one user (index 0); SequenceClassifier requires the users, the others accept them.
-    proba = intent_model.predict_proba(history.interactions, users=np.array([0]))[0]
+    proba = intent_probabilities(intent_model, history.interactions, now=lambda: store_now(store))
     classes = [str(c) for c in intent_classes(intent_model)]
     for rank, i in enumerate(np.argsort(-proba), start=1):
         facts.append(

@@ -888,8 +888,30 @@ class EventTagger(_LabelHead):
         return {"protocol": f"one tag per event, windows of {self.max_len} events", **report}
 
 
-def intent_classes(model: NextEventTypeModel | SequenceClassifier) -> list[str]:
-    """Column names of ``model.predict_proba``: event types, or the classifier's labels."""
-    if isinstance(model, SequenceClassifier):
+def intent_classes(model: Any) -> list[str]:
+    """Column names of an intent model's ``predict_proba``: event types (``NextEventTypeModel``), or the
+    classifier's labels (``SequenceClassifier``, ``PurchasePropensity``)."""
+    if hasattr(model, "classes_"):
         return [str(c) for c in model.classes_]
     return list(model.event_type_vocab_)
+
+
+def intent_probabilities(
+    model: Any, history: Interactions, *, now: Callable[[], int] | None = None
+) -> np.ndarray:
+    """One user's (index 0 of ``history``) intent probabilities, columns :func:`intent_classes`.
+
+    A :class:`~behaviorlm.models.propensity.PurchasePropensity` reads how long ago the user's events were:
+    it answers as of ``now()`` (UTC seconds; the callers pass :func:`behaviorlm.data.purchase.store_now`,
+    one second after the store's latest event), without it as of the user's own latest event. The
+    sequence heads read the events alone and never call ``now``.
+    """
+    from behaviorlm.models.propensity import PurchasePropensity
+
+    if isinstance(model, PurchasePropensity):
+        as_of = None
+        if now is not None and history.n_events:
+            as_of = max(int(now()), int(history.timestamps.max()) + 1)
+        return model.predict_proba(history, users=np.array([0]), as_of=as_of)[0]
+    # SequenceClassifier requires the users; the others accept them.
+    return model.predict_proba(history, users=np.array([0]))[0]

@@ -49,6 +49,7 @@ def encoder_model_registry() -> dict[str, type]:
     from behaviorlm.models.heads import EventTagger, NextEventTypeModel, SequenceClassifier
     from behaviorlm.models.hetero_gnn import PurchaseGNN
     from behaviorlm.models.pretraining import MaskedBehaviorPretrainer
+    from behaviorlm.models.propensity import PurchasePropensity
     from behaviorlm.models.purchase_baseline import PurchaseFeatureBaseline
 
     return {
@@ -60,6 +61,7 @@ def encoder_model_registry() -> dict[str, type]:
                 EventTagger,
                 MaskedBehaviorPretrainer,
                 PurchaseGNN,
+                PurchasePropensity,
             )
         },
         PurchaseFeatureBaseline.saved_name: PurchaseFeatureBaseline,
@@ -151,11 +153,12 @@ def _load_checked(path: Path) -> Any:
 
 
 def load_intent_model(path: str | Path) -> Any:
-    """:func:`load_model` for ``--intent-model``: a saved ``NextEventTypeModel`` or ``SequenceClassifier``;
-    another saved model is a ``ModelLoadError`` saying what it holds."""
+    """:func:`load_model` for ``--intent-model``: a saved ``NextEventTypeModel``, ``SequenceClassifier`` or
+    ``PurchasePropensity``; another saved model is a ``ModelLoadError`` saying what it holds."""
     from behaviorlm.models.heads import NextEventTypeModel, SequenceClassifier
+    from behaviorlm.models.propensity import PurchasePropensity
 
-    classes = (NextEventTypeModel, SequenceClassifier)
+    classes = (NextEventTypeModel, SequenceClassifier, PurchasePropensity)
     return load_model(
         path, expect=classes, otherwise=f"; an intent model is one of {[c.name for c in classes]}"
     )

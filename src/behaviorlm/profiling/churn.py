@@ -19,24 +19,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from behaviorlm.data.sequences import Interactions
+from behaviorlm.data.user_features import DAY as DAY  # re-exported: the churn CLI and benchmark use it
+from behaviorlm.data.user_features import USER_FEATURES, user_features_at
 from behaviorlm.estimator import Estimator
 
-DAY = 86_400
-
-CHURN_FEATURES = (
-    "days_since_last_event",
-    "events",
-    "tenure_days",
-    "active_days",
-    "events_last_7_days",
-    "events_last_30_days",
-    "recent_share",
-    "mean_gap_days",
-    "distinct_item_share",
-    "purchase_share",
-    "cart_share",
-)
-"""Columns of :attr:`ChurnSnapshot.features`."""
+CHURN_FEATURES = USER_FEATURES
+"""Columns of :attr:`ChurnSnapshot.features` (:data:`behaviorlm.data.user_features.USER_FEATURES`)."""
 
 
 @dataclass(frozen=True)
@@ -57,51 +45,10 @@ def churn_snapshot(interactions: Interactions, *, cutoff: int, horizon_seconds: 
     """The snapshot at ``cutoff`` (UTC seconds); see the module docstring."""
     if horizon_seconds <= 0:
         raise ValueError(f"horizon_seconds must be > 0, got {horizon_seconds}")
-    n_users = interactions.n_users
-    user_of_event = np.repeat(np.arange(n_users), interactions.lengths())
+    users, features = user_features_at(interactions, cutoff=cutoff)
     ts = interactions.timestamps
-    before = ts < cutoff
     after = (ts >= cutoff) & (ts < cutoff + horizon_seconds)
-    n_before = np.bincount(user_of_event[before], minlength=n_users)
-    n_after = np.bincount(user_of_event[after], minlength=n_users)
-    users = np.flatnonzero(n_before > 0)
-    if len(users) == 0:
-        raise ValueError(f"no user has an event before the cutoff {cutoff}")
-    u, t = user_of_event[before], ts[before].astype(np.float64)
-    last = np.full(n_users, -np.inf)
-    np.maximum.at(last, u, t)
-    first = np.full(n_users, np.inf)
-    np.minimum.at(first, u, t)
-    days = (t // DAY).astype(np.int64)
-    active_days = np.bincount(np.unique(u * np.int64(1 << 32) + days) >> 32, minlength=n_users)
-    last7 = np.bincount(u[t >= cutoff - 7 * DAY], minlength=n_users)
-    last30 = np.bincount(u[t >= cutoff - 30 * DAY], minlength=n_users)
-    pairs = np.unique(u * np.int64(interactions.n_items) + interactions.items[before])
-    distinct = np.bincount(pairs // interactions.n_items, minlength=n_users)
-    vocab = interactions.event_type_vocab
-    types = interactions.event_types[before]
-
-    def share(name: str) -> np.ndarray:
-        if name not in vocab:
-            return np.zeros(n_users)
-        return np.bincount(u[types == vocab.index(name)], minlength=n_users) / np.maximum(n_before, 1)
-
-    tenure = (last - first) / DAY
-    features = np.column_stack(
-        [
-            (cutoff - last) / DAY,
-            n_before,
-            tenure,
-            active_days,
-            last7,
-            last30,
-            last30 / np.maximum(n_before, 1),
-            tenure / np.maximum(n_before - 1, 1),
-            distinct / np.maximum(n_before, 1),
-            share("purchase"),
-            share("cart"),
-        ]
-    )[users].astype(np.float64)
+    n_after = np.bincount(interactions.event_users()[after], minlength=interactions.n_users)
     return ChurnSnapshot(
         users=users,
         features=features,

@@ -70,3 +70,31 @@ def write_planted_purchase_store(path: str | Path, *, n_users: int = 300, seed: 
                 [item, cat],
             )
     return Path(path)
+
+
+def planted_propensity_events(*, n_users: int = 200, days: int = 8, seed: int = 0) -> list[dict]:
+    """Event dicts over ``days`` days for the user-level task (will a user buy within a day?). Every user
+    views at :data:`START`, a few times a day, and half an hour before each daily cutoff (``START + k``
+    days), so recency tells nobody apart; on a day, some users put an item in the cart an hour before the
+    cutoff, and exactly those buy it two hours after the cutoff. A model that counts recent carts ranks
+    tomorrow's buyers perfectly; the user features alone (recency, frequency, shares) cannot."""
+    hour, day = 3600, 86_400
+    rng = np.random.default_rng(seed)
+    out = []
+
+    def event(user: int, item: str, kind: str, t: int) -> None:
+        out.append({"user_id": f"u{user}", "item_id": item, "event_type": kind, "timestamp": int(t)})
+
+    for u in range(n_users):
+        event(u, "i0", "view", START)
+        for k in range(1, days + 1):
+            for _ in range(rng.integers(1, 4)):
+                event(
+                    u, f"i{rng.integers(30)}", "view", START + (k - 1) * day + rng.integers(0, day - 3 * hour)
+                )
+            event(u, "i0", "view", START + k * day - hour // 2)
+            if rng.random() < 0.3:
+                item = f"i{rng.integers(30)}"
+                event(u, item, "cart", START + k * day - hour)
+                event(u, item, "purchase", START + k * day + 2 * hour)
+    return out

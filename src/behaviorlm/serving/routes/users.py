@@ -7,7 +7,6 @@ from contextlib import suppress
 from datetime import UTC, date, datetime
 from typing import Annotated
 
-import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
 
 from behaviorlm.config import ServiceConfig
@@ -94,7 +93,8 @@ def router(service: Service, config: ServiceConfig, authorize: Authorize) -> API
             _: Annotated[ApiKey, Depends(authorize("read"))],
         ) -> Intent:
             """The user's intent from their latest events: the intent model's class probabilities."""
-            from behaviorlm.models.heads import intent_classes
+            from behaviorlm.data.purchase import store_now
+            from behaviorlm.models.heads import intent_classes, intent_probabilities
 
             head = service.intent_model
             _, request = service.request_history(user_id, head)
@@ -102,7 +102,7 @@ def router(service: Service, config: ServiceConfig, authorize: Authorize) -> API
                 raise HTTPException(
                     status_code=404, detail=f"user {user_id!r} has no events the intent model can read"
                 )
-            proba = head.predict_proba(request.interactions, users=np.array([0]))[0]
+            proba = intent_probabilities(head, request.interactions, now=lambda: store_now(service.reader()))
             ranked = sorted(zip(intent_classes(head), proba.tolist(), strict=True), key=lambda kv: -kv[1])
             return Intent(
                 user_id=user_id,
