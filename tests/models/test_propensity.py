@@ -9,7 +9,7 @@ import pytest
 from behaviorlm.data.sequences import Interactions
 from behaviorlm.data.user_features import USER_FEATURES
 from behaviorlm.evaluation.purchase import fit_purchase_propensity
-from behaviorlm.models.heads import intent_classes, intent_probabilities
+from behaviorlm.models.heads import intent_classes, read_intent
 from behaviorlm.models.propensity import (
     PurchasePropensity,
     feature_names,
@@ -108,13 +108,13 @@ def test_predict_proba_reads_only_events_before_as_of() -> None:
         ["new-item", "other"], event_types=["view", "cart"], timestamps=[T0 - 5 * H, T0 - H]
     )
     assert history.interactions.n_events == 2 and not history.unknown_items  # items are not looked up
-    fresh = intent_probabilities(model, history.interactions, now=lambda: T0)
-    stale = intent_probabilities(model, history.interactions, now=lambda: T0 + 2 * DAY)
+    fresh = read_intent(model, history.interactions, now=lambda: T0).probabilities
+    stale = read_intent(model, history.interactions, now=lambda: T0 + 2 * DAY).probabilities
     assert fresh.sum() == pytest.approx(1.0) and fresh[1] > 2 * stale[1]
     # Without a clock it answers as of the user's latest event; a "now" before it is not allowed to hide it.
     np.testing.assert_allclose(
-        intent_probabilities(model, history.interactions),
-        intent_probabilities(model, history.interactions, now=lambda: 0),
+        read_intent(model, history.interactions).probabilities,
+        read_intent(model, history.interactions, now=lambda: 0).probabilities,
     )
     two = events([("a", "x", "view", T0), ("b", "x", "view", T0 + 5 * H)])
     assert model.predict_proba(two, as_of=T0 + H).shape == (1, 2)  # users: those with an earlier event
@@ -129,3 +129,22 @@ def test_fit_needs_both_classes() -> None:
     snap = propensity_snapshot(data, cutoff=T0 + 2 * H, hours=24)
     with pytest.raises(ValueError, match="only non-buyers"):
         PurchasePropensity().fit([snap])
+
+
+def test_reasons_add_up_to_the_log_odds_and_name_the_recent_cart() -> None:
+    data = as_interactions(planted_propensity_events(n_users=120))
+    model, _ = fit_purchase_propensity(
+        data, first_timestamp=T0, last_timestamp=int(data.timestamps.max()), hours=24, n_boot=10
+    )
+    history = model.history_from_events(
+        ["a", "b", "b"], event_types=["view", "view", "cart"], timestamps=[T0 - 30 * H, T0 - 2 * H, T0 - H]
+    ).interactions
+    p = model.predict_proba(history, as_of=T0)[0, 1]
+    every = model.reasons(history, as_of=T0, top=len(model.feature_names_))
+    average = model.intercept_ + float(model.coef_ @ model.feature_means_)
+    assert average + sum(r.log_odds for r in every) == pytest.approx(np.log(p / (1 - p)), abs=1e-9)
+    top = model.reasons(history, as_of=T0, top=3)
+    assert top == every[:3] and abs(top[0].log_odds) >= abs(top[1].log_odds) >= abs(top[2].log_odds)
+    cart = next(r for r in every if r.feature == "cart_last_3h")
+    assert cart.value == 1 and cart.log_odds > 0 and cart.label == "cart events in the last 3 h"
+    assert read_intent(model, history, now=lambda: T0).reasons == top

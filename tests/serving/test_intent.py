@@ -96,4 +96,6 @@ def test_intent_of_a_purchase_propensity_model_is_as_of_the_stores_latest_event(
         gone = client.get("/v1/users/gone/intent", headers=headers).json()
     assert keen["model"] == "purchase_propensity" and keen["history_events"] == 2
     assert abs(sum(keen["probabilities"].values()) - 1) < 1e-6
+    assert keen["reasons"] and any(r["feature"].startswith("cart_last_") for r in keen["reasons"])
+    assert {"feature", "label", "value", "log_odds"} <= set(keen["reasons"][0])
     assert keen["probabilities"]["purchase within 24h"] > 2 * gone["probabilities"]["purchase within 24h"]

@@ -388,6 +388,9 @@ def fields_of(fact: Fact, facts: FactSet) -> dict[str, _Field]:
     elif fact.kind == "intent":
         text("intent", v.get("intent"))
         number("probability", v.get("probability"), fraction=True)
+    elif fact.kind == "intent_reason":
+        text("feature", v.get("label"))
+        number("value", v.get("value"))
     elif fact.kind == "segment":
         if "segment" in v:
             count("segment", v["segment"])
@@ -583,6 +586,12 @@ def render_claims(verdicts: list[Verdict], facts: FactSet) -> list[str]:
             sentence += f" on {v['date']}" if v.get("date") else ""
         elif fact.kind == "intent":
             sentence = f"the intent model gives {v['intent']!r} probability {_show_number(v['probability'])}"
+        elif fact.kind == "intent_reason":
+            way = "more" if v["log_odds"] > 0 else "less"
+            sentence = (
+                f"the intent model reads {v['label']}: {_show_number(v['value'])}, which makes a purchase {way} "
+                "likely than for the average user"
+            )
         elif fact.kind == "interest":
             sentence = f"{v['share_pct']}% of the user's recent interest is in '{v['keywords']}'"
         elif fact.kind == "anomaly":

@@ -48,7 +48,8 @@ _COMMERCE_TYPES = {"cart", "purchase", "fav", "checkout", "order"}
 class Fact:
     id: str
     kind: str
-    """``activity``, ``event``, ``review``, ``interest``, ``anomaly``, ``next_item``, ``intent``, ``influence``,
+    """``activity``, ``event``, ``review``, ``interest``, ``anomaly``, ``next_item``, ``intent``,
+    ``intent_reason`` (a purchase-propensity model's feature that moves its answer), ``influence``,
     ``segment`` or ``stat``."""
     text: str
     """One line, as the model reads it."""
@@ -540,10 +541,11 @@ def _intent_facts(
         types = {t for (t,) in store.rows("SELECT DISTINCT event_type FROM events")}
         return (SHOPPING_INTENTS if types & _COMMERCE_TYPES else CONTENT_INTENTS), False
     from behaviorlm.data.purchase import store_now
-    from behaviorlm.models.heads import intent_classes, intent_probabilities
+    from behaviorlm.models.heads import intent_classes, read_intent
 
     history = model_history(intent_model, events)
-    proba = intent_probabilities(intent_model, history.interactions, now=lambda: store_now(store))
+    reading = read_intent(intent_model, history.interactions, now=lambda: store_now(store))
+    proba = reading.probabilities
     classes = [str(c) for c in intent_classes(intent_model)]
     for rank, i in enumerate(np.argsort(-proba), start=1):
         facts.append(
@@ -552,6 +554,22 @@ def _intent_facts(
                 "intent",
                 f"intent model: P({classes[i]}) = {_num(round(float(proba[i]), 2))}",
                 {"intent": classes[i], "probability": round(float(proba[i]), 2)},
+            )
+        )
+    for n, reason in enumerate(reading.reasons, start=1):  # a purchase-propensity model's strongest features
+        way = "more" if reason.log_odds > 0 else "less"
+        facts.append(
+            Fact(
+                f"I{len(classes) + n}",
+                "intent_reason",
+                f"intent model reason: {reason.label}: {_num(round(reason.value, 2))}, which makes a purchase "
+                f"{way} likely than for the average user",
+                {
+                    "feature": reason.feature,
+                    "label": reason.label,
+                    "value": round(reason.value, 2),
+                    "log_odds": round(reason.log_odds, 2),
+                },
             )
         )
     return tuple(classes), True

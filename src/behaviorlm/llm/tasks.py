@@ -39,9 +39,9 @@ from behaviorlm.llm.facts import Fact, FactSet, verb
 _CLAIM_FIELDS = (
     "Fields: for events (E) title, category, date, rating, action, most_recent (yes/no), before/after "
     "(another event id); for P1 events, <type>_events, active_days, first_date, last_date; for P2 "
-    "most_common_category; for guesses (N) title, probability; for reasons (C) title, date; for segment "
-    "facts (S) users, share_pct, size (small/medium/large), attribute, lift, conversion_pct. Never write a "
-    "value that is not in that fact."
+    "most_common_category; for guesses (N) title, probability; for reasons (C) title, date; for intent-model "
+    "reasons (I) feature, value; for segment facts (S) users, share_pct, size (small/medium/large), "
+    "attribute, lift, conversion_pct. Never write a value that is not in that fact."
 )
 _CLAIM_FORMAT = (
     "Reply with JSON. Each claim copies ONE value from ONE fact, exactly as the fact writes it: "
@@ -324,6 +324,7 @@ _EXPLANATION_FACTS = {
     "next_item": 3,
     "influence": 3,
     "intent": 9,
+    "intent_reason": 3,
     "segment": 1,
     "path": 2,
 }
@@ -443,6 +444,8 @@ def prompt_line(fact: Fact) -> str:
         return line
     if fact.kind == "anomaly":
         return f"behaviour more unusual than {v['percentile']}% of users"
+    if fact.kind == "intent_reason":
+        return f"{v['label']}: {v['value']:g} (makes a purchase {'more' if v['log_odds'] > 0 else 'less'} likely)"
     if fact.kind == "activity" and v.get("events_by_type"):
         by_type = ", ".join(f"{t} {n}" for t, n in v["events_by_type"].items())
         line = f"{v['events']} events ({by_type})"

@@ -896,15 +896,24 @@ def intent_classes(model: Any) -> list[str]:
     return list(model.event_type_vocab_)
 
 
-def intent_probabilities(
-    model: Any, history: Interactions, *, now: Callable[[], int] | None = None
-) -> np.ndarray:
-    """One user's (index 0 of ``history``) intent probabilities, columns :func:`intent_classes`.
+@dataclass(frozen=True)
+class IntentReading:
+    """What an intent model says about one user: class probabilities (columns :func:`intent_classes`) and,
+    for a model that can tell (``PurchasePropensity``), the features that move it most."""
+
+    probabilities: np.ndarray
+    reasons: list[Any]
+    """``PropensityReason`` objects, strongest first; empty for the sequence heads."""
+
+
+def read_intent(model: Any, history: Interactions, *, now: Callable[[], int] | None = None) -> IntentReading:
+    """One user's (index 0 of ``history``) intent: every interface (the service, ``explain``, the LLM
+    facts) reads it here.
 
     A :class:`~behaviorlm.models.propensity.PurchasePropensity` reads how long ago the user's events were:
     it answers as of ``now()`` (UTC seconds; the callers pass :func:`behaviorlm.data.purchase.store_now`,
-    one second after the store's latest event), without it as of the user's own latest event. The
-    sequence heads read the events alone and never call ``now``.
+    one second after the store's latest event), never before the user's own latest event, and without
+    ``now`` as of that event. The sequence heads read the events alone and never call ``now``.
     """
     from behaviorlm.models.propensity import PurchasePropensity
 
@@ -912,6 +921,9 @@ def intent_probabilities(
         as_of = None
         if now is not None and history.n_events:
             as_of = max(int(now()), int(history.timestamps.max()) + 1)
-        return model.predict_proba(history, users=np.array([0]), as_of=as_of)[0]
+        return IntentReading(
+            probabilities=model.predict_proba(history, users=np.array([0]), as_of=as_of)[0],
+            reasons=model.reasons(history, user=0, as_of=as_of),
+        )
     # SequenceClassifier requires the users; the others accept them.
-    return model.predict_proba(history, users=np.array([0]))[0]
+    return IntentReading(probabilities=model.predict_proba(history, users=np.array([0]))[0], reasons=[])

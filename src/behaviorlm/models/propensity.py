@@ -44,6 +44,47 @@ RECENT_HOURS: tuple[int, ...] = (3, 12, 24, 48)
 C_GRID: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)
 """Inverse regularisation strengths tried; the first with the best validation ROC-AUC wins."""
 
+FEATURE_LABELS = {
+    "days_since_last_event": "days since the last event",
+    "events": "events so far",
+    "tenure_days": "days from the first to the last event",
+    "active_days": "active days",
+    "events_last_7_days": "events in the last 7 days",
+    "events_last_30_days": "events in the last 30 days",
+    "recent_share": "share of events in the last 30 days",
+    "mean_gap_days": "mean days between events",
+    "distinct_item_share": "share of distinct items among the events",
+    "purchase_share": "share of purchases among the events",
+    "cart_share": "share of cart events among the events",
+}
+"""Words for the user features, as reasons name them."""
+
+
+def feature_label(name: str) -> str:
+    """A feature name in words: ``cart_last_3h`` -> ``cart events in the last 3 h``."""
+    if name in FEATURE_LABELS:
+        return FEATURE_LABELS[name]
+    kind, _, hours = name.rpartition("_last_")
+    return f"{kind} events in the last {hours.removesuffix('h')} h" if kind else name
+
+
+@dataclass(frozen=True)
+class PropensityReason:
+    """One feature's share of a user's purchase log-odds, against the average training user: the
+    coefficient times how far the user's ``log(1 + value)`` is from the training mean. The reasons of a
+    prediction add up, with the average user's log-odds, to its log-odds exactly."""
+
+    feature: str
+    label: str
+    """The feature in words (:func:`feature_label`)."""
+    value: float
+    """The user's value of the feature."""
+    log_odds: float
+    """Positive: this feature makes a purchase more likely than for the average training user."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"feature": self.feature, "label": self.label, "value": self.value, "log_odds": self.log_odds}
+
 
 @dataclass(frozen=True)
 class PropensitySnapshot:
@@ -193,6 +234,7 @@ class PurchasePropensity(Estimator):
         self.coef_ = model.coef_[0].astype(np.float64)
         self.intercept_ = float(model.intercept_[0])
         self.event_types_ = tuple(event_types)
+        self.feature_means_ = x.mean(axis=0)
         return self
 
     @property
@@ -216,6 +258,28 @@ class PurchasePropensity(Estimator):
         self._check_fitted()
         return propensity_features(interactions, cutoff=cutoff, event_types=self.event_types_)
 
+    def _user_rows(
+        self, history: Interactions, users: np.ndarray | None, as_of: int | None
+    ) -> tuple[PropensitySnapshot, np.ndarray]:
+        """The snapshot of ``history`` as of ``as_of`` and the row of each of ``users`` in it."""
+        self._check_fitted()
+        if history.n_events == 0:
+            raise ValueError("PurchasePropensity: the history has no events")
+        as_of = int(history.timestamps.max()) + 1 if as_of is None else int(as_of)
+        snap = self.snapshot(history, cutoff=as_of)
+        if users is None:
+            return snap, np.arange(len(snap.users))
+        users = np.asarray(users, dtype=np.int64)
+        if (users < 0).any() or (users >= history.n_users).any():
+            raise ValueError(f"users must be indices below {history.n_users}")
+        position = np.full(history.n_users, -1)
+        position[snap.users] = np.arange(len(snap.users))
+        rows = position[users]
+        if (rows < 0).any():
+            missing = str(history.user_ids[users[rows < 0][0]])
+            raise ValueError(f"user {missing!r} has no event before as_of={as_of}")
+        return snap, rows
+
     def predict_proba(
         self, history: Interactions, *, users: np.ndarray | None = None, as_of: int | None = None
     ) -> np.ndarray:
@@ -223,25 +287,30 @@ class PurchasePropensity(Estimator):
         events at or after it are not read). Default: one second after the latest event of ``history`` —
         the data's "now". ``users`` default: every user with an event before ``as_of``; a listed user
         without one is a ``ValueError`` naming them."""
-        self._check_fitted()
-        if history.n_events == 0:
-            raise ValueError("PurchasePropensity.predict_proba: the history has no events")
-        as_of = int(history.timestamps.max()) + 1 if as_of is None else int(as_of)
-        snap = self.snapshot(history, cutoff=as_of)
-        if users is None:
-            rows = np.arange(len(snap.users))
-        else:
-            users = np.asarray(users, dtype=np.int64)
-            position = np.full(history.n_users, -1)
-            position[snap.users] = np.arange(len(snap.users))
-            if (users < 0).any() or (users >= history.n_users).any():
-                raise ValueError(f"users must be indices below {history.n_users}")
-            rows = position[users]
-            if (rows < 0).any():
-                missing = str(history.user_ids[users[rows < 0][0]])
-                raise ValueError(f"user {missing!r} has no event before as_of={as_of}")
+        snap, rows = self._user_rows(history, users, as_of)
         p = self.predict_snapshot(snap)[rows]
         return np.column_stack([1.0 - p, p])
+
+    def reasons(
+        self, history: Interactions, *, user: int = 0, as_of: int | None = None, top: int = 3
+    ) -> list[PropensityReason]:
+        """The ``top`` features that move ``user``'s purchase log-odds most (either way) against the
+        average training user, largest first; features at the average are left out. ``as_of`` as in
+        :meth:`predict_proba`."""
+        snap, rows = self._user_rows(history, np.array([user]), as_of)
+        raw = snap.features[rows[0]]
+        shares = self.coef_ * (_transform(raw) - self.feature_means_)
+        order = [j for j in np.argsort(-np.abs(shares), kind="stable") if shares[j] != 0][:top]
+        names = self.feature_names_
+        return [
+            PropensityReason(
+                feature=names[j],
+                label=feature_label(names[j]),
+                value=float(raw[j]),
+                log_odds=float(shares[j]),
+            )
+            for j in order
+        ]
 
     def evaluate(self, snapshots: Sequence[PropensitySnapshot]) -> dict[str, Any]:
         """ROC-AUC and average precision over the labelled ``snapshots`` together."""
@@ -292,6 +361,7 @@ class PurchasePropensity(Estimator):
             "feature_names": list(self.feature_names_),
             "event_types": list(self.event_types_),
             "coef": self.coef_.tolist(),
+            "feature_means": self.feature_means_.tolist(),
             "intercept": self.intercept_,
             "chosen_c": self.chosen_c_,
             "valid_roc_auc": self.valid_roc_auc_,
@@ -312,12 +382,16 @@ class PurchasePropensity(Estimator):
         names = tuple(str(n) for n in meta["feature_names"])
         if names != feature_names(event_types):
             raise ValueError(f"{meta_file}: feature_names do not match event_types {list(event_types)}")
-        coef = np.asarray(meta["coef"], dtype=np.float64)
-        if coef.shape != (len(names),) or not np.isfinite(coef).all():
-            raise ValueError(f"{meta_file}: coef must be {len(names)} finite numbers, got shape {coef.shape}")
+        arrays = {k: np.asarray(meta[k], dtype=np.float64) for k in ("coef", "feature_means")}
+        for key, values in arrays.items():
+            if values.shape != (len(names),) or not np.isfinite(values).all():
+                raise ValueError(
+                    f"{meta_file}: {key} must be {len(names)} finite numbers, got shape {values.shape}"
+                )
         if not math.isfinite(float(meta["intercept"])):
             raise ValueError(f"{meta_file}: intercept must be finite")
-        model.coef_, model.intercept_ = coef, float(meta["intercept"])
+        model.coef_, model.feature_means_ = arrays["coef"], arrays["feature_means"]
+        model.intercept_ = float(meta["intercept"])
         model.event_types_ = event_types
         model.chosen_c_ = float(meta["chosen_c"])
         model.valid_roc_auc_ = {str(k): float(v) for k, v in meta["valid_roc_auc"].items()}

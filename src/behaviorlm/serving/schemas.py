@@ -193,13 +193,26 @@ class AnswerOut(BaseModel):
     llm: str
 
 
+class IntentReason(BaseModel):
+    feature: str
+    label: str
+    """The feature in words, e.g. ``cart events in the last 3 h``."""
+    value: float
+    log_odds: float
+    """This feature's share of the purchase log-odds against the average training user (positive: more
+    likely to buy)."""
+
+
 class Intent(BaseModel):
     user_id: str
     model: str
-    """``next_event_type`` (what the user does next: view, cart, purchase, ...) or ``sequence_classifier``."""
+    """``next_event_type`` (what the user does next: view, cart, purchase, ...), ``sequence_classifier`` or
+    ``purchase_propensity`` (will the user buy within a day)."""
     probabilities: dict[str, float]
     """Class -> probability, most likely first."""
     history_events: int
+    reasons: list[IntentReason] = []
+    """``purchase_propensity``: the features that move its answer most, strongest first (empty otherwise)."""
 
 
 class AnomalyReasonOut(BaseModel):

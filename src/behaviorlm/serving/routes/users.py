@@ -21,6 +21,7 @@ from behaviorlm.serving.schemas import (
     Explanation,
     Intent,
     IntentInWords,
+    IntentReason,
     Profile,
     QuestionIn,
     Recommendations,
@@ -92,9 +93,10 @@ def router(service: Service, config: ServiceConfig, authorize: Authorize) -> API
             user_id: Annotated[str, Path(min_length=1, max_length=MAX_ID)],
             _: Annotated[ApiKey, Depends(authorize("read"))],
         ) -> Intent:
-            """The user's intent from their latest events: the intent model's class probabilities."""
+            """The user's intent from their latest events: the intent model's class probabilities; a
+            purchase-propensity model also gives the features that move its answer most (``reasons``)."""
             from behaviorlm.data.purchase import store_now
-            from behaviorlm.models.heads import intent_classes, intent_probabilities
+            from behaviorlm.models.heads import intent_classes, read_intent
 
             head = service.intent_model
             _, request = service.request_history(user_id, head)
@@ -102,13 +104,15 @@ def router(service: Service, config: ServiceConfig, authorize: Authorize) -> API
                 raise HTTPException(
                     status_code=404, detail=f"user {user_id!r} has no events the intent model can read"
                 )
-            proba = intent_probabilities(head, request.interactions, now=lambda: store_now(service.reader()))
+            reading = read_intent(head, request.interactions, now=lambda: store_now(service.reader()))
+            proba = reading.probabilities
             ranked = sorted(zip(intent_classes(head), proba.tolist(), strict=True), key=lambda kv: -kv[1])
             return Intent(
                 user_id=user_id,
                 model=head.name,
                 probabilities=dict(ranked),
                 history_events=request.interactions.n_events,
+                reasons=[IntentReason(**r.to_dict()) for r in reading.reasons],
             )
 
     @router.get("/v1/users/{user_id}/profile", response_model=Profile, tags=["users"])
