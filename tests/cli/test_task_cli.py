@@ -253,3 +253,77 @@ def test_purchase_propensity_flags_are_checked(store, tmp_path, label, message) 
     result = runner.invoke(app, [*args, "--out", str(tmp_path / "m")])
     assert result.exit_code == 2, result.output
     assert message in " ".join(result.output.split()), result.output
+
+
+def test_score_lists_tomorrows_buyers_with_reasons_and_as_of_an_earlier_time(tmp_path) -> None:
+    """`score`: every user's purchase probability from a saved purchase_propensity model, most likely
+    first, with reasons; --as-of a test cutoff reproduces the model's own test predictions."""
+    import csv as csv_module
+
+    from behaviorlm.config import IngestConfig
+    from behaviorlm.data.ingest import ingest_records
+    from behaviorlm.data.store import EventStore
+    from behaviorlm.testing.purchase import START, planted_propensity_events
+
+    store = tmp_path / "days.duckdb"
+    with EventStore(store) as es:
+        ingest_records(es, planted_propensity_events(), source="planted", config=IngestConfig(format="jsonl"))
+    model_dir = tmp_path / "propensity"
+    args = [
+        "train",
+        "--store",
+        str(store),
+        "--model",
+        "purchase_propensity",
+        "--label",
+        "purchase-within:24h",
+    ]
+    assert runner.invoke(app, [*args, "--out", str(model_dir)]).exit_code == 0
+    model = load_model(model_dir)
+    cutoff = START + 7 * 86_400  # the last test cutoff: carts an hour before it, purchases after
+    when = "2023-11-21T22:13:20"  # = cutoff in UTC
+    out = tmp_path / "scores.csv"
+    result = runner.invoke(
+        app,
+        ["score", str(model_dir), "--store", str(store), "--out", str(out), "--as-of", when, "--top", "3"],
+    )
+    assert result.exit_code == 0, result.output
+    flat = " ".join(result.output.split())
+    assert "P(purchase within 24h)" in flat and "strongest reason" in flat and "200 users" in flat
+    rows = list(csv_module.DictReader(out.open()))
+    assert len(rows) == 200 and list(rows[0])[:3] == [
+        "user_id",
+        "no purchase within 24h",
+        "purchase within 24h",
+    ]
+    p = [float(r["purchase within 24h"]) for r in rows]
+    assert p == sorted(p, reverse=True) and "cart events in the last" in rows[0]["reason_1"]
+    # The same numbers as the model's predictions on that cutoff's snapshot.
+    from behaviorlm.data.store import EventStore as Store
+
+    with Store(store, read_only=True) as es:
+        data = es.interactions()
+    snap = model.snapshot(data, cutoff=cutoff)
+    expected = dict(
+        zip(data.user_ids[snap.users].tolist(), model.predict_snapshot(snap).tolist(), strict=True)
+    )
+    assert all(abs(float(r["purchase within 24h"]) - expected[r["user_id"]]) < 1e-6 for r in rows)
+    # Before any event there is nobody to score.
+    bad = runner.invoke(
+        app, ["score", str(model_dir), "--store", str(store), "--as-of", "1990-01-01T00:00:00"]
+    )
+    assert bad.exit_code == 2 and "no user has an event before" in bad.output
+
+
+def test_score_reads_a_sequence_head_in_its_own_index_space(store, tmp_path) -> None:
+    out = tmp_path / "intent"
+    args = ["train", "--store", str(store), "--model", "sequence_classifier", "--label", "purchase-within:3"]
+    assert runner.invoke(app, [*args, "--out", str(out), *TINY]).exit_code == 0
+    scores = tmp_path / "scores.csv"
+    result = runner.invoke(app, ["score", str(out), "--store", str(store), "--out", str(scores)])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(scores.open()))
+    assert len(rows) == 120 and list(rows[0]) == ["user_id", "0", "1"]
+    assert all(abs(float(r["0"]) + float(r["1"]) - 1) < 1e-5 for r in rows)
+    bad = runner.invoke(app, ["score", str(out), "--store", str(store), "--reasons", "2"])
+    assert bad.exit_code == 2 and "reasons are given by a purchase_propensity model" in bad.output

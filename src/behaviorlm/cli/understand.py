@@ -273,6 +273,91 @@ def churn(
 
 @app.command()
 @user_errors
+def score(
+    model_dir: Annotated[
+        Path,
+        typer.Argument(
+            help="A saved intent model: purchase_propensity (`train --model purchase_propensity`), "
+            "sequence_classifier or next_event_type."
+        ),
+    ],
+    store: StoreOption = Path("behaviorlm.duckdb"),
+    out: Annotated[
+        Path | None, typer.Option(help="Write every user's probabilities (CSV, most likely first) here.")
+    ] = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            help="Score as of this time (ISO-8601, UTC without an offset): only earlier events are read. "
+            "Default: one second after the store's latest event."
+        ),
+    ] = None,
+    reasons: Annotated[
+        int | None,
+        typer.Option(
+            help="purchase_propensity: how many features that move each user's probability most to give "
+            "(default 3; 0: none)."
+        ),
+    ] = None,
+    top: Annotated[int, typer.Option(help="How many users to show.")] = 10,
+) -> None:
+    """Every user's intent from a saved intent model: with purchase_propensity, who is likely to buy
+    within its horizon and why (a campaign's list); with a sequence head, its class probabilities from
+    each user's latest events (docs/transformer.md)."""
+    import csv
+
+    from behaviorlm.causal.effects import utc_seconds
+    from behaviorlm.models.propensity import PurchasePropensity
+    from behaviorlm.models.registry import load_intent_model
+    from behaviorlm.profiling.intent import score_users
+
+    model = load_intent_model(model_dir)
+    if reasons is None:
+        reasons = 3 if isinstance(model, PurchasePropensity) else 0
+    require_store(store)
+    with EventStore(store, read_only=True) as es:
+        data = es.interactions()
+    scored = score_users(
+        model, data, as_of=utc_seconds(as_of) if as_of is not None else None, reasons=reasons
+    )
+    order = scored.order()
+    when = datetime.fromtimestamp(scored.as_of, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    shown = scored.ranked_by or scored.classes[0]
+    column = scored.classes.index(shown)
+    table = Table(
+        "user",
+        f"P({shown})",
+        *(["strongest reason"] if scored.reasons else []),
+        title=f"{model.name}: {len(scored.user_ids):,} users as of {when}"
+        + (f", mean P({shown}) {scored.probabilities[:, column].mean():.3f}" if scored.ranked_by else ""),
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+    )
+    for i in order[:top]:
+        row = [str(scored.user_ids[i]), f"{scored.probabilities[i, column]:.3f}"]
+        if scored.reasons:
+            first = scored.reasons[i][0] if scored.reasons[i] else None
+            row.append(f"{first.label}: {round(first.value, 2):g} ({first.log_odds:+.2f})" if first else "–")
+        table.add_row(*row)
+    console.print(table)
+    if out is not None:
+        with out.open("w", newline="") as f:
+            writer = csv.writer(f)
+            n_reasons = max((len(r) for r in scored.reasons), default=0) if scored.reasons else 0
+            writer.writerow(["user_id", *scored.classes, *(f"reason_{k + 1}" for k in range(n_reasons))])
+            for i in order:
+                cells = [f"{p:.6f}" for p in scored.probabilities[i]]
+                why = (
+                    [f"{r.label}: {round(r.value, 2):g} ({r.log_odds:+.2f})" for r in scored.reasons[i]]
+                    if scored.reasons
+                    else []
+                )
+                writer.writerow([scored.user_ids[i], *cells, *why])
+        console.print(f"scores of {len(scored.user_ids):,} users: {out}")
+
+
+@app.command()
+@user_errors
 def fuse(
     model_dir: Annotated[
         Path, typer.Argument(help="A recommender written by `behaviorlm train` (the behaviour side).")

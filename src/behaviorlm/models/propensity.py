@@ -298,18 +298,29 @@ class PurchasePropensity(Estimator):
         average training user, largest first; features at the average are left out. ``as_of`` as in
         :meth:`predict_proba`."""
         snap, rows = self._user_rows(history, np.array([user]), as_of)
-        raw = snap.features[rows[0]]
+        return self.snapshot_reasons(snap, top=top, rows=rows)[0]
+
+    def snapshot_reasons(
+        self, snapshot: PropensitySnapshot, *, top: int = 3, rows: np.ndarray | None = None
+    ) -> list[list[PropensityReason]]:
+        """:meth:`reasons` for the users of ``snapshot`` (its ``rows``, default all) at once."""
+        self._check_fitted()
+        raw = snapshot.features if rows is None else snapshot.features[rows]
         shares = self.coef_ * (_transform(raw) - self.feature_means_)
-        order = [j for j in np.argsort(-np.abs(shares), kind="stable") if shares[j] != 0][:top]
+        order = np.argsort(-np.abs(shares), axis=1, kind="stable")[:, :top]
         names = self.feature_names_
         return [
-            PropensityReason(
-                feature=names[j],
-                label=feature_label(names[j]),
-                value=float(raw[j]),
-                log_odds=float(shares[j]),
-            )
-            for j in order
+            [
+                PropensityReason(
+                    feature=names[j],
+                    label=feature_label(names[j]),
+                    value=float(raw[r, j]),
+                    log_odds=float(shares[r, j]),
+                )
+                for j in order[r]
+                if shares[r, j] != 0
+            ]
+            for r in range(len(raw))
         ]
 
     def evaluate(self, snapshots: Sequence[PropensitySnapshot]) -> dict[str, Any]:
