@@ -135,6 +135,33 @@ def test_intent_model_probability_is_the_confidence(tmp_path):
     assert result.answer.confidence == 0.8 and "intent-model probability 0.80" in result.answer.text
 
 
+def test_with_an_intent_model_the_stated_intent_is_its_most_likely_class(tmp_path):
+    """The language model is told the intent model's most likely class and may not state another: a reply
+    naming the less likely one is replaced (and counted as a first-try miss), with that class's
+    probability as the confidence."""
+    facts = FactSet(
+        "user-x",
+        [
+            Fact("I1", "intent", "intent model: P(browse) = 0.7", {"intent": "browse", "probability": 0.7}),
+            Fact("I2", "intent", "intent model: P(buy) = 0.3", {"intent": "buy", "probability": 0.3}),
+        ],
+        intents=("buy", "browse"),
+        intent_from_model=True,
+    )
+    reply = json.dumps({"intent": "buy", "claims": [{"fact": "I1", "field": "probability", "value": "0.7"}]})
+    with (
+        FakeLLMServer([Step(text=reply)]) as server,
+        client_for(server, tmp_path) as client,
+    ):
+        result = explain_intent(client, facts)
+        request = server.requests[0]
+    assert "most likely intent is browse" in request["messages"][0]["content"]
+    assert json.dumps(request).count('"enum": ["browse"]') == 1  # the schema allows that class alone
+    assert result.answer.intent == "browse" and result.answer.confidence == 0.7
+    assert not result.first_try_grounded
+    assert result.answer.text.startswith("Likely intent: browse (intent-model probability 0.70).")
+
+
 class _LinesClient:
     """The embedded model as tasks see it (``remote`` false, ``chat(grammar=)``), answering ``reply``."""
 
