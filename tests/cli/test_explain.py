@@ -203,8 +203,10 @@ def test_explain_reads_a_saved_intent_model(saved: tuple[Path, Path], tmp_path: 
         args = ["explain", "probe", "--store", str(store), "--intent-model", str(root / "intent")]
         result = runner.invoke(app, [*args, "--llm-url", server.url], env=env)
     assert result.exit_code == 0, result.output
-    prompt = server.requests[0]["messages"][1]["content"]
-    assert "intent model" in prompt  # the classifier's probabilities are facts
+    system, prompt = (m["content"] for m in server.requests[0]["messages"])
+    # The classifier's most likely class is stated by code: the language model is told it, and its
+    # probabilities are not offered as claims (the claims are to say why).
+    assert "The intent model's most likely intent is" in system and "intent model" not in prompt
     flat = " ".join(result.output.replace("│", " ").split())
     assert "intent: 1" in flat and "intent-model probability" in flat
     # A recommender is not an intent model: one clear line, no traceback.

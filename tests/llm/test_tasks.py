@@ -156,6 +156,7 @@ def test_with_an_intent_model_the_stated_intent_is_its_most_likely_class(tmp_pat
         result = explain_intent(client, facts)
         request = server.requests[0]
     assert "most likely intent is browse" in request["messages"][0]["content"]
+    assert "[I1]" not in request["messages"][1]["content"]  # its probability is stated by code, not claimed
     assert json.dumps(request).count('"enum": ["browse"]') == 1  # the schema allows that class alone
     assert result.answer.intent == "browse" and result.answer.confidence == 0.7
     assert not result.first_try_grounded

@@ -479,6 +479,8 @@ def explain_intent(client: LLMClient, facts: FactSet) -> TaskResult[IntentExplan
         else {}
     )
     allowed = [max(model_p, key=model_p.__getitem__)] if model_p else list(facts.intents)
+    if model_p:  # code states the probability; the claims are to say why
+        shown -= {f.id for f in facts.of_kind("intent")}
     labels = ", ".join(allowed)
     system = (
         "You explain what an online user is probably trying to do, for a product analyst. "
@@ -487,8 +489,10 @@ def explain_intent(client: LLMClient, facts: FactSet) -> TaskResult[IntentExplan
             if model_p
             else f"Give the intent (one of: {labels}), your confidence between 0 and 1, "
         )
-        + "and 2 claims from the facts that show why: the latest events, the activity, the most "
-        "common category, the recommender's guesses and their reasons. {format}"
+        + "and 2 claims from the facts that show why: "
+        + ("the intent model's reasons, " if facts.of_kind("intent_reason") else "")
+        + "the latest events, the activity, the most common category, the recommender's guesses and their "
+        "reasons. {format}"
     )
     # With an intent model the confidence is its probability, copied by code: asking the language model
     # to copy it cost ~7 output tokens (a quarter of a second) for a number that was then replaced.
