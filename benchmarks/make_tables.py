@@ -847,6 +847,8 @@ def llm_section(path: Path) -> list[str]:
         for r in sorted(explain, key=lambda r: (r["dataset"], r["date"])):
             m = r["metrics"]
             claims = r["params"].get("output") or ("claims" if "claims_per_answer" in m else "free text")
+            if r["params"].get("intent_model"):
+                claims += f", intent model (reason cited in {m.get('reason_cited_share', 0):.0%})"
             per = (
                 f"{m['claims_per_answer']:.2f} / {m['claims_verified_share']:.3f}"
                 if "claims_per_answer" in m

@@ -19,6 +19,11 @@ One JSON line per dataset is appended to benchmarks/results.jsonl with model
 
     .venv/bin/python benchmarks/run_llm_explain.py --dataset ml-100k --model work-dir/demo/model
     .venv/bin/python benchmarks/run_llm_explain.py --dataset beauty
+    .venv/bin/python benchmarks/run_llm_explain.py --dataset taobao-9days --intent-model runs/propensity
+
+With ``--intent-model`` (a saved ``purchase_propensity``, say) the intent is that model's most likely
+class and the facts carry its reasons; ``reason_cited_share`` is the share of explanations with a kept
+claim on one of them.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from behaviorlm.evaluation.benchmark import append_jsonl, git_commit, machine_de
 from behaviorlm.llm.client import LLMClient, LLMError
 from behaviorlm.llm.facts import user_facts
 from behaviorlm.llm.tasks import explain_intent
-from behaviorlm.models.registry import load_model
+from behaviorlm.models.registry import load_intent_model, load_model
 from behaviorlm.profiling.anomalies import AnomalyDetector
 
 RESULTS = Path(__file__).resolve().parent / "results.jsonl"
@@ -52,6 +57,9 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=200)
     parser.add_argument(
         "--model", type=Path, default=None, help="saved sequence model trained on this dataset"
+    )
+    parser.add_argument(
+        "--intent-model", type=Path, default=None, help="saved intent model (e.g. purchase_propensity)"
     )
     parser.add_argument("--llm-model", default=LLMConfig().model)
     parser.add_argument("--threads", type=int, default=2)
@@ -68,6 +76,7 @@ def main() -> None:
 
     client = LLMClient(LLMConfig(model=args.llm_model, threads=args.threads, cache_dir=""))
     model = load_model(args.model) if args.model is not None else None
+    intent_model = load_intent_model(args.intent_model) if args.intent_model is not None else None
     rows = []
     log = args.log.open("w", encoding="utf-8") if args.log is not None else None
     with open_dataset_store(args.dataset, read_only=True) as store:
@@ -79,7 +88,7 @@ def main() -> None:
         chosen = [users[i] for i in rng.choice(len(users), size=min(args.users, len(users)), replace=False)]
         for n, user in enumerate(chosen, start=1):
             t0 = time.perf_counter()
-            facts = user_facts(store, user, model=model, detector=detector)
+            facts = user_facts(store, user, model=model, intent_model=intent_model, detector=detector)
             facts_s = time.perf_counter() - t0
             before = client.usage.completion_tokens
             try:
@@ -101,6 +110,10 @@ def main() -> None:
             row["claims"] = len(verdicts)
             row["claims_verified"] = verdicts.count("verified")
             row["claims_corrected"] = verdicts.count("corrected")
+            kinds = {f.id: f.kind for f in facts.facts}
+            row["reason_cited"] = any(
+                kinds.get(str(c.fact).strip().upper()) == "intent_reason" for c in result.answer.claims
+            )
             rows.append(row)
             if log is not None:
                 entry = {"user": user, **result.to_dict(), "rejected": result.rejected}
@@ -136,6 +149,8 @@ def main() -> None:
     metrics["claims_per_answer"] = claims / max(len(done), 1)
     metrics["claims_verified_share"] = sum(r["claims_verified"] for r in done) / max(claims, 1)
     metrics["claims_corrected_share"] = sum(r["claims_corrected"] for r in done) / max(claims, 1)
+    if intent_model is not None:
+        metrics["reason_cited_share"] = sum(r["reason_cited"] for r in done) / max(len(done), 1)
     print({k: round(v, 4) for k, v in metrics.items()})
     if args.no_record:
         return
@@ -153,6 +168,7 @@ def main() -> None:
                 "threads": args.threads,
                 "seed": args.seed,
                 "sequence_model": str(args.model) if args.model else None,
+                "intent_model": str(args.intent_model) if args.intent_model else None,
                 # How the embedded model writes claims (tasks._claims_task): lines under a grammar.
                 "output": "claim lines",
                 "usage": client.usage.to_dict(),
