@@ -52,3 +52,41 @@ def test_reason_facts_are_shown_checked_and_rendered(tmp_path) -> None:
         f"The intent model reads {cart.values['label']}: 1, which makes a purchase more likely than for the "
         "average user."
     )
+
+
+def test_ask_answers_how_likely_a_purchase_is_from_the_intent_model(tmp_path) -> None:
+    import json
+
+    from behaviorlm.config import LLMConfig
+    from behaviorlm.llm.client import LLMClient
+    from behaviorlm.llm.tools import UserContext, ask, available_tools, intent, tool_fits
+    from behaviorlm.testing.fake_llm import FakeLLMServer, Step
+
+    records = planted_propensity_events(n_users=120)
+    latest = max(r["timestamp"] for r in records)
+    records += [{"user_id": "keen", "item_id": "i5", "event_type": "cart", "timestamp": latest - 3600}]
+    with EventStore(tmp_path / "s.duckdb") as store:
+        ingest_records(store, records, source="t", config=IngestConfig(format="jsonl"))
+        first, last = store_time_range(store)
+        model, _ = fit_purchase_propensity(
+            store.interactions(), first_timestamp=first, last_timestamp=last, n_boot=10
+        )
+        plain = UserContext(store, "keen")
+        assert "intent" not in {t.name for t in available_tools(plain)}  # no model, no tool
+        ctx = UserContext(store, "keen", intent_model=model)
+        direct = intent(ctx)
+        expected = model.predict_proba(
+            model.history_from_events(["i5"], event_types=["cart"], timestamps=[latest - 3600]).interactions,
+            as_of=last + 1,
+        )[0, 1]
+        assert direct.fact.values["probabilities"]["purchase within 24h"] == round(expected, 2)
+        assert "cart events in the last 3 h: 1 (makes a purchase more likely)" in direct.answer
+        question = "Why is the user likely to buy soon?"
+        assert tool_fits("intent", question) and not tool_fits("last_event", question)
+        reply = {"calls": [{"tool": "intent"}]}
+        with (
+            FakeLLMServer([Step(text=json.dumps(reply))]) as server,
+            LLMClient(LLMConfig(base_url=server.url, model="fake", cache_dir=str(tmp_path / "c"))) as client,
+        ):
+            result = ask(client, ctx, question)
+    assert result.source == "tools" and result.answer == direct.answer

@@ -114,16 +114,18 @@ def ask(
         list[Path] | None,
         typer.Option("--effects", help="Effect reports (behaviorlm effects --json) the answer may cite."),
     ] = None,
+    intent_model: IntentModelOption = None,
     llm_url: LLMUrlOption = None,
     llm_model: LLMModelOption = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the answer as JSON.")] = None,
 ) -> None:
     """Answer a question about a user from the data: the language model picks read-only tools (counts,
-    first/last events, categories, items in a period, ratings, guesses, reasons, effects), code runs them,
-    and the answer is written from their results; "I don't know" when no tool answers it."""
+    first/last events, categories, items in a period, ratings, guesses, reasons, effects, the intent
+    model's probabilities), code runs them, and the answer is written from their results; "I don't know"
+    when no tool answers it."""
     from behaviorlm.llm.tools import UserContext
     from behaviorlm.llm.tools import ask as ask_tools
-    from behaviorlm.models.registry import load_recommender
+    from behaviorlm.models.registry import load_intent_model, load_recommender
 
     if not question.strip():
         raise ValueError("the question is empty")
@@ -133,7 +135,11 @@ def ask(
         if not es.scalar("SELECT count(*) FROM events WHERE user_id = ?", [user_id]):
             raise KeyError(f"user {user_id!r} has no events in {store}")
         context = UserContext(
-            es, user_id, model=load_recommender(model) if model is not None else None, effects=effects
+            es,
+            user_id,
+            model=load_recommender(model) if model is not None else None,
+            effects=effects,
+            intent_model=load_intent_model(intent_model) if intent_model is not None else None,
         )
         with (
             llm_client(llm_url, llm_model) as client,

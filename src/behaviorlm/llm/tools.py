@@ -57,6 +57,9 @@ class UserContext:
     """Stored user id -> behaviour segment id."""
     effects: list[dict[str, Any]] = field(default_factory=list)
     """Population effect reports (``EffectReport.to_dict()``, e.g. ``behaviorlm effects --json``)."""
+    intent_model: Any | None = None
+    """A saved intent model (``purchase_propensity``, ``sequence_classifier``, ``next_event_type``): the
+    ``intent`` tool's probabilities and, for ``purchase_propensity``, its reasons."""
 
     def event_types(self) -> list[str]:
         """The store's event types (read once per context: a scan of all events, asked for several times
@@ -387,6 +390,40 @@ def behaviour_effect(ctx: UserContext, *, treatment: str, outcome: str) -> ToolR
     raise LookupError(f"no effect estimate of {treatment} on {outcome} was given")
 
 
+def intent(ctx: UserContext) -> ToolResult:
+    """The intent model's probabilities for the user as of the store's latest event, most likely first,
+    and (``purchase_propensity``) the features that move its answer most."""
+    from behaviorlm.data.purchase import store_now
+    from behaviorlm.models.heads import intent_classes, read_intent
+
+    if ctx.intent_model is None:
+        raise LookupError("no intent model was given")
+    request = model_history(ctx.intent_model, latest_events(ctx.store, ctx.user_id, ctx.intent_model))
+    if request.interactions.n_events == 0:
+        raise LookupError("the intent model reads none of the user's events")
+    reading = read_intent(ctx.intent_model, request.interactions, now=lambda: store_now(ctx.store))
+    ranked = sorted(
+        zip(intent_classes(ctx.intent_model), reading.probabilities.tolist(), strict=True),
+        key=lambda kv: -kv[1],
+    )
+    values = {
+        "probabilities": {c: round(p, 2) for c, p in ranked},
+        "reasons": [
+            {"feature": r.label, "value": round(r.value, 2), "log_odds": round(r.log_odds, 2)}
+            for r in reading.reasons
+        ],
+    }
+    fact = Fact("Q", "tool", f"intent: {values}", values)
+    (top, p), *_ = ranked
+    answer = f"The intent model gives '{top}' probability {p:.2f}"
+    if reading.reasons:
+        answer += "; it reads " + "; ".join(
+            f"{r.label}: {round(r.value, 2):g} (makes a purchase {'more' if r.log_odds > 0 else 'less'} likely)"
+            for r in reading.reasons
+        )
+    return ToolResult(fact, answer + ".")
+
+
 def _require_model(ctx: UserContext) -> Any:
     if ctx.model is None:
         raise LookupError("no sequence model was given")
@@ -477,6 +514,12 @@ TOOLS: dict[str, Tool] = {
             {},
         ),
         Tool(
+            "intent",
+            intent,
+            "how likely the user is to buy (or do what the intent model predicts) soon, and why",
+            {},
+        ),
+        Tool(
             "behaviour_effect",
             behaviour_effect,
             "population effect of one behaviour on a later one",
@@ -496,6 +539,8 @@ def available_tools(ctx: UserContext) -> list[Tool]:
         if tool.name == "user_segment" and not ctx.segment_of:
             continue
         if tool.name == "behaviour_effect" and not ctx.effects:
+            continue
+        if tool.name == "intent" and ctx.intent_model is None:
             continue
         out.append(tool)
     return out
@@ -718,6 +763,7 @@ _ANCHORS: dict[str, tuple[str, ...]] = {
     "next_items": ("next", "will", "recommend", "suggest", "likely", "predict", "probably"),
     "event_influence": ("why", "reason", "because", "explain", "behind"),
     "behaviour_effect": ("effect", "cause", "make", "lead", "impact", "increase", "influence", "affect"),
+    "intent": ("chance", "likely", "probab", "buy", "purchas", "intent", "convert", "odds"),
 }
 """Words a question must contain for a tool to be a candidate answer to it. Tool retrieval: the model
 chooses among the candidates only (a 0.5B model choosing among all fourteen answered "What is their
@@ -843,7 +889,7 @@ def tool_fits(name: str, question: str) -> bool:
         return False
     if not any(a in text for a in _ANCHORS.get(name, ())) or any(w in text for w in _NOT_FOR.get(name, ())):
         return False
-    if name in ("event_influence", "behaviour_effect"):
+    if name in ("event_influence", "behaviour_effect", "intent"):
         return True
     return not asks_opinion(question) and not text.lstrip().startswith("why")
 
@@ -856,9 +902,9 @@ def call_problems(ctx: UserContext, question: str, tool: Tool, arguments: dict[s
     problems = []
     if not tool_fits(tool.name, question):
         problems.append(f"{tool.name} does not answer this kind of question")
-    if asks_opinion(question) and tool.name not in ("event_influence", "behaviour_effect"):
+    if asks_opinion(question) and tool.name not in ("event_influence", "behaviour_effect", "intent"):
         problems.append("the question asks about the person's views or life, not their recorded behaviour")
-    if text.lstrip().startswith("why") and tool.name not in ("event_influence", "behaviour_effect"):
+    if text.lstrip().startswith("why") and tool.name not in ("event_influence", "behaviour_effect", "intent"):
         problems.append("the question asks for a reason the events do not record")
     for name, kind in tool.arguments.items():
         value = str(arguments.get(name, "") or "").strip()

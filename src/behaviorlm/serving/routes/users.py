@@ -314,7 +314,9 @@ def router(service: Service, config: ServiceConfig, authorize: Authorize) -> API
                     raise HTTPException(status_code=404, detail=f"user {user_id!r} has no events")
                 try:
                     result = ask_tools(
-                        service.llm(), UserContext(store, stored, model=service.model), body.question
+                        service.llm(),
+                        UserContext(store, stored, model=service.model, intent_model=service.intent_model),
+                        body.question,
                     )
                 except (LLMError, ModelWeightsError) as exc:
                     raise HTTPException(
