@@ -3,9 +3,8 @@
 A *snapshot* at time ``cutoff`` takes every user with an event before it and describes them with what was
 known then: the behaviour features of :func:`behaviorlm.data.user_features.user_features_at` (recency,
 frequency, tenure, active days, 7- and 30-day activity, breadth, purchase and cart shares; the churn
-model's features) plus each event
-type's count in the last 3 / 12 / 24 / 48 hours before the cutoff (:data:`RECENT_HOURS`). The label is a
-purchase in ``[cutoff, cutoff + hours)``. :class:`PurchasePropensity` is a logistic regression on
+model's features) plus each event type's count in the last 3 / 12 / 24 / 48 hours before the cutoff
+(:data:`RECENT_HOURS`). The label is a purchase in ``[cutoff, cutoff + hours)``. :class:`PurchasePropensity` is a logistic regression on
 ``log(1 + feature)`` with its regularisation ``C`` chosen on validation snapshots' ROC-AUC.
 
 Why this model and not a sequence model: on the 9-day Taobao slice (daily cutoffs, a purchase in the next
