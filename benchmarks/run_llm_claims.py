@@ -29,7 +29,7 @@ import argparse
 import random
 import time
 from collections import Counter, defaultdict
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ from behaviorlm.config import LLMConfig
 from behaviorlm.data.datasets import open_dataset_store
 from behaviorlm.data.features import item_features_from_store
 from behaviorlm.data.store import EventStore
-from behaviorlm.evaluation.benchmark import append_jsonl, git_commit, machine_description, peak_rss_mb
+from behaviorlm.evaluation.benchmark import append_jsonl, provenance
 from behaviorlm.llm.claims import SIZE_RANGES, Claim, fields_of, normalize, verify_claim
 from behaviorlm.llm.client import LLMClient, LLMError
 from behaviorlm.llm.facts import FactSet, segment_facts, user_alias, user_facts
@@ -413,9 +413,6 @@ def main() -> None:
             RESULTS,
             {
                 "dataset": name,
-                "date": datetime.now(UTC).isoformat(timespec="seconds"),
-                "git_commit": git_commit(),
-                "machine": machine_description(),
                 "metrics": metrics,
                 "model": "llm-claims-verifier",
                 "n_users": args.users,
@@ -424,7 +421,7 @@ def main() -> None:
                     "segments": args.segments,
                     "llm": client.name if client else None,
                 },
-                "peak_rss_mb": peak_rss_mb(),
+                **provenance(),
             },
         )
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +38,7 @@ import torch
 
 from behaviorlm.config import LLMConfig
 from behaviorlm.data.datasets import open_dataset_store
-from behaviorlm.evaluation.benchmark import append_jsonl, git_commit, machine_description, peak_rss_mb
+from behaviorlm.evaluation.benchmark import append_jsonl, provenance
 from behaviorlm.llm.client import LLMClient, LLMError
 from behaviorlm.llm.facts import user_facts
 from behaviorlm.llm.tasks import explain_intent
@@ -158,9 +157,6 @@ def main() -> None:
         RESULTS,
         {
             "dataset": args.dataset,
-            "date": datetime.now(UTC).isoformat(timespec="seconds"),
-            "git_commit": git_commit(),
-            "machine": machine_description(),
             "metrics": metrics,
             "model": f"llm-explain-{args.llm_model}",
             "n_users": len(rows),
@@ -173,7 +169,7 @@ def main() -> None:
                 "output": "claim lines",
                 "usage": client.usage.to_dict(),
             },
-            "peak_rss_mb": peak_rss_mb(),
+            **provenance(),
         },
     )
 

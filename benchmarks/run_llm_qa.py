@@ -22,14 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 from collections import defaultdict
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
 from behaviorlm.config import LLMConfig
 from behaviorlm.data.datasets import open_dataset_store
-from behaviorlm.evaluation.benchmark import append_jsonl, git_commit, machine_description, peak_rss_mb
+from behaviorlm.evaluation.benchmark import append_jsonl, provenance
 from behaviorlm.llm.client import LLMClient, LLMError
 from behaviorlm.llm.tools import UserContext, ask
 from behaviorlm.testing.questions import HELDOUT_2, heldout_refusal_set, question_set, refusal_set
@@ -129,9 +128,6 @@ def main() -> None:
         RESULTS,
         {
             "dataset": "+".join(args.datasets),
-            "date": datetime.now(UTC).isoformat(timespec="seconds"),
-            "git_commit": git_commit(),
-            "machine": machine_description(),
             "metrics": metrics,
             "model": f"llm-qa-{args.llm_model}",
             "n_questions": len(rows),
@@ -141,7 +137,7 @@ def main() -> None:
                 "users_per_dataset": args.users,
                 "usage": client.usage.to_dict(),
             },
-            "peak_rss_mb": peak_rss_mb(),
+            **provenance(),
         },
     )
 
