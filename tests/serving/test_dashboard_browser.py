@@ -230,7 +230,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """`behaviorlm serve` on a free loopback port over a seeded store with a catalogue, a small model, the
-    three population reports and five keys."""
+    three population reports and six keys."""
     root = tmp_path_factory.mktemp("dashboard")
     store_path = root / "events.duckdb"
     with EventStore(store_path) as store:
@@ -255,6 +255,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         "loader": create_key(keys_file, name="loader", scopes=["write"]),
         "burst": create_key(keys_file, name="burst", scopes=["read"]),
         "hints": create_key(keys_file, name="hints", scopes=["read"]),
+        "intent": create_key(keys_file, name="intent", scopes=["read"]),  # its own rate-limit budget
     }
     # A scripted OpenAI-compatible server stands in for the language model of the words panel.
     llm = FakeLLMServer(default=Step(text=json.dumps(WORDS)))
@@ -686,5 +687,80 @@ def test_without_report_files_the_dashboard_says_how_to_make_them(
             expect(page.locator(f"#{name}-note")).to_contain_text(f'[reports] {name} = "{name}.json"')
             expect(page.locator(f"#{name}-chart svg")).to_have_count(0)
         assert not [url for url in requested if "/v1/reports/" in url]
+    finally:
+        context.close()
+
+
+def test_the_profile_shows_the_intent_models_answer_and_its_reasons(
+    server: dict[str, Any], browser: Any
+) -> None:
+    """With an intent model (``/v1/health`` names it) a looked-up user's profile shows its class
+    probabilities as bars and a purchase-propensity model's reasons, worded with their direction. The
+    endpoint's own answers are tested in tests/serving/test_intent.py; here it is stubbed."""
+    expect = sync_api.expect
+    base = server["base"]
+    intent = {
+        "user_id": "user3",
+        "model": "purchase_propensity",
+        "probabilities": {"purchase within 24h": 0.71, "no purchase within 24h": 0.29},
+        "history_events": 12,
+        "reasons": [
+            {
+                "feature": "cart_last_3h",
+                "label": "cart events in the last 3 h",
+                "value": 2.0,
+                "log_odds": 0.91,
+            },
+            {
+                "feature": "view_last_3h",
+                "label": "view events in the last 3 h",
+                "value": 23.0,
+                "log_odds": -0.5,
+            },
+        ],
+    }
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(10_000)
+    page = context.new_page()
+    page_errors: list[str] = []
+    page.on("pageerror", lambda error: page_errors.append(str(error)))
+
+    def health_with_intent(route: Any) -> None:
+        answer = route.fetch()
+        route.fulfill(response=answer, json={**answer.json(), "intent_model": "purchase_propensity"})
+
+    page.route(f"{base}/v1/health", health_with_intent)
+    page.route(f"{base}/v1/users/user3/intent", lambda route: route.fulfill(json=intent))
+    try:
+        page.goto(f"{base}/dashboard")
+        expect(page.locator("body")).to_have_attribute("data-ready", "true")
+        page.fill("#api-key", server["keys"]["intent"])
+        page.click("#save-key")
+        expect(page.locator("#overview-body")).to_be_visible()
+        page.fill("#user-id", "user3")
+        page.click("#lookup")
+        expect(page.locator("#profile-intent")).to_be_visible()
+        expect(page.locator("#intent-model")).to_contain_text("purchase_propensity")
+        bars = page.locator("#intent-probabilities .bar-row")
+        expect(bars).to_have_count(2)
+        expect(bars.first).to_contain_text("purchase within 24h")
+        expect(bars.first.locator(".count")).to_have_text("0.71")
+        expect(page.locator("#intent-reasons li.raises")).to_have_text(
+            "cart events in the last 3 h: 2 — makes it more likely (log-odds +0.91)"
+        )
+        expect(page.locator("#intent-reasons li.lowers")).to_have_text(
+            "view events in the last 3 h: 23 — makes it less likely (log-odds −0.50)"
+        )
+        # A user the intent model reads nothing of (404): no intent block, no error.
+        page.route(
+            f"{base}/v1/users/user4/intent", lambda route: route.fulfill(status=404, json={"detail": "x"})
+        )
+        page.fill("#user-id", "user4")
+        page.click("#lookup")
+        expect(page.locator("#timeline-user")).to_contain_text("user4")
+        expect(page.locator("#error")).to_be_empty()
+        expect(page.locator("#profile-user")).to_contain_text("user4")
+        expect(page.locator("#profile-intent")).to_be_hidden()
+        assert not page_errors, page_errors
     finally:
         context.close()

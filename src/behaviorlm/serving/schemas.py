@@ -330,6 +330,8 @@ class Health(BaseModel):
     """Whether ``/v1/users/{id}/explanation/words`` is served (a language model is configured)."""
     reports: list[str] = []
     """The population reports served under ``/v1/reports/`` (``effects``, ``audit``, ``targeting``)."""
+    intent_model: str | None = None
+    """The intent model's name (``purchase_propensity``, ...) when ``/v1/users/{id}/intent`` is served."""
     serving_copy: dict[str, Any] | None = None
     """Which copy of the model is served (``quantized``) and why, with the start-up timings when
     ``quantize = "auto"`` (``float_ms``, ``quantized_ms``: median ms per call; ``top10_agreement``)."""

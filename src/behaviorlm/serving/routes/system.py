@@ -28,6 +28,7 @@ def router(service: Service, config: ServiceConfig, authorize: Authorize) -> API
             model_loaded=service.model is not None,
             explanations_in_words=service.model is not None and config.llm is not None,
             reports=sorted(service.reports),
+            intent_model=service.intent_model.name if service.intent_model is not None else None,
             serving_copy=service.serving_choice.to_dict() if service.serving_choice else None,
         )
 

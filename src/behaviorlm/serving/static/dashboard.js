@@ -4,6 +4,7 @@
   const $ = (id) => document.getElementById(id);
   let modelLoaded = false;
   let reportsServed = [];
+  let intentModel = null;
   let lookupSeq = 0;
   let lookedUp = "";
 
@@ -522,6 +523,24 @@
     $("profile-body").hidden = false;
   }
 
+  // The intent model's answer for the user (/v1/users/{id}/intent): class probabilities as bars and, for a
+  // purchase-propensity model, the features that move it most, each with its share of the log-odds.
+  function renderIntent(intent) {
+    $("intent-model").textContent = "— " + intent.model + ", as of the store's latest event";
+    renderBars($("intent-probabilities"), Object.entries(intent.probabilities).map(([c, p]) => [c, p]),
+      (p) => fixed(p, 2), "keywords");
+    $("intent-reasons").replaceChildren(...intent.reasons.map((r) => node("li",
+      r.label + ": " + short(r.value) + " — makes it " + (r.log_odds > 0 ? "more" : "less") +
+      " likely (log-odds " + signed(r.log_odds, 2) + ")", r.log_odds > 0 ? "raises" : "lowers")));
+    $("profile-intent").hidden = false;
+  }
+
+  function clearIntent() {
+    $("profile-intent").hidden = true;
+    $("intent-probabilities").replaceChildren();
+    $("intent-reasons").replaceChildren();
+  }
+
   // The map with userId ringed (none: no ring); seq, if given, is the lookup it belongs to, and a newer
   // lookup's map wins.
   async function loadSegmentMap(userId, seq) {
@@ -826,6 +845,7 @@
   };
 
   function clearProfile() {
+    clearIntent();
     $("profile-user").textContent = "";
     $("profile-body").hidden = true;
     $("profile-note").textContent = NOTES.profile;
@@ -897,12 +917,22 @@
       // A user without events has no profile (the endpoint answers 404): nothing to ask for.
       const card = timeline.events.length ? await api(base + "/profile") : null;
       const recs = modelLoaded ? await api(base + "/recommendations?k=__K__") : null;
+      // The intent model may read none of the user's events (404): then there is no intent to show.
+      let intent = null;
+      if (card && intentModel) {
+        try {
+          intent = await api(base + "/intent");
+        } catch (err) {
+          if (err.status !== 404) throw err;
+        }
+      }
       if (seq !== lookupSeq) return;  // a newer lookup started meanwhile: its answer wins
       renderTimeline(timeline.user_id, timeline.events, activity);
       lookedUp = userId;
       clearWords();
       if (card) {
         renderProfile(card);
+        if (intent) renderIntent(intent); else clearIntent();
       } else {
         clearProfile();
         $("profile-note").textContent = "No events stored for this user: no profile.";
@@ -942,6 +972,7 @@
       const health = await api("/v1/health");
       modelLoaded = health.model_loaded === true;
       reportsServed = Array.isArray(health.reports) ? health.reports : [];
+      intentModel = health.intent_model || null;
       $("words-btn").hidden = health.explanations_in_words !== true;
       $("service").textContent = "service v" + health.version + (modelLoaded ? ", model loaded" : ", no model");
     } catch (err) {
