@@ -234,6 +234,11 @@ def test_purchase_propensity_trains_reports_and_serves_as_the_intent_model(tmp_p
     report = json.loads((out / "test_report.json").read_text())
     assert report["roc_auc"] > 0.97 and report["roc_auc_vs_boosting"]["low"] > 0
     assert len(report["protocol"]["test"]["cutoffs"]) == 2 and report["label"] == "purchase-within:24h"
+    calibration = report["calibration"]
+    assert (
+        calibration["brier"] < calibration["brier_base_rate"] and 0 <= calibration["calibration_error"] < 0.2
+    )
+    assert "calibration error" in flat
     model = load_intent_model(out)
     assert isinstance(model, PurchasePropensity) and model.hours == 24
     # A task-head flag it does not take is named.

@@ -220,3 +220,24 @@ def test_roc_auc_properties(pairs: list[tuple[int, int]]) -> None:
         expected_ap += (recall_here - previous_recall) * true_pos / np.sum(predicted)
         previous_recall = recall_here
     assert metrics.average_precision(y, y_score=s) == pytest.approx(expected_ap)
+
+
+# ------------------------------------------------------------------------------------------- calibration
+
+
+def test_brier_score_and_calibration_error_by_hand() -> None:
+    y = np.array([0, 0, 1, 1])
+    p = np.array([0.1, 0.3, 0.6, 0.8])
+    # Brier: (0.01 + 0.09 + 0.16 + 0.04) / 4 = 0.075.
+    assert metrics.brier_score(y, y_prob=p) == pytest.approx(0.075)
+    # Two equal-count bins: {0.1, 0.3} predicts 0.2 and sees 0 -> 0.2; {0.6, 0.8} predicts 0.7, sees 1 -> 0.3.
+    # Weighted by half each: 0.25.
+    assert metrics.calibration_error(y, y_prob=p, bins=2) == pytest.approx(0.25)
+    # One bin: mean predicted 0.45 against a rate of 0.5 -> 0.05.
+    assert metrics.calibration_error(y, y_prob=p, bins=1) == pytest.approx(0.05)
+    # The positive rate for everyone: Brier r (1 - r), calibration error 0.
+    flat = np.full(4, 0.5)
+    assert metrics.brier_score(y, y_prob=flat) == pytest.approx(0.25)
+    assert metrics.calibration_error(y, y_prob=flat) == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="probabilities"):
+        metrics.brier_score(y, y_prob=np.array([0.1, 0.2, 1.5, 0.3]))

@@ -333,6 +333,14 @@ def _train_propensity(params: dict[str, Any], *, store: Path, out: Path, label: 
             f"ROC-AUC minus boosting: {d['difference']:+.4f} [95% {d['low']:+.4f}, {d['high']:+.4f}]",
             highlight=False,
         )
+    if "calibration" in report:
+        c = report["calibration"]
+        console.print(
+            f"probabilities: mean {c['mean_probability']:.3f} against an observed rate of {c['positive_rate']:.3f}; "
+            f"Brier {c['brier']:.4f} (the rate alone: {c['brier_base_rate']:.4f}); calibration error "
+            f"{c['calibration_error']:.3f}",
+            highlight=False,
+        )
     console.print(
         f"[green]trained[/] purchase_propensity in {seconds:.2f} s → {out} (report: {out / 'test_report.json'}); "
         "use it as --intent-model",

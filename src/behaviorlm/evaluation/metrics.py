@@ -265,3 +265,29 @@ def average_precision(y_true: np.ndarray, *, y_score: np.ndarray) -> float:
     if int(t.sum()) == 0:
         raise ValueError("average precision needs at least one positive in y_true")
     return float(skm.average_precision_score(t, s))
+
+
+def brier_score(y_true: np.ndarray, *, y_prob: np.ndarray) -> float:
+    """Mean squared difference between predicted probabilities and 0/1 outcomes (Brier, 1950). Predicting
+    the positive rate ``r`` for everyone scores ``r (1 - r)``: a model must score below that to say more."""
+    t, p = _scored_pair(y_true, y_prob)
+    if ((p < 0) | (p > 1)).any():
+        raise ValueError("brier_score: y_prob must be probabilities in [0, 1]")
+    return float(np.mean((p - t) ** 2))
+
+
+def calibration_error(y_true: np.ndarray, *, y_prob: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error over ``bins`` bins of the predicted probability cut at its quantiles:
+    the share-weighted mean of |mean predicted - observed rate| per bin (Naeini et al., AAAI 2015).
+    Quantile cuts, as rare positives leave equal-width upper bins nearly empty; equal probabilities always
+    share a bin, so a constant prediction is judged as one group."""
+    t, p = _scored_pair(y_true, y_prob)
+    if bins < 1:
+        raise ValueError(f"calibration_error: bins must be >= 1, got {bins}")
+    cuts = np.quantile(p, np.linspace(0, 1, bins + 1)[1:-1])
+    which = np.searchsorted(cuts, p, side="right")
+    total = 0.0
+    for b in np.unique(which):
+        part = which == b
+        total += part.sum() * abs(p[part].mean() - t[part].mean())
+    return float(total / len(t))

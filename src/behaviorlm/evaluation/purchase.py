@@ -23,6 +23,8 @@ from behaviorlm.data.purchase import INTENT_TYPES, PURCHASE_TYPE, PurchaseSnapsh
 from behaviorlm.evaluation.metrics import (
     accuracy,
     average_precision,
+    brier_score,
+    calibration_error,
     f1_score,
     precision,
     recall,
@@ -228,7 +230,9 @@ def fit_purchase_propensity(
     label window crosses into the next group). Each cutoff's snapshot holds every user with an event
     before it. The report gives test ROC-AUC and average precision of the model and of scikit-learn's
     gradient boosting on the user features alone (the baseline), and the 95% paired-bootstrap interval of
-    the ROC-AUC difference (:func:`paired_bootstrap_auc`).
+    the ROC-AUC difference (:func:`paired_bootstrap_auc`), and how well calibrated the probabilities are
+    (``calibration``: mean predicted vs observed rate, Brier score against the base rate's, expected
+    calibration error over 10 equal-count bins).
     """
     from sklearn.ensemble import HistGradientBoostingClassifier
 
@@ -273,6 +277,14 @@ def fit_purchase_propensity(
         )
         base = boosting.predict_proba(np.concatenate([s.features[:, :n] for s in snaps["test"]]))[:, 1]
         ours = np.concatenate([model.predict_snapshot(s) for s in snaps["test"]])
+        # How far the stated probabilities can be taken at their word on the test days.
+        report["calibration"] = {
+            "mean_probability": float(ours.mean()),
+            "positive_rate": float(y_test.mean()),
+            "brier": brier_score(y_test, y_prob=ours),
+            "brier_base_rate": float(y_test.mean() * (1 - y_test.mean())),
+            "calibration_error": calibration_error(y_test, y_prob=ours),
+        }
         report["gradient_boosting"] = {
             "roc_auc": roc_auc(y_test, y_score=base),
             "average_precision": average_precision(y_test, y_score=base),
