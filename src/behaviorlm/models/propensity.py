@@ -5,7 +5,8 @@ known then: the behaviour features of :func:`behaviorlm.data.user_features.user_
 frequency, tenure, active days, 7- and 30-day activity, breadth, purchase and cart shares; the churn
 model's features) plus each event type's count in the last 3 / 12 / 24 / 48 hours before the cutoff
 (:data:`RECENT_HOURS`). The label is a purchase in ``[cutoff, cutoff + hours)``. :class:`PurchasePropensity` is a logistic regression on
-``log(1 + feature)`` with its regularisation ``C`` chosen on validation snapshots' ROC-AUC.
+``log(1 + feature)`` with its regularisation ``C`` chosen on validation snapshots' ROC-AUC and its
+probabilities then recalibrated on them (Platt scaling, folded into the coefficients).
 
 Why this model and not a sequence model: on the 9-day Taobao slice (daily cutoffs, a purchase in the next
 24 hours; ``benchmarks/run_purchase_users.py``, docs/graph.md) it was the best of every model tried —
@@ -199,7 +200,8 @@ class PurchasePropensity(Estimator):
         self, train: Sequence[PropensitySnapshot], *, valid: Sequence[PropensitySnapshot] | None = None
     ) -> Self:
         """Fit on the training snapshots; with ``valid`` (labelled snapshots with both classes), ``C`` is
-        the value of :data:`C_GRID` with the best validation ROC-AUC, else 1."""
+        the value of :data:`C_GRID` with the best validation ROC-AUC (else 1) and the probabilities are
+        recalibrated on them (:meth:`_calibrate`; ``calibration_`` records the slope and intercept)."""
         from sklearn.linear_model import LogisticRegression
 
         if not train or any(s.labels is None for s in train):
@@ -234,7 +236,28 @@ class PurchasePropensity(Estimator):
         self.intercept_ = float(model.intercept_[0])
         self.event_types_ = tuple(event_types)
         self.feature_means_ = x.mean(axis=0)
+        self.calibration_: dict[str, float] | None = None
+        if valid:
+            self._calibrate(valid)
         return self
+
+    def _calibrate(self, valid: Sequence[PropensitySnapshot]) -> None:
+        """Platt scaling on the validation snapshots (Platt, 1999): a one-feature logistic regression of the
+        outcome on the model's log-odds, folded into the coefficients (``a`` times each, ``a b0 + b`` the
+        intercept), so the probabilities match the validation days' purchase rate and the reasons still add
+        up exactly. The ranking is unchanged; a slope that is not positive (a validation set too small to
+        tell) leaves the model as fitted."""
+        from sklearn.linear_model import LogisticRegression
+
+        z = np.concatenate([_transform(s.features) @ self.coef_ + self.intercept_ for s in valid])
+        y = np.concatenate([s.labels for s in valid])
+        platt = LogisticRegression(C=1e6, max_iter=1000).fit(z[:, None], y)
+        slope, shift = float(platt.coef_[0, 0]), float(platt.intercept_[0])
+        if not slope > 0:
+            return
+        self.coef_ = slope * self.coef_
+        self.intercept_ = slope * self.intercept_ + shift
+        self.calibration_ = {"slope": slope, "intercept": shift}
 
     @property
     def feature_names_(self) -> tuple[str, ...]:
@@ -375,6 +398,7 @@ class PurchasePropensity(Estimator):
             "intercept": self.intercept_,
             "chosen_c": self.chosen_c_,
             "valid_roc_auc": self.valid_roc_auc_,
+            "calibration": self.calibration_,
         }
         (path / MODEL_JSON).write_text(json.dumps(meta, indent=1))
         (path / WEIGHTS_FILE).unlink(missing_ok=True)  # another model saved here before: not ours
@@ -405,4 +429,6 @@ class PurchasePropensity(Estimator):
         model.event_types_ = event_types
         model.chosen_c_ = float(meta["chosen_c"])
         model.valid_roc_auc_ = {str(k): float(v) for k, v in meta["valid_roc_auc"].items()}
+        calibration = meta.get("calibration")
+        model.calibration_ = None if calibration is None else {k: float(v) for k, v in calibration.items()}
         return model
