@@ -94,8 +94,14 @@ def test_intent_of_a_purchase_propensity_model_is_as_of_the_stores_latest_event(
         assert client.post("/v1/events", json={"events": events}, headers=headers).status_code < 300
         keen = client.get("/v1/users/keen/intent", headers=headers).json()
         gone = client.get("/v1/users/gone/intent", headers=headers).json()
+        # A later event anywhere moves the store's "now" at once (the cached time is dropped on a write):
+        # the same cart, three days old now, says less.
+        later = [{"user_id": "clock", "item_id": "i2", "event_type": "view", "timestamp": now + 3 * 86_400}]
+        assert client.post("/v1/events", json={"events": later}, headers=headers).status_code < 300
+        keen_later = client.get("/v1/users/keen/intent", headers=headers).json()
     assert keen["model"] == "purchase_propensity" and keen["history_events"] == 2
     assert abs(sum(keen["probabilities"].values()) - 1) < 1e-6
     assert keen["reasons"] and any(r["feature"].startswith("cart_last_") for r in keen["reasons"])
     assert {"feature", "label", "value", "log_odds"} <= set(keen["reasons"][0])
     assert keen["probabilities"]["purchase within 24h"] > 2 * gone["probabilities"]["purchase within 24h"]
+    assert keen_later["probabilities"]["purchase within 24h"] < keen["probabilities"]["purchase within 24h"]

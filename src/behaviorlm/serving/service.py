@@ -40,6 +40,8 @@ log = logging.getLogger("behaviorlm.serving")
 
 ITEM_DETAILS_CACHED = 500_000
 """Items whose catalogue fields the service keeps in memory (the cache starts over past this)."""
+STORE_NOW_SECONDS = 5.0
+"""How long ``Service.store_now`` keeps the store's latest event time when the service itself stores none."""
 
 
 class NotEnoughData(Exception):
@@ -103,6 +105,8 @@ class Service:
         self._items_lock = threading.Lock()
         self._item_details: dict[str, dict[str, str]] = {}
         """Item id -> its catalogue fields ({} for an item the catalogue does not describe)."""
+        self._now_lock = threading.Lock()
+        self._now_cache: tuple[int, float] | None = None
 
     def llm(self) -> Any:
         """The language-model client, started on first use (the embedded model loads in about a second)."""
@@ -153,6 +157,28 @@ class Service:
         except (IngestError, StoreError) as exc:
             raise HTTPException(status_code=503, detail=str(exc)) from None
         return len(events["item_id"]), model_history(model, events)
+
+    def store_now(self) -> int:
+        """One second after the store's latest event (:func:`behaviorlm.data.purchase.store_now`), what an
+        intent model that reads how long ago events were answers as of. Kept until the service stores
+        events (``forget_store_now``) or :data:`STORE_NOW_SECONDS` pass (another process may write): the
+        query scans every event's time, 1.4 ms at 354k events, and would grow with the store."""
+        from behaviorlm.data.purchase import store_now
+
+        with self._now_lock:
+            cached = self._now_cache
+            if cached is None or time.monotonic() - cached[1] > STORE_NOW_SECONDS:
+                try:
+                    cached = (store_now(self.reader()), time.monotonic())
+                except StoreError as exc:
+                    raise HTTPException(status_code=503, detail=f"event store unavailable: {exc}") from None
+                self._now_cache = cached
+            return cached[0]
+
+    def forget_store_now(self) -> None:
+        """Events were stored: the next ``store_now`` reads the store again."""
+        with self._now_lock:
+            self._now_cache = None
 
     def stored_user_id(self, user_id: str) -> str:
         """The id the store keeps for ``user_id`` (its pseudonym, when users are pseudonymized)."""

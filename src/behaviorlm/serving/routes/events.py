@@ -53,6 +53,7 @@ def router(service: Service, config: ServiceConfig, authorize: Authorize) -> API
         except StoreError as exc:
             raise HTTPException(status_code=503, detail=f"event store unavailable: {exc}") from None
         if summary.stored:
+            service.forget_store_now()
             service.history.invalidate(
                 {pseudonymize_user_id(record["user_id"], config=config.ingest) for record in records}
             )

@@ -95,7 +95,6 @@ def router(service: Service, config: ServiceConfig, authorize: Authorize) -> API
         ) -> Intent:
             """The user's intent from their latest events: the intent model's class probabilities; a
             purchase-propensity model also gives the features that move its answer most (``reasons``)."""
-            from behaviorlm.data.purchase import store_now
             from behaviorlm.models.heads import intent_classes, read_intent
 
             head = service.intent_model
@@ -104,7 +103,7 @@ def router(service: Service, config: ServiceConfig, authorize: Authorize) -> API
                 raise HTTPException(
                     status_code=404, detail=f"user {user_id!r} has no events the intent model can read"
                 )
-            reading = read_intent(head, request.interactions, now=lambda: store_now(service.reader()))
+            reading = read_intent(head, request.interactions, now=service.store_now)
             proba = reading.probabilities
             ranked = sorted(zip(intent_classes(head), proba.tolist(), strict=True), key=lambda kv: -kv[1])
             return Intent(
