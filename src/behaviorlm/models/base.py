@@ -243,20 +243,30 @@ def align_to_model(interactions: Interactions, model: Recommender) -> Interactio
     training); users keep their order. Use it to run a fitted model over a store that has grown since.
     """
     train = model.trained_on
-    index = {str(item): n for n, item in enumerate(train.item_ids.tolist())}
+    return align_to_space(interactions, item_ids=train.item_ids, event_type_vocab=train.event_type_vocab)
+
+
+def align_to_space(
+    interactions: Interactions, *, item_ids: np.ndarray, event_type_vocab: tuple[str, ...]
+) -> Interactions:
+    """``interactions`` re-indexed into the item space ``item_ids`` (compared as strings) and the
+    vocabulary ``event_type_vocab``: :func:`align_to_model` for any model that keeps its spaces (a task
+    head's ``item_ids_`` / ``event_type_vocab_``). Events outside them are left out; users keep their
+    order."""
+    index = {str(item): n for n, item in enumerate(np.asarray(item_ids).tolist())}
     item_map = np.array([index.get(str(item), -1) for item in interactions.item_ids.tolist()], dtype=np.int64)
-    type_index = {name: n for n, name in enumerate(train.event_type_vocab)}
+    type_index = {name: n for n, name in enumerate(event_type_vocab)}
     type_map = np.array([type_index.get(name, -1) for name in interactions.event_type_vocab], dtype=np.int64)
     keep = (item_map[interactions.items] >= 0) & (type_map[interactions.event_types.astype(np.int64)] >= 0)
     kept = interactions.filter_events(keep)
     return Interactions(
         user_ids=kept.user_ids,
-        item_ids=train.item_ids,
+        item_ids=np.asarray(item_ids),
         user_ptr=kept.user_ptr,
         items=item_map[kept.items],
         timestamps=kept.timestamps,
         event_types=type_map[kept.event_types.astype(np.int64)].astype(np.int16),
-        event_type_vocab=train.event_type_vocab,
+        event_type_vocab=tuple(event_type_vocab),
     )
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from behaviorlm.data.sequences import Interactions
+from behaviorlm.models.base import align_to_space
 from behaviorlm.models.heads import intent_classes
 from behaviorlm.models.propensity import PropensityReason, PurchasePropensity
 
@@ -68,7 +69,13 @@ def score_users(
         )
     if reasons:
         raise ValueError(f"reasons are given by a purchase_propensity model, not by {model.name}")
-    history = _in_model_space(model, interactions.filter_events(interactions.timestamps < as_of))
+    # The head's own item and event-type spaces; events on items or types it has never seen are left out,
+    # as model_history does for one user.
+    history = align_to_space(
+        interactions.filter_events(interactions.timestamps < as_of),
+        item_ids=model.item_ids_,
+        event_type_vocab=tuple(model.event_type_vocab_),
+    )
     users = np.flatnonzero(history.lengths() > 0)
     if len(users) == 0:
         raise ValueError(f"no user has an event before as_of={as_of}")
@@ -78,24 +85,4 @@ def score_users(
         classes=intent_classes(model),
         probabilities=np.asarray(model.predict_proba(history, users=users), dtype=np.float64),
         reasons=None,
-    )
-
-
-def _in_model_space(model: Any, interactions: Interactions) -> Interactions:
-    """``interactions`` in a sequence head's item and event-type index space; events on items or types the
-    model has never seen are left out (as :func:`behaviorlm.models.window.model_history` does for one
-    user)."""
-    items = np.asarray(interactions.item_ids).astype(str)[interactions.items]
-    types = np.asarray(interactions.event_type_vocab)[interactions.event_types]
-    known = np.isin(items, np.asarray(model.item_ids_).astype(str)) & np.isin(
-        types, list(model.event_type_vocab_)
-    )
-    users = np.repeat(np.asarray(interactions.user_ids), interactions.lengths())
-    return Interactions.from_events(
-        user_ids=users[known],
-        item_ids=items[known],
-        timestamps=interactions.timestamps[known],
-        event_types=types[known],
-        event_type_vocab=tuple(model.event_type_vocab_),
-        item_universe=np.asarray(model.item_ids_).astype(str),
     )
