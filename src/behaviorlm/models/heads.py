@@ -921,9 +921,7 @@ def read_intent(model: Any, history: Interactions, *, now: Callable[[], int] | N
         as_of = None
         if now is not None and history.n_events:
             as_of = max(int(now()), int(history.timestamps.max()) + 1)
-        return IntentReading(
-            probabilities=model.predict_proba(history, users=np.array([0]), as_of=as_of)[0],
-            reasons=model.reasons(history, user=0, as_of=as_of),
-        )
+        probabilities, reasons = model.predict_with_reasons(history, user=0, as_of=as_of)
+        return IntentReading(probabilities=probabilities, reasons=reasons)
     # SequenceClassifier requires the users; the others accept them.
     return IntentReading(probabilities=model.predict_proba(history, users=np.array([0]))[0], reasons=[])

@@ -319,8 +319,16 @@ class PurchasePropensity(Estimator):
         """The ``top`` features that move ``user``'s purchase log-odds most (either way) against the
         average training user, largest first; features at the average are left out. ``as_of`` as in
         :meth:`predict_proba`."""
+        return self.predict_with_reasons(history, user=user, as_of=as_of, top=top)[1]
+
+    def predict_with_reasons(
+        self, history: Interactions, *, user: int = 0, as_of: int | None = None, top: int = 3
+    ) -> tuple[np.ndarray, list[PropensityReason]]:
+        """``user``'s row of :meth:`predict_proba` and its :meth:`reasons`, from one snapshot (a request
+        wants both; each alone builds the snapshot of ``history``)."""
         snap, rows = self._user_rows(history, np.array([user]), as_of)
-        return self.snapshot_reasons(snap, top=top, rows=rows)[0]
+        p = float(self.predict_snapshot(snap)[rows[0]])
+        return np.array([1.0 - p, p]), self.snapshot_reasons(snap, top=top, rows=rows)[0]
 
     def snapshot_reasons(
         self, snapshot: PropensitySnapshot, *, top: int = 3, rows: np.ndarray | None = None
