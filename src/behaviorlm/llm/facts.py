@@ -541,12 +541,12 @@ def _intent_facts(
         types = {t for (t,) in store.rows("SELECT DISTINCT event_type FROM events")}
         return (SHOPPING_INTENTS if types & _COMMERCE_TYPES else CONTENT_INTENTS), False
     from behaviorlm.data.purchase import store_now
-    from behaviorlm.models.heads import intent_classes, read_intent
+    from behaviorlm.models.heads import read_intent
 
     history = model_history(intent_model, events)
     reading = read_intent(intent_model, history.interactions, now=lambda: store_now(store))
     proba = reading.probabilities
-    classes = [str(c) for c in intent_classes(intent_model)]
+    classes = reading.classes
     for rank, i in enumerate(np.argsort(-proba), start=1):
         facts.append(
             Fact(

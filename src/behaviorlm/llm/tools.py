@@ -394,7 +394,7 @@ def intent(ctx: UserContext) -> ToolResult:
     """The intent model's probabilities for the user as of the store's latest event, most likely first,
     and (``purchase_propensity``) the features that move its answer most."""
     from behaviorlm.data.purchase import store_now
-    from behaviorlm.models.heads import intent_classes, read_intent
+    from behaviorlm.models.heads import read_intent
 
     if ctx.intent_model is None:
         raise LookupError("no intent model was given")
@@ -402,10 +402,7 @@ def intent(ctx: UserContext) -> ToolResult:
     if request.interactions.n_events == 0:
         raise LookupError("the intent model reads none of the user's events")
     reading = read_intent(ctx.intent_model, request.interactions, now=lambda: store_now(ctx.store))
-    ranked = sorted(
-        zip(intent_classes(ctx.intent_model), reading.probabilities.tolist(), strict=True),
-        key=lambda kv: -kv[1],
-    )
+    ranked = reading.ranked()
     values = {
         "probabilities": {c: round(p, 2) for c, p in ranked},
         "reasons": [

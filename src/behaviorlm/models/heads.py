@@ -901,9 +901,15 @@ class IntentReading:
     """What an intent model says about one user: class probabilities (columns :func:`intent_classes`) and,
     for a model that can tell (``PurchasePropensity``), the features that move it most."""
 
+    classes: list[str]
+    """Column names of ``probabilities`` (:func:`intent_classes`)."""
     probabilities: np.ndarray
     reasons: list[Any]
     """``PropensityReason`` objects, strongest first; empty for the sequence heads."""
+
+    def ranked(self) -> list[tuple[str, float]]:
+        """``(class, probability)`` pairs, most likely first (ties keep the column order)."""
+        return sorted(zip(self.classes, self.probabilities.tolist(), strict=True), key=lambda kv: -kv[1])
 
 
 def read_intent(model: Any, history: Interactions, *, now: Callable[[], int] | None = None) -> IntentReading:
@@ -922,6 +928,10 @@ def read_intent(model: Any, history: Interactions, *, now: Callable[[], int] | N
         if now is not None and history.n_events:
             as_of = max(int(now()), int(history.timestamps.max()) + 1)
         probabilities, reasons = model.predict_with_reasons(history, user=0, as_of=as_of)
-        return IntentReading(probabilities=probabilities, reasons=reasons)
+        return IntentReading(classes=intent_classes(model), probabilities=probabilities, reasons=reasons)
     # SequenceClassifier requires the users; the others accept them.
-    return IntentReading(probabilities=model.predict_proba(history, users=np.array([0]))[0], reasons=[])
+    return IntentReading(
+        classes=intent_classes(model),
+        probabilities=model.predict_proba(history, users=np.array([0]))[0],
+        reasons=[],
+    )

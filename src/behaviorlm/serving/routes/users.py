@@ -95,7 +95,7 @@ def router(service: Service, config: ServiceConfig, authorize: Authorize) -> API
         ) -> Intent:
             """The user's intent from their latest events: the intent model's class probabilities; a
             purchase-propensity model also gives the features that move its answer most (``reasons``)."""
-            from behaviorlm.models.heads import intent_classes, read_intent
+            from behaviorlm.models.heads import read_intent
 
             head = service.intent_model
             _, request = service.request_history(user_id, head)
@@ -104,12 +104,10 @@ def router(service: Service, config: ServiceConfig, authorize: Authorize) -> API
                     status_code=404, detail=f"user {user_id!r} has no events the intent model can read"
                 )
             reading = read_intent(head, request.interactions, now=service.store_now)
-            proba = reading.probabilities
-            ranked = sorted(zip(intent_classes(head), proba.tolist(), strict=True), key=lambda kv: -kv[1])
             return Intent(
                 user_id=user_id,
                 model=head.name,
-                probabilities=dict(ranked),
+                probabilities=dict(reading.ranked()),
                 history_events=request.interactions.n_events,
                 reasons=[IntentReason(**r.to_dict()) for r in reading.reasons],
             )
