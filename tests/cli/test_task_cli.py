@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -204,30 +205,35 @@ def test_distill_trains_a_student_on_the_teachers_split(store, tmp_path) -> None
     assert bad.exit_code == 2 and "alpha" in bad.output
 
 
-def test_purchase_propensity_trains_reports_and_serves_as_the_intent_model(tmp_path) -> None:
-    """`train --model purchase_propensity --label purchase-within:24h`: daily cutoffs, the test report
-    against boosting, and a model.json that explain's --intent-model and the service read."""
+PROPENSITY_ARGS = ["train", "--model", "purchase_propensity", "--label", "purchase-within:24h"]
+
+
+@pytest.fixture(scope="module")
+def propensity_run(tmp_path_factory) -> tuple[Path, Path, Any]:
+    """A store of eight planted days (testing.purchase.planted_propensity_events) and `train --model
+    purchase_propensity --label purchase-within:24h` run on it: (store, model folder, CLI result)."""
     from behaviorlm.config import IngestConfig
     from behaviorlm.data.ingest import ingest_records
     from behaviorlm.data.store import EventStore
-    from behaviorlm.models.propensity import PurchasePropensity
-    from behaviorlm.models.registry import load_intent_model
     from behaviorlm.testing.purchase import planted_propensity_events
 
-    store = tmp_path / "days.duckdb"
+    root = tmp_path_factory.mktemp("propensity")
+    store = root / "days.duckdb"
     with EventStore(store) as es:
         ingest_records(es, planted_propensity_events(), source="planted", config=IngestConfig(format="jsonl"))
-    out = tmp_path / "propensity"
-    args = [
-        "train",
-        "--store",
-        str(store),
-        "--model",
-        "purchase_propensity",
-        "--label",
-        "purchase-within:24h",
-    ]
-    result = runner.invoke(app, [*args, "--out", str(out)])
+    out = root / "propensity"
+    result = runner.invoke(app, [*PROPENSITY_ARGS, "--store", str(store), "--out", str(out)])
+    return store, out, result
+
+
+def test_purchase_propensity_trains_reports_and_serves_as_the_intent_model(propensity_run, tmp_path) -> None:
+    """`train --model purchase_propensity --label purchase-within:24h`: daily cutoffs, the test report
+    against boosting, and a model.json that explain's --intent-model and the service read."""
+    from behaviorlm.models.propensity import PurchasePropensity
+    from behaviorlm.models.registry import load_intent_model
+
+    store, out, result = propensity_run
+    args = [*PROPENSITY_ARGS, "--store", str(store)]
     assert result.exit_code == 0, result.output
     flat = " ".join(result.output.split())
     assert "gradient boosting (baseline)" in flat and "ROC-AUC minus boosting" in flat
@@ -260,30 +266,16 @@ def test_purchase_propensity_flags_are_checked(store, tmp_path, label, message) 
     assert message in " ".join(result.output.split()), result.output
 
 
-def test_score_lists_tomorrows_buyers_with_reasons_and_as_of_an_earlier_time(tmp_path) -> None:
+def test_score_lists_tomorrows_buyers_with_reasons_and_as_of_an_earlier_time(
+    propensity_run, tmp_path
+) -> None:
     """`score`: every user's purchase probability from a saved purchase_propensity model, most likely
     first, with reasons; --as-of a test cutoff reproduces the model's own test predictions."""
-    import csv as csv_module
-
-    from behaviorlm.config import IngestConfig
-    from behaviorlm.data.ingest import ingest_records
     from behaviorlm.data.store import EventStore
-    from behaviorlm.testing.purchase import START, planted_propensity_events
+    from behaviorlm.testing.purchase import START
 
-    store = tmp_path / "days.duckdb"
-    with EventStore(store) as es:
-        ingest_records(es, planted_propensity_events(), source="planted", config=IngestConfig(format="jsonl"))
-    model_dir = tmp_path / "propensity"
-    args = [
-        "train",
-        "--store",
-        str(store),
-        "--model",
-        "purchase_propensity",
-        "--label",
-        "purchase-within:24h",
-    ]
-    assert runner.invoke(app, [*args, "--out", str(model_dir)]).exit_code == 0
+    store, model_dir, trained = propensity_run
+    assert trained.exit_code == 0, trained.output
     model = load_model(model_dir)
     cutoff = START + 7 * 86_400  # the last test cutoff: carts an hour before it, purchases after
     when = "2023-11-21T22:13:20"  # = cutoff in UTC
@@ -295,7 +287,7 @@ def test_score_lists_tomorrows_buyers_with_reasons_and_as_of_an_earlier_time(tmp
     assert result.exit_code == 0, result.output
     flat = " ".join(result.output.split())
     assert "P(purchase within 24h)" in flat and "strongest reason" in flat and "200 users" in flat
-    rows = list(csv_module.DictReader(out.open()))
+    rows = list(csv.DictReader(out.open()))
     assert len(rows) == 200 and list(rows[0])[:3] == [
         "user_id",
         "no purchase within 24h",
@@ -304,9 +296,7 @@ def test_score_lists_tomorrows_buyers_with_reasons_and_as_of_an_earlier_time(tmp
     p = [float(r["purchase within 24h"]) for r in rows]
     assert p == sorted(p, reverse=True) and "cart events in the last" in rows[0]["reason_1"]
     # The same numbers as the model's predictions on that cutoff's snapshot.
-    from behaviorlm.data.store import EventStore as Store
-
-    with Store(store, read_only=True) as es:
+    with EventStore(store, read_only=True) as es:
         data = es.interactions()
     snap = model.snapshot(data, cutoff=cutoff)
     expected = dict(
