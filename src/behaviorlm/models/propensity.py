@@ -218,12 +218,13 @@ class PurchasePropensity(Estimator):
             )
         valid = [s for s in valid or [] if s.labels is not None and 0 < s.labels.sum() < len(s.labels)]
         self.valid_roc_auc_: dict[str, float] = {}
+        if valid:
+            xv = _transform(np.concatenate([s.features for s in valid]))
+            yv = np.concatenate([s.labels for s in valid])
         best: tuple[float, float, Any] | None = None
         for c in C_GRID if valid else (1.0,):
             model = LogisticRegression(C=c, max_iter=3000).fit(x, y)
             if valid:
-                xv = _transform(np.concatenate([s.features for s in valid]))
-                yv = np.concatenate([s.labels for s in valid])
                 auc = float(skm.roc_auc_score(yv, model.predict_proba(xv)[:, 1]))
                 self.valid_roc_auc_[str(c)] = auc
                 if best is None or auc > best[0]:
@@ -238,19 +239,18 @@ class PurchasePropensity(Estimator):
         self.feature_means_ = x.mean(axis=0)
         self.calibration_: dict[str, float] | None = None
         if valid:
-            self._calibrate(valid)
+            self._calibrate(xv, yv)
         return self
 
-    def _calibrate(self, valid: Sequence[PropensitySnapshot]) -> None:
-        """Platt scaling on the validation snapshots (Platt, 1999): a one-feature logistic regression of the
-        outcome on the model's log-odds, folded into the coefficients (``a`` times each, ``a b0 + b`` the
-        intercept), so the probabilities match the validation days' purchase rate and the reasons still add
-        up exactly. The ranking is unchanged; a slope that is not positive (a validation set too small to
+    def _calibrate(self, x: np.ndarray, y: np.ndarray) -> None:
+        """Platt scaling on the validation rows (``x``: transformed features, ``y``: labels; Platt, 1999): a
+        one-feature logistic regression of the outcome on the model's log-odds, folded into the coefficients
+        (``a`` times each, ``a b0 + b`` the intercept), so the probabilities match the validation days'
+        purchase rate and the reasons still add up exactly. The ranking is unchanged; a slope that is not positive (a validation set too small to
         tell) leaves the model as fitted."""
         from sklearn.linear_model import LogisticRegression
 
-        z = np.concatenate([_transform(s.features) @ self.coef_ + self.intercept_ for s in valid])
-        y = np.concatenate([s.labels for s in valid])
+        z = x @ self.coef_ + self.intercept_
         platt = LogisticRegression(C=1e6, max_iter=1000).fit(z[:, None], y)
         slope, shift = float(platt.coef_[0, 0]), float(platt.intercept_[0])
         if not slope > 0:
