@@ -264,10 +264,16 @@ def fit_purchase_propensity(
                 for group in cutoffs
             },
         },
-        **model.evaluate(snaps["test"]),
         "chosen_c": model.chosen_c_,
     }
     y_test = np.concatenate([s.labels for s in snaps["test"]])
+    ours = np.concatenate([model.predict_snapshot(s) for s in snaps["test"]])
+    report.update(
+        n=len(y_test),
+        positives=int(y_test.sum()),
+        roc_auc=roc_auc(y_test, y_score=ours),
+        average_precision=average_precision(y_test, y_score=ours),
+    )
     if 0 < y_test.sum() < len(y_test):
         n = len(USER_FEATURES)
         boosting = HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, random_state=0)
@@ -276,7 +282,6 @@ def fit_purchase_propensity(
             np.concatenate([s.labels for s in snaps["train"]]),
         )
         base = boosting.predict_proba(np.concatenate([s.features[:, :n] for s in snaps["test"]]))[:, 1]
-        ours = np.concatenate([model.predict_snapshot(s) for s in snaps["test"]])
         # How far the stated probabilities can be taken at their word on the test days.
         report["calibration"] = {
             "mean_probability": float(ours.mean()),

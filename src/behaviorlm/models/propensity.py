@@ -353,17 +353,6 @@ class PurchasePropensity(Estimator):
             for r in range(len(raw))
         ]
 
-    def evaluate(self, snapshots: Sequence[PropensitySnapshot]) -> dict[str, Any]:
-        """ROC-AUC and average precision over the labelled ``snapshots`` together."""
-        y = np.concatenate([s.labels for s in snapshots])
-        p = np.concatenate([self.predict_snapshot(s) for s in snapshots])
-        return {
-            "n": len(y),
-            "positives": int(y.sum()),
-            "roc_auc": float(skm.roc_auc_score(y, p)),
-            "average_precision": float(skm.average_precision_score(y, p)),
-        }
-
     def history_from_events(
         self,
         item_ids: Sequence[str],
