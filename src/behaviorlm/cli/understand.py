@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import typer
@@ -321,6 +321,10 @@ def score(
         model, data, as_of=utc_seconds(as_of) if as_of is not None else None, reasons=reasons
     )
     order = scored.order()
+
+    def said(reason: Any) -> str:  # a reason as the table and the CSV write it
+        return f"{reason.label}: {round(reason.value, 2):g} ({reason.log_odds:+.2f})"
+
     when = datetime.fromtimestamp(scored.as_of, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     shown = scored.ranked_by or scored.classes[0]
     column = scored.classes.index(shown)
@@ -337,7 +341,7 @@ def score(
         row = [str(scored.user_ids[i]), f"{scored.probabilities[i, column]:.3f}"]
         if scored.reasons:
             first = scored.reasons[i][0] if scored.reasons[i] else None
-            row.append(f"{first.label}: {round(first.value, 2):g} ({first.log_odds:+.2f})" if first else "–")
+            row.append(said(first) if first else "–")
         table.add_row(*row)
     console.print(table)
     if out is not None:
@@ -347,11 +351,7 @@ def score(
             writer.writerow(["user_id", *scored.classes, *(f"reason_{k + 1}" for k in range(n_reasons))])
             for i in order:
                 cells = [f"{p:.6f}" for p in scored.probabilities[i]]
-                why = (
-                    [f"{r.label}: {round(r.value, 2):g} ({r.log_odds:+.2f})" for r in scored.reasons[i]]
-                    if scored.reasons
-                    else []
-                )
+                why = [said(r) for r in scored.reasons[i]] if scored.reasons else []
                 writer.writerow([scored.user_ids[i], *cells, *why])
         console.print(f"scores of {len(scored.user_ids):,} users: {out}")
 
