@@ -652,6 +652,22 @@ def test_dashboard_end_to_end(server: dict[str, Any], browser: Any, artifacts: P
         api.close()
 
 
+def open_with_health(page: Any, base: str, *, key: str, **changes: Any) -> None:
+    """Open the dashboard with ``changes`` made to every ``/v1/health`` answer the page gets (what the
+    service says it serves), enter ``key`` and wait for the overview."""
+
+    def patched(route: Any) -> None:
+        answer = route.fetch()
+        route.fulfill(response=answer, json={**answer.json(), **changes})
+
+    page.route(f"{base}/v1/health", patched)
+    page.goto(f"{base}/dashboard")
+    sync_api.expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    page.fill("#api-key", key)
+    page.click("#save-key")
+    sync_api.expect(page.locator("#overview-body")).to_be_visible()
+
+
 def test_without_report_files_the_dashboard_says_how_to_make_them(
     server: dict[str, Any], browser: Any
 ) -> None:
@@ -665,17 +681,8 @@ def test_without_report_files_the_dashboard_says_how_to_make_them(
     requested: list[str] = []
     page.on("request", lambda request: requested.append(request.url))
 
-    def health_without_reports(route: Any) -> None:
-        answer = route.fetch()
-        route.fulfill(response=answer, json={**answer.json(), "reports": []})
-
-    page.route(f"{base}/v1/health", health_without_reports)
     try:
-        page.goto(f"{base}/dashboard")
-        expect(page.locator("body")).to_have_attribute("data-ready", "true")
-        page.fill("#api-key", server["keys"]["hints"])
-        page.click("#save-key")
-        expect(page.locator("#overview-body")).to_be_visible()
+        open_with_health(page, base, key=server["keys"]["hints"], reports=[])
         expect(page.locator("#effects-note code").first).to_have_text(
             "behaviorlm effects --treatment cart --outcome purchase --store events.duckdb --json effects.json"
         )
@@ -725,18 +732,9 @@ def test_the_profile_shows_the_intent_models_answer_and_its_reasons(
     page_errors: list[str] = []
     page.on("pageerror", lambda error: page_errors.append(str(error)))
 
-    def health_with_intent(route: Any) -> None:
-        answer = route.fetch()
-        route.fulfill(response=answer, json={**answer.json(), "intent_model": "purchase_propensity"})
-
-    page.route(f"{base}/v1/health", health_with_intent)
     page.route(f"{base}/v1/users/user3/intent", lambda route: route.fulfill(json=intent))
     try:
-        page.goto(f"{base}/dashboard")
-        expect(page.locator("body")).to_have_attribute("data-ready", "true")
-        page.fill("#api-key", server["keys"]["intent"])
-        page.click("#save-key")
-        expect(page.locator("#overview-body")).to_be_visible()
+        open_with_health(page, base, key=server["keys"]["intent"], intent_model="purchase_propensity")
         page.fill("#user-id", "user3")
         page.click("#lookup")
         expect(page.locator("#profile-intent")).to_be_visible()
